@@ -1,0 +1,156 @@
+"""Self-describing checkpoints: plain dicts of tensors and primitives.
+
+``torch.load(path, weights_only=True)`` reads them (no pickled modules or classes), and the
+file carries everything a consumer needs: encoder config, input spec, metric, training config,
+data fingerprint and evaluation results. Optimizer state for resuming lives in a separate file
+(see ``training``), so the shipped model stays small and inert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from protonet.errors import CheckpointError
+from protonet.model import EncoderConfig, build_encoder
+from protonet.preprocessing import InputSpec
+
+FORMAT_NAME = "protonet-checkpoint"
+FORMAT_VERSION = 1
+METRIC = "squared_euclidean"
+
+
+def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
+    """Content hash of the weights: two checkpoints share a version iff they embed alike."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(
+            tensor.float().numpy().tobytes()
+            if tensor.is_floating_point()
+            else tensor.numpy().tobytes()
+        )
+    return digest.hexdigest()[:16]
+
+
+def _primitives(values: dict[str, Any]) -> dict[str, Any]:
+    """Plain JSON types only: anything else (a TorchVersion, a Path) would need pickling,
+    which ``weights_only=True`` rightly refuses to load."""
+    return dict(json.loads(json.dumps(values, default=str)))
+
+
+@dataclass
+class Checkpoint:
+    """A trained encoder and everything that describes it."""
+
+    encoder_config: EncoderConfig
+    input_spec: InputSpec
+    state_dict: dict[str, torch.Tensor]
+    metric: str = METRIC
+    training_config: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return weights_version(self.state_dict)
+
+    def build_encoder(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The encoder with these weights, in eval mode, on ``device``."""
+        encoder = build_encoder(self.encoder_config)
+        try:
+            encoder.load_state_dict(self.state_dict)
+        except RuntimeError as error:
+            raise CheckpointError(f"weights do not match the encoder config: {error}") from None
+        return encoder.to(device).eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "encoder_config": self.encoder_config.to_dict(),
+            "input_spec": self.input_spec.to_dict(),
+            "metric": self.metric,
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
+            "training_config": _primitives(self.training_config),
+            "data_fingerprint": self.data_fingerprint,
+            "evaluation": _primitives(self.evaluation),
+            "metadata": _primitives(self.metadata),
+        }
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_torch_save(checkpoint.to_dict(), path)
+
+
+def atomic_torch_save(payload: Any, path: Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, then rename over it."""
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
+    try:
+        torch.save(payload, temp_name)
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.unlink(temp_name)
+    return path
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # zip, pickle and unpickler errors all mean "not a valid file"
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated?): {type(error).__name__}"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a {FORMAT_NAME} file")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format version {payload.get('format_version')!r}; "
+            f"this code reads version {FORMAT_VERSION}"
+        )
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read and validate a checkpoint; every failure is a :class:`CheckpointError`."""
+    path = Path(path)
+    payload = _read_payload(path)
+    try:
+        checkpoint = Checkpoint(
+            encoder_config=EncoderConfig.from_dict(payload["encoder_config"]),
+            input_spec=InputSpec.from_dict(payload["input_spec"]),
+            state_dict=payload["state_dict"],
+            metric=payload["metric"],
+            training_config=payload.get("training_config", {}),
+            data_fingerprint=payload.get("data_fingerprint", ""),
+            evaluation=payload.get("evaluation", {}),
+            metadata=payload.get("metadata", {}),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None
+    if checkpoint.metric != METRIC:
+        raise CheckpointError(
+            f"{path} uses metric {checkpoint.metric!r}; only {METRIC!r} is supported"
+        )
+    if payload.get("version") != checkpoint.version:
+        raise CheckpointError(f"{path}: weights do not match their recorded version (corrupt?)")
+    return checkpoint

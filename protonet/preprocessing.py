@@ -1,0 +1,138 @@
+"""The one preprocessing path from "an image a person drew" to a model input.
+
+Two stages, both used by the trainer, the evaluator and the service alike:
+
+1. :func:`to_pixels` decodes any Pillow-readable file, PIL image or array, flattens alpha onto
+   white paper, converts to the checkpoint's channels and resizes to its square size. The result
+   is a small ``uint8`` array: what the training cache and the service's storage keep.
+2. :func:`pixels_to_tensor` scales to [0, 1] and inverts (so strokes are 1 on a 0 background,
+   as the encoder was trained), batched or not.
+
+Keeping stage 1's output as ``uint8`` in both the cache and storage means the trainer and the
+service feed the encoder byte-identical inputs for the same drawing: no train/serve skew.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from protonet.errors import InvalidInputError
+
+ImageSource = Union[bytes, Image.Image, np.ndarray]
+
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the encoder expects; stored in the checkpoint so callers never guess."""
+
+    image_size: int = 28
+    channels: int = 1
+    # Omniglot (and what people draw) is dark ink on light paper; the encoder sees ink as 1.
+    invert: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> InputSpec:
+        return cls(**values)
+
+    @property
+    def pixel_shape(self) -> tuple[int, ...]:
+        """Shape of :func:`to_pixels` output: ``[H, W]`` or ``[H, W, C]``."""
+        side = (self.image_size, self.image_size)
+        return side if self.channels == 1 else (*side, self.channels)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an encoded image file, refusing empty input and decompression bombs."""
+    if not data:
+        raise InvalidInputError("empty image")
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size  # read from the header, before any pixel is decoded
+        if width * height > max_pixels:
+            raise InvalidInputError(
+                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except InvalidInputError:
+        raise
+    except Exception as error:  # Pillow raises many types for bad files
+        raise InvalidInputError(f"not a decodable image ({type(error).__name__})") from None
+    if width == 0 or height == 0:
+        raise InvalidInputError("image has no pixels")
+    return image
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparent images onto white paper, so ink on a clear layer stays ink."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(paper, rgba)
+    return image
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    """A ``[H, W]`` (or ``[H, W, C]``) array of floats in [0, 1] or of uint8 -> PIL image."""
+    if array.ndim not in (2, 3) or array.shape[0] == 0 or array.shape[1] == 0:
+        raise InvalidInputError(
+            f"pixels must be a non-empty 2-D array, got shape {list(array.shape)}"
+        )
+    if array.dtype != np.uint8:
+        values = array.astype(np.float64, copy=False)
+        if not np.isfinite(values).all():
+            raise InvalidInputError("pixels contain NaN or infinite values")
+        if values.min() < 0.0 or values.max() > 1.0:
+            raise InvalidInputError("pixels must be in [0, 1] (0 = black ink, 1 = white paper)")
+        array = np.rint(values * 255.0).astype(np.uint8)
+    return Image.fromarray(array)
+
+
+def to_pixels(
+    source: ImageSource, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Stage 1: any image -> ``uint8`` array of ``spec.pixel_shape`` (not yet inverted)."""
+    if isinstance(source, bytes):
+        image = decode_image(source, max_pixels)
+    elif isinstance(source, np.ndarray):
+        if source.size > max_pixels:
+            raise InvalidInputError(f"pixels has {source.size} values; the limit is {max_pixels}")
+        image = _array_to_image(source)
+    else:
+        image = source
+    image = _flatten_alpha(image).convert("L" if spec.channels == 1 else "RGB")
+    if image.size != (spec.image_size, spec.image_size):
+        # Pillow's bilinear resize is antialiased when shrinking: thin strokes survive.
+        image = image.resize((spec.image_size, spec.image_size), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """Stage 2: ``uint8 [..., H, W(, C)]`` -> float ``[..., C, H, W]`` in [0, 1], inverted per spec."""
+    tensor = torch.as_tensor(pixels)
+    if spec.channels == 1:
+        tensor = tensor.unsqueeze(-3)
+    else:
+        tensor = tensor.movedim(-1, -3)
+    tensor = tensor.float() / 255.0
+    return 1.0 - tensor if spec.invert else tensor
+
+
+def preprocess(
+    source: ImageSource, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Any image -> model input ``[C, H, W]``: both stages in one call."""
+    return pixels_to_tensor(to_pixels(source, spec, max_pixels), spec)

@@ -1,0 +1,307 @@
+"""Episodic meta-training of the Prototypical Network encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from protonet.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
+from protonet.embedding import pick_device
+from protonet.model import EncoderConfig, build_encoder
+from protonet.preprocessing import InputSpec, pixels_to_tensor
+from protonet.prototypes import episode_loss
+from training import folder, omniglot
+from training.config import TrainConfig, validate
+from training.episodes import Episode, EpisodeSampler, EpisodeShape
+from training.evaluate import embed_imageset, evaluate
+from training.imageset import ImageSet
+from training.plots import plot_learning_curve
+
+BEST_CHECKPOINT = "best.pt"
+RESUME_STATE = "resume_state.pt"
+METRICS_LOG = "metrics.jsonl"
+LEARNING_CURVE = "learning_curve.png"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: ImageSet
+    validation: ImageSet
+    fingerprint: str
+
+
+def load_training_data(config: TrainConfig, spec: InputSpec) -> TrainingData:
+    """Train and validation classes for ``config.split``; evaluation data is never touched."""
+    data_dir = Path(config.data)
+    cache_dir = Path(config.cache_dir) if config.cache_dir else None
+    if config.split == "folder":
+        images, fingerprint = folder.load_folder(data_dir, spec, cache_dir, config.progress)
+        train, validation = folder.split_classes(images, config.val_fraction, config.seed)
+        return TrainingData(train, validation, fingerprint)
+    if config.split == "lake":
+        train, validation = omniglot.lake_train_val(data_dir, spec, cache_dir, config.progress)
+        subsets: tuple[str, ...] = ("background",)
+    else:
+        train = omniglot.load_split(data_dir, "vinyals-train", spec, cache_dir, config.progress)
+        validation = omniglot.load_split(data_dir, "vinyals-val", spec, cache_dir, config.progress)
+        subsets = omniglot.SUBSETS
+    return TrainingData(
+        train, validation, omniglot.data_fingerprint(data_dir, subsets, config.split)
+    )
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where the hardware runs it natively (about 2x faster here), else fp32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Trainer:
+    """Owns the model, optimiser, sampler and logs of one training run."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        validate(config)
+        self.config = config
+        self.out = Path(config.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        torch.manual_seed(config.seed)
+        self.device = pick_device(config.device)
+        self.spec = InputSpec(image_size=config.image_size)
+        self.encoder_config = EncoderConfig(
+            hidden_channels=config.hidden_channels, out_channels=config.out_channels
+        )
+        self.data = load_training_data(config, self.spec)
+        self.train_pixels = torch.from_numpy(self.data.train.pixels)
+        self.encoder = build_encoder(self.encoder_config).to(self.device)
+        self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
+        self.scheduler = self._make_scheduler()
+        self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.episode = 0
+        self.best_accuracy = -1.0
+        self.validations_without_improvement = 0
+        self.elapsed_before = 0.0
+        if config.resume:
+            self._load_resume_state()
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.config.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=self.config.episodes, eta_min=self.config.lr * 0.01
+            )
+        return torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=self.config.lr_step, gamma=self.config.lr_gamma
+        )
+
+    def _load_resume_state(self) -> None:
+        path = self.out / RESUME_STATE
+        if not path.is_file():
+            raise FileNotFoundError(f"--resume: {path} not found")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.encoder.load_state_dict(state["encoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.episode = int(state["episode"])
+        self.best_accuracy = float(state["best_accuracy"])
+        self.validations_without_improvement = int(state["validations_without_improvement"])
+        self.elapsed_before = float(state["elapsed_seconds"])
+
+    def _save_resume_state(self, elapsed: float) -> None:
+        atomic_torch_save(
+            {
+                "encoder": self.encoder.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "episode": self.episode,
+                "best_accuracy": self.best_accuracy,
+                "validations_without_improvement": self.validations_without_improvement,
+                "elapsed_seconds": elapsed,
+            },
+            self.out / RESUME_STATE,
+        )
+
+    def _batch(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        indices = torch.from_numpy(np.concatenate([episode.support_indices, episode.query_indices]))
+        images = pixels_to_tensor(self.train_pixels[indices], self.spec).to(self.device)
+        images = images.contiguous(memory_format=torch.channels_last)
+        support_labels = torch.from_numpy(episode.support_labels).to(self.device)
+        query_labels = torch.from_numpy(episode.query_labels).to(self.device)
+        return images, support_labels, query_labels
+
+    def train_step(self, episode: Episode) -> tuple[float, float]:
+        """One episode: embed support and query together, prototype loss, Adam step."""
+        images, support_labels, query_labels = self._batch(episode)
+        n_support = support_labels.shape[0]
+        with torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        ):
+            embeddings = self.encoder(images)
+        # Distances and the loss in fp32: they are cheap, and bf16 rounding would blur them.
+        embeddings = embeddings.float()
+        loss, accuracy = episode_loss(
+            embeddings[:n_support], support_labels, embeddings[n_support:], query_labels
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item(), accuracy.item()
+
+    def validate(self) -> tuple[float, float]:
+        config = self.config
+        embeddings = embed_imageset(self.encoder, self.data.validation, self.spec)
+        result = evaluate(
+            embeddings,
+            self.data.validation,
+            EpisodeShape(config.val_way, config.val_shot, config.val_query),
+            n_episodes=config.val_episodes,
+            seed=config.seed + 1,
+        )
+        return result.accuracy, result.ci95
+
+    def checkpoint(self, wall_seconds: float, validation: dict[str, Any]) -> Checkpoint:
+        return Checkpoint(
+            encoder_config=self.encoder_config,
+            input_spec=self.spec,
+            state_dict={k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
+            training_config=self.config.to_dict(),
+            data_fingerprint=self.data.fingerprint,
+            metadata={
+                "seed": self.config.seed,
+                "commit": git_commit(),
+                "episodes_trained": self.episode,
+                "training_wall_seconds": round(wall_seconds, 1),
+                "validation": validation,
+                "train_classes": self.data.train.n_classes,
+                "validation_classes": self.data.validation.n_classes,
+                "torch": str(torch.__version__),
+                "hardware": f"{platform.machine()} {os.cpu_count()} cores, device={self.device}",
+                "precision": str(self.amp_dtype or torch.float32),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out / METRICS_LOG, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _should_stop(self, elapsed: float) -> bool:
+        config = self.config
+        if self.episode >= config.episodes:
+            return True
+        if config.max_minutes and elapsed >= config.max_minutes * 60:
+            return True
+        return bool(config.patience) and self.validations_without_improvement >= config.patience
+
+    def _after_validation(self, elapsed: float) -> str:
+        accuracy, ci95 = self.validate()
+        improved = accuracy > self.best_accuracy
+        self._log(
+            {
+                "kind": "val",
+                "episode": self.episode,
+                "accuracy": accuracy,
+                "ci95": ci95,
+                "elapsed_seconds": round(elapsed, 1),
+            }
+        )
+        if improved:
+            self.best_accuracy = accuracy
+            self.validations_without_improvement = 0
+            c = self.config
+            validation = {
+                "way": c.val_way,
+                "shot": c.val_shot,
+                "query": c.val_query,
+                "episodes": c.val_episodes,
+                "accuracy": accuracy,
+                "ci95": ci95,
+                "episode": self.episode,
+            }
+            save_checkpoint(self.checkpoint(elapsed, validation), self.out / BEST_CHECKPOINT)
+        else:
+            self.validations_without_improvement += 1
+        self._save_resume_state(elapsed)
+        plot_learning_curve(self.out / METRICS_LOG, self.out / LEARNING_CURVE)
+        return f"{100 * accuracy:.2f}%" + (" *" if improved else "")
+
+    def train(self) -> Path:
+        """Train until ``episodes``, ``max_minutes`` or early stopping; returns the best checkpoint."""
+        config = self.config
+        (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        sampler = EpisodeSampler(
+            self.data.train,
+            EpisodeShape(config.way, config.shot, config.query),
+            seed=[config.seed, self.episode],
+            within_group=config.within_alphabet,
+        )
+        self.encoder.train()
+        start = time.perf_counter() - self.elapsed_before
+        losses: list[float] = []
+        accuracies: list[float] = []
+        val_text = "-"
+        bar = tqdm(
+            total=config.episodes,
+            initial=self.episode,
+            desc="training",
+            unit="ep",
+            disable=not config.progress,
+            dynamic_ncols=True,
+        )
+        while not self._should_stop(time.perf_counter() - start):
+            loss, accuracy = self.train_step(sampler.sample())
+            self.episode += 1
+            losses.append(loss)
+            accuracies.append(accuracy)
+            bar.update()
+            if self.episode % 50 == 0:
+                record = {
+                    "kind": "train",
+                    "episode": self.episode,
+                    "loss": float(np.mean(losses)),
+                    "accuracy": float(np.mean(accuracies)),
+                    "lr": self.scheduler.get_last_lr()[0],
+                }
+                self._log(record)
+                bar.set_postfix(
+                    loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", val=val_text
+                )
+                losses.clear()
+                accuracies.clear()
+            if self.episode % config.val_every == 0:
+                val_text = self._after_validation(time.perf_counter() - start)
+        if self.episode % config.val_every != 0 or self.best_accuracy < 0:
+            self._after_validation(time.perf_counter() - start)
+        bar.close()
+        return self.out / BEST_CHECKPOINT
