@@ -104,6 +104,7 @@ def atomic_torch_save(payload: Any, path: Path) -> Path:
     os.close(handle)
     try:
         torch.save(payload, temp_name)
+        os.chmod(temp_name, 0o644)  # mkstemp's 0600 would hide a shipped model from other users
         os.replace(temp_name, path)
     finally:
         if os.path.exists(temp_name):

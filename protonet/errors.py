@@ -11,3 +11,15 @@ class CheckpointError(ProtonetError):
 
 class InvalidInputError(ProtonetError):
     """An input image or pixel array cannot be turned into a model input."""
+
+
+class NotFoundError(ProtonetError):
+    """A named resource (collection, class) does not exist."""
+
+
+class ConflictError(ProtonetError):
+    """A resource with that name already exists."""
+
+
+class LimitExceededError(ProtonetError):
+    """A request is larger than a configured limit (items, pixels, bytes)."""

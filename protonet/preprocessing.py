@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from PIL import Image
 
 from protonet.errors import InvalidInputError
 
-ImageSource = Union[bytes, Image.Image, np.ndarray]
+ImageSource = bytes | Image.Image | np.ndarray
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
@@ -117,16 +117,14 @@ def to_pixels(
     if image.size != (spec.image_size, spec.image_size):
         # Pillow's bilinear resize is antialiased when shrinking: thin strokes survive.
         image = image.resize((spec.image_size, spec.image_size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
+    return np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only views
 
 
 def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """Stage 2: ``uint8 [..., H, W(, C)]`` -> float ``[..., C, H, W]`` in [0, 1], inverted per spec."""
+    """Stage 2: uint8 ``[..., H, W(, C)]`` -> float ``[..., C, H, W]`` in [0, 1], inverted."""
     tensor = torch.as_tensor(pixels)
-    if spec.channels == 1:
-        tensor = tensor.unsqueeze(-3)
-    else:
-        tensor = tensor.movedim(-1, -3)
+    # [..., H, W] -> [..., 1, H, W]; [..., H, W, C] -> [..., C, H, W]
+    tensor = tensor.unsqueeze(-3) if spec.channels == 1 else tensor.movedim(-1, -3)
     tensor = tensor.float() / 255.0
     return 1.0 - tensor if spec.invert else tensor
 

@@ -43,7 +43,9 @@ def folder_fingerprint(classes: dict[str, list[Path]]) -> str:
 
 
 def _read_folder(classes: dict[str, list[Path]], spec: InputSpec, progress: bool) -> ImageSet:
-    pixels, labels, names = [], [], []
+    pixels: list[np.ndarray] = []
+    labels: list[int] = []
+    names: list[str] = []
     total = sum(map(len, classes.values()))
     with tqdm(total=total, desc="decoding images", unit="img", disable=not progress) as bar:
         for name, paths in classes.items():

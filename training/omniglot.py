@@ -57,13 +57,14 @@ def _character_members(archive: zipfile.ZipFile) -> dict[str, list[str]]:
             characters.setdefault(f"{parts[1]}/{parts[2]}", []).append(member)
     if not characters:
         raise ValueError(
-            f"{archive.filename}: no images in the layout images_<subset>/<Alphabet>/<character>/*.png"
+            f"{archive.filename}: no images in the layout "
+            "images_<subset>/<Alphabet>/<character>/*.png"
         )
     return {name: sorted(members) for name, members in sorted(characters.items())}
 
 
 def read_zip(path: Path, spec: InputSpec, progress: bool = True) -> ImageSet:
-    """Decode every drawing of an Omniglot zip into an :class:`ImageSet` (one class per character)."""
+    """Decode every drawing of an Omniglot zip: an :class:`ImageSet`, a class per character."""
     pixels, labels, names = [], [], []
     with zipfile.ZipFile(path) as archive:
         characters = _character_members(archive)

@@ -102,7 +102,7 @@ class Trainer:
         self.data = load_training_data(config, self.spec)
         self.train_pixels = torch.from_numpy(self.data.train.pixels)
         self.encoder = build_encoder(self.encoder_config).to(self.device)
-        self.encoder = self.encoder.to(memory_format=torch.channels_last)
+        self.encoder = self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.amp_dtype = autocast_dtype(config.precision, self.device)
@@ -257,7 +257,7 @@ class Trainer:
         return f"{100 * accuracy:.2f}%" + (" *" if improved else "")
 
     def train(self) -> Path:
-        """Train until ``episodes``, ``max_minutes`` or early stopping; returns the best checkpoint."""
+        """Train until the episode budget, time budget or early stop; return the best checkpoint."""
         config = self.config
         (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
         sampler = EpisodeSampler(

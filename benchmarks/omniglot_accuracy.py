@@ -1,0 +1,127 @@
+"""Reproduce the README's Omniglot accuracy tables (a benchmark, not a test).
+
+    python benchmarks/omniglot_accuracy.py            # evaluate existing checkpoints
+    python benchmarks/omniglot_accuracy.py --train    # train both presets first (~75 min each)
+
+Table 1: the Vinyals split (test classes, with rotations), model ``runs/omniglot-vinyals``.
+Table 2: the bundled model (``models/omniglot-conv4.pt``, trained on images_background only)
+on images_evaluation, random and within-alphabet episodes. 1000 episodes per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from protonet.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = {(5, 1): 0.988, (5, 5): 0.997, (20, 1): 0.960, (20, 5): 0.989}
+
+
+def run_cli(*args: str) -> dict:
+    command = [sys.executable, "-m", "training", *args]
+    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def train(preset: str, minutes: float) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "train",
+            "--preset",
+            preset,
+            "--max-minutes",
+            str(minutes),
+        ],
+        cwd=ROOT,
+        check=True,
+    )
+
+
+def evaluate(checkpoint: Path, data: str, split: str, within: bool, episodes: int) -> list[dict]:
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(checkpoint),
+        "--data",
+        data,
+        "--split",
+        split,
+        "--table",
+        "--episodes",
+        str(episodes),
+        "--json",
+    ]
+    return run_cli(*args, *(["--within-alphabet"] if within else []))["results"]
+
+
+def describe(checkpoint: Path) -> str:
+    meta = load_checkpoint(checkpoint).metadata
+    minutes = meta.get("training_wall_seconds", 0) / 60
+    return (
+        f"{checkpoint}: {meta.get('episodes_trained')} episodes, {minutes:.1f} min training "
+        f"wall time on {meta.get('hardware')}, precision {meta.get('precision')}"
+    )
+
+
+def cell(result: dict) -> str:
+    return f"{100 * result['accuracy']:.2f} ± {100 * result['ci95']:.2f}"
+
+
+def vinyals_table(results: list[dict]) -> str:
+    rows = ["| setting | ours (%) | paper (%) | reached |", "|---|---|---|---|"]
+    for r in results:
+        paper = PAPER[(r["way"], r["shot"])]
+        rows.append(
+            f"| {r['way']}-way {r['shot']}-shot | {cell(r)} | {100 * paper:.1f} | "
+            f"{'yes' if r['accuracy'] >= paper else 'no'} |"
+        )
+    return "\n".join(rows)
+
+
+def bundled_table(results: list[dict]) -> str:
+    by_key = {(r["way"], r["shot"], r["within_alphabet"]): r for r in results}
+    rows = ["| setting | random episodes (%) | within-alphabet (%) |", "|---|---|---|"]
+    for way, shot in PAPER:
+        rows.append(
+            f"| {way}-way {shot}-shot | {cell(by_key[(way, shot, False)])} | "
+            f"{cell(by_key[(way, shot, True)])} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
+    parser.add_argument("--train", action="store_true", help="train both presets first")
+    parser.add_argument("--minutes", type=float, default=72.0, help="training budget per model")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--vinyals", default=str(ROOT / "runs/omniglot-vinyals/best.pt"))
+    parser.add_argument("--bundled", default=str(ROOT / "models/omniglot-conv4.pt"))
+    args = parser.parse_args()
+    if args.train:
+        train("omniglot-vinyals", args.minutes)
+        train("omniglot-lake", args.minutes)
+        args.bundled = str(ROOT / "runs/omniglot-lake/best.pt")
+    for name, path in (("vinyals", args.vinyals), ("bundled", args.bundled)):
+        if not Path(path).is_file():
+            sys.exit(f"{name} checkpoint {path} not found: run with --train, or pass --{name}")
+    vinyals = evaluate(Path(args.vinyals), args.data, "vinyals-test", False, args.episodes)
+    print(f"## Vinyals split, test classes ({args.episodes} episodes, 15 queries)\n")
+    print(describe(Path(args.vinyals)) + "\n")
+    print(vinyals_table(vinyals) + "\n")
+    bundled = evaluate(Path(args.bundled), args.data, "evaluation", True, args.episodes)
+    print(f"## Bundled model on images_evaluation ({args.episodes} episodes, 15 queries)\n")
+    print(describe(Path(args.bundled)) + "\n")
+    print(bundled_table(bundled))
+
+
+if __name__ == "__main__":
+    main()
