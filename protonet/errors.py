@@ -23,3 +23,7 @@ class ConflictError(ProtonetError):
 
 class LimitExceededError(ProtonetError):
     """A request is larger than a configured limit (items, pixels, bytes)."""
+
+
+class NotReadyError(ProtonetError):
+    """The service is still starting (loading, re-embedding) or failed to start."""

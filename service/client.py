@@ -1,0 +1,275 @@
+"""Python client for the protonet HTTP service: :class:`ProtonetClient` and
+:class:`AsyncProtonetClient` (httpx). Needs only httpx and numpy, not torch.
+
+    from service.client import ProtonetClient
+
+    with ProtonetClient("http://127.0.0.1:8000") as client:
+        client.create_collection("letters")
+        client.add_support("letters", [("a", "a1.png"), ("a", "a2.png"), ("b", b"<png bytes>")])
+        print(client.query("letters", ["unknown.png"])["results"][0]["label"])
+
+Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
+with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
+:class:`ProtonetAPIError` carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+
+ImageLike = bytes | str | os.PathLike[str] | np.ndarray
+Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ProtonetAPIError(Exception):
+    """The service answered with an error status; ``detail`` is its message."""
+
+    def __init__(self, status_code: int, error: str, detail: str, body: Any = None) -> None:
+        super().__init__(f"{status_code} {error}: {detail}")
+        self.status_code = status_code
+        self.error = error
+        self.detail = detail
+        self.body = body
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> ProtonetAPIError:
+        try:
+            body = response.json()
+            return cls(response.status_code, body["error"], body["detail"], body)
+        except (ValueError, KeyError, TypeError):
+            return cls(response.status_code, "http_error", response.text or response.reason_phrase)
+
+
+def encode_input(image: ImageLike) -> dict[str, Any]:
+    """One image as a request item: ``{"image": base64}`` or ``{"pixels": [[...]]}``."""
+    if isinstance(image, bytes):
+        return {"image": base64.b64encode(image).decode("ascii")}
+    if isinstance(image, str | os.PathLike):
+        return {"image": base64.b64encode(Path(image).read_bytes()).decode("ascii")}
+    if isinstance(image, np.ndarray):
+        if image.dtype == np.uint8:
+            image = image / 255.0
+        return {"pixels": np.asarray(image, dtype=np.float64).tolist()}
+    raise TypeError(f"expected image bytes, a file path or a numpy array, got {type(image)}")
+
+
+def encode_examples(examples: Examples) -> list[dict[str, Any]]:
+    """``[(label, image), ...]`` or ``{label: [images]}`` -> support request items."""
+    pairs = (
+        [(label, image) for label, images in examples.items() for image in images]
+        if isinstance(examples, Mapping)
+        else list(examples)
+    )
+    return [{"label": label, **encode_input(image)} for label, image in pairs]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request of the API, independent of sync/async transport."""
+
+    method: str
+    path: str
+    json: Any = None
+    accepted: tuple[int, ...] = field(default=())  # error statuses returned instead of raised
+
+
+def collection_path(name: str, *rest: str) -> str:
+    return "/".join(["/v1/collections", quote(name, safe=""), *rest])
+
+
+class Calls:
+    """Builders for every endpoint's :class:`Call`."""
+
+    @staticmethod
+    def add_support(name: str, examples: Examples) -> Call:
+        body = {"examples": encode_examples(examples)}
+        return Call("POST", collection_path(name, "support"), body)
+
+    @staticmethod
+    def delete_class(name: str, label: str) -> Call:
+        return Call("DELETE", collection_path(name, "classes", quote(label, safe="")))
+
+    @staticmethod
+    def query(name: str, images: Sequence[ImageLike], top_k: int) -> Call:
+        body = {"queries": [encode_input(image) for image in images], "top_k": top_k}
+        return Call("POST", collection_path(name, "query"), body)
+
+    @staticmethod
+    def embed(images: Sequence[ImageLike]) -> Call:
+        return Call("POST", "/v1/embed", {"inputs": [encode_input(image) for image in images]})
+
+
+def parse(response: httpx.Response, call: Call) -> Any:
+    """The JSON body (``None`` for 204), or :class:`ProtonetAPIError`."""
+    if response.is_error and response.status_code not in call.accepted:
+        raise ProtonetAPIError.from_response(response)
+    return None if response.status_code == 204 else response.json()
+
+
+def is_ready(readiness: dict[str, Any]) -> bool:
+    """Whether a ``/readyz`` body says ready; ``RuntimeError`` if the service failed to start."""
+    if readiness["status"] == "failed":
+        raise RuntimeError(f"service failed to start: {readiness['detail']}")
+    return bool(readiness["status"] == "ready")
+
+
+class ProtonetClient:
+    """Synchronous client; use as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self, base_url: str = DEFAULT_URL, timeout: float = 60.0, http: httpx.Client | None = None
+    ) -> None:
+        self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+
+    def __enter__(self) -> ProtonetClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def send(self, call: Call) -> Any:
+        return parse(self.http.request(call.method, call.path, json=call.json), call)
+
+    def health(self) -> dict[str, Any]:
+        return self.send(Call("GET", "/healthz"))
+
+    def readiness(self) -> dict[str, Any]:
+        """``{"status": "ready"|"starting"|"failed", "detail": ...}`` (503 is not an error)."""
+        return self.send(Call("GET", "/readyz", accepted=(503,)))
+
+    def wait_until_ready(
+        self,
+        timeout: float = 60.0,
+        interval: float = 0.1,
+        exited: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        """Poll ``/readyz`` (tolerating refused connections) until ready; ``TimeoutError``.
+        ``exited`` (e.g. ``Popen.poll``) lets a local server's early death end the wait."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if exited() is not None:
+                raise RuntimeError(f"service process exited with code {exited()}")
+            try:
+                state = self.readiness()
+                if is_ready(state):
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service not ready after {timeout} s")
+            time.sleep(interval)
+
+    def model(self) -> dict[str, Any]:
+        return self.send(Call("GET", "/v1/model"))
+
+    def create_collection(self, name: str) -> dict[str, Any]:
+        return self.send(Call("POST", "/v1/collections", {"name": name}))
+
+    def list_collections(self) -> list[dict[str, Any]]:
+        return self.send(Call("GET", "/v1/collections"))["collections"]
+
+    def get_collection(self, name: str) -> dict[str, Any]:
+        return self.send(Call("GET", collection_path(name)))
+
+    def delete_collection(self, name: str) -> None:
+        self.send(Call("DELETE", collection_path(name)))
+
+    def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
+        """Add ``[(label, image), ...]`` or ``{label: [images]}``; all or nothing."""
+        return self.send(Calls.add_support(name, examples))
+
+    def delete_class(self, name: str, label: str) -> None:
+        self.send(Calls.delete_class(name, label))
+
+    def query(self, name: str, images: Sequence[ImageLike], top_k: int = 5) -> dict[str, Any]:
+        """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``."""
+        return self.send(Calls.query(name, images, top_k))
+
+    def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
+        """``{"model_version", "embeddings": [[...], ...]}``."""
+        return self.send(Calls.embed(images))
+
+
+class AsyncProtonetClient:
+    """Asynchronous client with the same methods as :class:`ProtonetClient`, awaitable."""
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        timeout: float = 60.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
+
+    async def __aenter__(self) -> AsyncProtonetClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def send(self, call: Call) -> Any:
+        return parse(await self.http.request(call.method, call.path, json=call.json), call)
+
+    async def health(self) -> dict[str, Any]:
+        return await self.send(Call("GET", "/healthz"))
+
+    async def readiness(self) -> dict[str, Any]:
+        return await self.send(Call("GET", "/readyz", accepted=(503,)))
+
+    async def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.1) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                state = await self.readiness()
+                if is_ready(state):
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service not ready after {timeout} s")
+            await asyncio.sleep(interval)
+
+    async def model(self) -> dict[str, Any]:
+        return await self.send(Call("GET", "/v1/model"))
+
+    async def create_collection(self, name: str) -> dict[str, Any]:
+        return await self.send(Call("POST", "/v1/collections", {"name": name}))
+
+    async def list_collections(self) -> list[dict[str, Any]]:
+        return (await self.send(Call("GET", "/v1/collections")))["collections"]
+
+    async def get_collection(self, name: str) -> dict[str, Any]:
+        return await self.send(Call("GET", collection_path(name)))
+
+    async def delete_collection(self, name: str) -> None:
+        await self.send(Call("DELETE", collection_path(name)))
+
+    async def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
+        return await self.send(Calls.add_support(name, examples))
+
+    async def delete_class(self, name: str, label: str) -> None:
+        await self.send(Calls.delete_class(name, label))
+
+    async def query(self, name: str, images: Sequence[ImageLike], top_k: int = 5) -> dict[str, Any]:
+        return await self.send(Calls.query(name, images, top_k))
+
+    async def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
+        return await self.send(Calls.embed(images))

@@ -1,0 +1,143 @@
+"""The one place where errors become HTTP responses (installed by ``create_app``).
+
+Domain errors (``protonet.errors``) map to status codes by class; request validation errors
+become 422 (400 for malformed JSON) with each offending item named, e.g. ``examples[3].label``.
+Every error body is an :class:`~service.schemas.ErrorResponse`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from protonet.errors import (
+    CheckpointError,
+    ConflictError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    NotReadyError,
+    ProtonetError,
+)
+from service.schemas import ErrorResponse, FieldError
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first matching class decides.
+DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (LimitExceededError, 413, "too_large"),
+    (InvalidInputError, 422, "invalid_input"),
+    (NotReadyError, 503, "not_ready"),
+    (CheckpointError, 500, "checkpoint_error"),
+    (ProtonetError, 400, "bad_request"),
+]
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed JSON body.",
+    404: "Unknown collection or class.",
+    409: "Conflict: the collection exists already, or has no classes to query.",
+    413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
+    "PROTONET_MAX_ITEMS_PER_REQUEST.",
+    422: "Invalid input; the message names the offending item (e.g. examples[3].image).",
+    503: "Not ready: loading the model or re-embedding stored examples.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given status codes."""
+    return {
+        code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]} for code in codes
+    }
+
+
+def error_response(status_code: int, error: str, detail: str, **extra: Any) -> JSONResponse:
+    body = ErrorResponse(error=error, detail=detail, **extra)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
+
+
+def status_of(error: ProtonetError) -> tuple[int, str]:
+    """``(HTTP status, error kind)`` of a domain error."""
+    for error_class, status_code, kind in DOMAIN_ERRORS:
+        if isinstance(error, error_class):
+            return status_code, kind
+    return 400, "bad_request"  # unreachable: ProtonetError is the last entry
+
+
+def format_location(location: Sequence[int | str]) -> str:
+    """``("body", "examples", 3, "image")`` -> ``"examples[3].image"``."""
+    parts = list(location[1:] if location and location[0] == "body" else location)
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def describe_validation_errors(errors: Sequence[Any], shown: int) -> list[FieldError]:
+    """The first ``shown`` errors, each with its location in request terms."""
+    return [
+        FieldError(location=format_location(error["loc"]), message=error["msg"])
+        for error in errors[:shown]
+    ]
+
+
+def _not_a_json_object(error: Any) -> bool:
+    """The whole body failed to validate as an object: usually a missing JSON content type."""
+    return tuple(error["loc"]) == ("body",) and isinstance(error.get("input"), bytes | str)
+
+
+async def handle_domain_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ProtonetError)
+    status_code, kind = status_of(error)
+    if status_code >= 500:
+        logger.error("%s: %s", type(error).__name__, error)
+    return error_response(status_code, kind, str(error))
+
+
+async def handle_validation_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    errors = list(error.errors())
+    first: dict[str, Any] = dict(errors[0]) if errors else {"type": "", "loc": ()}
+    if first["type"] == "json_invalid":
+        reason = first.get("ctx", {}).get("error", "invalid JSON")
+        detail = f"malformed JSON body at character {first['loc'][-1]}: {reason}"
+        return error_response(400, "malformed_json", detail)
+    if _not_a_json_object(first):
+        detail = "the body must be a JSON object sent with Content-Type: application/json"
+        return error_response(422, "validation_error", detail)
+    fields = describe_validation_errors(errors, shown=20)
+    detail = "; ".join(f"{f.location}: {f.message}" for f in fields[:5])
+    if len(errors) > 5:
+        detail += f" (and {len(errors) - 5} more)"
+    return error_response(422, "validation_error", detail, errors=fields)
+
+
+async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
+    """Routing errors (unknown path: 404, wrong method: 405) in the common error shape."""
+    assert isinstance(error, StarletteHTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    detail = str(error.detail)
+    if error.status_code in (404, 405):
+        detail = f"{detail}: {request.method} {request.url.path}"
+    response = error_response(error.status_code, kind, detail)
+    response.headers.update(error.headers or {})
+    return response
+
+
+async def handle_unexpected_error(_request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=error)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProtonetError, handle_domain_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_exception)
+    app.add_exception_handler(Exception, handle_unexpected_error)

@@ -1,0 +1,166 @@
+"""One collection's in-memory state: its prototype index and class table, behind locks.
+
+Two locks per collection:
+
+* ``write_lock`` serializes writers (support, class deletion, collection deletion) from the
+  database transaction through the index update, so prototypes are always computed from the
+  examples that are committed.
+* ``_state_lock`` guards the index and class table together and is held only briefly, by a
+  writer swapping in new prototypes and by a reader searching: a query sees each class either
+  before or after an update, never half-way (between ``remove_ids`` and ``add_with_ids``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from protonet.prototypes import compute_prototypes
+from service.index import PrototypeIndex
+from service.storage import StoredClass, StoredEmbeddings
+
+
+@dataclass(frozen=True)
+class ClassSummary:
+    label: str
+    n_examples: int
+
+
+@dataclass(frozen=True)
+class CollectionSummary:
+    name: str
+    n_classes: int
+    n_examples: int
+
+
+@dataclass(frozen=True)
+class CollectionDetail(CollectionSummary):
+    classes: list[ClassSummary]
+
+
+@dataclass(frozen=True)
+class SupportResult:
+    """How many examples a request added, and the classes it touched (in request order)."""
+
+    n_added: int
+    classes: list[ClassSummary]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probability: float
+    distance: float
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The best class and the ``top_k`` nearest (best first, so ``top_k[0]`` is ``best``)."""
+
+    best: Prediction
+    top_k: list[Prediction]
+
+
+def prototypes_of(stored: StoredEmbeddings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(class_ids [c] int64, prototypes [c, dim] float32, counts [c] int64)`` of stored rows.
+
+    The prototype of a class is the mean of its embeddings (the core's ``compute_prototypes``).
+    """
+    embeddings = torch.from_numpy(stored.embeddings)
+    class_ids = torch.from_numpy(stored.class_ids)
+    prototypes, classes = compute_prototypes(embeddings, class_ids)
+    _, counts = torch.unique(class_ids, return_counts=True)  # same sorted order as ``classes``
+    return classes.numpy(), prototypes.numpy(), counts.numpy()
+
+
+def softmax_of_negative(distances: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``-distances`` (``[n, c]``), computed stably in float64."""
+    logits = -distances.astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    weights = np.exp(logits)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+class LiveCollection:
+    """Index + class table of one collection (see the module docstring for the locking)."""
+
+    def __init__(self, collection_id: int, name: str, dim: int) -> None:
+        self.id = collection_id
+        self.name = name
+        self.write_lock = threading.Lock()
+        self.deleted = False  # set under write_lock when the collection is dropped
+        self._state_lock = threading.Lock()
+        self._index = PrototypeIndex(dim)
+        self._classes: dict[int, ClassSummary] = {}
+        self._ids_by_label: dict[str, int] = {}
+
+    def class_id(self, label: str) -> int | None:
+        with self._state_lock:
+            return self._ids_by_label.get(label)
+
+    def update_classes(self, labels: dict[int, str], stored: StoredEmbeddings) -> list[int]:
+        """Recompute the prototypes of the classes in ``stored`` (all their embeddings) and
+        swap them in. ``labels`` maps class id -> label. Returns the updated class ids."""
+        class_ids, prototypes, counts = prototypes_of(stored)
+        with self._state_lock:
+            self._index.upsert(class_ids, prototypes)
+            for class_id, count in zip(class_ids.tolist(), counts.tolist(), strict=True):
+                self._classes[class_id] = ClassSummary(labels[class_id], count)
+                self._ids_by_label[labels[class_id]] = class_id
+        return class_ids.tolist()
+
+    def load(self, classes: list[StoredClass], stored: StoredEmbeddings) -> None:
+        """Build the index from the collection's stored classes and embeddings (at startup)."""
+        if classes:
+            self.update_classes({c.id: c.label for c in classes}, stored)
+
+    def remove_class(self, class_id: int) -> None:
+        with self._state_lock:
+            self._index.remove(np.array([class_id], dtype=np.int64))
+            summary = self._classes.pop(class_id)
+            del self._ids_by_label[summary.label]
+
+    def class_summaries(self, class_ids: list[int]) -> list[ClassSummary]:
+        with self._state_lock:
+            return [self._classes[class_id] for class_id in class_ids]
+
+    def summary(self) -> CollectionSummary:
+        with self._state_lock:
+            n_examples = sum(c.n_examples for c in self._classes.values())
+            return CollectionSummary(self.name, len(self._classes), n_examples)
+
+    def detail(self) -> CollectionDetail:
+        """Summary plus every class, in the order they were created."""
+        with self._state_lock:
+            classes = [self._classes[class_id] for class_id in sorted(self._classes)]
+        n_examples = sum(c.n_examples for c in classes)
+        return CollectionDetail(self.name, len(classes), n_examples, classes)
+
+    def is_empty(self) -> bool:
+        with self._state_lock:
+            return len(self._index) == 0
+
+    def rank(self, queries: np.ndarray, top_k: int) -> list[QueryResult] | None:
+        """Nearest prototypes of ``queries [n, dim]``; ``None`` if there are no classes.
+
+        ``probability`` is the softmax over all the collection's classes of minus the squared
+        distance; ``top_k`` is clamped to the number of classes.
+        """
+        with self._state_lock:
+            if len(self._index) == 0:
+                return None
+            distances, class_ids = self._index.search_all(queries)
+            labels = {i: c.label for i, c in self._classes.items()}
+        probabilities = softmax_of_negative(distances)
+        k = min(top_k, distances.shape[1])
+        results = []
+        for row in range(distances.shape[0]):
+            top = [
+                Prediction(labels[int(class_ids[row, j])], float(probabilities[row, j]), float(d))
+                for j, d in enumerate(distances[row, :k])
+            ]
+            results.append(QueryResult(top[0], top))
+        return results

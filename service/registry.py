@@ -1,0 +1,154 @@
+"""Domain logic: collections of labelled examples, their prototypes, and queries against them.
+
+Every write follows the same order, so a rejected request changes nothing: validate and decode
+every item, embed them all, then one database transaction, then the in-memory index update.
+Methods are synchronous and CPU-bound; the HTTP layer runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from protonet.errors import ConflictError, NotFoundError
+from service.encoder import Encoder
+from service.inputs import InputPayload, check_item_count, decode_payloads
+from service.live import (
+    CollectionDetail,
+    CollectionSummary,
+    LiveCollection,
+    QueryResult,
+    SupportResult,
+)
+from service.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+
+class LabelledPayload(InputPayload, Protocol):
+    """A support example as it arrives: a label plus one input."""
+
+    @property
+    def label(self) -> str: ...
+
+
+class CollectionRegistry:
+    """All collections: storage is the source of truth, ``LiveCollection``s serve queries."""
+
+    def __init__(self, storage: Storage, encoder: Encoder, max_items_per_request: int) -> None:
+        self.storage = storage
+        self.encoder = encoder
+        self.max_items = max_items_per_request
+        self._collections: dict[str, LiveCollection] = {}
+        self._lock = threading.Lock()  # guards creating and dropping collections
+
+    def load_all(self) -> None:
+        """Rebuild every collection's index from stored embeddings (at startup)."""
+        for stored in self.storage.list_collections():
+            live = LiveCollection(stored.id, stored.name, self.encoder.embedding_dim)
+            live.load(
+                self.storage.list_classes(stored.id),
+                self.storage.collection_embeddings(stored.id),
+            )
+            self._collections[stored.name] = live
+            summary = live.summary()
+            logger.info(
+                "loaded collection %r: %d classes, %d examples",
+                stored.name,
+                summary.n_classes,
+                summary.n_examples,
+            )
+
+    def _get(self, name: str) -> LiveCollection:
+        live = self._collections.get(name)
+        if live is None:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        return live
+
+    def create(self, name: str) -> CollectionSummary:
+        """A new empty collection; :class:`ConflictError` if ``name`` is taken."""
+        with self._lock:
+            if name in self._collections:
+                raise ConflictError(f"collection {name!r} already exists")
+            stored = self.storage.create_collection(name)
+            live = LiveCollection(stored.id, name, self.encoder.embedding_dim)
+            self._collections[name] = live
+        return live.summary()
+
+    def list_all(self) -> list[CollectionSummary]:
+        """Every collection, by name."""
+        snapshot = sorted(self._collections.copy().items())
+        return [live.summary() for _, live in snapshot]
+
+    def describe(self, name: str) -> CollectionDetail:
+        return self._get(name).detail()
+
+    def delete(self, name: str) -> None:
+        """Drop a collection with all its classes and examples."""
+        with self._lock:
+            live = self._get(name)
+            with live.write_lock:  # let in-flight writes to it finish first
+                self.storage.delete_collection(live.id)
+                live.deleted = True
+                del self._collections[name]
+
+    def add_support(self, name: str, examples: Sequence[LabelledPayload]) -> SupportResult:
+        """Add labelled examples, creating classes as needed; all-or-nothing.
+
+        Each affected class's prototype is recomputed from all its stored embeddings and
+        replaced in the index; other classes are untouched.
+        """
+        live = self._get(name)
+        check_item_count(len(examples), self.max_items, "examples")
+        pixels = decode_payloads(examples, "examples", self.encoder.to_pixels)  # [n, H, W]
+        embeddings = self.encoder.embed_pixels(pixels)  # [n, dim]
+        labels = [example.label for example in examples]
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            class_ids = self.storage.add_examples(
+                live.id, labels, pixels, embeddings, self.encoder.version
+            )
+            stored = self.storage.class_embeddings(sorted(class_ids.values()))
+            live.update_classes({i: label for label, i in class_ids.items()}, stored)
+            in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
+            return SupportResult(len(examples), live.class_summaries(in_request_order))
+
+    def delete_class(self, name: str, label: str) -> None:
+        """Drop one class and its examples."""
+        live = self._get(name)
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            class_id = live.class_id(label)
+            if class_id is None:
+                raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
+            self.storage.delete_class(class_id)
+            live.remove_class(class_id)
+
+    def query(self, name: str, queries: Sequence[InputPayload], top_k: int) -> list[QueryResult]:
+        """Classify each query against the collection's prototypes."""
+        live = self._get(name)
+        if live.is_empty():  # cheap check before decoding anything
+            raise self._no_classes(live)
+        check_item_count(len(queries), self.max_items, "queries")
+        pixels = decode_payloads(queries, "queries", self.encoder.to_pixels)
+        results = live.rank(self.encoder.embed_pixels(pixels), top_k)
+        if results is None:  # its last class was deleted meanwhile
+            raise self._no_classes(live)
+        return results
+
+    @staticmethod
+    def _no_classes(live: LiveCollection) -> ConflictError:
+        return ConflictError(
+            f"collection {live.name!r} has no classes yet: add support examples first"
+        )
+
+    def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
+        """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""
+        check_item_count(len(inputs), self.max_items, "inputs")
+        return self.encoder.embed_pixels(decode_payloads(inputs, "inputs", self.encoder.to_pixels))

@@ -1,0 +1,128 @@
+"""Collections of labelled support examples, and queries against them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+from starlette.concurrency import run_in_threadpool
+
+from service import live, schemas
+from service.dependencies import RegistryDep
+from service.errors import error_responses
+from service.schemas import COLLECTION_NAME_PATTERN, LABEL_PATTERN
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+NamePath = Annotated[
+    str,
+    Path(pattern=COLLECTION_NAME_PATTERN, description="Collection name ([A-Za-z0-9_-]{1,64})."),
+]
+LabelPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=LABEL_PATTERN,
+        description="Class label, URL-encoded ('/' allowed as %2F).",
+    ),
+]
+
+
+def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
+    return schemas.CollectionSummary(
+        name=collection.name, n_classes=collection.n_classes, n_examples=collection.n_examples
+    )
+
+
+def classes_of(classes: list[live.ClassSummary]) -> list[schemas.ClassSummary]:
+    return [schemas.ClassSummary(label=c.label, n_examples=c.n_examples) for c in classes]
+
+
+def result_of(result: live.QueryResult) -> schemas.QueryResult:
+    top_k = [
+        schemas.Prediction(label=p.label, probability=p.probability, distance=p.distance)
+        for p in result.top_k
+    ]
+    best = result.best
+    return schemas.QueryResult(
+        label=best.label, probability=best.probability, distance=best.distance, top_k=top_k
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an empty collection",
+    responses=error_responses(400, 409, 413, 422, 503),
+)
+async def create_collection(
+    request: schemas.CreateCollectionRequest, registry: RegistryDep
+) -> schemas.CollectionSummary:
+    return summary_of(await run_in_threadpool(registry.create, request.name))
+
+
+@router.get("", summary="List collections", responses=error_responses(503))
+async def list_collections(registry: RegistryDep) -> schemas.CollectionList:
+    collections = await run_in_threadpool(registry.list_all)  # takes per-collection locks
+    return schemas.CollectionList(collections=[summary_of(c) for c in collections])
+
+
+@router.get(
+    "/{name}",
+    summary="Describe a collection and its classes",
+    responses=error_responses(404, 422, 503),
+)
+async def get_collection(name: NamePath, registry: RegistryDep) -> schemas.CollectionDetail:
+    detail = await run_in_threadpool(registry.describe, name)
+    return schemas.CollectionDetail(
+        **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
+    )
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Delete a collection with all its classes and examples",
+    responses=error_responses(404, 422, 503),
+)
+async def delete_collection(name: NamePath, registry: RegistryDep) -> Response:
+    await run_in_threadpool(registry.delete, name)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{name}/support",
+    summary="Add labelled examples (all or nothing); new labels create classes",
+    responses=error_responses(400, 404, 413, 422, 503),
+)
+async def add_support(
+    name: NamePath, request: schemas.SupportRequest, registry: RegistryDep
+) -> schemas.SupportResponse:
+    added = await run_in_threadpool(registry.add_support, name, request.examples)
+    return schemas.SupportResponse(n_added=added.n_added, classes=classes_of(added.classes))
+
+
+@router.delete(
+    "/{name}/classes/{label:path}",
+    status_code=204,
+    summary="Delete one class and its examples",
+    responses=error_responses(404, 422, 503),
+)
+async def delete_class(name: NamePath, label: LabelPath, registry: RegistryDep) -> Response:
+    await run_in_threadpool(registry.delete_class, name, label)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{name}/query",
+    summary="Classify images against the collection's class prototypes",
+    responses=error_responses(400, 404, 409, 413, 422, 503),
+)
+async def query_collection(
+    name: NamePath, request: schemas.QueryRequest, registry: RegistryDep
+) -> schemas.QueryResponse:
+    results = await run_in_threadpool(registry.query, name, request.queries, request.top_k)
+    return schemas.QueryResponse(
+        model_version=registry.encoder.version, results=[result_of(r) for r in results]
+    )

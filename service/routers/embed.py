@@ -1,0 +1,22 @@
+"""Raw embeddings, for clients that keep their own index."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
+
+from service.dependencies import RegistryDep
+from service.errors import error_responses
+from service.schemas import EmbedRequest, EmbedResponse
+
+router = APIRouter(prefix="/v1", tags=["embed"])
+
+
+@router.post(
+    "/embed",
+    summary="Embed images with the served model",
+    responses=error_responses(400, 413, 422, 503),
+)
+async def embed_inputs(request: EmbedRequest, registry: RegistryDep) -> EmbedResponse:
+    embeddings = await run_in_threadpool(registry.embed, request.inputs)  # [n, dim]
+    return EmbedResponse(model_version=registry.encoder.version, embeddings=embeddings.tolist())

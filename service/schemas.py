@@ -1,0 +1,179 @@
+"""Request and response bodies of the HTTP API (they are also its OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
+
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # any text but control characters
+
+CollectionName = Annotated[
+    str,
+    Field(
+        pattern=COLLECTION_NAME_PATTERN,
+        description="1-64 characters: letters, digits, '_' and '-'.",
+        examples=["omniglot-demo"],
+    ),
+]
+Label = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=LABEL_PATTERN),
+    Field(description="Class label: 1-200 characters of text (no control characters)."),
+]
+PixelRows = list[list[Annotated[float, Strict()]]]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, so typos surface instead of being ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputItem(StrictModel):
+    """One input image: exactly one of ``image`` or ``pixels``."""
+
+    image: str | None = Field(
+        None,
+        description=(
+            "Base64 of an encoded image file (PNG, JPEG, BMP, GIF, WebP: anything Pillow reads), "
+            "any size or mode; a `data:image/...;base64,` prefix is allowed. Transparent areas "
+            "count as white paper."
+        ),
+    )
+    pixels: PixelRows | None = Field(
+        None,
+        description=(
+            "Grayscale image as a 2-D list of rows of numbers in [0, 1]: 0 = black ink, "
+            "1 = white paper. Any size; resized like an image."
+        ),
+        examples=[[[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]],
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> InputItem:
+        if (self.image is None) == (self.pixels is None):
+            raise PydanticCustomError(
+                "image_or_pixels", "give exactly one of 'image' (base64 file) or 'pixels'"
+            )
+        return self
+
+
+class SupportExample(InputItem):
+    """A labelled example: a label plus exactly one of ``image`` or ``pixels``."""
+
+    label: Label
+
+
+class CreateCollectionRequest(StrictModel):
+    name: CollectionName
+
+
+class SupportRequest(StrictModel):
+    examples: list[SupportExample] = Field(
+        min_length=1,
+        description="Labelled examples; new labels create classes. All are stored or none.",
+    )
+
+
+class QueryRequest(StrictModel):
+    queries: list[InputItem] = Field(min_length=1, description="Images to classify.")
+    top_k: int = Field(
+        5, ge=1, description="How many nearest classes to return per query (clamped to n_classes)."
+    )
+
+
+class EmbedRequest(StrictModel):
+    inputs: list[InputItem] = Field(min_length=1, description="Images to embed.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = Field(description="Always 'ok': the process is alive.")
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "starting", "failed"] = Field(description="Readiness state.")
+    detail: str = Field(description="What the service is doing while not ready.")
+
+
+class InputSpecInfo(BaseModel):
+    image_size: int = Field(description="Inputs are resized to image_size x image_size.")
+    channels: int = Field(description="1 = grayscale.")
+    invert: bool = Field(description="Whether the model sees ink as 1 (inputs are ink-on-paper).")
+
+
+class ModelInfo(BaseModel):
+    version: str = Field(description="Content hash of the weights; changes with every model.")
+    embedding_dim: int = Field(description="Width of the embeddings.")
+    metric: str = Field(description="Distance between embeddings and prototypes.")
+    input: InputSpecInfo = Field(description="What the model expects; inputs are converted.")
+    card: dict[str, Any] = Field(
+        description="Model card: encoder config, training config, evaluation, metadata."
+    )
+
+
+class CollectionSummary(BaseModel):
+    name: str = Field(description="Collection name.")
+    n_classes: int = Field(description="Number of classes (distinct labels).")
+    n_examples: int = Field(description="Number of stored support examples.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary] = Field(description="Every collection, by name.")
+
+
+class ClassSummary(BaseModel):
+    label: str = Field(description="Class label.")
+    n_examples: int = Field(description="Support examples of this class.")
+
+
+class CollectionDetail(CollectionSummary):
+    classes: list[ClassSummary] = Field(description="Every class, oldest first.")
+
+
+class SupportResponse(BaseModel):
+    n_added: int = Field(description="Examples added by this request.")
+    classes: list[ClassSummary] = Field(
+        description="The classes this request touched, with their new example counts."
+    )
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="Class label.")
+    probability: float = Field(
+        description="Softmax over all the collection's classes of minus the squared distance."
+    )
+    distance: float = Field(description="Squared Euclidean distance to the class prototype.")
+
+
+class QueryResult(Prediction):
+    """The most likely class, plus the ``top_k`` nearest ones (best first)."""
+
+    top_k: list[Prediction] = Field(description="The nearest classes, best first.")
+
+
+class QueryResponse(BaseModel):
+    model_version: str = Field(description="Version of the model that embedded the queries.")
+    results: list[QueryResult] = Field(description="One result per query, in request order.")
+
+
+class EmbedResponse(BaseModel):
+    model_version: str = Field(description="Version of the model that made the embeddings.")
+    embeddings: list[list[float]] = Field(description="One embedding per input, in order.")
+
+
+class FieldError(BaseModel):
+    location: str = Field(description="The offending item, e.g. 'examples[3].image'.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this shape."""
+
+    error: str = Field(description="Machine-readable kind, e.g. 'not_found', 'invalid_input'.")
+    detail: str = Field(description="Human-readable message naming the offending item.")
+    errors: list[FieldError] = Field(
+        default_factory=list, description="Per-field validation errors (422), if any."
+    )

@@ -1,0 +1,54 @@
+"""Service configuration, read from ``PROTONET_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Resolved from this file, not the working directory: ``python -m service`` works from anywhere.
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "omniglot-conv4.pt"
+DATABASE_FILE = "protonet.sqlite3"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see docs/service.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="PROTONET_", extra="ignore")
+
+    checkpoint: Path = Field(default=BUNDLED_CHECKPOINT, description="Model checkpoint to serve.")
+    data_dir: Path = Field(default=Path("data"), description="Where the embedded database lives.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default: a SQLite file in data_dir.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface `python -m service` binds to.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="Port `python -m service` binds to."
+    )
+    log_level: str = Field(default="info", description="Python/uvicorn log level.")
+    device: str = Field(default="cpu", description="Torch device for the encoder: cpu, cuda, auto.")
+    torch_threads: PositiveInt | None = Field(
+        default=None,
+        description="torch (and FAISS) intra-op threads; default: the libraries' choice.",
+    )
+    embed_batch_size: PositiveInt = Field(
+        default=256, description="Encoder batch size, for requests and for re-embedding."
+    )
+    max_body_bytes: PositiveInt = Field(
+        default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."
+    )
+    max_items_per_request: PositiveInt = Field(
+        default=256, description="Most examples/queries/inputs in one request (413 above)."
+    )
+    max_image_pixels: PositiveInt = Field(
+        default=4096 * 4096,
+        description="Largest decoded image (width x height), checked before decoding.",
+    )
+
+    def resolved_database_url(self) -> str:
+        """``database_url`` if set, else ``sqlite:///<data_dir>/protonet.sqlite3``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"

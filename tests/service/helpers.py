@@ -1,0 +1,95 @@
+"""Shared helpers of the service tests: checkpoints, settings, an in-process app, drawings."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import numpy as np
+import torch
+from fastapi import FastAPI
+
+from protonet.checkpoint import Checkpoint, save_checkpoint
+from protonet.model import EncoderConfig, build_encoder
+from protonet.preprocessing import InputSpec
+from service.app import create_app
+from service.client import AsyncProtonetClient
+from service.settings import Settings
+from service.state import ServiceState
+from tests.training.synthetic import class_template, draw, png_bytes
+
+
+def write_checkpoint(path: Path, seed: int, input_spec: InputSpec | None = None) -> Path:
+    """A random-init encoder; different seeds give different versions."""
+    torch.manual_seed(seed)
+    checkpoint = Checkpoint(
+        encoder_config=EncoderConfig(),
+        input_spec=input_spec or InputSpec(),
+        state_dict=build_encoder(EncoderConfig()).state_dict(),
+        metadata={"seed": seed},
+    )
+    return save_checkpoint(checkpoint, path)
+
+
+def make_settings(data_dir: Path, checkpoint: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"torch_threads": 1, "embed_batch_size": 64, **overrides}
+    return Settings(checkpoint=checkpoint, data_dir=data_dir, **values)
+
+
+@dataclass
+class Running:
+    """An app with its lifespan entered and collections prepared."""
+
+    app: FastAPI
+    http: httpx.AsyncClient
+    client: AsyncProtonetClient
+
+    @property
+    def state(self) -> ServiceState:
+        return self.app.state.service
+
+    def stored_versions(self) -> dict[str, int]:
+        return self.state.storage.count_examples_by_version()
+
+
+@asynccontextmanager
+async def serve(settings: Settings, wait: bool = True) -> AsyncIterator[Running]:
+    """Run the app in-process (ASGI transport), lifespan included."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        if wait:
+            assert await anyio.to_thread.run_sync(app.state.service.wait_prepared, 60)
+            assert app.state.service.status == "ready", app.state.service.detail
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            yield Running(app, http, AsyncProtonetClient(http=http))
+
+
+class Drawings:
+    """Synthetic classes: each a random stroke pattern, each drawing a jittered copy."""
+
+    def __init__(self, n_classes: int, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.templates = [class_template(rng) for _ in range(n_classes)]
+        self.rng = np.random.default_rng(seed + 1000)
+
+    def png(self, class_index: int) -> bytes:
+        return png_bytes(draw(self.templates[class_index], self.rng))
+
+    def pixels(self, class_index: int) -> np.ndarray:
+        """``[105, 105]`` floats in [0, 1] (0 = ink)."""
+        return np.asarray(draw(self.templates[class_index], self.rng), dtype=np.float64) / 255.0
+
+
+def image_item(data: bytes) -> dict[str, str]:
+    return {"image": base64.b64encode(data).decode()}
+
+
+def pixels_item(pixels: np.ndarray) -> dict[str, Any]:
+    return {"pixels": pixels.tolist()}

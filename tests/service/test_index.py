@@ -1,0 +1,105 @@
+"""The prototype index and a collection's in-memory state, without HTTP."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from protonet.prototypes import squared_euclidean
+from service.index import PrototypeIndex
+from service.live import LiveCollection
+from service.storage import StoredEmbeddings
+
+DIM = 8
+
+
+def stored(class_ids: list[int], seed: int = 0) -> StoredEmbeddings:
+    rng = np.random.default_rng(seed)
+    embeddings = rng.standard_normal((len(class_ids), DIM)).astype(np.float32)
+    return StoredEmbeddings(np.array(class_ids, dtype=np.int64), embeddings)
+
+
+def test_upsert_replaces_only_the_given_classes():
+    index = PrototypeIndex(DIM)
+    vectors = np.eye(3, DIM, dtype=np.float32)
+    index.upsert(np.array([10, 20, 30]), vectors)
+    index.upsert(np.array([20]), np.full((1, DIM), 5.0, dtype=np.float32))
+    assert len(index) == 3
+    np.testing.assert_array_equal(index.prototype(10), vectors[0])
+    np.testing.assert_array_equal(index.prototype(20), np.full(DIM, 5.0))
+    index.remove(np.array([10, 99]))
+    assert len(index) == 2 and 10 not in index and 20 in index
+
+
+def test_search_returns_squared_euclidean_distances_nearest_first():
+    rng = np.random.default_rng(1)
+    prototypes = rng.standard_normal((5, DIM)).astype(np.float32)
+    queries = rng.standard_normal((3, DIM)).astype(np.float32)
+    index = PrototypeIndex(DIM)
+    index.upsert(np.arange(100, 105), prototypes)
+    distances, ids = index.search_all(queries)
+    expected = squared_euclidean(torch.from_numpy(queries), torch.from_numpy(prototypes)).numpy()
+    np.testing.assert_allclose(
+        distances, np.take_along_axis(expected, ids - 100, axis=1), rtol=1e-5
+    )
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_adding_examples_updates_only_the_affected_prototypes(monkeypatch):
+    """Registering classes one request at a time never touches the others: not quadratic."""
+    live = LiveCollection(1, "c", DIM)
+    upserted: list[list[int]] = []
+    original = PrototypeIndex.upsert
+
+    def spy(self, class_ids, prototypes):
+        upserted.append(list(class_ids))
+        original(self, class_ids, prototypes)
+
+    monkeypatch.setattr(PrototypeIndex, "upsert", spy)
+    for class_id in range(1, 6):
+        live.update_classes({class_id: f"label{class_id}"}, stored([class_id] * 3, class_id))
+    live.update_classes({3: "label3"}, stored([3] * 4, 33))
+    assert upserted == [[1], [2], [3], [4], [5], [3]]
+    assert live.summary().n_classes == 5
+    assert live.class_summaries([3])[0].n_examples == 4
+
+
+def test_prototype_is_the_mean_of_the_class_embeddings():
+    live = LiveCollection(1, "c", DIM)
+    rows = stored([7, 9, 7, 7])
+    live.update_classes({7: "a", 9: "b"}, rows)
+    result = live.rank(rows.embeddings[1:2], top_k=2)
+    assert result is not None
+    mean = rows.embeddings[[0, 2, 3]].mean(axis=0)
+    expected = float(((rows.embeddings[1] - mean) ** 2).sum())
+    by_label = {p.label: p.distance for p in result[0].top_k}
+    assert by_label["a"] == pytest.approx(expected, rel=1e-5)
+    assert by_label["b"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_readers_never_see_a_class_missing_while_it_is_updated():
+    live = LiveCollection(1, "c", DIM)
+    live.update_classes({1: "steady", 2: "busy"}, stored([1, 2]))
+    stop = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        query = np.zeros((1, DIM), dtype=np.float32)
+        while not stop.is_set():
+            result = live.rank(query, top_k=10)
+            labels = sorted(p.label for p in result[0].top_k) if result else []
+            if labels != ["busy", "steady"]:
+                problems.append(repr(labels))
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for thread in readers:
+        thread.start()
+    for seed in range(300):
+        live.update_classes({2: "busy"}, stored([2, 2], seed))
+    stop.set()
+    for thread in readers:
+        thread.join()
+    assert not problems, problems[:5]
