@@ -84,6 +84,17 @@ def git_commit() -> str:
         return "unknown"
 
 
+def cpu_name() -> str:
+    """The CPU model (``platform.processor()`` is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 class Trainer:
     """Owns the model, optimiser, sampler and logs of one training run."""
 
@@ -106,6 +117,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0
         self.best_accuracy = -1.0
         self.validations_without_improvement = 0
@@ -199,14 +211,14 @@ class Trainer:
             data_fingerprint=self.data.fingerprint,
             metadata={
                 "seed": self.config.seed,
-                "commit": git_commit(),
+                "commit": self.commit,
                 "episodes_trained": self.episode,
                 "training_wall_seconds": round(wall_seconds, 1),
                 "validation": validation,
                 "train_classes": self.data.train.n_classes,
                 "validation_classes": self.data.validation.n_classes,
                 "torch": str(torch.__version__),
-                "hardware": f"{platform.machine()} {os.cpu_count()} cores, device={self.device}",
+                "hardware": f"{cpu_name()}, {os.cpu_count()} cores, device={self.device}",
                 "precision": str(self.amp_dtype or torch.float32),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
