@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format typecheck pytest bench clean
+.PHONY: install run test lint format typecheck pytest bench bench-serve clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python benchmarks/omniglot_accuracy.py
+
+# Load benchmark of the real service (installs wrk with apt-get when missing; see
+# docs/performance.md).
+bench-serve: install
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

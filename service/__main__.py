@@ -11,13 +11,13 @@ from service.settings import Settings
 
 def main() -> None:
     settings = Settings()
-    # Our loggers at the chosen level; other libraries' chatter (e.g. faiss.loader) at WARNING.
+    # Our loggers at the chosen level; other libraries' chatter at WARNING.
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("service").setLevel(settings.log_level.upper())
     uvicorn.run(
-        "service.app:create_app",
+        "service.app:create_server_app",
         factory=True,
         host=settings.host,
         port=settings.port,

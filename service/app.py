@@ -1,6 +1,6 @@
 """The app factory. Importing this module reads no settings and loads nothing.
 
-uvicorn --factory service.app:create_app      # or: python -m service
+uvicorn --factory service.app:create_server_app      # or: python -m service
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from fastapi import FastAPI
 
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware
-from service.routers import collections, embed, health, model
+from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.routers import collections, embed, health, metrics, model
 from service.settings import Settings
-from service.state import ServiceState
+from service.state import ServiceState, freeze_startup_objects
 
 DESCRIPTION = """\
 Few-shot image classification with a Prototypical Network: register a handful of labelled
@@ -32,16 +33,33 @@ whose `detail` names the offending item, e.g. `examples[3].image: not a decodabl
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load model and storage (fail fast), then prepare collections in the background."""
-    state = await to_thread.run_sync(ServiceState.open, app.state.settings)
+    state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
-    preparer = threading.Thread(target=state.prepare, name="protonet-prepare", daemon=True)
+    state.metrics.watch_collections(state.collection_summaries)
+    state.pipeline.start()
+
+    def prepare() -> None:
+        state.prepare()
+        if getattr(app.state, "owns_process", False):
+            freeze_startup_objects()
+
+    preparer = threading.Thread(target=prepare, name="protonet-prepare", daemon=True)
     preparer.start()
     try:
         yield
     finally:
+        await state.pipeline.stop()
         state.request_stop()
         await to_thread.run_sync(preparer.join)
         state.close()
+
+
+def create_server_app() -> FastAPI:
+    """The app of a ``python -m service`` process: it owns the process, so its lifespan also
+    tunes the garbage collector (an app embedded elsewhere, e.g. in tests, leaves it alone)."""
+    app = create_app()
+    app.state.owns_process = True
+    return app
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings or Settings()
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=app.state.settings.max_body_bytes)
-    for router in (health.router, model.router, collections.router, embed.router):
+    app.state.metrics = ServiceMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
+    for router in (health.router, model.router, collections.router, embed.router, metrics.router):
         app.include_router(router)
     return app

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from protonet.errors import ConflictError
 from protonet.prototypes import compute_prototypes
 from service.index import PrototypeIndex
 from service.storage import StoredClass, StoredEmbeddings
@@ -76,14 +77,6 @@ def prototypes_of(stored: StoredEmbeddings) -> tuple[np.ndarray, np.ndarray, np.
     return classes.numpy(), prototypes.numpy(), counts.numpy()
 
 
-def softmax_of_negative(distances: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``-distances`` (``[n, c]``), computed stably in float64."""
-    logits = -distances.astype(np.float64)
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
-
-
 class LiveCollection:
     """Index + class table of one collection (see the module docstring for the locking)."""
 
@@ -96,6 +89,7 @@ class LiveCollection:
         self._index = PrototypeIndex(dim)
         self._classes: dict[int, ClassSummary] = {}
         self._ids_by_label: dict[str, int] = {}
+        self._n_examples = 0  # kept up to date so summaries stay O(1) with many classes
 
     def class_id(self, label: str) -> int | None:
         with self._state_lock:
@@ -108,6 +102,8 @@ class LiveCollection:
         with self._state_lock:
             self._index.upsert(class_ids, prototypes)
             for class_id, count in zip(class_ids.tolist(), counts.tolist(), strict=True):
+                previous = self._classes.get(class_id)
+                self._n_examples += count - (previous.n_examples if previous else 0)
                 self._classes[class_id] = ClassSummary(labels[class_id], count)
                 self._ids_by_label[labels[class_id]] = class_id
         return class_ids.tolist()
@@ -122,6 +118,7 @@ class LiveCollection:
             self._index.remove(np.array([class_id], dtype=np.int64))
             summary = self._classes.pop(class_id)
             del self._ids_by_label[summary.label]
+            self._n_examples -= summary.n_examples
 
     def class_summaries(self, class_ids: list[int]) -> list[ClassSummary]:
         with self._state_lock:
@@ -129,8 +126,7 @@ class LiveCollection:
 
     def summary(self) -> CollectionSummary:
         with self._state_lock:
-            n_examples = sum(c.n_examples for c in self._classes.values())
-            return CollectionSummary(self.name, len(self._classes), n_examples)
+            return CollectionSummary(self.name, len(self._classes), self._n_examples)
 
     def detail(self) -> CollectionDetail:
         """Summary plus every class, in the order they were created."""
@@ -140,8 +136,14 @@ class LiveCollection:
         return CollectionDetail(self.name, len(classes), n_examples, classes)
 
     def is_empty(self) -> bool:
-        with self._state_lock:
-            return len(self._index) == 0
+        """No classes right now. Lock-free (callable from the event loop while a long search
+        holds the lock): a stale answer is caught by :meth:`rank` returning ``None``."""
+        return len(self._index) == 0
+
+    def no_classes_error(self) -> ConflictError:
+        return ConflictError(
+            f"collection {self.name!r} has no classes yet: add support examples first"
+        )
 
     def rank(self, queries: np.ndarray, top_k: int) -> list[QueryResult] | None:
         """Nearest prototypes of ``queries [n, dim]``; ``None`` if there are no classes.
@@ -152,15 +154,18 @@ class LiveCollection:
         with self._state_lock:
             if len(self._index) == 0:
                 return None
-            distances, class_ids = self._index.search_all(queries)
-            labels = {i: c.label for i, c in self._classes.items()}
-        probabilities = softmax_of_negative(distances)
-        k = min(top_k, distances.shape[1])
+            ranking = self._index.rank(queries, top_k)
+            labels = [[self._classes[i].label for i in row] for row in ranking.class_ids.tolist()]
+        rows = zip(
+            labels, ranking.probabilities().tolist(), ranking.distances.tolist(), strict=True
+        )
         results = []
-        for row in range(distances.shape[0]):
+        for row_labels, probabilities, distances in rows:
             top = [
-                Prediction(labels[int(class_ids[row, j])], float(probabilities[row, j]), float(d))
-                for j, d in enumerate(distances[row, :k])
+                Prediction(label, probability, distance)
+                for label, probability, distance in zip(
+                    row_labels, probabilities, distances, strict=True
+                )
             ]
             results.append(QueryResult(top[0], top))
         return results

@@ -2,7 +2,9 @@
 
 Every write follows the same order, so a rejected request changes nothing: validate and decode
 every item, embed them all, then one database transaction, then the in-memory index update.
-Methods are synchronous and CPU-bound; the HTTP layer runs them in worker threads.
+Synchronous methods do storage work: the HTTP layer runs them in worker threads. The async ones
+(``add_support``, ``query``, ``embed``) decode and embed through the micro-batching
+:class:`~service.inference.InferencePipeline`, shared by all concurrent requests.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+from anyio import to_thread
 
 from protonet.errors import ConflictError, NotFoundError
 from service.encoder import Encoder
-from service.inputs import InputPayload, check_item_count, decode_payloads
+from service.inference import InferencePipeline
+from service.inputs import InputPayload, check_item_count
 from service.live import (
     CollectionDetail,
     CollectionSummary,
@@ -39,9 +43,16 @@ class LabelledPayload(InputPayload, Protocol):
 class CollectionRegistry:
     """All collections: storage is the source of truth, ``LiveCollection``s serve queries."""
 
-    def __init__(self, storage: Storage, encoder: Encoder, max_items_per_request: int) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        encoder: Encoder,
+        max_items_per_request: int,
+        pipeline: InferencePipeline,
+    ) -> None:
         self.storage = storage
         self.encoder = encoder
+        self.pipeline = pipeline
         self.max_items = max_items_per_request
         self._collections: dict[str, LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
@@ -96,7 +107,7 @@ class CollectionRegistry:
                 live.deleted = True
                 del self._collections[name]
 
-    def add_support(self, name: str, examples: Sequence[LabelledPayload]) -> SupportResult:
+    async def add_support(self, name: str, examples: Sequence[LabelledPayload]) -> SupportResult:
         """Add labelled examples, creating classes as needed; all-or-nothing.
 
         Each affected class's prototype is recomputed from all its stored embeddings and
@@ -104,19 +115,25 @@ class CollectionRegistry:
         """
         live = self._get(name)
         check_item_count(len(examples), self.max_items, "examples")
-        pixels = decode_payloads(examples, "examples", self.encoder.to_pixels)  # [n, H, W]
-        embeddings = self.encoder.embed_pixels(pixels)  # [n, dim]
+        pixels = await self.pipeline.decode(examples, "examples")  # [n, H, W]
+        embeddings = await self.pipeline.embed(pixels)  # [n, dim]
         labels = [example.label for example in examples]
+        return await to_thread.run_sync(self._store, live, labels, pixels, embeddings)
+
+    def _store(
+        self, live: LiveCollection, labels: list[str], pixels: np.ndarray, embeddings: np.ndarray
+    ) -> SupportResult:
+        """One transaction for the examples, then their classes' new prototypes."""
         with live.write_lock:
             if live.deleted:
-                raise NotFoundError(f"collection {name!r} does not exist")
+                raise NotFoundError(f"collection {live.name!r} does not exist")
             class_ids = self.storage.add_examples(
                 live.id, labels, pixels, embeddings, self.encoder.version
             )
             stored = self.storage.class_embeddings(sorted(class_ids.values()))
             live.update_classes({i: label for label, i in class_ids.items()}, stored)
             in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
-            return SupportResult(len(examples), live.class_summaries(in_request_order))
+            return SupportResult(len(labels), live.class_summaries(in_request_order))
 
     def delete_class(self, name: str, label: str) -> None:
         """Drop one class and its examples."""
@@ -130,25 +147,17 @@ class CollectionRegistry:
             self.storage.delete_class(class_id)
             live.remove_class(class_id)
 
-    def query(self, name: str, queries: Sequence[InputPayload], top_k: int) -> list[QueryResult]:
+    async def query(
+        self, name: str, queries: Sequence[InputPayload], top_k: int
+    ) -> list[QueryResult]:
         """Classify each query against the collection's prototypes."""
         live = self._get(name)
         if live.is_empty():  # cheap check before decoding anything
-            raise self._no_classes(live)
+            raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
-        pixels = decode_payloads(queries, "queries", self.encoder.to_pixels)
-        results = live.rank(self.encoder.embed_pixels(pixels), top_k)
-        if results is None:  # its last class was deleted meanwhile
-            raise self._no_classes(live)
-        return results
+        return await self.pipeline.query(live, queries, top_k)
 
-    @staticmethod
-    def _no_classes(live: LiveCollection) -> ConflictError:
-        return ConflictError(
-            f"collection {live.name!r} has no classes yet: add support examples first"
-        )
-
-    def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
+    async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
         """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""
         check_item_count(len(inputs), self.max_items, "inputs")
-        return self.encoder.embed_pixels(decode_payloads(inputs, "inputs", self.encoder.to_pixels))
+        return await self.pipeline.embed(await self.pipeline.decode(inputs, "inputs"))

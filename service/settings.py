@@ -31,10 +31,18 @@ class Settings(BaseSettings):
     device: str = Field(default="cpu", description="Torch device for the encoder: cpu, cuda, auto.")
     torch_threads: PositiveInt | None = Field(
         default=None,
-        description="torch (and FAISS) intra-op threads; default: the libraries' choice.",
+        description="torch intra-op threads; default: all cores but one (left to the server).",
     )
     embed_batch_size: PositiveInt = Field(
         default=256, description="Encoder batch size, for requests and for re-embedding."
+    )
+    batch_max_rows: PositiveInt = Field(
+        default=16, description="Most images in one micro-batch of concurrent requests."
+    )
+    batch_max_wait_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Longest a micro-batch waits for requests still being decoded.",
     )
     max_body_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."

@@ -7,15 +7,19 @@ background thread while ``/healthz`` already answers and ``/readyz`` says 503.
 
 from __future__ import annotations
 
+import gc
 import logging
+import os
 import threading
 from typing import Literal
 
-import faiss
 import torch
 
 from protonet.errors import NotReadyError
 from service.encoder import Encoder
+from service.inference import InferencePipeline
+from service.live import CollectionSummary
+from service.metrics import ServiceMetrics
 from service.registry import CollectionRegistry
 from service.settings import Settings
 from service.storage import Storage
@@ -26,20 +30,53 @@ logger = logging.getLogger(__name__)
 Readiness = Literal["starting", "ready", "failed"]
 
 
-def configure_threads(threads: int | None) -> None:
-    """Cap torch's and FAISS's intra-op threads (process-wide)."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(threads)
+def default_threads() -> int:
+    """All the cores this process may use but one: that one is left to the event loop and
+    image decoding (Python, under the GIL), so torch's threads do not fight them for it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
+def configure_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (process-wide; the encoder and the prototype search both
+    run in torch); ``None`` means :func:`default_threads`. Returns the number set."""
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def freeze_startup_objects() -> None:
+    """Exempt everything loaded so far (torch, the model, the app, the collections' class
+    tables) from cyclic garbage collection, and run young-generation passes less often.
+
+    Requests allocate many short-lived containers: with the default thresholds a collection
+    ran every few requests, and the older-generation passes rescanned all of torch. At 32
+    concurrent queries 13% of the event loop's profile samples were in the collector, and
+    freezing cut the p99 latency several-fold. Objects made later are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, 20_000), middle, old)
 
 
 class ServiceState:
     """Readiness goes ``starting`` -> ``ready`` (or ``failed``); ``detail`` says why not ready."""
 
-    def __init__(self, settings: Settings, encoder: Encoder, storage: Storage) -> None:
+    def __init__(
+        self, settings: Settings, encoder: Encoder, storage: Storage, metrics: ServiceMetrics
+    ) -> None:
         self.settings = settings
         self.encoder = encoder
         self.storage = storage
+        self.metrics = metrics
+        self.pipeline = InferencePipeline(
+            encoder,
+            settings.batch_max_rows,
+            settings.batch_max_wait_ms / 1000,
+            on_batch=metrics.observe_batch,
+            on_encode=metrics.observe_encoder,
+        )
         self.registry: CollectionRegistry | None = None
         self.status: Readiness = "starting"
         self.detail = "loading collections"
@@ -47,9 +84,10 @@ class ServiceState:
         self._prepared = threading.Event()
 
     @classmethod
-    def open(cls, settings: Settings) -> ServiceState:
+    def open(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
         """Load the checkpoint and open storage; raises on bad configuration."""
-        configure_threads(settings.torch_threads)
+        threads = configure_threads(settings.torch_threads)
+        logger.info("torch intra-op threads: %d", threads)
         encoder = Encoder.load(
             settings.checkpoint,
             settings.device,
@@ -57,7 +95,7 @@ class ServiceState:
             settings.max_image_pixels,
         )
         storage = Storage(settings.resolved_database_url())
-        return cls(settings, encoder, storage)
+        return cls(settings, encoder, storage, metrics or ServiceMetrics())
 
     def prepare(self) -> None:
         """Re-embed stale examples, then rebuild every collection's index; never raises."""
@@ -72,7 +110,7 @@ class ServiceState:
             if self._stop.is_set():
                 return
             registry = CollectionRegistry(
-                self.storage, self.encoder, self.settings.max_items_per_request
+                self.storage, self.encoder, self.settings.max_items_per_request, self.pipeline
             )
             registry.load_all()
             self.registry, self.status, self.detail = registry, "ready", "ready"
@@ -91,6 +129,10 @@ class ServiceState:
     def wait_prepared(self, timeout: float | None = None) -> bool:
         """Block until :meth:`prepare` has finished (ready or failed)."""
         return self._prepared.wait(timeout)
+
+    def collection_summaries(self) -> list[CollectionSummary]:
+        """Every collection's summary; none until ready (for the metrics)."""
+        return self.registry.list_all() if self.registry is not None else []
 
     def require_registry(self) -> CollectionRegistry:
         """The registry, or :class:`NotReadyError` while starting (or after a failed start)."""

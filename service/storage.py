@@ -58,7 +58,7 @@ class ClassRecord(Base):
     __tablename__ = "classes"
     __table_args__ = (UniqueConstraint("collection_id", "label"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)  # also the class's FAISS id
+    id: Mapped[int] = mapped_column(primary_key=True)  # also the class id in the prototype index
     collection_id: Mapped[int] = mapped_column(
         ForeignKey("collections.id", ondelete="CASCADE"), index=True
     )

@@ -1,1 +1,1 @@
-"""One router per resource: health, model, collections, embed."""
+"""One router per resource: health, model, collections, embed; and metrics."""

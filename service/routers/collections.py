@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from service import live, schemas
 from service.dependencies import RegistryDep
 from service.errors import error_responses
+from service.responses import json_response, query_result_body
 from service.schemas import COLLECTION_NAME_PATTERN, LABEL_PATTERN
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
@@ -37,17 +38,6 @@ def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
 
 def classes_of(classes: list[live.ClassSummary]) -> list[schemas.ClassSummary]:
     return [schemas.ClassSummary(label=c.label, n_examples=c.n_examples) for c in classes]
-
-
-def result_of(result: live.QueryResult) -> schemas.QueryResult:
-    top_k = [
-        schemas.Prediction(label=p.label, probability=p.probability, distance=p.distance)
-        for p in result.top_k
-    ]
-    best = result.best
-    return schemas.QueryResult(
-        label=best.label, probability=best.probability, distance=best.distance, top_k=top_k
-    )
 
 
 @router.post(
@@ -99,7 +89,7 @@ async def delete_collection(name: NamePath, registry: RegistryDep) -> Response:
 async def add_support(
     name: NamePath, request: schemas.SupportRequest, registry: RegistryDep
 ) -> schemas.SupportResponse:
-    added = await run_in_threadpool(registry.add_support, name, request.examples)
+    added = await registry.add_support(name, request.examples)
     return schemas.SupportResponse(n_added=added.n_added, classes=classes_of(added.classes))
 
 
@@ -117,12 +107,17 @@ async def delete_class(name: NamePath, label: LabelPath, registry: RegistryDep) 
 @router.post(
     "/{name}/query",
     summary="Classify images against the collection's class prototypes",
+    response_model=schemas.QueryResponse,
     responses=error_responses(400, 404, 409, 413, 422, 503),
 )
 async def query_collection(
     name: NamePath, request: schemas.QueryRequest, registry: RegistryDep
-) -> schemas.QueryResponse:
-    results = await run_in_threadpool(registry.query, name, request.queries, request.top_k)
-    return schemas.QueryResponse(
-        model_version=registry.encoder.version, results=[result_of(r) for r in results]
+) -> Response:
+    """Queries of concurrent requests are decoded, embedded and ranked in shared batches."""
+    results = await registry.query(name, request.queries, request.top_k)
+    return json_response(
+        {
+            "model_version": registry.encoder.version,
+            "results": [query_result_body(result) for result in results],
+        }
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Response
 
 from service.dependencies import RegistryDep
 from service.errors import error_responses
+from service.responses import json_response
 from service.schemas import EmbedRequest, EmbedResponse
 
 router = APIRouter(prefix="/v1", tags=["embed"])
@@ -15,8 +15,9 @@ router = APIRouter(prefix="/v1", tags=["embed"])
 @router.post(
     "/embed",
     summary="Embed images with the served model",
+    response_model=EmbedResponse,
     responses=error_responses(400, 413, 422, 503),
 )
-async def embed_inputs(request: EmbedRequest, registry: RegistryDep) -> EmbedResponse:
-    embeddings = await run_in_threadpool(registry.embed, request.inputs)  # [n, dim]
-    return EmbedResponse(model_version=registry.encoder.version, embeddings=embeddings.tolist())
+async def embed_inputs(request: EmbedRequest, registry: RegistryDep) -> Response:
+    embeddings = await registry.embed(request.inputs)  # [n, dim]
+    return json_response({"model_version": registry.encoder.version, "embeddings": embeddings})

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_query_alone_and_in_a_batch_agree(settings):
-    """24 queries: past FAISS's BLAS threshold (20) and several encoder rows per batch."""
+    """24 queries: a request larger than a micro-batch (16 rows), which goes alone."""
     drawings = Drawings(5)
     batch = [drawings.png(c % 5) for c in range(24)]
     async with serve(settings) as running:

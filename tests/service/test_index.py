@@ -34,18 +34,64 @@ def test_upsert_replaces_only_the_given_classes():
     assert len(index) == 2 and 10 not in index and 20 in index
 
 
-def test_search_returns_squared_euclidean_distances_nearest_first():
+def test_rank_returns_squared_euclidean_distances_nearest_first_and_the_softmax():
     rng = np.random.default_rng(1)
     prototypes = rng.standard_normal((5, DIM)).astype(np.float32)
     queries = rng.standard_normal((3, DIM)).astype(np.float32)
     index = PrototypeIndex(DIM)
     index.upsert(np.arange(100, 105), prototypes)
-    distances, ids = index.search_all(queries)
+    ranking = index.rank(queries, k=5)
     expected = squared_euclidean(torch.from_numpy(queries), torch.from_numpy(prototypes)).numpy()
     np.testing.assert_allclose(
-        distances, np.take_along_axis(expected, ids - 100, axis=1), rtol=1e-5
+        ranking.distances, np.take_along_axis(expected, ranking.class_ids - 100, axis=1), rtol=1e-5
     )
-    assert (np.diff(distances, axis=1) >= 0).all()
+    assert (np.diff(ranking.distances, axis=1) >= 0).all()
+    softmax = torch.softmax(-torch.from_numpy(expected).double(), dim=1).numpy()
+    np.testing.assert_allclose(
+        ranking.probabilities(),
+        np.take_along_axis(softmax, ranking.class_ids - 100, axis=1),
+        rtol=1e-6,
+    )
+
+
+def test_rank_over_many_classes_is_exact_for_the_top_k_and_the_softmax():
+    """Past the refined candidates the normalizer still sums every class (float64 reference)."""
+    rng = np.random.default_rng(2)
+    # Large norms, small distances: where |p|^2 - 2 q.p + |q|^2 loses digits in float32.
+    prototypes = (10 + rng.standard_normal((5000, DIM)) * 0.05).astype(np.float32)
+    queries = prototypes[[3, 4000]] + rng.standard_normal((2, DIM)).astype(np.float32) * 0.01
+    index = PrototypeIndex(DIM)
+    index.upsert(np.arange(5000), prototypes)
+    ranking = index.rank(queries, k=3)
+    exact = ((queries[:, None, :].astype(np.float64) - prototypes[None]) ** 2).sum(axis=2)
+    order = np.argsort(exact, axis=1)[:, :3]
+    np.testing.assert_array_equal(ranking.class_ids, order)
+    np.testing.assert_allclose(
+        ranking.distances, np.take_along_axis(exact, order, axis=1), rtol=1e-5
+    )
+    softmax = torch.softmax(-torch.from_numpy(exact), dim=1).numpy()
+    np.testing.assert_allclose(
+        ranking.probabilities(), np.take_along_axis(softmax, order, axis=1), rtol=1e-4
+    )
+
+
+def test_updates_and_removals_keep_every_other_class_intact():
+    """Rows move (swap-with-last removal, growth): ids must keep pointing at their vectors."""
+    rng = np.random.default_rng(3)
+    vectors = {i: rng.standard_normal(DIM).astype(np.float32) for i in range(1, 101)}
+    index = PrototypeIndex(DIM)
+    for i, vector in vectors.items():  # one class per call: the arrays grow many times
+        index.upsert(np.array([i]), vector[None])
+    removed = np.array([1, 50, 100, 7])
+    index.remove(removed)
+    for i in removed.tolist():
+        del vectors[i]
+    vectors[20] = np.full(DIM, 3.0, dtype=np.float32)
+    index.upsert(np.array([20]), vectors[20][None])
+    assert len(index) == len(vectors) and 50 not in index and 20 in index
+    for i, vector in vectors.items():
+        np.testing.assert_array_equal(index.prototype(i), vector)
+        assert index.rank(vector[None], k=1).class_ids[0, 0] == i
 
 
 def test_adding_examples_updates_only_the_affected_prototypes(monkeypatch):
