@@ -72,7 +72,10 @@ class ServiceState:
             if self._stop.is_set():
                 return
             registry = CollectionRegistry(
-                self.storage, self.encoder, self.settings.max_items_per_request
+                self.storage,
+                self.encoder,
+                self.settings.max_items_per_request,
+                self.settings.max_request_pixels,
             )
             registry.load_all()
             self.registry, self.status, self.detail = registry, "ready", "ready"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from service.dependencies import RegistryDep
+from service.dependencies import ReadTenant, RegistryDep
 from service.errors import error_responses
 from service.schemas import EmbedRequest, EmbedResponse
 
@@ -17,6 +17,8 @@ router = APIRouter(prefix="/v1", tags=["embed"])
     summary="Embed images with the served model",
     responses=error_responses(400, 413, 422, 503),
 )
-async def embed_inputs(request: EmbedRequest, registry: RegistryDep) -> EmbedResponse:
+async def embed_inputs(
+    request: EmbedRequest, registry: RegistryDep, _tenant: ReadTenant
+) -> EmbedResponse:
     embeddings = await run_in_threadpool(registry.embed, request.inputs)  # [n, dim]
     return EmbedResponse(model_version=registry.encoder.version, embeddings=embeddings.tolist())
