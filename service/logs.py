@@ -31,8 +31,14 @@ MAX_MESSAGE = 2000
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("service.access")
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=``.
-STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` (uvicorn's
+# ``color_message`` is its message again, with terminal colours).
+STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # logged at DEBUG: kubelet polls them
 
 
 class RequestIdFilter(logging.Filter):
@@ -143,7 +149,8 @@ class RequestContextMiddleware:
 def log_access(scope: Scope, status: int, seconds: float) -> None:
     principal = principal_of(scope)
     client = scope.get("client")
-    access_logger.info(
+    access_logger.log(
+        logging.DEBUG if scope["path"] in PROBE_PATHS else logging.INFO,
         "%s %s %d",
         scope["method"],
         scope["path"],

@@ -229,7 +229,7 @@ def test_auth_without_keys_or_with_a_missing_file_fails_at_startup(tmp_path, che
     with pytest.raises(KeyConfigError, match="no keys are configured"):
         create_app(make_settings(tmp_path, checkpoint_a, auth_enabled=True))
     missing = tmp_path / "nope.txt"
-    with pytest.raises(KeyConfigError, match="nope.txt"):
+    with pytest.raises(KeyConfigError, match=r"nope\.txt"):
         create_app(make_settings(tmp_path, checkpoint_a, auth_enabled=True, api_keys_file=missing))
 
 
