@@ -8,13 +8,14 @@ Every error body is an :class:`~service.schemas.ErrorResponse`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from protonet.errors import (
     CheckpointError,
@@ -148,6 +149,32 @@ async def handle_validation_error(_request: Request, error: Exception) -> JSONRe
     return error_response(422, "validation_error", detail, errors=fields)
 
 
+def flat_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """Routes, with those of included routers in place of the routers (recent FastAPI keeps an
+    included router as one wrapper route; its routes carry their full paths, as ours are
+    included without an extra prefix)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from flat_routes(included.routes)
+        else:
+            yield route
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for a 405's ``Allow`` header.
+
+    Starlette's own ``Allow`` names only the first route matching the path, so a path served by
+    two routes (``GET`` and ``POST /v1/collections``) would advertise one method.
+    """
+    methods: set[str] = set()
+    for route in flat_routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
     """Routing errors (unknown path: 404, wrong method: 405) in the common error shape."""
     assert isinstance(error, StarletteHTTPException)
@@ -157,6 +184,8 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
         detail = f"{detail}: {request.method} {request.url.path}"
     response = error_response(error.status_code, kind, detail)
     response.headers.update(error.headers or {})
+    if error.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request) or response.headers.get("Allow", "")
     return response
 
 

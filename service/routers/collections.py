@@ -16,7 +16,11 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 NamePath = Annotated[
     str,
-    Path(pattern=COLLECTION_NAME_PATTERN, description="Collection name ([A-Za-z0-9_-]{1,64})."),
+    Path(
+        pattern=COLLECTION_NAME_PATTERN,
+        description="Collection name ([A-Za-z0-9_-]{1,64}).",
+        examples=["omniglot-demo"],
+    ),
 ]
 LabelPath = Annotated[
     str,
@@ -25,6 +29,7 @@ LabelPath = Annotated[
         max_length=200,
         pattern=LABEL_PATTERN,
         description="Class label, URL-encoded ('/' allowed as %2F).",
+        examples=["a"],
     ),
 ]
 
