@@ -61,6 +61,10 @@ def start(
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "PROTONET_HOST": "127.0.0.1",
         "PROTONET_PORT": str(port),
+        # A throwaway local server's clients are tests and benchmarks, which send requests as
+        # fast as they can on purpose: no rate limit or concurrency cap unless ``env`` sets one.
+        "PROTONET_RATE_LIMIT_PER_SECOND": "0",
+        "PROTONET_MAX_CONCURRENT_REQUESTS": "0",
         **(env or {}),
     }
     command = [sys.executable, "-m", "service"]

@@ -21,7 +21,10 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from starlette.requests import Request
+
 from service.access import principal_of
+from service.errors import handle_unexpected_error
 from service.limits import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -128,7 +131,7 @@ class RequestContextMiddleware:
             return
         request_id = request_id_of(scope)
         token = request_id_var.set(request_id)
-        started, status = time.perf_counter(), 500
+        started, status = time.perf_counter(), 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -141,8 +144,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status:  # the response had begun: nothing left to answer with
+                raise
+            # Answered here rather than by Starlette's outermost handler, so that the 500 has
+            # its X-Request-ID and the error is logged with the request id.
+            response = await handle_unexpected_error(Request(scope), error)
+            await response(scope, receive, send_with_id)
         finally:
-            log_access(scope, status, time.perf_counter() - started)
+            log_access(scope, status or 500, time.perf_counter() - started)
             request_id_var.reset(token)
 
 

@@ -12,8 +12,15 @@ import httpx
 import numpy as np
 import pytest
 
+from service.app import create_app
 from service.launcher import local_server
-from service.logs import JsonFormatter, TextFormatter, request_id_of, truncated
+from service.logs import (
+    JsonFormatter,
+    RequestIdFilter,
+    TextFormatter,
+    request_id_of,
+    truncated,
+)
 from tests.service.helpers import Drawings, make_settings, serve
 
 KEY = "log-test-secret-key-0123456789abcdef"
@@ -111,3 +118,30 @@ def test_real_server_writes_json_lines_with_request_ids(tmp_path: Path, checkpoi
     assert any(e["status"] == 401 and e["key_id"] is None for e in access)
     for secret in secrets_of(png):
         assert secret not in text
+
+
+@pytest.mark.anyio
+async def test_an_unexpected_error_is_a_500_with_its_request_id_logged(settings, caplog):
+    caplog.set_level(logging.INFO)
+    caplog.handler.addFilter(RequestIdFilter())  # stamps records as our handler does
+    app = create_app(settings)
+
+    @app.get("/v1/boom")
+    async def boom() -> None:
+        raise RuntimeError("disk on fire")
+
+    transport = httpx.ASGITransport(app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+        response = await http.get("/v1/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": "internal_error",
+        "detail": "internal server error",
+        "errors": [],
+    }
+    assert response.headers["x-request-id"] == "boom-1"
+    logged = [r for r in caplog.records if r.name == "service.errors"]
+    assert logged and logged[0].exc_info is not None
+    assert logged[0].request_id == "boom-1"  # type: ignore[attr-defined]
+    access = [r for r in caplog.records if r.name == "service.access"]
+    assert [r.status for r in access] == [500]  # type: ignore[attr-defined]
