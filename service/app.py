@@ -63,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (health.router, model.router, collections.router, embed.router):
         app.include_router(router)
     install_access_control(app, app.state.settings)
+    # From here on only the keys' hashes (in the authenticator) stay in memory.
+    app.state.settings = app.state.settings.model_copy(update={"api_keys": None})
     return app
 
 

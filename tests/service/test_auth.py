@@ -233,6 +233,8 @@ def test_auth_without_keys_or_with_a_missing_file_fails_at_startup(tmp_path, che
         create_app(make_settings(tmp_path, checkpoint_a, auth_enabled=True, api_keys_file=missing))
 
 
-def test_settings_never_show_the_inline_keys(tmp_path, checkpoint_a):
+def test_settings_never_show_the_inline_keys_and_the_app_drops_them(tmp_path, checkpoint_a):
     settings = keyed_settings(tmp_path, checkpoint_a)
     assert READ_A not in repr(settings) and READ_A not in str(settings.model_dump())
+    app = create_app(settings)
+    assert app.state.settings.api_keys is None and app.state.settings.auth_enabled
