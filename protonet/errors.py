@@ -27,3 +27,27 @@ class LimitExceededError(ProtonetError):
 
 class NotReadyError(ProtonetError):
     """The service is still starting (loading, re-embedding) or failed to start."""
+
+
+class UnauthenticatedError(ProtonetError):
+    """No API key, or one that matches no configured key."""
+
+
+class ForbiddenError(ProtonetError):
+    """A valid API key whose role does not allow the operation."""
+
+
+class RateLimitedError(ProtonetError):
+    """A client sent more requests than its rate allows; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OverloadedError(ProtonetError):
+    """The server is at its limit of concurrent requests; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

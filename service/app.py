@@ -12,9 +12,14 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
+from service.access import AccessMiddleware
+from service.auth import Authenticator, load_keys
 from service.errors import install_error_handlers
 from service.limits import BodySizeLimitMiddleware
+from service.logs import RequestContextMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
+from service.openapi import install_openapi
+from service.ratelimit import ConcurrencyLimit, RateLimiter
 from service.routers import collections, embed, health, metrics, model
 from service.settings import Settings
 from service.state import ServiceState, freeze_startup_objects
@@ -77,4 +82,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
     for router in (health.router, model.router, collections.router, embed.router, metrics.router):
         app.include_router(router)
+    install_access_control(app, app.state.settings)
+    # From here on only the keys' hashes (in the authenticator) stay in memory.
+    app.state.settings = app.state.settings.model_copy(update={"api_keys": None})
     return app
+
+
+def authenticator_for(settings: Settings) -> Authenticator:
+    """Keys are read (and checked) only when auth is on; a bad key file fails the start."""
+    if not settings.auth_enabled:
+        return Authenticator([], enabled=False)
+    inline = settings.api_keys.get_secret_value() if settings.api_keys else None
+    return Authenticator(load_keys(inline, settings.api_keys_file), enabled=True)
+
+
+def install_access_control(app: FastAPI, settings: Settings) -> None:
+    """Auth, rate and concurrency limits, then request ids and access logs outermost (the last
+    middleware added runs first), so even a refused request gets an id and a log line."""
+    app.add_middleware(
+        AccessMiddleware,
+        authenticator=authenticator_for(settings),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        concurrency=ConcurrencyLimit(settings.max_concurrent_requests),
+        protect_metrics=settings.protect_metrics,
+    )
+    app.add_middleware(RequestContextMiddleware)
+    install_openapi(app, settings.auth_enabled, settings.protect_metrics)

@@ -11,6 +11,9 @@
 Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
 :class:`ProtonetAPIError` carrying the server's message.
+
+With auth on, pass ``api_key=`` (sent as ``Authorization: Bearer``); an admin key may also pass
+``tenant=`` to act in another tenant.
 """
 
 from __future__ import annotations
@@ -111,6 +114,16 @@ class Calls:
         return Call("POST", "/v1/embed", {"inputs": [encode_input(image) for image in images]})
 
 
+def auth_headers(api_key: str | None, tenant: str | None) -> dict[str, str]:
+    """Headers sent with every request: the API key, and the tenant an admin acts in."""
+    headers = {}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    if tenant is not None:
+        headers["X-Protonet-Tenant"] = tenant
+    return headers
+
+
 def parse(response: httpx.Response, call: Call) -> Any:
     """The JSON body (``None`` for 204), or :class:`ProtonetAPIError`."""
     if response.is_error and response.status_code not in call.accepted:
@@ -129,9 +142,18 @@ class ProtonetClient:
     """Synchronous client; use as a context manager or call :meth:`close`."""
 
     def __init__(
-        self, base_url: str = DEFAULT_URL, timeout: float = 60.0, http: httpx.Client | None = None
+        self,
+        base_url: str = DEFAULT_URL,
+        timeout: float = 60.0,
+        http: httpx.Client | None = None,
+        api_key: str | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
+        self.headers = auth_headers(api_key, tenant)
+
+    def __repr__(self) -> str:  # never the key
+        return f"ProtonetClient({str(self.http.base_url)!r})"
 
     def __enter__(self) -> ProtonetClient:
         return self
@@ -143,7 +165,8 @@ class ProtonetClient:
         self.http.close()
 
     def send(self, call: Call) -> Any:
-        return parse(self.http.request(call.method, call.path, json=call.json), call)
+        response = self.http.request(call.method, call.path, json=call.json, headers=self.headers)
+        return parse(response, call)
 
     def health(self) -> dict[str, Any]:
         return self.send(Call("GET", "/healthz"))
@@ -213,8 +236,14 @@ class AsyncProtonetClient:
         base_url: str = DEFAULT_URL,
         timeout: float = 60.0,
         http: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
+        tenant: str | None = None,
     ) -> None:
         self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
+        self.headers = auth_headers(api_key, tenant)
+
+    def __repr__(self) -> str:  # never the key
+        return f"AsyncProtonetClient({str(self.http.base_url)!r})"
 
     async def __aenter__(self) -> AsyncProtonetClient:
         return self
@@ -226,7 +255,10 @@ class AsyncProtonetClient:
         await self.http.aclose()
 
     async def send(self, call: Call) -> Any:
-        return parse(await self.http.request(call.method, call.path, json=call.json), call)
+        response = await self.http.request(
+            call.method, call.path, json=call.json, headers=self.headers
+        )
+        return parse(response, call)
 
     async def health(self) -> dict[str, Any]:
         return await self.send(Call("GET", "/healthz"))

@@ -6,11 +6,14 @@ thread pool, two thread hand-offs per request that cost more than a whole health
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
-from protonet.errors import NotReadyError
+from protonet.errors import NotReadyError, UnauthenticatedError
+from service.access import principal_of
+from service.auth import TENANT_HEADER, TENANT_PATTERN, Role, authorize
 from service.encoder import Encoder
 from service.registry import CollectionRegistry
 from service.state import ServiceState
@@ -38,3 +41,30 @@ async def get_encoder(state: StateDep) -> Encoder:
 
 RegistryDep = Annotated[CollectionRegistry, Depends(get_registry)]
 EncoderDep = Annotated[Encoder, Depends(get_encoder)]
+
+
+TenantHeader = Annotated[
+    str | None,
+    Header(
+        alias=TENANT_HEADER,
+        pattern=TENANT_PATTERN,
+        description="Admin keys only: act in this tenant instead of the key's own.",
+    ),
+]
+
+
+def tenant_for(required: Role) -> Callable[[Request, str | None], str]:
+    """A dependency: the tenant the request acts in, once its key's role allows ``required``
+    (403 otherwise). With auth off the middleware admits everyone as an admin of ``default``."""
+
+    def dependency(request: Request, tenant: TenantHeader = None) -> str:
+        principal = principal_of(request.scope)
+        if principal is None:  # fail closed if the access middleware did not run
+            raise UnauthenticatedError("request was not authenticated")
+        return authorize(principal, required, tenant)
+
+    return dependency
+
+
+ReadTenant = Annotated[str, Depends(tenant_for(Role.READ))]
+WriteTenant = Annotated[str, Depends(tenant_for(Role.WRITE))]

@@ -8,22 +8,27 @@ Every error body is an :class:`~service.schemas.ErrorResponse`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from protonet.errors import (
     CheckpointError,
     ConflictError,
+    ForbiddenError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
     NotReadyError,
+    OverloadedError,
     ProtonetError,
+    RateLimitedError,
+    UnauthenticatedError,
 )
 from service.schemas import ErrorResponse, FieldError
 
@@ -31,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
+    (UnauthenticatedError, 401, "unauthenticated"),
+    (ForbiddenError, 403, "forbidden"),
+    (RateLimitedError, 429, "rate_limited"),
+    (OverloadedError, 503, "overloaded"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (LimitExceededError, 413, "too_large"),
@@ -42,12 +51,17 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed JSON body.",
+    401: "Missing or invalid API key (when PROTONET_AUTH_ENABLED is true).",
+    403: "The API key's role does not allow this operation, or a non-admin key named another "
+    "tenant.",
     404: "Unknown collection or class.",
     409: "Conflict: the collection exists already, or has no classes to query.",
     413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
     "PROTONET_MAX_ITEMS_PER_REQUEST.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image).",
-    503: "Not ready: loading the model or re-embedding stored examples.",
+    429: "Too many requests from this API key (or client address); see Retry-After.",
+    503: "Not ready: loading the model or re-embedding stored examples; or overloaded (too "
+    "many requests in flight, see Retry-After).",
 }
 
 
@@ -61,6 +75,25 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 def error_response(status_code: int, error: str, detail: str, **extra: Any) -> JSONResponse:
     body = ErrorResponse(error=error, detail=detail, **extra)
     return JSONResponse(body.model_dump(mode="json"), status_code=status_code)
+
+
+def headers_of(error: ProtonetError) -> dict[str, str]:
+    """Headers that tell the client what to do next: how to authenticate, when to retry."""
+    if isinstance(error, UnauthenticatedError):
+        return {"WWW-Authenticate": 'Bearer realm="protonet"'}
+    if isinstance(error, RateLimitedError | OverloadedError):
+        return {"Retry-After": str(error.retry_after)}
+    return {}
+
+
+def domain_error_response(error: ProtonetError) -> JSONResponse:
+    """The response of a domain error (also used by middleware, outside the handlers)."""
+    status_code, kind = status_of(error)
+    if status_code >= 500 and not isinstance(error, OverloadedError):  # no log floods
+        logger.error("%s: %s", type(error).__name__, error)
+    response = error_response(status_code, kind, str(error))
+    response.headers.update(headers_of(error))
+    return response
 
 
 def status_of(error: ProtonetError) -> tuple[int, str]:
@@ -95,10 +128,7 @@ def _not_a_json_object(error: Any) -> bool:
 
 async def handle_domain_error(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, ProtonetError)
-    status_code, kind = status_of(error)
-    if status_code >= 500:
-        logger.error("%s: %s", type(error).__name__, error)
-    return error_response(status_code, kind, str(error))
+    return domain_error_response(error)
 
 
 async def handle_validation_error(_request: Request, error: Exception) -> JSONResponse:
@@ -119,6 +149,32 @@ async def handle_validation_error(_request: Request, error: Exception) -> JSONRe
     return error_response(422, "validation_error", detail, errors=fields)
 
 
+def flat_routes(routes: Iterable[Any]) -> Iterator[Any]:
+    """Routes, with those of included routers in place of the routers (recent FastAPI keeps an
+    included router as one wrapper route; its routes carry their full paths, as ours are
+    included without an extra prefix)."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from flat_routes(included.routes)
+        else:
+            yield route
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at the request's path, for a 405's ``Allow`` header.
+
+    Starlette's own ``Allow`` names only the first route matching the path, so a path served by
+    two routes (``GET`` and ``POST /v1/collections``) would advertise one method.
+    """
+    methods: set[str] = set()
+    for route in flat_routes(request.app.router.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
 async def handle_http_exception(request: Request, error: Exception) -> JSONResponse:
     """Routing errors (unknown path: 404, wrong method: 405) in the common error shape."""
     assert isinstance(error, StarletteHTTPException)
@@ -128,6 +184,8 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
         detail = f"{detail}: {request.method} {request.url.path}"
     response = error_response(error.status_code, kind, detail)
     response.headers.update(error.headers or {})
+    if error.status_code == 405:
+        response.headers["Allow"] = allowed_methods(request) or response.headers.get("Allow", "")
     return response
 
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
+from PIL import Image
 
 from protonet.errors import InvalidInputError, LimitExceededError
 from protonet.preprocessing import ImageSource
@@ -31,6 +34,39 @@ def check_item_count(count: int, limit: int, field: str) -> None:
     """Raise :class:`LimitExceededError` when a request carries more than ``limit`` items."""
     if count > limit:
         raise LimitExceededError(f"{field}: {count} items; at most {limit} per request")
+
+
+def source_pixel_count(payload: InputPayload) -> int:
+    """Width x height of an input, from the image file's header (nothing is decoded) or the
+    pixel list's size; 0 when it cannot be told (decoding will then report the error)."""
+    if payload.pixels is not None:
+        return sum(len(row) for row in payload.pixels)
+    if payload.image is None:
+        return 0
+    try:
+        with warnings.catch_warnings():  # a decompression bomb is reported when decoding
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(decode_base64(payload.image))) as image:
+                width, height = image.size
+    except Exception:  # not an image: decode_payloads says why, naming the item
+        return 0
+    return width * height
+
+
+def check_pixel_budget(payloads: Sequence[InputPayload], limit: int | None, field: str) -> None:
+    """Raise :class:`LimitExceededError` when a request's images add up to more than ``limit``
+    pixels: each image is capped on its own, but many large ones (small files, when they
+    compress well) would still cost seconds of decoding per request."""
+    if limit is None:
+        return
+    total = 0
+    for position, payload in enumerate(payloads):
+        total += source_pixel_count(payload)
+        if total > limit:
+            raise LimitExceededError(
+                f"{field}[{position}]: the request's images add up to more than {limit} "
+                "pixels (PROTONET_MAX_REQUEST_PIXELS); send fewer or smaller images per request"
+            )
 
 
 def decode_base64(text: str) -> bytes:

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,28 +45,53 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     return process.wait()
 
 
-@contextmanager
-def local_server(
+def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     ready_timeout: float = 120.0,
-) -> Iterator[LocalServer]:
-    """Start the service on a free loopback port with extra ``PROTONET_*`` variables ``env``;
-    yield once ``/readyz`` is 200; stop it on exit."""
-    port = free_port()
+    port: int | None = None,
+    log_file: Path | None = None,
+) -> LocalServer:
+    """Start the service on ``port`` (default: a free one) of the loopback interface with extra
+    ``PROTONET_*`` variables ``env``, its output appended to ``log_file`` if given; return once
+    ``/readyz`` is 200. The caller stops it (:func:`stop`, or a signal of its choice)."""
+    port = port or free_port()
     variables = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "PROTONET_HOST": "127.0.0.1",
         "PROTONET_PORT": str(port),
+        # A throwaway local server's clients are tests and benchmarks, which send requests as
+        # fast as they can on purpose: no rate limit or concurrency cap unless ``env`` sets one.
+        "PROTONET_RATE_LIMIT_PER_SECOND": "0",
+        "PROTONET_MAX_CONCURRENT_REQUESTS": "0",
         **(env or {}),
     }
     command = [sys.executable, "-m", "service"]
-    process = subprocess.Popen(command, cwd=cwd or REPO_ROOT, env=variables)
+    with open(log_file, "ab") if log_file else nullcontext() as output:
+        process = subprocess.Popen(
+            command, cwd=cwd or REPO_ROOT, env=variables, stdout=output, stderr=output
+        )
     server = LocalServer(f"http://127.0.0.1:{port}", process)
     try:
         with ProtonetClient(server.url) as client:
             client.wait_until_ready(ready_timeout, exited=process.poll)
+    except BaseException:
+        stop(process)
+        raise
+    return server
+
+
+@contextmanager
+def local_server(
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    ready_timeout: float = 120.0,
+    log_file: Path | None = None,
+) -> Iterator[LocalServer]:
+    """:func:`start` the service; yield once ``/readyz`` is 200; stop it on exit."""
+    server = start(env, cwd, ready_timeout, log_file=log_file)
+    try:
         yield server
     finally:
-        stop(process)
+        stop(server.process)

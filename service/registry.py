@@ -20,7 +20,7 @@ from anyio import to_thread
 from protonet.errors import ConflictError, NotFoundError
 from service.encoder import Encoder
 from service.inference import InferencePipeline
-from service.inputs import InputPayload, check_item_count
+from service.inputs import InputPayload, check_item_count, check_pixel_budget
 from service.live import (
     CollectionDetail,
     CollectionSummary,
@@ -28,7 +28,7 @@ from service.live import (
     QueryResult,
     SupportResult,
 )
-from service.storage import Storage
+from service.storage import DEFAULT_TENANT, Storage
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ class LabelledPayload(InputPayload, Protocol):
 
 
 class CollectionRegistry:
-    """All collections: storage is the source of truth, ``LiveCollection``s serve queries."""
+    """All collections: storage is the source of truth, ``LiveCollection``s serve queries.
+
+    Collections are keyed by ``(tenant, name)``: a tenant sees only its own, and another
+    tenant's collection is "does not exist", exactly like a missing one.
+    """
 
     def __init__(
         self,
@@ -49,12 +53,14 @@ class CollectionRegistry:
         encoder: Encoder,
         max_items_per_request: int,
         pipeline: InferencePipeline,
+        max_request_pixels: int | None = None,
     ) -> None:
         self.storage = storage
         self.encoder = encoder
         self.pipeline = pipeline
         self.max_items = max_items_per_request
-        self._collections: dict[str, LiveCollection] = {}
+        self.max_request_pixels = max_request_pixels
+        self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
 
     def load_all(self) -> None:
@@ -65,56 +71,60 @@ class CollectionRegistry:
                 self.storage.list_classes(stored.id),
                 self.storage.collection_embeddings(stored.id),
             )
-            self._collections[stored.name] = live
+            self._collections[stored.tenant, stored.name] = live
             summary = live.summary()
             logger.info(
-                "loaded collection %r: %d classes, %d examples",
+                "loaded collection %r of tenant %r: %d classes, %d examples",
                 stored.name,
+                stored.tenant,
                 summary.n_classes,
                 summary.n_examples,
             )
 
-    def _get(self, name: str) -> LiveCollection:
-        live = self._collections.get(name)
+    def _get(self, name: str, tenant: str) -> LiveCollection:
+        live = self._collections.get((tenant, name))
         if live is None:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    def create(self, name: str) -> CollectionSummary:
-        """A new empty collection; :class:`ConflictError` if ``name`` is taken."""
+    def create(self, name: str, *, tenant: str = DEFAULT_TENANT) -> CollectionSummary:
+        """A new empty collection; :class:`ConflictError` if the tenant has ``name`` already."""
         with self._lock:
-            if name in self._collections:
+            if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
-            stored = self.storage.create_collection(name)
+            stored = self.storage.create_collection(name, tenant)
             live = LiveCollection(stored.id, name, self.encoder.embedding_dim)
-            self._collections[name] = live
+            self._collections[tenant, name] = live
         return live.summary()
 
-    def list_all(self) -> list[CollectionSummary]:
-        """Every collection, by name."""
+    def list_all(self, *, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
+        """Every collection of the tenant, by name."""
         snapshot = sorted(self._collections.copy().items())
-        return [live.summary() for _, live in snapshot]
+        return [live.summary() for (owner, _), live in snapshot if owner == tenant]
 
-    def describe(self, name: str) -> CollectionDetail:
-        return self._get(name).detail()
+    def describe(self, name: str, *, tenant: str = DEFAULT_TENANT) -> CollectionDetail:
+        return self._get(name, tenant).detail()
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
         """Drop a collection with all its classes and examples."""
         with self._lock:
-            live = self._get(name)
+            live = self._get(name, tenant)
             with live.write_lock:  # let in-flight writes to it finish first
                 self.storage.delete_collection(live.id)
                 live.deleted = True
-                del self._collections[name]
+                del self._collections[tenant, name]
 
-    async def add_support(self, name: str, examples: Sequence[LabelledPayload]) -> SupportResult:
+    async def add_support(
+        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str = DEFAULT_TENANT
+    ) -> SupportResult:
         """Add labelled examples, creating classes as needed; all-or-nothing.
 
         Each affected class's prototype is recomputed from all its stored embeddings and
         replaced in the index; other classes are untouched.
         """
-        live = self._get(name)
+        live = self._get(name, tenant)
         check_item_count(len(examples), self.max_items, "examples")
+        check_pixel_budget(examples, self.max_request_pixels, "examples")
         pixels = await self.pipeline.decode(examples, "examples")  # [n, H, W]
         embeddings = await self.pipeline.embed(pixels)  # [n, dim]
         labels = [example.label for example in examples]
@@ -135,9 +145,9 @@ class CollectionRegistry:
             in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
             return SupportResult(len(labels), live.class_summaries(in_request_order))
 
-    def delete_class(self, name: str, label: str) -> None:
+    def delete_class(self, name: str, label: str, *, tenant: str = DEFAULT_TENANT) -> None:
         """Drop one class and its examples."""
-        live = self._get(name)
+        live = self._get(name, tenant)
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
@@ -148,16 +158,23 @@ class CollectionRegistry:
             live.remove_class(class_id)
 
     async def query(
-        self, name: str, queries: Sequence[InputPayload], top_k: int
+        self,
+        name: str,
+        queries: Sequence[InputPayload],
+        top_k: int,
+        *,
+        tenant: str = DEFAULT_TENANT,
     ) -> list[QueryResult]:
         """Classify each query against the collection's prototypes."""
-        live = self._get(name)
+        live = self._get(name, tenant)
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
+        check_pixel_budget(queries, self.max_request_pixels, "queries")
         return await self.pipeline.query(live, queries, top_k)
 
     async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
         """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""
         check_item_count(len(inputs), self.max_items, "inputs")
+        check_pixel_budget(inputs, self.max_request_pixels, "inputs")
         return await self.pipeline.embed(await self.pipeline.decode(inputs, "inputs"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Resolved from this file, not the working directory: ``python -m service`` works from anywhere.
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
         default=8000, ge=0, le=65535, description="Port `python -m service` binds to."
     )
     log_level: str = Field(default="info", description="Python/uvicorn log level.")
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log lines as JSON objects (with request ids) or plain text."
+    )
     device: str = Field(default="cpu", description="Torch device for the encoder: cpu, cuda, auto.")
     torch_threads: PositiveInt | None = Field(
         default=None,
@@ -53,6 +57,39 @@ class Settings(BaseSettings):
     max_image_pixels: PositiveInt = Field(
         default=4096 * 4096,
         description="Largest decoded image (width x height), checked before decoding.",
+    )
+
+    max_request_pixels: PositiveInt = Field(
+        default=64 * 1024 * 1024,
+        description="Most decoded pixels (width x height summed over a request's images).",
+    )
+    auth_enabled: bool = Field(
+        default=False,
+        description="Require an API key on every endpoint but the probes (and docs).",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Inline keys 'key:tenant:role' separated by commas or newlines.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of keys: 'key:tenant:role' lines, or a JSON list of objects.",
+    )
+    protect_metrics: bool = Field(
+        default=False, description="With auth enabled, /metrics needs a valid key too."
+    )
+    rate_limit_per_second: NonNegativeFloat = Field(
+        default=200.0,
+        description="Sustained requests per second per API key (or client address); 0 = off.",
+    )
+    rate_limit_burst: PositiveInt = Field(
+        default=400, description="Requests a key (or client) may send at once before 429."
+    )
+    max_concurrent_requests: NonNegativeInt = Field(
+        default=64, description="Requests handled at once; more get 503 (0 = no limit)."
+    )
+    shutdown_timeout: PositiveInt = Field(
+        default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
 
     def resolved_database_url(self) -> str:

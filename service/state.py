@@ -110,7 +110,11 @@ class ServiceState:
             if self._stop.is_set():
                 return
             registry = CollectionRegistry(
-                self.storage, self.encoder, self.settings.max_items_per_request, self.pipeline
+                self.storage,
+                self.encoder,
+                self.settings.max_items_per_request,
+                self.pipeline,
+                self.settings.max_request_pixels,
             )
             registry.load_all()
             self.registry, self.status, self.detail = registry, "ready", "ready"

@@ -34,8 +34,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from protonet.errors import ConflictError, NotFoundError
+from service.migrations import migrate
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"  # where collections live when auth is off (and pre-tenant data)
 
 
 def _utcnow() -> datetime:
@@ -48,9 +51,11 @@ class Base(DeclarativeBase):
 
 class CollectionRecord(Base):
     __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("tenant", "name"),)  # names are per tenant
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_TENANT)
+    name: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 
@@ -83,6 +88,7 @@ class ExampleRecord(Base):
 class StoredCollection:
     id: int
     name: str
+    tenant: str = DEFAULT_TENANT
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,10 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # for ON DELETE CASCADE
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk (WAL fsynced) before it returns, so an acknowledged write
+    # survives a crash of the process or of the machine. NORMAL may lose the last commits on
+    # power loss.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 
@@ -147,20 +156,21 @@ class Storage:
 
     def __init__(self, url: str) -> None:
         self.engine = create_storage_engine(url)
+        migrate(self.engine)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def create_collection(self, name: str) -> StoredCollection:
-        """Insert a collection; :class:`ConflictError` if the name is taken."""
+    def create_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> StoredCollection:
+        """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
         try:
             with self._sessions.begin() as session:
-                record = CollectionRecord(name=name)
+                record = CollectionRecord(name=name, tenant=tenant)
                 session.add(record)
                 session.flush()
-                return StoredCollection(record.id, record.name)
+                return StoredCollection(record.id, record.name, record.tenant)
         except IntegrityError:
             raise ConflictError(f"collection {name!r} already exists") from None
 
@@ -170,8 +180,10 @@ class Storage:
 
     def list_collections(self) -> list[StoredCollection]:
         with self._sessions() as session:
-            rows = session.execute(select(CollectionRecord.id, CollectionRecord.name))
-            return [StoredCollection(row.id, row.name) for row in rows]
+            rows = session.execute(
+                select(CollectionRecord.id, CollectionRecord.name, CollectionRecord.tenant)
+            )
+            return [StoredCollection(row.id, row.name, row.tenant) for row in rows]
 
     def list_classes(self, collection_id: int) -> list[StoredClass]:
         """Classes of one collection with their example counts, by class id."""

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Response
 from starlette.concurrency import run_in_threadpool
 
 from service import live, schemas
-from service.dependencies import RegistryDep
+from service.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.errors import error_responses
 from service.responses import json_response, query_result_body
 from service.schemas import COLLECTION_NAME_PATTERN, LABEL_PATTERN
@@ -17,7 +17,11 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 NamePath = Annotated[
     str,
-    Path(pattern=COLLECTION_NAME_PATTERN, description="Collection name ([A-Za-z0-9_-]{1,64})."),
+    Path(
+        pattern=COLLECTION_NAME_PATTERN,
+        description="Collection name ([A-Za-z0-9_-]{1,64}).",
+        examples=["omniglot-demo"],
+    ),
 ]
 LabelPath = Annotated[
     str,
@@ -26,6 +30,7 @@ LabelPath = Annotated[
         max_length=200,
         pattern=LABEL_PATTERN,
         description="Class label, URL-encoded ('/' allowed as %2F).",
+        examples=["a"],
     ),
 ]
 
@@ -47,14 +52,15 @@ def classes_of(classes: list[live.ClassSummary]) -> list[schemas.ClassSummary]:
     responses=error_responses(400, 409, 413, 422, 503),
 )
 async def create_collection(
-    request: schemas.CreateCollectionRequest, registry: RegistryDep
+    request: schemas.CreateCollectionRequest, registry: RegistryDep, tenant: WriteTenant
 ) -> schemas.CollectionSummary:
-    return summary_of(await run_in_threadpool(registry.create, request.name))
+    return summary_of(await run_in_threadpool(registry.create, request.name, tenant=tenant))
 
 
-@router.get("", summary="List collections", responses=error_responses(503))
-async def list_collections(registry: RegistryDep) -> schemas.CollectionList:
-    collections = await run_in_threadpool(registry.list_all)  # takes per-collection locks
+@router.get("", summary="List collections", responses=error_responses(422, 503))
+async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas.CollectionList:
+    # takes per-collection locks
+    collections = await run_in_threadpool(registry.list_all, tenant=tenant)
     return schemas.CollectionList(collections=[summary_of(c) for c in collections])
 
 
@@ -63,8 +69,10 @@ async def list_collections(registry: RegistryDep) -> schemas.CollectionList:
     summary="Describe a collection and its classes",
     responses=error_responses(404, 422, 503),
 )
-async def get_collection(name: NamePath, registry: RegistryDep) -> schemas.CollectionDetail:
-    detail = await run_in_threadpool(registry.describe, name)
+async def get_collection(
+    name: NamePath, registry: RegistryDep, tenant: ReadTenant
+) -> schemas.CollectionDetail:
+    detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
     return schemas.CollectionDetail(
         **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
     )
@@ -76,8 +84,8 @@ async def get_collection(name: NamePath, registry: RegistryDep) -> schemas.Colle
     summary="Delete a collection with all its classes and examples",
     responses=error_responses(404, 422, 503),
 )
-async def delete_collection(name: NamePath, registry: RegistryDep) -> Response:
-    await run_in_threadpool(registry.delete, name)
+async def delete_collection(name: NamePath, registry: RegistryDep, tenant: WriteTenant) -> Response:
+    await run_in_threadpool(registry.delete, name, tenant=tenant)
     return Response(status_code=204)
 
 
@@ -87,9 +95,9 @@ async def delete_collection(name: NamePath, registry: RegistryDep) -> Response:
     responses=error_responses(400, 404, 413, 422, 503),
 )
 async def add_support(
-    name: NamePath, request: schemas.SupportRequest, registry: RegistryDep
+    name: NamePath, request: schemas.SupportRequest, registry: RegistryDep, tenant: WriteTenant
 ) -> schemas.SupportResponse:
-    added = await registry.add_support(name, request.examples)
+    added = await registry.add_support(name, request.examples, tenant=tenant)
     return schemas.SupportResponse(n_added=added.n_added, classes=classes_of(added.classes))
 
 
@@ -99,8 +107,10 @@ async def add_support(
     summary="Delete one class and its examples",
     responses=error_responses(404, 422, 503),
 )
-async def delete_class(name: NamePath, label: LabelPath, registry: RegistryDep) -> Response:
-    await run_in_threadpool(registry.delete_class, name, label)
+async def delete_class(
+    name: NamePath, label: LabelPath, registry: RegistryDep, tenant: WriteTenant
+) -> Response:
+    await run_in_threadpool(registry.delete_class, name, label, tenant=tenant)
     return Response(status_code=204)
 
 
@@ -111,10 +121,10 @@ async def delete_class(name: NamePath, label: LabelPath, registry: RegistryDep) 
     responses=error_responses(400, 404, 409, 413, 422, 503),
 )
 async def query_collection(
-    name: NamePath, request: schemas.QueryRequest, registry: RegistryDep
+    name: NamePath, request: schemas.QueryRequest, registry: RegistryDep, tenant: ReadTenant
 ) -> Response:
     """Queries of concurrent requests are decoded, embedded and ranked in shared batches."""
-    results = await registry.query(name, request.queries, request.top_k)
+    results = await registry.query(name, request.queries, request.top_k, tenant=tenant)
     return json_response(
         {
             "model_version": registry.encoder.version,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.dependencies import RegistryDep
+from service.dependencies import ReadTenant, RegistryDep
 from service.errors import error_responses
 from service.responses import json_response
 from service.schemas import EmbedRequest, EmbedResponse
@@ -18,6 +18,8 @@ router = APIRouter(prefix="/v1", tags=["embed"])
     response_model=EmbedResponse,
     responses=error_responses(400, 413, 422, 503),
 )
-async def embed_inputs(request: EmbedRequest, registry: RegistryDep) -> Response:
+async def embed_inputs(
+    request: EmbedRequest, registry: RegistryDep, _tenant: ReadTenant
+) -> Response:
     embeddings = await registry.embed(request.inputs)  # [n, dim]
     return json_response({"model_version": registry.encoder.version, "embeddings": embeddings})

@@ -38,7 +38,14 @@ def write_checkpoint(path: Path, seed: int, input_spec: InputSpec | None = None)
 
 
 def make_settings(data_dir: Path, checkpoint: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"torch_threads": 1, "embed_batch_size": 64, **overrides}
+    """Test settings; the rate limit is off unless a test is about it (tests send requests
+    far faster than clients would)."""
+    values: dict[str, Any] = {
+        "torch_threads": 1,
+        "embed_batch_size": 64,
+        "rate_limit_per_second": 0,
+        **overrides,
+    }
     return Settings(checkpoint=checkpoint, data_dir=data_dir, **values)
 
 

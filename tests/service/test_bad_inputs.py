@@ -175,6 +175,7 @@ async def test_unknown_routes_and_methods_share_the_error_shape(settings):
     assert (
         wrong_method.status_code == 405 and "PUT /v1/collections" in wrong_method.json()["detail"]
     )
+    assert wrong_method.headers["allow"] == "GET, POST"  # both routes at the path, not the first
 
 
 def test_base64_variants_are_accepted():

@@ -1,0 +1,53 @@
+# syntax=docker/dockerfile:1
+# The protonet service: CPU torch, the bundled model, one uvicorn worker, a non-root user.
+#
+#   docker build -t protonet-service .
+#   docker run -p 8000:8000 -v protonet-data:/data protonet-service
+#
+# deploy/README.md has the compose file and the Kubernetes manifests.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY constraints.txt pyproject.toml ./
+# torch first, from PyTorch's CPU index: the default index's wheel pulls CUDA (gigabytes).
+# constraints.txt pins it, so resolving the other dependencies cannot replace it.
+RUN pip install -c constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# The service's dependencies, read from pyproject.toml (the one list of them). The project
+# itself is not installed: it runs from /app, where it finds the bundled model beside it.
+RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+    && pip install -c constraints.txt -r requirements.txt
+
+FROM ${PYTHON_IMAGE} AS runtime
+# A fixed uid/gid, so Kubernetes' runAsNonRoot and fsGroup can name them.
+RUN groupadd --system --gid 10001 protonet \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin protonet \
+    && mkdir -p /data \
+    && chown 10001:10001 /data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY protonet ./protonet
+COPY service ./service
+COPY models/omniglot-conv4.pt ./models/omniglot-conv4.pt
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PROTONET_HOST=0.0.0.0 \
+    PROTONET_PORT=8000 \
+    PROTONET_DATA_DIR=/data
+VOLUME ["/data"]
+USER 10001:10001
+EXPOSE 8000
+# Ready = model loaded, stored examples re-embedded, indexes built (a model upgrade re-embeds
+# before it turns ready, hence the long start period).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PROTONET_PORT', '8000') + '/readyz', timeout=4)"]
+# SIGTERM (docker stop, Kubernetes) drains in-flight requests for PROTONET_SHUTDOWN_TIMEOUT
+# seconds, then exits 0. One uvicorn worker: the prototype indexes live in this process.
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "service"]
