@@ -6,40 +6,34 @@ room for sampling noise while any real regression (wrong preprocessing, inverted
 broken checkpoint: all land near 70% / 45%) fails loudly.
 """
 
-import json
-
 import pytest
 
 from protonet.checkpoint import load_checkpoint
-from training.cli import main
+
+from .evaluate_cli import evaluate_json
+
+
+def evaluate_bundled(capsys, bundled_model, omniglot_dir, *args: str) -> dict:
+    """Evaluate the bundled model on images_evaluation (alphabets it never saw)."""
+    common = ["--checkpoint", str(bundled_model), "--data", str(omniglot_dir)]
+    return evaluate_json(capsys, *common, "--split", "evaluation", *args)
 
 
 @pytest.mark.parametrize("way,threshold", [(5, 0.96), (20, 0.91)])
 def test_bundled_model_on_100_real_episodes(bundled_model, omniglot_dir, way, threshold, capsys):
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(bundled_model),
-                "--data",
-                str(omniglot_dir),
-                "--split",
-                "evaluation",
-                "--way",
-                str(way),
-                "--shot",
-                "1",
-                "--episodes",
-                "100",
-                "--seed",
-                "123",
-                "--json",
-            ]
-        )
-        == 0
+    summary = evaluate_bundled(
+        capsys,
+        bundled_model,
+        omniglot_dir,
+        "--way",
+        str(way),
+        "--shot",
+        "1",
+        "--episodes",
+        "100",
+        "--seed",
+        "123",
     )
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["accuracy"] >= threshold, summary
 
 
@@ -51,25 +45,9 @@ def test_bundled_model_was_trained_on_background_only(bundled_model):
 
 
 def test_table_reports_four_settings_with_within_alphabet(bundled_model, omniglot_dir, capsys):
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(bundled_model),
-                "--data",
-                str(omniglot_dir),
-                "--split",
-                "evaluation",
-                "--table",
-                "--within-alphabet",
-                "--episodes",
-                "20",
-                "--json",
-            ]
-        )
-        == 0
+    summary = evaluate_bundled(
+        capsys, bundled_model, omniglot_dir, "--table", "--within-alphabet", "--episodes", "20"
     )
-    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"]
+    results = summary["results"]
     settings = {(r["way"], r["shot"], r["within_alphabet"]) for r in results}
     assert settings == {(w, s, a) for w in (5, 20) for s in (1, 5) for a in (False, True)}

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from protonet.checkpoint import load_checkpoint, save_checkpoint
+from protonet.preprocessing import InputSpec
 from training import folder
 from training.cli import main
 from training.config import TrainConfig
 from training.trainer import Trainer
 
+from .evaluate_cli import evaluate_json
 from .synthetic import write_folder_dataset
 
 
@@ -50,29 +52,21 @@ def quick_config(dataset, out, **overrides):
 
 def heldout_accuracy(checkpoint_path, heldout, capsys):
     """5-way 1-shot accuracy on never-seen classes, through the evaluate command's --json."""
-    capsys.readouterr()
-    assert (
-        main(
-            [
-                "evaluate",
-                "--checkpoint",
-                str(checkpoint_path),
-                "--data",
-                str(heldout),
-                "--way",
-                "5",
-                "--shot",
-                "1",
-                "--query",
-                "5",
-                "--episodes",
-                "200",
-                "--json",
-            ]
-        )
-        == 0
+    return evaluate_json(
+        capsys,
+        "--checkpoint",
+        str(checkpoint_path),
+        "--data",
+        str(heldout),
+        "--way",
+        "5",
+        "--shot",
+        "1",
+        "--query",
+        "5",
+        "--episodes",
+        "200",
     )
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def test_training_raises_accuracy_far_above_chance(dataset, heldout, tmp_path, capsys):
@@ -112,17 +106,11 @@ def test_resume_continues_from_saved_state(dataset, tmp_path):
 
 
 def test_folder_split_is_disjoint_and_seeded(dataset, tmp_path):
-    images, _ = folder.load_folder(dataset, load_checkpoint_spec(), tmp_path, progress=False)
+    images, _ = folder.load_folder(dataset, InputSpec(), tmp_path, progress=False)
     train, val = folder.split_classes(images, 0.3, seed=0)
     assert not set(train.class_names) & set(val.class_names)
     assert train.n_classes + val.n_classes == 30 and val.n_classes == 9
     assert folder.split_classes(images, 0.3, seed=0)[1].class_names == val.class_names
-
-
-def load_checkpoint_spec():
-    from protonet.preprocessing import InputSpec
-
-    return InputSpec()
 
 
 def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
