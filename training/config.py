@@ -23,6 +23,7 @@ class TrainConfig:
     shot: int = 5
     query: int = 5
     within_alphabet: bool = False
+    augment_shift: int = 0  # random translation of training images by up to this many pixels
     # Optimisation: Adam, learning rate halved every ``lr_step`` episodes (the paper's schedule)
     # or cosine-annealed over ``episodes``.
     episodes: int = 10000
@@ -63,13 +64,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": "cosine",
         "episodes": 12000,
     },
-    # The paper's benchmark setting: Vinyals train classes, val classes for selection.
+    # The paper's benchmark setting: Vinyals train classes, val classes for selection. One
+    # 1-shot-trained model for all four test settings: 1-shot training lifted validation 20-way
+    # 1-shot far faster than the paper's 5-shot episodes (95.7% after 4000 episodes against 94.8%
+    # after 6000), and 60-way 1-shot episodes cost about 40% less. 38000 episodes fill about
+    # 88 minutes on two CPU cores; patience 0 lets the cosine schedule finish.
     "omniglot-vinyals": {
         "split": "vinyals",
         "out": "runs/omniglot-vinyals",
-        "shot": 5,
+        "shot": 1,
         "schedule": "cosine",
-        "episodes": 7000,
+        "episodes": 38000,
+        "val_every": 1000,
+        "patience": 0,
     },
 }
 
@@ -109,5 +116,7 @@ def validate(config: TrainConfig) -> None:
     ):
         if getattr(config, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= config.augment_shift < config.image_size // 2:
+        raise ValueError("--augment-shift must be between 0 and half the image size")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError("--val-fraction must be between 0 and 1")

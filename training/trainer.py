@@ -21,6 +21,7 @@ from protonet.model import EncoderConfig, build_encoder
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training import folder, omniglot
+from training.augment import random_shift
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
 from training.evaluate import embed_imageset, evaluate
@@ -117,6 +118,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.amp_dtype = autocast_dtype(config.precision, self.device)
+        self.augment_generator = torch.Generator().manual_seed(config.seed)
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0
         self.best_accuracy = -1.0
@@ -163,7 +165,9 @@ class Trainer:
 
     def _batch(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         indices = torch.from_numpy(np.concatenate([episode.support_indices, episode.query_indices]))
-        images = pixels_to_tensor(self.train_pixels[indices], self.spec).to(self.device)
+        images = pixels_to_tensor(self.train_pixels[indices], self.spec)
+        images = random_shift(images, self.config.augment_shift, self.augment_generator)
+        images = images.to(self.device)
         images = images.contiguous(memory_format=torch.channels_last)
         support_labels = torch.from_numpy(episode.support_labels).to(self.device)
         query_labels = torch.from_numpy(episode.query_labels).to(self.device)
