@@ -65,16 +65,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "episodes": 12000,
     },
     # The paper's benchmark setting: Vinyals train classes, val classes for selection. One
-    # 1-shot-trained model for all four test settings: 1-shot training lifted validation 20-way
-    # 1-shot far faster than the paper's 5-shot episodes (95.7% after 4000 episodes against 94.8%
-    # after 6000), and 60-way 1-shot episodes cost about 40% less. 38000 episodes fill about
-    # 88 minutes on two CPU cores; patience 0 lets the cosine schedule finish.
+    # 1-shot-trained model for all four test settings: 1-shot episodes lifted validation 20-way
+    # 1-shot faster than the paper's 5-shot ones and cost about 40% less. Random shifts of up to
+    # 2 pixels beat the plain run (val 97.0% after 18000 episodes, 51 min, against 96.6% after
+    # 31224 episodes, 88 min). Patience 0 lets the cosine schedule finish.
     "omniglot-vinyals": {
         "split": "vinyals",
         "out": "runs/omniglot-vinyals",
         "shot": 1,
+        "augment_shift": 2,
         "schedule": "cosine",
-        "episodes": 38000,
+        "episodes": 18000,
         "val_every": 1000,
         "patience": 0,
     },

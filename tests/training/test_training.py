@@ -118,3 +118,10 @@ def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
     assert "--split must be" in capsys.readouterr().err
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_augmented_training_runs_and_records_the_setting(dataset, tmp_path):
+    trainer = Trainer(quick_config(dataset, tmp_path / "run", episodes=10, augment_shift=2))
+    best = trainer.train()
+    assert trainer.episode == 10
+    assert load_checkpoint(best).training_config["augment_shift"] == 2
