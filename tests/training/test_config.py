@@ -1,0 +1,27 @@
+import pytest
+
+from training.config import PRESETS, TrainConfig, apply_preset, validate
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_config(name):
+    config = apply_preset(TrainConfig(), name)
+    validate(config)
+    assert config.out == PRESETS[name]["out"]
+
+
+def test_presets_write_to_separate_directories():
+    outs = [preset["out"] for preset in PRESETS.values()]
+    assert len(set(outs)) == len(outs)
+
+
+def test_vinyals_presets_match_training_shot_to_validation_shot():
+    for name in ("omniglot-vinyals", "omniglot-vinyals-5shot"):
+        config = apply_preset(TrainConfig(), name)
+        assert config.split == "vinyals"
+        assert config.shot == config.val_shot
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match="omniglot-lake"):
+        apply_preset(TrainConfig(), "omniglot-typo")
