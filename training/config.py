@@ -24,6 +24,8 @@ class TrainConfig:
     query: int = 5
     within_alphabet: bool = False
     augment_shift: int = 0  # random translation of training images by up to this many pixels
+    augment_rotate: float = 0.0  # random rotation of training images by up to this many degrees
+    augment_scale: float = 0.0  # random zoom of training images by a factor in 1 -/+ this
     # Optimisation: Adam, learning rate halved every ``lr_step`` episodes (the paper's schedule)
     # or cosine-annealed over ``episodes``.
     episodes: int = 10000
@@ -131,5 +133,10 @@ def validate(config: TrainConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 <= config.augment_shift < config.image_size // 2:
         raise ValueError("--augment-shift must be between 0 and half the image size")
+    if not 0.0 <= config.augment_rotate <= 30.0:
+        # Beyond ~30 degrees a character starts to look like its own 90-degree rotation class.
+        raise ValueError("--augment-rotate must be between 0 and 30 degrees")
+    if not 0.0 <= config.augment_scale < 0.5:
+        raise ValueError("--augment-scale must be at least 0 and below 0.5")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError("--val-fraction must be between 0 and 1")

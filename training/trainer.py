@@ -21,7 +21,7 @@ from protonet.model import EncoderConfig, build_encoder
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training import folder, omniglot
-from training.augment import random_shift
+from training.augment import random_rotate_scale, random_shift
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
 from training.evaluate import embed_imageset, evaluate
@@ -166,6 +166,9 @@ class Trainer:
     def _batch(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         indices = torch.from_numpy(np.concatenate([episode.support_indices, episode.query_indices]))
         images = pixels_to_tensor(self.train_pixels[indices], self.spec)
+        images = random_rotate_scale(
+            images, self.config.augment_rotate, self.config.augment_scale, self.augment_generator
+        )
         images = random_shift(images, self.config.augment_shift, self.augment_generator)
         images = images.to(self.device)
         images = images.contiguous(memory_format=torch.channels_last)

@@ -121,7 +121,9 @@ def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
 
 
 def test_augmented_training_runs_and_records_the_setting(dataset, tmp_path):
-    trainer = Trainer(quick_config(dataset, tmp_path / "run", episodes=10, augment_shift=2))
+    augment = {"augment_shift": 2, "augment_rotate": 10.0, "augment_scale": 0.1}
+    trainer = Trainer(quick_config(dataset, tmp_path / "run", episodes=10, **augment))
     best = trainer.train()
     assert trainer.episode == 10
-    assert load_checkpoint(best).training_config["augment_shift"] == 2
+    training_config = load_checkpoint(best).training_config
+    assert {name: training_config[name] for name in augment} == augment
