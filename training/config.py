@@ -59,17 +59,19 @@ class TrainConfig:
 # The paper's benchmark setting: Vinyals train classes, val classes for selection. One
 # 1-shot-trained model for all four test settings: 1-shot episodes lifted validation 20-way
 # 1-shot faster than the paper's 5-shot ones and cost about 40% less. Random shifts of up to
-# 2 pixels beat the plain run (val 97.0% at episode 17000 of 18000, 51 min, against 96.6% after
-# 31224 episodes, 88 min). Patience 0 lets the cosine schedule finish.
+# 3 pixels over a 28000-episode cosine schedule (85 min on a 2-core AMD EPYC) reached val
+# 97.12% at episode 27000, above 2-pixel shifts over 18000 episodes (97.04%, 51 min) and the
+# plain run (96.6% after 31224 episodes, 88 min). Patience 0 lets the cosine schedule finish.
 _VINYALS: dict[str, Any] = {
     "split": "vinyals",
     "out": "runs/omniglot-vinyals",
     "shot": 1,
-    "augment_shift": 2,
+    "augment_shift": 3,
     "schedule": "cosine",
-    "episodes": 18000,
+    "episodes": 28000,
     "val_every": 1000,
     "patience": 0,
+    "max_minutes": 88.0,  # the budget is 90 minutes of wall time on 2 CPU cores
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -84,14 +86,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "omniglot-vinyals": _VINYALS,
     # The paper's protocol for the 5-shot rows (training shot = test shot): the same recipe with
-    # 5-shot episodes, selected on validation 20-way 5-shot. Measured on vinyals-test it did not
-    # beat the 1-shot model on the 5-shot rows (5w5s 99.65 against 99.66, 20w5s 99.07 against
-    # 99.11) and took 86 min instead of 51, so the benchmark uses the 1-shot model for all four.
+    # 5-shot episodes, selected on validation 20-way 5-shot. 5-shot episodes cost ~1.7x more, so
+    # it keeps the shorter schedule it was measured with (2-pixel shifts, 18000 episodes, 86 min).
+    # On vinyals-test it did not beat the 1-shot model of the same recipe on the 5-shot rows (5w5s
+    # 99.65 against 99.66, 20w5s 99.07 against 99.11), so the benchmark uses one 1-shot model.
     "omniglot-vinyals-5shot": {
         **_VINYALS,
         "out": "runs/omniglot-vinyals-5shot",
         "shot": 5,
         "val_shot": 5,
+        "augment_shift": 2,
+        "episodes": 18000,
     },
 }
 

@@ -25,3 +25,10 @@ def test_vinyals_presets_match_training_shot_to_validation_shot():
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ValueError, match="omniglot-lake"):
         apply_preset(TrainConfig(), "omniglot-typo")
+
+
+def test_vinyals_presets_are_the_recipes_the_readme_measured():
+    one_shot = apply_preset(TrainConfig(), "omniglot-vinyals")
+    assert (one_shot.augment_shift, one_shot.episodes, one_shot.schedule) == (3, 28000, "cosine")
+    five_shot = apply_preset(TrainConfig(), "omniglot-vinyals-5shot")
+    assert (five_shot.augment_shift, five_shot.episodes, five_shot.shot) == (2, 18000, 5)
