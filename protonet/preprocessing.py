@@ -78,11 +78,28 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
     """Composite transparent images onto white paper, so ink on a clear layer stays ink."""
+    if image.mode == "La":  # TIFF's premultiplied ("associated") alpha: Pillow only has La -> LA
+        image = image.convert("LA")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(paper, rgba)
     return image
+
+
+def _convert(image: Image.Image, channels: int) -> Image.Image:
+    """``image`` flattened and in the spec's mode ("L" or "RGB"); refused if Pillow cannot."""
+    if channels == 1 and image.mode == "LAB":
+        # The L band is lightness, already 8-bit grey. Pillow has no LAB -> L: it would go
+        # through its core's LAB -> RGB, which does not exist (only ImageCms converts LAB).
+        return image.getchannel("L")
+    try:
+        return _flatten_alpha(image).convert("L" if channels == 1 else "RGB")
+    except (ValueError, OSError, ImportError):
+        # ValueError: a mode Pillow holds but cannot convert. ImportError/OSError: Pillow's
+        # LAB -> RGB runs littlecms (ImageCms), which a Pillow build may lack or fail in.
+        target = "grayscale" if channels == 1 else "RGB"
+        raise InvalidInputError(f"cannot convert a {image.mode} image to {target}") from None
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:
@@ -113,7 +130,7 @@ def to_pixels(
         image = _array_to_image(source)
     else:
         image = source
-    image = _flatten_alpha(image).convert("L" if spec.channels == 1 else "RGB")
+    image = _convert(image, spec.channels)  # now "L" or "RGB", which resize always handles
     if image.size != (spec.image_size, spec.image_size):
         # Pillow's bilinear resize is antialiased when shrinking: thin strokes survive.
         image = image.resize((spec.image_size, spec.image_size), Image.Resampling.BILINEAR)
