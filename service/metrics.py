@@ -8,13 +8,15 @@ Each app has its own ``CollectorRegistry`` (tests run many apps in one process).
   batch start, per job) and ``protonet_batch_duration_seconds``, by stage (decode, encode,
   rank);
 * ``protonet_encoder_duration_seconds``: one encoder forward pass over a whole batch;
-* ``protonet_collections``, ``protonet_classes``, ``protonet_examples``: read at scrape time.
+* ``protonet_tenants`` (tenants with at least one collection), ``protonet_collections``,
+  ``protonet_classes``, ``protonet_examples``: totals over all tenants, read at scrape time
+  (no per-tenant labels: tenants are unbounded).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -29,7 +31,7 @@ from prometheus_client.registry import Collector
 
 from service.batching import BatchStats
 from service.limits import ASGIApp, Message, Receive, Scope, Send
-from service.live import CollectionSummary
+from service.registry import AllTenantsSummary
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -37,21 +39,30 @@ ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class CollectionsCollector(Collector):
-    """Gauges of what is stored, computed from the collections' summaries at scrape time."""
+    """Gauges of what is stored over all tenants, computed at scrape time.
 
-    def __init__(self, summaries: Callable[[], Sequence[CollectionSummary]]) -> None:
-        self.summaries = summaries
+    Deliberately no ``tenant`` label: tenants come and go with API keys, so per-tenant series
+    would have unbounded cardinality (and would expose tenant names to whoever scrapes).
+    """
+
+    def __init__(self, totals: Callable[[], AllTenantsSummary]) -> None:
+        self.totals = totals
 
     def describe(self) -> list[Metric]:
         return []  # do not call ``collect`` at registration (the service is not ready yet)
 
     def collect(self) -> Iterator[Metric]:
-        summaries = self.summaries()
-        yield GaugeMetricFamily("protonet_collections", "Collections.", len(summaries))
-        classes = sum(s.n_classes for s in summaries)
-        yield GaugeMetricFamily("protonet_classes", "Classes, all collections.", classes)
-        examples = sum(s.n_examples for s in summaries)
-        yield GaugeMetricFamily("protonet_examples", "Support examples, all collections.", examples)
+        totals = self.totals()
+        yield GaugeMetricFamily(
+            "protonet_tenants", "Tenants with at least one collection.", totals.tenants
+        )
+        yield GaugeMetricFamily(
+            "protonet_collections", "Collections, all tenants.", totals.collections
+        )
+        yield GaugeMetricFamily("protonet_classes", "Classes, all tenants.", totals.classes)
+        yield GaugeMetricFamily(
+            "protonet_examples", "Support examples, all tenants.", totals.examples
+        )
 
 
 class ServiceMetrics:
@@ -120,8 +131,9 @@ class ServiceMetrics:
     def observe_encoder(self, seconds: float) -> None:
         self.encoder_seconds.observe(seconds)
 
-    def watch_collections(self, summaries: Callable[[], Sequence[CollectionSummary]]) -> None:
-        self.registry.register(CollectionsCollector(summaries))
+    def watch_collections(self, totals: Callable[[], AllTenantsSummary]) -> None:
+        """Serve the all-tenant collection gauges from ``totals`` (called at each scrape)."""
+        self.registry.register(CollectionsCollector(totals))
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

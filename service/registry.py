@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -28,7 +29,7 @@ from service.live import (
     QueryResult,
     SupportResult,
 )
-from service.storage import DEFAULT_TENANT, Storage
+from service.storage import Storage
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +41,26 @@ class LabelledPayload(InputPayload, Protocol):
     def label(self) -> str: ...
 
 
+@dataclass(frozen=True)
+class AllTenantsSummary:
+    """Totals over every tenant's collections (for the metrics, never for a tenant's view).
+
+    ``tenants`` counts the tenants that have at least one collection.
+    """
+
+    tenants: int = 0
+    collections: int = 0
+    classes: int = 0
+    examples: int = 0
+
+
 class CollectionRegistry:
     """All collections: storage is the source of truth, ``LiveCollection``s serve queries.
 
     Collections are keyed by ``(tenant, name)``: a tenant sees only its own, and another
-    tenant's collection is "does not exist", exactly like a missing one.
+    tenant's collection is "does not exist", exactly like a missing one. Every method that
+    acts for a tenant takes ``tenant=`` with no default, so a caller cannot fall back to the
+    default tenant by omission; :meth:`summarize_all_tenants` is the one cross-tenant view.
     """
 
     def __init__(
@@ -87,7 +103,7 @@ class CollectionRegistry:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    def create(self, name: str, *, tenant: str = DEFAULT_TENANT) -> CollectionSummary:
+    def create(self, name: str, *, tenant: str) -> CollectionSummary:
         """A new empty collection; :class:`ConflictError` if the tenant has ``name`` already."""
         with self._lock:
             if (tenant, name) in self._collections:
@@ -97,15 +113,34 @@ class CollectionRegistry:
             self._collections[tenant, name] = live
         return live.summary()
 
-    def list_all(self, *, tenant: str = DEFAULT_TENANT) -> list[CollectionSummary]:
+    def list_all(self, *, tenant: str) -> list[CollectionSummary]:
         """Every collection of the tenant, by name."""
         snapshot = sorted(self._collections.copy().items())
         return [live.summary() for (owner, _), live in snapshot if owner == tenant]
 
-    def describe(self, name: str, *, tenant: str = DEFAULT_TENANT) -> CollectionDetail:
+    def summarize_all_tenants(self) -> AllTenantsSummary:
+        """Totals over every tenant, from the live collections' O(1) summaries.
+
+        Takes no registry lock (the dict is copied atomically under the GIL) and each
+        collection's state lock only briefly, one at a time; a collection created or dropped
+        meanwhile may or may not be counted.
+        """
+        tenants: set[str] = set()
+        collections = classes = examples = 0
+        for (tenant, _), live in self._collections.copy().items():
+            if live.deleted:
+                continue
+            summary = live.summary()
+            tenants.add(tenant)
+            collections += 1
+            classes += summary.n_classes
+            examples += summary.n_examples
+        return AllTenantsSummary(len(tenants), collections, classes, examples)
+
+    def describe(self, name: str, *, tenant: str) -> CollectionDetail:
         return self._get(name, tenant).detail()
 
-    def delete(self, name: str, *, tenant: str = DEFAULT_TENANT) -> None:
+    def delete(self, name: str, *, tenant: str) -> None:
         """Drop a collection with all its classes and examples."""
         with self._lock:
             live = self._get(name, tenant)
@@ -115,7 +150,7 @@ class CollectionRegistry:
                 del self._collections[tenant, name]
 
     async def add_support(
-        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str = DEFAULT_TENANT
+        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str
     ) -> SupportResult:
         """Add labelled examples, creating classes as needed; all-or-nothing.
 
@@ -145,7 +180,7 @@ class CollectionRegistry:
             in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
             return SupportResult(len(labels), live.class_summaries(in_request_order))
 
-    def delete_class(self, name: str, label: str, *, tenant: str = DEFAULT_TENANT) -> None:
+    def delete_class(self, name: str, label: str, *, tenant: str) -> None:
         """Drop one class and its examples."""
         live = self._get(name, tenant)
         with live.write_lock:
@@ -163,7 +198,7 @@ class CollectionRegistry:
         queries: Sequence[InputPayload],
         top_k: int,
         *,
-        tenant: str = DEFAULT_TENANT,
+        tenant: str,
     ) -> list[QueryResult]:
         """Classify each query against the collection's prototypes."""
         live = self._get(name, tenant)

@@ -18,9 +18,8 @@ import torch
 from protonet.errors import NotReadyError
 from service.encoder import Encoder
 from service.inference import InferencePipeline
-from service.live import CollectionSummary
 from service.metrics import ServiceMetrics
-from service.registry import CollectionRegistry
+from service.registry import AllTenantsSummary, CollectionRegistry
 from service.settings import Settings
 from service.storage import Storage
 from service.upgrade import reembed_stale_examples
@@ -134,9 +133,10 @@ class ServiceState:
         """Block until :meth:`prepare` has finished (ready or failed)."""
         return self._prepared.wait(timeout)
 
-    def collection_summaries(self) -> list[CollectionSummary]:
-        """Every collection's summary; none until ready (for the metrics)."""
-        return self.registry.list_all() if self.registry is not None else []
+    def all_tenants_summary(self) -> AllTenantsSummary:
+        """Totals over every tenant's collections; zero until ready (for the metrics)."""
+        registry = self.registry
+        return registry.summarize_all_tenants() if registry is not None else AllTenantsSummary()
 
     def require_registry(self) -> CollectionRegistry:
         """The registry, or :class:`NotReadyError` while starting (or after a failed start)."""
