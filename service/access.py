@@ -6,8 +6,19 @@ The principal goes into ``scope["state"]`` for the route dependencies, which che
 tenants (403). Working on paths rather than on routes means a route added later (``/metrics``,
 or one mounted as a sub-app) is covered without declaring anything.
 
-A failed authentication still takes a token, from the client address's bucket: guessing keys
-is rate limited like anything else, and is answered 429 once the bucket is empty.
+Which bucket a request takes its token from:
+
+- a valid API key (auth on): that key's bucket (PROTONET_RATE_LIMIT_*);
+- anything else (every request with auth off; open paths and failed authentications with auth
+  on): the client address's bucket (PROTONET_ADDRESS_RATE_LIMIT_*, off by default: with auth
+  off any caller may do anything anyway, and behind a proxy all callers share one address);
+- a failed authentication also takes one from its address's failure bucket
+  (PROTONET_AUTH_FAILURE_RATE_LIMIT_*, on by default): guessing keys is answered 429 once it
+  is empty, while valid keys from the same address keep their own buckets.
+
+The client address is the connection's peer, or, where the peer is one of
+PROTONET_TRUSTED_PROXIES, what uvicorn's ProxyHeadersMiddleware (installed in front of this one)
+read from X-Forwarded-For.
 """
 
 from __future__ import annotations
@@ -47,13 +58,17 @@ class AccessMiddleware:
         self,
         app: ASGIApp,
         authenticator: Authenticator,
-        limiter: RateLimiter,
+        key_limiter: RateLimiter,
+        address_limiter: RateLimiter,
+        auth_failure_limiter: RateLimiter,
         concurrency: ConcurrencyLimit,
         protect_metrics: bool,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
-        self.limiter = limiter
+        self.key_limiter = key_limiter
+        self.address_limiter = address_limiter
+        self.auth_failure_limiter = auth_failure_limiter
         self.concurrency = concurrency
         self.protect_metrics = protect_metrics
 
@@ -82,10 +97,13 @@ class AccessMiddleware:
                 principal = self.authenticator.authenticate(headers)
             except UnauthenticatedError as error:
                 failure = error
-        bucket = client_address(scope) if principal is None else f"key:{principal.key_id}"
-        if principal is not None and not self.authenticator.enabled:
-            bucket = client_address(scope)  # everyone is "anonymous": limit by address
-        self.limiter.check(bucket)
+        if principal is not None and self.authenticator.enabled:
+            self.key_limiter.check(f"key:{principal.key_id}")
+            return principal
+        # No valid key: auth is off (everyone is "anonymous"), an open path, or a failure.
+        address = client_address(scope)
+        self.address_limiter.check(address)
         if failure is not None:
+            self.auth_failure_limiter.check(address)
             raise failure
         return principal

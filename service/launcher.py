@@ -64,6 +64,7 @@ def start(
         # A throwaway local server's clients are tests and benchmarks, which send requests as
         # fast as they can on purpose: no rate limit or concurrency cap unless ``env`` sets one.
         "PROTONET_RATE_LIMIT_PER_SECOND": "0",
+        "PROTONET_AUTH_FAILURE_RATE_LIMIT_PER_SECOND": "0",
         "PROTONET_MAX_CONCURRENT_REQUESTS": "0",
         **(env or {}),
     }

@@ -1,13 +1,15 @@
-"""Per-client request rate limit (token buckets) and a cap on requests in flight.
+"""Per-client request rate limits (token buckets), trusted proxies, a cap on requests in flight.
 
-Each client (an API key, or the client address when there is no valid key) has a bucket of
-``burst`` tokens refilled at ``rate`` per second; a request takes one, and a request that finds
-the bucket empty is refused with the seconds until the next token (429 + Retry-After). Buckets
-live in a bounded LRU map, so a flood of distinct addresses cannot grow memory without limit.
+Each client (an API key, or a client address: see service/access.py for which limit applies to
+which request) has a bucket of ``burst`` tokens refilled at ``rate`` per second; a request takes
+one, and a request that finds the bucket empty is refused with the seconds until the next token
+(429 + Retry-After). Buckets live in a bounded LRU map, so a flood of distinct addresses cannot
+grow memory without limit.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import threading
 import time
@@ -27,7 +29,8 @@ class Bucket:
 
 
 class RateLimiter:
-    """Token buckets by client key; ``rate == 0`` turns the limit off."""
+    """Token buckets by client key; ``rate == 0`` turns the limit off. ``what`` names what is
+    counted in the 429 message ("requests", "failed authentications")."""
 
     def __init__(
         self,
@@ -35,9 +38,11 @@ class RateLimiter:
         burst: int,
         clock: Callable[[], float] = time.monotonic,
         max_clients: int = MAX_TRACKED_CLIENTS,
+        what: str = "requests",
     ) -> None:
         self.rate = rate
         self.burst = burst
+        self.what = what
         self._clock = clock
         self._max_clients = max_clients
         self._buckets: OrderedDict[str, Bucket] = OrderedDict()
@@ -51,7 +56,7 @@ class RateLimiter:
             wait = self._take(client, self._clock())
         if wait > 0:
             raise RateLimitedError(
-                f"too many requests: at most {self.rate:g} per second "
+                f"too many {self.what}: at most {self.rate:g} per second "
                 f"(bursts of {self.burst}); retry in {math.ceil(wait)} s",
                 retry_after=math.ceil(wait),
             )
@@ -68,6 +73,35 @@ class RateLimiter:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+
+def trusted_proxy_list(value: str) -> list[str]:
+    """The entries of PROTONET_TRUSTED_PROXIES (IP addresses and CIDR networks separated by
+    commas), checked and normalised; :class:`ValueError` names a malformed one. Checked here
+    because uvicorn's ProxyHeadersMiddleware would silently take a typo as a host name that
+    never matches. ``*`` (trust every peer) is refused: any client could then pick its address,
+    and with it its rate bucket, by sending X-Forwarded-For."""
+    entries = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            if "/" in entry:
+                entries.append(str(ipaddress.ip_network(entry)))
+            else:
+                entries.append(str(ipaddress.ip_address(entry)))
+        except ValueError as error:
+            raise ValueError(
+                f"trusted proxy {entry!r} is not an IP address or a CIDR network "
+                f"(like 10.0.0.1 or 10.0.0.0/8): {error}"
+            ) from None
+    return entries
+
+
+def check_trusted_proxies(value: str) -> str:
+    """PROTONET_TRUSTED_PROXIES checked (a malformed entry fails the start) and normalised."""
+    return ",".join(trusted_proxy_list(value))
 
 
 class ConcurrencyLimit:
