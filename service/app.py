@@ -14,8 +14,9 @@ from fastapi import FastAPI
 
 from service.access import AccessMiddleware
 from service.auth import Authenticator, load_keys
+from service.bodies import BodyLimits
 from service.errors import install_error_handlers
-from service.limits import BodySizeLimitMiddleware
+from service.limits import BodySizeLimitMiddleware, MemoryBudget
 from service.logs import RequestContextMiddleware
 from service.metrics import MetricsMiddleware, ServiceMetrics
 from service.openapi import install_openapi
@@ -40,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load model and storage (fail fast), then prepare collections in the background."""
     state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
-    state.metrics.watch_collections(state.collection_summaries)
+    state.metrics.watch_collections(state.all_tenants_summary)
     state.pipeline.start()
 
     def prepare() -> None:
@@ -74,10 +75,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # A path that differs by a trailing slash is not redirected: curl's `-L -X DELETE
+        # .../classes/..` (normalized to `.../l2/`) was redirected to the collection itself.
+        redirect_slashes=False,
     )
-    app.state.settings = settings or Settings()
+    app.state.settings = settings = settings or Settings()
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=app.state.settings.max_body_bytes)
+    app.state.body_limits = BodyLimits(settings.max_items_per_request, settings.max_pixel_values)
+    app.state.body_budget = MemoryBudget(settings.request_memory_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        budget=app.state.body_budget,
+    )
     app.state.metrics = ServiceMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
     for router in (health.router, model.router, collections.router, embed.router, metrics.router):
@@ -97,14 +107,33 @@ def authenticator_for(settings: Settings) -> Authenticator:
 
 
 def install_access_control(app: FastAPI, settings: Settings) -> None:
-    """Auth, rate and concurrency limits, then request ids and access logs outermost (the last
-    middleware added runs first), so even a refused request gets an id and a log line."""
+    """Auth, rate and concurrency limits, then request ids and access logs (the last middleware
+    added runs first), so even a refused request gets an id and a log line; outermost, with
+    PROTONET_TRUSTED_PROXIES, the client address from X-Forwarded-For, so that logs and rate
+    buckets see the real client. Only a trusted peer's X-Forwarded-For counts: uvicorn's own
+    proxy-header handling is off (``python -m service``), so in-process apps and real
+    processes see the same client address."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from service.ratelimit import trusted_proxy_list
+
     app.add_middleware(
         AccessMiddleware,
         authenticator=authenticator_for(settings),
-        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        key_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        address_limiter=RateLimiter(
+            settings.address_rate_limit_per_second, settings.address_rate_limit_burst
+        ),
+        auth_failure_limiter=RateLimiter(
+            settings.auth_failure_rate_limit_per_second,
+            settings.auth_failure_rate_limit_burst,
+            what="failed authentications",
+        ),
         concurrency=ConcurrencyLimit(settings.max_concurrent_requests),
         protect_metrics=settings.protect_metrics,
     )
     app.add_middleware(RequestContextMiddleware)
+    if proxies := trusted_proxy_list(settings.trusted_proxies):
+        # Right-most X-Forwarded-For address that is not itself a trusted proxy; CIDRs work.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
     install_openapi(app, settings.auth_enabled, settings.protect_metrics)

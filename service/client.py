@@ -92,6 +92,14 @@ def collection_path(name: str, *rest: str) -> str:
     return "/".join(["/v1/collections", quote(name, safe=""), *rest])
 
 
+def label_segment(label: str) -> str:
+    """A label as one URL path segment that nothing on the way can read as another path:
+    ``/``, ``%`` and every other reserved character percent-encoded, and each ``.`` too, so
+    that no label is ever the dot segment ``.`` or ``..`` which httpx, curl and proxies
+    resolve (``classes/..`` would address the collection itself)."""
+    return quote(label, safe="").replace(".", "%2E")
+
+
 class Calls:
     """Builders for every endpoint's :class:`Call`."""
 
@@ -102,7 +110,7 @@ class Calls:
 
     @staticmethod
     def delete_class(name: str, label: str) -> Call:
-        return Call("DELETE", collection_path(name, "classes", quote(label, safe="")))
+        return Call("DELETE", collection_path(name, "classes", label_segment(label)))
 
     @staticmethod
     def query(name: str, images: Sequence[ImageLike], top_k: int) -> Call:

@@ -30,6 +30,7 @@ from protonet.errors import (
     RateLimitedError,
     UnauthenticatedError,
 )
+from service.bodies import MalformedJSONError
 from service.schemas import ErrorResponse, FieldError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (OverloadedError, 503, "overloaded"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
+    (MalformedJSONError, 400, "malformed_json"),
     (LimitExceededError, 413, "too_large"),
     (InvalidInputError, 422, "invalid_input"),
     (NotReadyError, 503, "not_ready"),

@@ -27,7 +27,7 @@ class InputPayload(Protocol):
     def image(self) -> str | None: ...
 
     @property
-    def pixels(self) -> list[list[float]] | None: ...
+    def pixels(self) -> np.ndarray | None: ...  # float64 [H, W] (service/bodies.py)
 
 
 def check_item_count(count: int, limit: int, field: str) -> None:
@@ -40,7 +40,7 @@ def source_pixel_count(payload: InputPayload) -> int:
     """Width x height of an input, from the image file's header (nothing is decoded) or the
     pixel list's size; 0 when it cannot be told (decoding will then report the error)."""
     if payload.pixels is not None:
-        return sum(len(row) for row in payload.pixels)
+        return int(payload.pixels.size)
     if payload.image is None:
         return 0
     try:
@@ -82,14 +82,6 @@ def decode_base64(text: str) -> bytes:
         raise InvalidInputError("not valid base64") from None
 
 
-def pixel_list_to_array(rows: list[list[float]]) -> np.ndarray:
-    """A 2-D list of numbers -> float64 ``[H, W]``; ragged rows are an error."""
-    widths = {len(row) for row in rows}
-    if len(widths) > 1:
-        raise InvalidInputError(f"ragged pixel array: rows have lengths {sorted(widths)[:5]}")
-    return np.asarray(rows, dtype=np.float64)
-
-
 def payload_field(payload: InputPayload) -> str:
     """Which of ``image`` / ``pixels`` the payload carries."""
     if (payload.image is None) == (payload.pixels is None):
@@ -102,7 +94,7 @@ def payload_source(payload: InputPayload) -> ImageSource:
     if payload.image is not None:
         return decode_base64(payload.image)
     assert payload.pixels is not None
-    return pixel_list_to_array(payload.pixels)
+    return payload.pixels
 
 
 def decode_payloads(

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
-from pydantic_core import PydanticCustomError
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from service.labels import LABEL_PATTERN, RULE, normalize_label
 
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-LABEL_PATTERN = r"^[^\x00-\x1f\x7f]+$"  # any text but control characters
 
 CollectionName = Annotated[
     str,
@@ -21,19 +34,66 @@ CollectionName = Annotated[
 Label = Annotated[
     str,
     StringConstraints(min_length=1, max_length=200, pattern=LABEL_PATTERN),
-    Field(description="Class label: 1-200 characters of text (no control characters)."),
+    AfterValidator(normalize_label),
+    Field(description=f"Class label: {RULE}."),
 ]
-PixelRows = list[list[Annotated[float, Strict()]]]
+
+
+def to_pixel_array(value: Any, validate_rows: core_schema.ValidatorFunctionWrapHandler) -> Any:
+    """``pixels`` -> float64 ``[H, W]``. The body parser (service/bodies.py) already made
+    rectangular numeric arrays numpy; anything else (lists from Python callers, or what the
+    parser left as lists) is validated as rows of numbers, so errors name ``pixels[r][c]``."""
+    if isinstance(value, np.ndarray):
+        return value
+    rows = validate_rows(value)
+    widths = sorted({len(row) for row in rows})
+    if len(widths) > 1:
+        raise PydanticCustomError(
+            "ragged_pixels",
+            "ragged pixel array: rows have lengths {widths}",
+            {"widths": widths[:5]},
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), widths[0] if rows else 0)
+
+
+def pixel_array_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    number = core_schema.float_schema(strict=True)  # ints are numbers too; bools, strings not
+    rows = core_schema.list_schema(core_schema.list_schema(number))
+    return core_schema.no_info_wrap_validator_function(to_pixel_array, rows)
+
+
+# JSON: rows of numbers; Python: a float64 numpy array [H, W] (the schema is the list's).
+PixelArray = Annotated[np.ndarray, GetPydanticSchema(pixel_array_schema)]
 
 
 class StrictModel(BaseModel):
-    """Unknown fields are errors, so typos surface instead of being ignored."""
+    """Unknown fields are errors, so typos surface instead of being ignored; no type coercion
+    (``"3"`` or ``true`` is not an integer), as the OpenAPI schema says."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` that states "exactly one of these fields" (``oneOf``), with the
+    fields typed without ``null``: sending ``null`` is an error, as omitting the field is the
+    way to leave it out."""
+
+    def complete(schema: dict[str, Any]) -> None:
+        properties = schema["properties"]
+        for name in names:
+            field = properties[name]
+            non_null = [s for s in field.pop("anyOf") if s.get("type") != "null"]
+            field.update(non_null[0])
+            field.pop("default", None)
+        schema["oneOf"] = [{"required": [name]} for name in names]
+
+    return complete
 
 
 class InputItem(StrictModel):
     """One input image: exactly one of ``image`` or ``pixels``."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("image", "pixels"))
 
     image: str | None = Field(
         None,
@@ -43,7 +103,7 @@ class InputItem(StrictModel):
             "count as white paper."
         ),
     )
-    pixels: PixelRows | None = Field(
+    pixels: PixelArray | None = Field(
         None,
         description=(
             "Grayscale image as a 2-D list of rows of numbers in [0, 1]: 0 = black ink, "
@@ -51,6 +111,13 @@ class InputItem(StrictModel):
         ),
         examples=[[[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]],
     )
+
+    @field_validator("image", "pixels", mode="wrap")
+    @classmethod
+    def _not_null(cls, value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
+        if value is None:  # only when sent: defaults are not validated
+            raise PydanticCustomError("null_source", "omit the field rather than sending null")
+        return handler(value)
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> InputItem:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr
+from pydantic import AfterValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.ratelimit import check_trusted_proxies
 
 # Resolved from this file, not the working directory: ``python -m service`` works from anywhere.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "omniglot-conv4.pt"
@@ -63,6 +65,17 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         description="Most decoded pixels (width x height summed over a request's images).",
     )
+    max_pixel_values: PositiveInt = Field(
+        default=256 * 1024,
+        description="Most numbers in a request's 'pixels' arrays together (413 above), "
+        "checked while parsing; larger images travel better as files in 'image'.",
+    )
+    request_memory_bytes: PositiveInt = Field(
+        default=512 * 1024 * 1024,
+        description="Memory that the requests in flight may hold together for their bodies "
+        "and what parsing makes of them (reserved as a multiple of each body's size); "
+        "requests beyond it wait for room.",
+    )
     auth_enabled: bool = Field(
         default=False,
         description="Require an API key on every endpoint but the probes (and docs).",
@@ -80,10 +93,31 @@ class Settings(BaseSettings):
     )
     rate_limit_per_second: NonNegativeFloat = Field(
         default=200.0,
-        description="Sustained requests per second per API key (or client address); 0 = off.",
+        description="With auth on: sustained requests per second per API key; 0 = off.",
     )
     rate_limit_burst: PositiveInt = Field(
-        default=400, description="Requests a key (or client) may send at once before 429."
+        default=400, description="Requests an API key may send at once before 429."
+    )
+    address_rate_limit_per_second: NonNegativeFloat = Field(
+        default=0.0,
+        description="Requests per second per client address for requests without a valid key "
+        "(all of them with auth off); 0 = off.",
+    )
+    address_rate_limit_burst: PositiveInt = Field(
+        default=400, description="Requests without a valid key an address may send at once."
+    )
+    auth_failure_rate_limit_per_second: NonNegativeFloat = Field(
+        default=20.0,
+        description="With auth on: failed authentications per second per client address "
+        "(key guessing); 0 = off.",
+    )
+    auth_failure_rate_limit_burst: PositiveInt = Field(
+        default=40, description="Failed authentications an address may make at once before 429."
+    )
+    trusted_proxies: Annotated[str, AfterValidator(check_trusted_proxies)] = Field(
+        default="",
+        description="Reverse proxies (IPs, CIDRs; comma-separated) whose X-Forwarded-For gives "
+        "the client address; empty: the peer address is the client's.",
     )
     max_concurrent_requests: NonNegativeInt = Field(
         default=64, description="Requests handled at once; more get 503 (0 = no limit)."

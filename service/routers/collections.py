@@ -5,15 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from service import live, schemas
+from service.bodies import BoundedJSONRoute
 from service.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.errors import error_responses
+from service.labels import LABEL_PATTERN, RULE, normalize_label
 from service.responses import json_response, query_result_body
-from service.schemas import COLLECTION_NAME_PATTERN, LABEL_PATTERN
+from service.schemas import COLLECTION_NAME_PATTERN
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedJSONRoute)
 
 NamePath = Annotated[
     str,
@@ -29,9 +32,10 @@ LabelPath = Annotated[
         min_length=1,
         max_length=200,
         pattern=LABEL_PATTERN,
-        description="Class label, URL-encoded ('/' allowed as %2F).",
+        description=f"Class label, URL-encoded ('/' as %2F, '.' may be %2E): {RULE}.",
         examples=["a"],
     ),
+    AfterValidator(normalize_label),
 ]
 
 

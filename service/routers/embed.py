@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from service.bodies import BoundedJSONRoute
 from service.dependencies import ReadTenant, RegistryDep
 from service.errors import error_responses
 from service.responses import json_response
 from service.schemas import EmbedRequest, EmbedResponse
 
-router = APIRouter(prefix="/v1", tags=["embed"])
+router = APIRouter(prefix="/v1", tags=["embed"], route_class=BoundedJSONRoute)
 
 
 @router.post(

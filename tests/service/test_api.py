@@ -168,6 +168,22 @@ async def test_openapi_documents_every_field_and_error(settings):
     }
 
 
+async def test_openapi_states_exactly_one_image_source_and_strict_types(settings):
+    """Clients generated from the schema must not send ``{}`` or ``null`` sources, and the
+    schema's types are the server's (issue 11)."""
+    async with serve(settings) as running:
+        spec = (await running.http.get("/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    for name in ("InputItem", "SupportExample"):
+        item = schemas[name]
+        assert item["oneOf"] == [{"required": ["image"]}, {"required": ["pixels"]}], name
+        assert item["properties"]["image"]["type"] == "string"
+        assert item["properties"]["pixels"]["items"]["items"] == {"type": "number"}
+        assert "anyOf" not in item["properties"]["image"]  # no null
+    assert "NFC" in schemas["SupportExample"]["properties"]["label"]["description"]
+    assert schemas["QueryRequest"]["properties"]["top_k"]["type"] == "integer"
+
+
 def test_importing_the_app_reads_no_settings_and_loads_nothing(monkeypatch):
     import importlib
 

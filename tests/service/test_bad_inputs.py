@@ -80,18 +80,24 @@ CASES: list[tuple[str, Any, int, str]] = [
     (SUPPORT, support(bad_example(pixels=[0.5, 0.5])), 422, "examples[1].pixels[0]: Input"),
     (SUPPORT, support(bad_example(pixels=[["0.5"]])), 422, "examples[1].pixels[0][0]"),
     (SUPPORT, support(bad_example(pixels=[[0.5, 2.0]])), 422, "examples[1].pixels: pixels must"),
+    # NaN and numbers beyond float64 are not JSON (json.loads let them through as nan/inf).
     (
         SUPPORT,
         json.dumps(support(bad_example(pixels=[[0.5, float("nan")]]))).encode(),
-        422,
-        "examples[1].pixels: pixels contain NaN or infinite",
+        400,
+        "malformed JSON body at character",
     ),
     (
         SUPPORT,
         b'{"examples": [{"label": "x", "pixels": [[1e999]]}]}',
-        422,
-        "examples[0].pixels: pixels contain NaN or infinite",
+        400,
+        "malformed JSON body at character 41: number is infinity",
     ),
+    (SUPPORT, b'{"examples": [{"label": "\xff"}]}', 400, "not valid UTF-8"),
+    (SUPPORT, b"[" * 5000 + b"]" * 5000, 400, "malformed JSON body"),
+    (SUPPORT, b'{"examples": [{"label": "x", "pixels": [[' + b"[" * 30, 400, "malformed JSON"),
+    (SUPPORT, support(bad_example(pixels=[[True]])), 422, "examples[1].pixels[0][0]: Input"),
+    (SUPPORT, support(bad_example(image=None, **GOOD)), 422, "examples[1].image: omit the field"),
     (
         SUPPORT,
         support({"label": "", **GOOD}),
@@ -101,6 +107,16 @@ CASES: list[tuple[str, Any, int, str]] = [
     (SUPPORT, support({"label": "x" * 201, **GOOD}), 422, "examples[1].label: String should have"),
     (SUPPORT, support({"label": "a\nb", **GOOD}), 422, "examples[1].label: String should match"),
     (SUPPORT, support({"label": 7, **GOOD}), 422, "examples[1].label: Input should be"),
+    (SUPPORT, support({"label": "..", **GOOD}), 422, "examples[1].label: Value error, a label"),
+    (SUPPORT, support({"label": ".", **GOOD}), 422, "may not be '.' or '..'"),
+    (SUPPORT, support({"label": "a/../b", **GOOD}), 422, "may not be '.' or '..'"),
+    (SUPPORT, support({"label": "a ", **GOOD}), 422, "may not begin or end with whitespace"),
+    (SUPPORT, support({"label": "\u3000a", **GOOD}), 422, "may not begin or end with white"),
+    (SUPPORT, support({"label": "a\u200b", **GOOD}), 422, "format characters (found U+200B)"),
+    (SUPPORT, support({"label": "a\u0085b", **GOOD}), 422, "examples[1].label: String should"),
+    (SUPPORT, support({"label": "a\u2028b", **GOOD}), 422, "examples[1].label: String should"),
+    (SUPPORT, support({"label": "a\u2029b", **GOOD}), 422, "examples[1].label: String should"),
+    (SUPPORT, support({"label": "\ufeffa", **GOOD}), 422, "format characters (found U+FEFF)"),
     (
         SUPPORT,
         {"examples": [GOOD_EXAMPLE] * (MAX_ITEMS + 1)},
@@ -110,6 +126,10 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("/v1/collections/nope/support", support(), 404, "collection 'nope' does not exist"),
     ("/v1/collections/no%20pe/support", support(), 422, "path.name: String should match"),
     (QUERY, {"queries": [GOOD], "top_k": 0}, 422, "top_k: Input should be greater than"),
+    (QUERY, {"queries": [GOOD], "top_k": "3"}, 422, "top_k: Input should be a valid integer"),
+    (QUERY, {"queries": [GOOD], "top_k": True}, 422, "top_k: Input should be a valid integer"),
+    (QUERY, {"queries": [GOOD], "top_k": 2.5}, 422, "top_k: Input should be a valid integer"),
+    (QUERY, {"queries": [{}]}, 422, "queries[0]: give exactly one of 'image'"),
     (QUERY, {"queries": [GOOD, GOOD, {"image": "@@@"}]}, 422, "queries[2].image: not valid"),
     (QUERY, {"queries": [GOOD] * (MAX_ITEMS + 1)}, 413, "queries: 9 items"),
     ("/v1/collections/nope/query", {"queries": [GOOD]}, 404, "collection 'nope'"),
@@ -189,3 +209,39 @@ def test_base64_variants_are_accepted():
     assert (
         decode_base64("\n".join(standard[i : i + 76] for i in range(0, len(standard), 76))) == data
     )
+
+
+async def test_images_in_unusual_modes_are_accepted(tmp_path, checkpoint_a):
+    """A LAB TIFF (and a premultiplied-alpha TIFF) used to be a 500. No mode Pillow opens is
+    unconvertible for this 1-channel model any more (tests/protonet/test_image_modes.py loops
+    over them all), so each of these is a 200, and LAB gives what its lightness band gives."""
+    from tests.protonet.test_image_modes import encode, la_tiff, lab_tiff
+
+    stroke = np.full((20, 20), 255, dtype=np.uint8)
+    stroke[:, 8:12] = 0
+    la = np.zeros((20, 20, 2), dtype=np.uint8)  # transparent paper ...
+    la[:, 8:12] = (0, 255)  # ... and an opaque black stroke: the same drawing
+    grey = Image.fromarray(stroke)
+    images = {
+        "L PNG": encode(grey, "PNG"),
+        "LAB TIFF": lab_tiff(stroke, a=90, b=170),
+        "La TIFF": la_tiff(la),
+        "CMYK JPEG": encode(grey.convert("CMYK"), "JPEG"),
+        "YCbCr TIFF": encode(grey.convert("YCbCr"), "TIFF"),
+        "I;16 PNG": encode(Image.fromarray(stroke.astype(np.uint16) * 257), "PNG"),
+        "F TIFF": encode(Image.fromarray(stroke.astype(np.float32)), "TIFF"),
+        "1 BMP": encode(grey.convert("1"), "BMP"),
+    }
+    drawings = Drawings(2)
+    async with serve(make_settings(tmp_path, checkpoint_a)) as running:
+        await running.client.create_collection("c")
+        await running.client.add_support("c", [("a", drawings.png(0)), ("b", drawings.png(1))])
+        answers, failures = {}, []
+        for name, data in images.items():
+            response = await running.http.post(QUERY, json={"queries": [GOOD, image_item(data)]})
+            if response.status_code != 200:
+                failures.append(f"{name}: {response.status_code} {response.json()}")
+            else:
+                answers[name] = response.json()["results"][1]
+    assert not failures, "\n".join(failures)
+    assert answers["LAB TIFF"] == answers["L PNG"] == answers["La TIFF"]

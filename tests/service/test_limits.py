@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.limits import BodySizeLimitMiddleware
+from service.limits import BodySizeLimitMiddleware, MemoryBudget
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -67,6 +67,6 @@ async def test_non_http_scopes_pass_through():
     async def never_called():
         raise AssertionError
 
-    middleware = BodySizeLimitMiddleware(app, max_body_bytes=1)
+    middleware = BodySizeLimitMiddleware(app, max_body_bytes=1, budget=MemoryBudget(1))
     await middleware({"type": "lifespan"}, never_called, never_called)
     assert seen == ["lifespan"]
