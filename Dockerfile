@@ -1,10 +1,13 @@
 # syntax=docker/dockerfile:1
-# The protonet service: CPU torch, the bundled model, one uvicorn worker, a non-root user.
+# The protonet service: CPU torch, the bundled model, psycopg for PostgreSQL, a non-root user.
 #
 #   docker build -t protonet-service .
-#   docker run -p 8000:8000 -v protonet-data:/data protonet-service
+#   docker run -p 8000:8000 -v protonet-data:/data protonet-service        # SQLite in /data
+#   docker run -p 8000:8000 -e PROTONET_DATABASE_URL=postgresql+psycopg://user:pass@host:5432/db \
+#       protonet-service                                                  # shared PostgreSQL
 #
-# deploy/README.md has the compose file and the Kubernetes manifests.
+# With PROTONET_DATABASE_URL set, containers are stateless: any number of them can share the
+# database (docs/scaling.md). deploy/README.md has the compose file and the Kubernetes manifests.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -18,9 +21,11 @@ COPY constraints.txt pyproject.toml ./
 # torch first, from PyTorch's CPU index: the default index's wheel pulls CUDA (gigabytes).
 # constraints.txt pins it, so resolving the other dependencies cannot replace it.
 RUN pip install -c constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-# The service's dependencies, read from pyproject.toml (the one list of them). The project
-# itself is not installed: it runs from /app, where it finds the bundled model beside it.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
+# The service's dependencies and its 'postgres' extra (psycopg 3; its binary wheel bundles
+# libpq, so the runtime stage needs no system package), read from pyproject.toml (the one list
+# of them). The project itself is not installed: it runs from /app, where it finds the bundled
+# model beside it.
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(project['dependencies'] + project['optional-dependencies']['postgres']))" > requirements.txt \
     && pip install -c constraints.txt -r requirements.txt
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -40,14 +45,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     PROTONET_HOST=0.0.0.0 \
     PROTONET_PORT=8000 \
     PROTONET_DATA_DIR=/data
+# The SQLite database's directory; with PROTONET_DATABASE_URL nothing is written there.
 VOLUME ["/data"]
 USER 10001:10001
 EXPOSE 8000
 # Ready = model loaded, stored examples re-embedded, indexes built (a model upgrade re-embeds
-# before it turns ready, hence the long start period).
+# before it turns ready, hence the long start period). With PROTONET_WORKERS > 1 each probe
+# reaches one of the processes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PROTONET_PORT', '8000') + '/readyz', timeout=4)"]
 # SIGTERM (docker stop, Kubernetes) drains in-flight requests for PROTONET_SHUTDOWN_TIMEOUT
-# seconds, then exits 0. One uvicorn worker: the prototype indexes live in this process.
+# seconds, then exits 0. PROTONET_WORKERS (default 1) server processes share the port; each
+# keeps its own prototype indexes and keeps them in sync through the database's change feed.
 STOPSIGNAL SIGTERM
 CMD ["python", "-m", "service"]

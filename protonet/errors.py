@@ -51,3 +51,20 @@ class OverloadedError(ProtonetError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RevisionNotReachedError(ProtonetError):
+    """This process has not applied the collection's changes up to the requested revision
+    within the wait allowed (a read asked for ``min_revision``); retry after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailableError(ProtonetError):
+    """The database cannot be reached right now; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,9 +1,18 @@
-"""``python -m service``: serve the app with uvicorn on ``PROTONET_HOST``:``PROTONET_PORT``."""
+"""``python -m service``: serve the app with uvicorn on ``PROTONET_HOST``:``PROTONET_PORT``.
+
+python -m service                       # serve (PROTONET_WORKERS processes)
+python -m service migrate               # bring the database schema up to date, then exit
+python -m service embeddings            # stored embeddings by model version, live processes
+python -m service embeddings --drop-unused   # drop versions no live process serves
+"""
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import logging
 import signal
+import sys
 from types import FrameType
 
 import uvicorn
@@ -41,8 +50,7 @@ def return_freed_memory_to_the_os() -> None:
     mallopt(M_TRIM_THRESHOLD, LARGE_BLOCK)
 
 
-def main() -> None:
-    settings = Settings()
+def serve(settings: Settings) -> None:
     return_freed_memory_to_the_os()
     signal.signal(signal.SIGTERM, exit_quietly)  # uvicorn's own handler replaces it while serving
     uvicorn.run(
@@ -56,12 +64,83 @@ def main() -> None:
         # The app alone decides whose X-Forwarded-For to believe (PROTONET_TRUSTED_PROXIES);
         # uvicorn's default would trust 127.0.0.1's, letting a local caller pick its address.
         proxy_headers=False,
-        # One worker per process: the prototype indexes live in this process's memory.
-        workers=1,
+        # Each worker process keeps its own indexes, in sync through the change feed.
+        workers=settings.workers,
         # SIGTERM stops accepting connections and waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 
+def migrate(settings: Settings) -> int:
+    from service.migrations import head_revision, upgrade_database
+    from service.storage import create_storage_engine
+
+    engine = create_storage_engine(settings.resolved_database_url())
+    try:
+        changed = upgrade_database(engine)
+    finally:
+        engine.dispose()
+    print(f"schema {'migrated to' if changed else 'already at'} revision {head_revision()}")
+    return 0
+
+
+def embeddings(settings: Settings, drop_unused: bool, force: bool) -> int:
+    """Print stored embeddings by model version and the live processes serving each; with
+    ``drop_unused``, delete the versions that no live process serves."""
+    from service.storage import Storage
+    from service.sync import LIVE_WITHIN
+
+    storage = Storage(settings.resolved_database_url(), migrate=False)
+    try:
+        counts = storage.count_embeddings_by_version()
+        replicas = storage.live_replicas(LIVE_WITHIN)
+        served = {replica.model_version for replica in replicas}
+        print(f"{storage.count_examples()} stored examples; embeddings by model version:")
+        for version, count in sorted(counts.items()):
+            processes = [r for r in replicas if r.model_version == version]
+            state = ", ".join(
+                f"{r.host}:{r.pid}{'' if r.ready else ' (starting)'}" for r in processes
+            )
+            print(f"  {version}  {count:>9}  served by: {state or 'no live process'}")
+        unused = sorted(set(counts) - served)
+        if not drop_unused:
+            if unused:
+                print(f"unused versions (drop with --drop-unused): {', '.join(unused)}")
+            return 0
+        if not replicas and not force:
+            print("no live process: nothing dropped (start the service first, or --force)")
+            return 1
+        dropped = storage.drop_embeddings(unused) if unused else 0
+        print(f"dropped {dropped} embeddings of {len(unused)} unused versions")
+        return 0
+    finally:
+        storage.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the API (the default)")
+    commands.add_parser("migrate", help="bring the database schema up to date, then exit")
+    listing = commands.add_parser(
+        "embeddings", help="stored embeddings by model version, and the live processes"
+    )
+    listing.add_argument(
+        "--drop-unused", action="store_true", help="drop versions that no live process serves"
+    )
+    listing.add_argument(
+        "--force", action="store_true", help="drop even when no process is live at all"
+    )
+    args = parser.parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    if args.command == "migrate":
+        return migrate(settings)
+    if args.command == "embeddings":
+        return embeddings(settings, args.drop_unused, args.force)
+    serve(settings)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

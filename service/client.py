@@ -14,6 +14,11 @@ with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response 
 
 With auth on, pass ``api_key=`` (sent as ``Authorization: Bearer``); an admin key may also pass
 ``tenant=`` to act in another tenant.
+
+Read-your-writes across replicas: a client remembers, per collection, the revision its last
+write returned, and sends it as ``min_revision`` with its reads of that collection (a query, a
+collection GET), so a replica that has not applied that write yet catches up first
+(docs/scaling.md). ``read_your_writes=False`` turns that off.
 """
 
 from __future__ import annotations
@@ -86,6 +91,33 @@ class Call:
     path: str
     json: Any = None
     accepted: tuple[int, ...] = field(default=())  # error statuses returned instead of raised
+    collection: str | None = None  # the collection it reads or writes
+    writes: bool = False
+
+
+REVISION_HEADER = "Protonet-Revision"
+
+
+class Revisions:
+    """The revision of each collection's last write through this client (read-your-writes)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.last_written: dict[str, int] = {}
+
+    def params(self, call: Call) -> dict[str, int]:
+        """``min_revision`` for a read of a collection this client wrote."""
+        if not self.enabled or call.writes or call.collection is None:
+            return {}
+        revision = self.last_written.get(call.collection)
+        return {} if revision is None else {"min_revision": revision}
+
+    def observe(self, call: Call, response: httpx.Response) -> None:
+        header = response.headers.get(REVISION_HEADER)
+        if call.writes and call.collection is not None and header and response.is_success:
+            revision = int(header)
+            previous = self.last_written.get(call.collection, 0)
+            self.last_written[call.collection] = max(previous, revision)
 
 
 def collection_path(name: str, *rest: str) -> str:
@@ -104,18 +136,31 @@ class Calls:
     """Builders for every endpoint's :class:`Call`."""
 
     @staticmethod
+    def create_collection(name: str) -> Call:
+        return Call("POST", "/v1/collections", {"name": name}, collection=name, writes=True)
+
+    @staticmethod
+    def get_collection(name: str) -> Call:
+        return Call("GET", collection_path(name), collection=name)
+
+    @staticmethod
+    def delete_collection(name: str) -> Call:
+        return Call("DELETE", collection_path(name), collection=name, writes=True)
+
+    @staticmethod
     def add_support(name: str, examples: Examples) -> Call:
         body = {"examples": encode_examples(examples)}
-        return Call("POST", collection_path(name, "support"), body)
+        return Call("POST", collection_path(name, "support"), body, collection=name, writes=True)
 
     @staticmethod
     def delete_class(name: str, label: str) -> Call:
-        return Call("DELETE", collection_path(name, "classes", label_segment(label)))
+        path = collection_path(name, "classes", label_segment(label))
+        return Call("DELETE", path, collection=name, writes=True)
 
     @staticmethod
     def query(name: str, images: Sequence[ImageLike], top_k: int) -> Call:
         body = {"queries": [encode_input(image) for image in images], "top_k": top_k}
-        return Call("POST", collection_path(name, "query"), body)
+        return Call("POST", collection_path(name, "query"), body, collection=name)
 
     @staticmethod
     def embed(images: Sequence[ImageLike]) -> Call:
@@ -156,9 +201,11 @@ class ProtonetClient:
         http: httpx.Client | None = None,
         api_key: str | None = None,
         tenant: str | None = None,
+        read_your_writes: bool = True,
     ) -> None:
         self.http = http or httpx.Client(base_url=base_url, timeout=timeout)
         self.headers = auth_headers(api_key, tenant)
+        self.revisions = Revisions(read_your_writes)
 
     def __repr__(self) -> str:  # never the key
         return f"ProtonetClient({str(self.http.base_url)!r})"
@@ -173,7 +220,11 @@ class ProtonetClient:
         self.http.close()
 
     def send(self, call: Call) -> Any:
-        response = self.http.request(call.method, call.path, json=call.json, headers=self.headers)
+        params = self.revisions.params(call)
+        response = self.http.request(
+            call.method, call.path, json=call.json, headers=self.headers, params=params or None
+        )
+        self.revisions.observe(call, response)
         return parse(response, call)
 
     def health(self) -> dict[str, Any]:
@@ -209,16 +260,16 @@ class ProtonetClient:
         return self.send(Call("GET", "/v1/model"))
 
     def create_collection(self, name: str) -> dict[str, Any]:
-        return self.send(Call("POST", "/v1/collections", {"name": name}))
+        return self.send(Calls.create_collection(name))
 
     def list_collections(self) -> list[dict[str, Any]]:
         return self.send(Call("GET", "/v1/collections"))["collections"]
 
     def get_collection(self, name: str) -> dict[str, Any]:
-        return self.send(Call("GET", collection_path(name)))
+        return self.send(Calls.get_collection(name))
 
     def delete_collection(self, name: str) -> None:
-        self.send(Call("DELETE", collection_path(name)))
+        self.send(Calls.delete_collection(name))
 
     def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
         """Add ``[(label, image), ...]`` or ``{label: [images]}``; all or nothing."""
@@ -246,9 +297,11 @@ class AsyncProtonetClient:
         http: httpx.AsyncClient | None = None,
         api_key: str | None = None,
         tenant: str | None = None,
+        read_your_writes: bool = True,
     ) -> None:
         self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout)
         self.headers = auth_headers(api_key, tenant)
+        self.revisions = Revisions(read_your_writes)
 
     def __repr__(self) -> str:  # never the key
         return f"AsyncProtonetClient({str(self.http.base_url)!r})"
@@ -263,9 +316,11 @@ class AsyncProtonetClient:
         await self.http.aclose()
 
     async def send(self, call: Call) -> Any:
+        params = self.revisions.params(call)
         response = await self.http.request(
-            call.method, call.path, json=call.json, headers=self.headers
+            call.method, call.path, json=call.json, headers=self.headers, params=params or None
         )
+        self.revisions.observe(call, response)
         return parse(response, call)
 
     async def health(self) -> dict[str, Any]:
@@ -291,16 +346,16 @@ class AsyncProtonetClient:
         return await self.send(Call("GET", "/v1/model"))
 
     async def create_collection(self, name: str) -> dict[str, Any]:
-        return await self.send(Call("POST", "/v1/collections", {"name": name}))
+        return await self.send(Calls.create_collection(name))
 
     async def list_collections(self) -> list[dict[str, Any]]:
         return (await self.send(Call("GET", "/v1/collections")))["collections"]
 
     async def get_collection(self, name: str) -> dict[str, Any]:
-        return await self.send(Call("GET", collection_path(name)))
+        return await self.send(Calls.get_collection(name))
 
     async def delete_collection(self, name: str) -> None:
-        await self.send(Call("DELETE", collection_path(name)))
+        await self.send(Calls.delete_collection(name))
 
     async def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
         return await self.send(Calls.add_support(name, examples))

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -28,6 +29,8 @@ from protonet.errors import (
     OverloadedError,
     ProtonetError,
     RateLimitedError,
+    RevisionNotReachedError,
+    StorageUnavailableError,
     UnauthenticatedError,
 )
 from service.bodies import MalformedJSONError
@@ -41,6 +44,8 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (ForbiddenError, 403, "forbidden"),
     (RateLimitedError, 429, "rate_limited"),
     (OverloadedError, 503, "overloaded"),
+    (RevisionNotReachedError, 503, "revision_not_reached"),
+    (StorageUnavailableError, 503, "database_unavailable"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (MalformedJSONError, 400, "malformed_json"),
@@ -62,8 +67,9 @@ ERROR_DESCRIPTIONS = {
     "PROTONET_MAX_ITEMS_PER_REQUEST.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image).",
     429: "Too many requests from this API key (or client address); see Retry-After.",
-    503: "Not ready: loading the model or re-embedding stored examples; or overloaded (too "
-    "many requests in flight, see Retry-After).",
+    503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
+    "many requests in flight); the database is unreachable; or this replica has not reached "
+    "the min_revision asked for in time. Retry after Retry-After seconds.",
 }
 
 
@@ -83,7 +89,10 @@ def headers_of(error: ProtonetError) -> dict[str, str]:
     """Headers that tell the client what to do next: how to authenticate, when to retry."""
     if isinstance(error, UnauthenticatedError):
         return {"WWW-Authenticate": 'Bearer realm="protonet"'}
-    if isinstance(error, RateLimitedError | OverloadedError):
+    if isinstance(
+        error,
+        RateLimitedError | OverloadedError | RevisionNotReachedError | StorageUnavailableError,
+    ):
         return {"Retry-After": str(error.retry_after)}
     return {}
 
@@ -91,7 +100,9 @@ def headers_of(error: ProtonetError) -> dict[str, str]:
 def domain_error_response(error: ProtonetError) -> JSONResponse:
     """The response of a domain error (also used by middleware, outside the handlers)."""
     status_code, kind = status_of(error)
-    if status_code >= 500 and not isinstance(error, OverloadedError):  # no log floods
+    if status_code >= 500 and not isinstance(
+        error, OverloadedError | RevisionNotReachedError
+    ):  # no log floods
         logger.error("%s: %s", type(error).__name__, error)
     response = error_response(status_code, kind, str(error))
     response.headers.update(headers_of(error))
@@ -191,6 +202,15 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
     return response
 
 
+async def handle_database_error(_request: Request, error: Exception) -> JSONResponse:
+    """The database is unreachable or refused the connection: 503, never a 500. Nothing was
+    written (every write is one transaction)."""
+    logger.error("database unavailable: %s", error)
+    return domain_error_response(
+        StorageUnavailableError("the database is unavailable right now; retry shortly")
+    )
+
+
 async def handle_unexpected_error(_request: Request, error: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=error)
     return error_response(500, "internal_error", "internal server error")
@@ -198,6 +218,7 @@ async def handle_unexpected_error(_request: Request, error: Exception) -> JSONRe
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProtonetError, handle_domain_error)
+    app.add_exception_handler(OperationalError, handle_database_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_exception)
     app.add_exception_handler(Exception, handle_unexpected_error)

@@ -19,6 +19,8 @@ from pathlib import Path
 from service.client import ProtonetClient
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where tests and benchmarks create their throwaway PostgreSQL databases (trust auth here).
+POSTGRES_ADMIN_URL = "postgresql+psycopg://root@127.0.0.1:5432/postgres"
 
 
 def free_port() -> int:
@@ -96,3 +98,26 @@ def local_server(
         yield server
     finally:
         stop(server.process)
+
+
+@contextmanager
+def throwaway_postgres(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
+    """Create an empty PostgreSQL database through ``admin_url``; yield its URL; drop it
+    (with any connections still open to it) on exit."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"protonet_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()

@@ -32,9 +32,12 @@ class ClassSummary:
 
 @dataclass(frozen=True)
 class CollectionSummary:
+    """``revision``: the id of the collection's latest change that this process has applied."""
+
     name: str
     n_classes: int
     n_examples: int
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class SupportResult:
 
     n_added: int
     classes: list[ClassSummary]
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,16 @@ def prototypes_of(stored: StoredEmbeddings) -> tuple[np.ndarray, np.ndarray, np.
 
 
 class LiveCollection:
-    """Index + class table of one collection (see the module docstring for the locking)."""
+    """Index + class table of one collection (see the module docstring for the locking).
 
-    def __init__(self, collection_id: int, name: str, dim: int) -> None:
+    ``revision`` is the id of the latest of the collection's changes applied here: the index
+    reflects at least every change up to it (service/registry.py applies them).
+    """
+
+    def __init__(self, collection_id: int, name: str, dim: int, revision: int = 0) -> None:
         self.id = collection_id
         self.name = name
+        self.revision = revision  # set under write_lock
         self.write_lock = threading.Lock()
         self.deleted = False  # set under write_lock when the collection is dropped
         self._state_lock = threading.Lock()
@@ -98,6 +107,8 @@ class LiveCollection:
     def update_classes(self, labels: dict[int, str], stored: StoredEmbeddings) -> list[int]:
         """Recompute the prototypes of the classes in ``stored`` (all their embeddings) and
         swap them in. ``labels`` maps class id -> label. Returns the updated class ids."""
+        if len(stored.class_ids) == 0:
+            return []
         class_ids, prototypes, counts = prototypes_of(stored)
         with self._state_lock:
             self._index.upsert(class_ids, prototypes)
@@ -113,12 +124,14 @@ class LiveCollection:
         if classes:
             self.update_classes({c.id: c.label for c in classes}, stored)
 
-    def remove_class(self, class_id: int) -> None:
+    def remove_classes(self, class_ids: set[int]) -> None:
+        """Drop the classes of ``class_ids`` that are here (others are ignored)."""
         with self._state_lock:
-            self._index.remove(np.array([class_id], dtype=np.int64))
-            summary = self._classes.pop(class_id)
-            del self._ids_by_label[summary.label]
-            self._n_examples -= summary.n_examples
+            for class_id in class_ids & self._classes.keys():
+                self._index.remove(np.array([class_id], dtype=np.int64))
+                summary = self._classes.pop(class_id)
+                del self._ids_by_label[summary.label]
+                self._n_examples -= summary.n_examples
 
     def class_summaries(self, class_ids: list[int]) -> list[ClassSummary]:
         with self._state_lock:
@@ -126,14 +139,15 @@ class LiveCollection:
 
     def summary(self) -> CollectionSummary:
         with self._state_lock:
-            return CollectionSummary(self.name, len(self._classes), self._n_examples)
+            return CollectionSummary(self.name, len(self._classes), self._n_examples, self.revision)
 
     def detail(self) -> CollectionDetail:
         """Summary plus every class, in the order they were created."""
         with self._state_lock:
             classes = [self._classes[class_id] for class_id in sorted(self._classes)]
+            revision = self.revision
         n_examples = sum(c.n_examples for c in classes)
-        return CollectionDetail(self.name, len(classes), n_examples, classes)
+        return CollectionDetail(self.name, len(classes), n_examples, revision, classes)
 
     def is_empty(self) -> bool:
         """No classes right now. Lock-free (callable from the event loop while a long search

@@ -23,6 +23,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -108,6 +109,23 @@ class ServiceMetrics:
             buckets=SECONDS,
             registry=self.registry,
         )
+        self.feed_position = Gauge(
+            "protonet_change_feed_position",
+            "Id of the last change this process applied from the shared database.",
+            registry=self.registry,
+        )
+        self.changes_applied = Counter(
+            "protonet_change_feed_changes",
+            "Changes read from the change feed (made by any process).",
+            registry=self.registry,
+        )
+        self.embedding_backfill = Gauge(
+            "protonet_embedding_backfill_examples",
+            "Model upgrade at startup: stored examples to embed for this process's model "
+            "version ('total') and embedded so far ('done').",
+            ["state"],
+            registry=self.registry,
+        )
         # ``labels()`` takes a lock and hashes: cache the children per label tuple.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -127,6 +145,14 @@ class ServiceMetrics:
         waits = self.queue_wait.labels(stats.stage)
         for wait in stats.queue_waits:
             waits.observe(wait)
+
+    def observe_feed(self, position: int, applied: int) -> None:
+        self.feed_position.set(position)
+        self.changes_applied.inc(applied)
+
+    def observe_backfill(self, done: int, total: int) -> None:
+        self.embedding_backfill.labels("done").set(done)
+        self.embedding_backfill.labels("total").set(total)
 
     def observe_encoder(self, seconds: float) -> None:
         self.encoder_seconds.observe(seconds)

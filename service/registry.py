@@ -15,10 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import anyio
 import numpy as np
 from anyio import to_thread
 
-from protonet.errors import ConflictError, NotFoundError
+from protonet.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RevisionNotReachedError,
+)
 from service.encoder import Encoder
 from service.inference import InferencePipeline
 from service.inputs import InputPayload, check_item_count, check_pixel_budget
@@ -29,7 +35,8 @@ from service.live import (
     QueryResult,
     SupportResult,
 )
-from service.storage import Storage
+from service.storage import Change, Storage, StoredCollection
+from service.upgrade import conform_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,16 @@ class CollectionRegistry:
     tenant's collection is "does not exist", exactly like a missing one. Every method that
     acts for a tenant takes ``tenant=`` with no default, so a caller cannot fall back to the
     default tenant by omission; :meth:`summarize_all_tenants` is the one cross-tenant view.
+
+    Several processes may share the database. Each write commits, then catches its
+    collection up to the database (its own change and any earlier ones made elsewhere); the
+    change feed (service/sync.py) calls :meth:`apply_change` for changes made elsewhere. Every
+    update of an index reads the classes' current rows, under the collection's write lock,
+    so applying a change twice, or late, is harmless. Examples that another model version
+    stored are embedded here, for this process's version, before they count.
+
+    Locks: the registry lock (creating, loading and dropping collections) is taken before a
+    collection's write lock, never after.
     """
 
     def __init__(
@@ -70,23 +87,27 @@ class CollectionRegistry:
         max_items_per_request: int,
         pipeline: InferencePipeline,
         max_request_pixels: int | None = None,
+        min_revision_timeout: float = 5.0,
     ) -> None:
         self.storage = storage
         self.encoder = encoder
         self.pipeline = pipeline
         self.max_items = max_items_per_request
         self.max_request_pixels = max_request_pixels
+        self.min_revision_timeout = min_revision_timeout
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
+        # Every change up to this id is applied here (set by load_all and the change feed).
+        self.applied_through = 0
 
-    def load_all(self) -> None:
-        """Rebuild every collection's index from stored embeddings (at startup)."""
+    # -- loading and keeping up with the database ------------------------------------------
+
+    def load_all(self) -> int:
+        """Build every collection's index from storage (at startup). Returns the change id
+        that the indexes reflect at least: the change feed starts after it."""
+        cursor = self.storage.last_change_id()  # before reading: later changes are re-applied
         for stored in self.storage.list_collections():
-            live = LiveCollection(stored.id, stored.name, self.encoder.embedding_dim)
-            live.load(
-                self.storage.list_classes(stored.id),
-                self.storage.collection_embeddings(stored.id),
-            )
+            live = self._load(stored)
             self._collections[stored.tenant, stored.name] = live
             summary = live.summary()
             logger.info(
@@ -96,9 +117,160 @@ class CollectionRegistry:
                 summary.n_classes,
                 summary.n_examples,
             )
+        self.applied_through = cursor
+        return cursor
+
+    def reload_all(self) -> int:
+        """Rebuild every index from storage (after the feed lost track); see :meth:`load_all`."""
+        with self._lock:
+            for key, live in list(self._collections.items()):
+                self._drop(key, live)
+            return self.load_all()
+
+    def _load(self, stored: StoredCollection) -> LiveCollection:
+        """A collection's index from storage; reflects at least ``stored.revision``."""
+        live = LiveCollection(stored.id, stored.name, self.encoder.embedding_dim, stored.revision)
+        classes = self.storage.list_classes(stored.id)
+        self._embed_missing([c.id for c in classes])
+        live.load(classes, self.storage.collection_embeddings(stored.id, self.encoder.version))
+        return live
+
+    def _embed_missing(self, class_ids: list[int]) -> None:
+        """Embed, for this process's model version, the examples of ``class_ids`` that a
+        process on another version stored (during a rolling upgrade)."""
+        if not class_ids:
+            return
+        while True:
+            batch = self.storage.unembedded_pixels(
+                self.encoder.version, self.encoder.batch_size, class_ids=class_ids
+            )
+            if not batch.example_ids:
+                return
+            embeddings = self.encoder.embed_pixels(conform_pixels(batch.pixels, self.encoder))
+            self.storage.add_embeddings(batch.example_ids, embeddings, self.encoder.version)
+
+    def _refresh(self, live: LiveCollection, class_ids: set[int]) -> None:
+        """Make the index's view of ``class_ids`` match storage (caller holds write_lock)."""
+        ordered = sorted(class_ids)
+        classes = self.storage.list_classes(live.id, ordered)
+        self._embed_missing([c.id for c in classes])
+        updated: list[int] = []
+        if classes:
+            stored = self.storage.class_embeddings([c.id for c in classes], self.encoder.version)
+            updated = live.update_classes({c.id: c.label for c in classes}, stored)
+        live.remove_classes(class_ids - set(updated))
+
+    def _catch_up(self, live: LiveCollection) -> bool:
+        """Apply the collection's changes after ``live.revision`` (caller holds write_lock).
+        Returns False if the collection was deleted (``live.deleted`` is then set)."""
+        changes = self.storage.collection_changes_after(live.id, live.revision)
+        if any(change.kind == "delete" for change in changes):
+            live.deleted = True
+            return False
+        if changes:
+            self._refresh(live, {i for change in changes for i in change.class_ids})
+            live.revision = changes[-1].id
+        return True
+
+    def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
+        """Forget a deleted collection (caller holds the registry lock)."""
+        live.deleted = True
+        if self._collections.get(key) is live:
+            del self._collections[key]
+
+    def apply_change(self, change: Change) -> None:
+        """Apply a change that the feed delivered (maybe made here; then it is a no-op)."""
+        key = (change.tenant, change.name)
+        live = self._collections.get(key)
+        if change.kind in ("create", "delete"):
+            with self._lock:
+                live = self._collections.get(key)
+                if change.kind == "delete":
+                    if live is not None and live.id == change.collection_id:
+                        with live.write_lock:
+                            self._drop(key, live)
+                elif live is None or live.id != change.collection_id:
+                    self._sync_from_storage(key)
+            return
+        if live is None or live.id != change.collection_id or live.revision >= change.id:
+            return
+        self.catch_up(key, live)
+
+    def catch_up(self, key: tuple[str, str], live: LiveCollection) -> None:
+        with live.write_lock:
+            if live.deleted or self._catch_up(live):
+                return
+        with self._lock:
+            self._drop(key, live)
+
+    def _sync_from_storage(self, key: tuple[str, str]) -> LiveCollection | None:
+        """Load (or drop) the collection ``key`` as storage has it now (registry lock held)."""
+        stored = self.storage.find_collection(*key)
+        live = self._collections.get(key)
+        if live is not None and (stored is None or stored.id != live.id):
+            with live.write_lock:
+                self._drop(key, live)
+            live = None
+        if stored is not None and live is None:
+            live = self._collections[key] = self._load(stored)
+        return live
+
+    def sync(self, name: str, tenant: str) -> LiveCollection | None:
+        """Bring one collection up to date with storage now (blocking; for read-your-writes
+        and for names this process has not heard of yet)."""
+        key = (tenant, name)
+        live = self._collections.get(key)
+        if live is not None:
+            self.catch_up(key, live)
+            if not live.deleted:
+                return live
+        with self._lock:
+            return self._sync_from_storage(key)
+
+    async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
+        """Return once this process reflects every change of the collection up to
+        ``min_revision`` (a revision some write returned), catching it up from storage if
+        needed. :class:`RevisionNotReachedError` if that takes longer than the timeout;
+        :class:`InvalidInputError` for a revision that no write has made yet."""
+        if min_revision is None or self._reflects(name, tenant, min_revision):
+            return
+        with anyio.move_on_after(self.min_revision_timeout):
+            synced_through = await to_thread.run_sync(
+                self._sync_through, name, tenant, abandon_on_cancel=True
+            )
+            if min_revision > synced_through:
+                raise InvalidInputError(
+                    f"min_revision {min_revision} is ahead of every change in the database "
+                    f"(the latest is {synced_through}): send a revision that a write returned"
+                )
+            return
+        raise RevisionNotReachedError(
+            f"collection {name!r} has not caught up to revision {min_revision} here within "
+            f"{self.min_revision_timeout:g} s: retry, or drop min_revision to read what this "
+            "replica has"
+        )
+
+    def _reflects(self, name: str, tenant: str, revision: int) -> bool:
+        """Whether the collection (or its absence) here reflects every change up to
+        ``revision``: its own latest applied change, or the feed's position, is that far."""
+        live = self._collections.get((tenant, name))
+        return self.applied_through >= revision or (live is not None and live.revision >= revision)
+
+    def _sync_through(self, name: str, tenant: str) -> int:
+        """Catch the collection up with storage; returns the change id it now reflects at
+        least (the latest change id in storage when the catch-up began)."""
+        latest = self.storage.last_change_id()
+        self.sync(name, tenant)
+        return latest
+
+    # -- the API ---------------------------------------------------------------------------
 
     def _get(self, name: str, tenant: str) -> LiveCollection:
+        """The collection, looked up in storage too if this process has not seen it yet
+        (created through another process a moment ago)."""
         live = self._collections.get((tenant, name))
+        if live is None:
+            live = self.sync(name, tenant)
         if live is None:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
@@ -109,7 +281,7 @@ class CollectionRegistry:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
             stored = self.storage.create_collection(name, tenant)
-            live = LiveCollection(stored.id, name, self.encoder.embedding_dim)
+            live = LiveCollection(stored.id, name, self.encoder.embedding_dim, stored.revision)
             self._collections[tenant, name] = live
         return live.summary()
 
@@ -140,14 +312,19 @@ class CollectionRegistry:
     def describe(self, name: str, *, tenant: str) -> CollectionDetail:
         return self._get(name, tenant).detail()
 
-    def delete(self, name: str, *, tenant: str) -> None:
-        """Drop a collection with all its classes and examples."""
-        with self._lock:
-            live = self._get(name, tenant)
-            with live.write_lock:  # let in-flight writes to it finish first
-                self.storage.delete_collection(live.id)
-                live.deleted = True
-                del self._collections[tenant, name]
+    def delete(self, name: str, *, tenant: str) -> int:
+        """Drop a collection with all its classes and examples; returns the change id."""
+        live = self._get(name, tenant)
+        with self._lock, live.write_lock:  # let in-flight writes to it finish first
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            try:
+                revision = self.storage.delete_collection(live.id)
+            except NotFoundError:  # deleted through another process meanwhile
+                self._drop((tenant, name), live)
+                raise NotFoundError(f"collection {name!r} does not exist") from None
+            self._drop((tenant, name), live)
+            return revision
 
     async def add_support(
         self, name: str, examples: Sequence[LabelledPayload], *, tenant: str
@@ -168,29 +345,38 @@ class CollectionRegistry:
     def _store(
         self, live: LiveCollection, labels: list[str], pixels: np.ndarray, embeddings: np.ndarray
     ) -> SupportResult:
-        """One transaction for the examples, then their classes' new prototypes."""
+        """One transaction for the examples, then the collection caught up to it."""
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
-            class_ids = self.storage.add_examples(
-                live.id, labels, pixels, embeddings, self.encoder.version
-            )
-            stored = self.storage.class_embeddings(sorted(class_ids.values()))
-            live.update_classes({i: label for label, i in class_ids.items()}, stored)
+            try:
+                class_ids, _ = self.storage.add_examples(
+                    live.id, labels, pixels, embeddings, self.encoder.version
+                )
+            except NotFoundError:  # deleted through another process
+                live.deleted = True
+                raise NotFoundError(f"collection {live.name!r} does not exist") from None
+            self._catch_up(live)  # this write's change, and any earlier ones made elsewhere
             in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
-            return SupportResult(len(labels), live.class_summaries(in_request_order))
+            classes = live.class_summaries(in_request_order)
+            return SupportResult(len(labels), classes, live.revision)
 
-    def delete_class(self, name: str, label: str, *, tenant: str) -> None:
-        """Drop one class and its examples."""
+    def delete_class(self, name: str, label: str, *, tenant: str) -> int:
+        """Drop one class and its examples; returns the change id."""
         live = self._get(name, tenant)
         with live.write_lock:
-            if live.deleted:
+            if live.deleted or not self._catch_up(live):  # the class may be new elsewhere
                 raise NotFoundError(f"collection {name!r} does not exist")
             class_id = live.class_id(label)
             if class_id is None:
                 raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
-            self.storage.delete_class(class_id)
-            live.remove_class(class_id)
+            try:
+                self.storage.delete_class(live.id, class_id)
+            except NotFoundError:
+                live.deleted = True
+                raise NotFoundError(f"collection {name!r} does not exist") from None
+            self._catch_up(live)
+            return live.revision
 
     async def query(
         self,
@@ -199,14 +385,16 @@ class CollectionRegistry:
         top_k: int,
         *,
         tenant: str,
-    ) -> list[QueryResult]:
-        """Classify each query against the collection's prototypes."""
+    ) -> tuple[int, list[QueryResult]]:
+        """Classify each query against the collection's prototypes; also returns the
+        collection's revision that the answer reflects (at least)."""
         live = self._get(name, tenant)
+        revision = live.revision
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
         check_pixel_budget(queries, self.max_request_pixels, "queries")
-        return await self.pipeline.query(live, queries, top_k)
+        return revision, await self.pipeline.query(live, queries, top_k)
 
     async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
         """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""

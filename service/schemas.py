@@ -181,10 +181,18 @@ class ModelInfo(BaseModel):
     )
 
 
+REVISION_DESCRIPTION = (
+    "The collection's revision that this answer reflects: the id of its latest change that "
+    "the answering process has applied. Send it as min_revision to read your own writes "
+    "through any replica (docs/scaling.md)."
+)
+
+
 class CollectionSummary(BaseModel):
     name: str = Field(description="Collection name.")
     n_classes: int = Field(description="Number of classes (distinct labels).")
     n_examples: int = Field(description="Number of stored support examples.")
+    revision: int = Field(description=REVISION_DESCRIPTION)
 
 
 class CollectionList(BaseModel):
@@ -205,6 +213,7 @@ class SupportResponse(BaseModel):
     classes: list[ClassSummary] = Field(
         description="The classes this request touched, with their new example counts."
     )
+    revision: int = Field(description="The collection's revision after this write.")
 
 
 class Prediction(BaseModel):
@@ -223,6 +232,7 @@ class QueryResult(Prediction):
 
 class QueryResponse(BaseModel):
     model_version: str = Field(description="Version of the model that embedded the queries.")
+    revision: int = Field(description=REVISION_DESCRIPTION)
     results: list[QueryResult] = Field(description="One result per query, in request order.")
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, SecretStr
+from pydantic import (
+    AfterValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.ratelimit import check_trusted_proxies
@@ -25,6 +33,26 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL; default: a SQLite file in data_dir.",
+    )
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Migrate the database schema on start (under a lock: replicas may start "
+        "together); false: refuse to start on an outdated schema (`python -m service migrate`).",
+    )
+    workers: PositiveInt = Field(
+        default=1,
+        description="Server processes on one port (`python -m service`); each keeps its own "
+        "indexes, in sync through the database's change feed.",
+    )
+    sync_interval_ms: PositiveInt | None = Field(
+        default=None,
+        description="How often the change feed polls the database for other processes' "
+        "writes; default: 50 on SQLite, 1000 on PostgreSQL (LISTEN/NOTIFY wakes it at once).",
+    )
+    min_revision_timeout: PositiveFloat = Field(
+        default=5.0,
+        description="Longest a read with min_revision waits for this process to apply that "
+        "revision before 503 revision_not_reached.",
     )
     host: str = Field(default="127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(
@@ -125,6 +153,12 @@ class Settings(BaseSettings):
     shutdown_timeout: PositiveInt = Field(
         default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
+
+    def resolved_sync_interval(self) -> float:
+        """Seconds between polls of the change feed (see ``sync_interval_ms``)."""
+        if self.sync_interval_ms is not None:
+            return self.sync_interval_ms / 1000
+        return 1.0 if self.resolved_database_url().startswith("postgresql") else 0.05
 
     def resolved_database_url(self) -> str:
         """``database_url`` if set, else ``sqlite:///<data_dir>/protonet.sqlite3``."""

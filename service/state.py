@@ -22,24 +22,28 @@ from service.metrics import ServiceMetrics
 from service.registry import AllTenantsSummary, CollectionRegistry
 from service.settings import Settings
 from service.storage import Storage
-from service.upgrade import reembed_stale_examples
+from service.sync import ChangeFeed, Heartbeat, new_replica
+from service.upgrade import embed_stored_examples
 
 logger = logging.getLogger(__name__)
 
 Readiness = Literal["starting", "ready", "failed"]
 
 
-def default_threads() -> int:
+def default_threads(workers: int = 1) -> int:
     """All the cores this process may use but one: that one is left to the event loop and
-    image decoding (Python, under the GIL), so torch's threads do not fight them for it."""
+    image decoding (Python, under the GIL), so torch's threads do not fight them for it.
+    With several worker processes on the host, each gets its share of the cores."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers > 1:
+        return max(1, (cores or 1) // workers)
     return max(1, (cores or 1) - 1)
 
 
-def configure_threads(threads: int | None) -> int:
+def configure_threads(threads: int | None, workers: int = 1) -> int:
     """Set torch's intra-op threads (process-wide; the encoder and the prototype search both
     run in torch); ``None`` means :func:`default_threads`. Returns the number set."""
-    threads = threads or default_threads()
+    threads = threads or default_threads(workers)
     torch.set_num_threads(threads)
     return threads
 
@@ -77,6 +81,8 @@ class ServiceState:
             on_encode=metrics.observe_encoder,
         )
         self.registry: CollectionRegistry | None = None
+        self.feed: ChangeFeed | None = None
+        self.heartbeat = Heartbeat(storage, new_replica(encoder.version))
         self.status: Readiness = "starting"
         self.detail = "loading collections"
         self._stop = threading.Event()
@@ -85,7 +91,7 @@ class ServiceState:
     @classmethod
     def open(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> ServiceState:
         """Load the checkpoint and open storage; raises on bad configuration."""
-        threads = configure_threads(settings.torch_threads)
+        threads = configure_threads(settings.torch_threads, settings.workers)
         logger.info("torch intra-op threads: %d", threads)
         encoder = Encoder.load(
             settings.checkpoint,
@@ -93,13 +99,17 @@ class ServiceState:
             settings.embed_batch_size,
             settings.max_image_pixels,
         )
-        storage = Storage(settings.resolved_database_url())
+        storage = Storage(settings.resolved_database_url(), migrate=settings.migrate_on_start)
         return cls(settings, encoder, storage, metrics or ServiceMetrics())
 
     def prepare(self) -> None:
-        """Re-embed stale examples, then rebuild every collection's index; never raises."""
+        """Embed stored examples for this model version, build every collection's index,
+        then follow the change feed; never raises. Processes on other model versions keep
+        serving meanwhile (their embeddings stay)."""
         try:
-            reembed_stale_examples(
+            self.heartbeat.beat()  # live from the start: its version must not be dropped
+            self.heartbeat.start()
+            embed_stored_examples(
                 self.storage,
                 self.encoder,
                 self.settings.embed_batch_size,
@@ -114,9 +124,19 @@ class ServiceState:
                 self.settings.max_items_per_request,
                 self.pipeline,
                 self.settings.max_request_pixels,
+                self.settings.min_revision_timeout,
             )
-            registry.load_all()
+            self.feed = ChangeFeed(
+                self.storage,
+                registry,
+                registry.load_all(),
+                self.settings.resolved_sync_interval(),
+                self.metrics,
+            )
+            self.feed.poll_once()  # what changed while loading
+            self.feed.start()
             self.registry, self.status, self.detail = registry, "ready", "ready"
+            self.heartbeat.mark_ready()
             logger.info("ready: model %s", self.encoder.version)
         except Exception as error:
             logger.exception("startup failed")
@@ -125,9 +145,8 @@ class ServiceState:
             self._prepared.set()
 
     def _report_progress(self, done: int, total: int) -> None:
-        self.detail = (
-            f"re-embedding stored examples for model {self.encoder.version}: {done}/{total}"
-        )
+        self.metrics.observe_backfill(done, total)
+        self.detail = f"embedding stored examples for model {self.encoder.version}: {done}/{total}"
 
     def wait_prepared(self, timeout: float | None = None) -> bool:
         """Block until :meth:`prepare` has finished (ready or failed)."""
@@ -149,5 +168,9 @@ class ServiceState:
         self._stop.set()
 
     def close(self) -> None:
-        """Release storage; call after :meth:`prepare` has returned."""
+        """Stop following the feed, leave ``replicas`` and release storage; call after
+        :meth:`prepare` has returned."""
+        if self.feed is not None:
+            self.feed.stop()
+        self.heartbeat.stop()
         self.storage.close()

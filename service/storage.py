@@ -1,25 +1,41 @@
-"""Persistence through SQLAlchemy 2: SQLite by default, any SQLAlchemy URL later.
+"""Persistence through SQLAlchemy 2: SQLite (embedded default) or PostgreSQL (shared by
+several service processes; docs/scaling.md).
 
-Tables: ``collections`` -> ``classes`` -> ``examples``. Each example keeps its stage-1 pixels
-(``uint8`` bytes plus shape) and its embedding (float32 bytes) with the model version that made
-it, so a model upgrade can re-embed everything without the original uploads. Deletes cascade in
-the database. Methods are synchronous; callers run them off the event loop.
+Tables: ``collections`` -> ``classes`` -> ``examples`` -> ``embeddings``. Each example keeps
+its stage-1 pixels (``uint8`` bytes plus shape); its embeddings are stored per model version,
+so processes on an old and a new model serve side by side during an upgrade and a new model
+can embed everything without the original uploads. Deletes cascade in the database.
+
+Every write also appends a row to ``changes`` in the same transaction and sets the
+collection's ``revision`` to that row's id: the change feed that keeps every process's
+in-memory indexes in sync (service/sync.py). Change ids are handed out and committed in one
+order across all writers (a transaction-scoped advisory lock on PostgreSQL; SQLite has one
+writer at a time), so a reader that has seen change ``n`` has seen every change before it.
+``replicas`` lists live processes and the model version each serves.
+
+Schema changes go through Alembic (service/migrations). Methods are synchronous; callers run
+them off the event loop.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     ForeignKey,
+    Index,
+    Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     delete,
@@ -27,6 +43,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -34,15 +51,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from protonet.errors import ConflictError, NotFoundError
-from service.migrations import migrate
+from service.migrations import check_schema_current, upgrade_database
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"  # where collections live when auth is off (and pre-tenant data)
+CHANGES_CHANNEL = "protonet_changes"  # PostgreSQL NOTIFY channel of new changes
+CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with commits
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
 def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: the columns have no zone
 
 
 class Base(DeclarativeBase):
@@ -51,11 +71,12 @@ class Base(DeclarativeBase):
 
 class CollectionRecord(Base):
     __tablename__ = "collections"
-    __table_args__ = (UniqueConstraint("tenant", "name"),)  # names are per tenant
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_collections_tenant_name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_TENANT)
     name: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 
@@ -79,9 +100,49 @@ class ExampleRecord(Base):
     height: Mapped[int]
     width: Mapped[int]
     channels: Mapped[int]
-    embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32 [dim]
-    model_version: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
+
+
+class EmbeddingRecord(Base):
+    __tablename__ = "embeddings"
+
+    example_id: Mapped[int] = mapped_column(
+        ForeignKey("examples.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 [dim]
+
+
+class ChangeRecord(Base):
+    """One write: ``kind`` is create, support, delete_class or delete (the collection)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        Index("ix_changes_collection_id", "collection_id", "id"),
+        {"sqlite_autoincrement": True},  # ids are never reused, even after pruning
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int]  # no foreign key: the change of a deletion outlives its row
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    class_ids: Mapped[str] = mapped_column(Text)  # JSON list of the classes it touched
+    created_at: Mapped[datetime] = mapped_column(default=_utcnow, index=True)
+
+
+class ReplicaRecord(Base):
+    """A live service process (heartbeats), and the model version it serves."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    ready: Mapped[bool]
+    started_at: Mapped[datetime] = mapped_column(default=_utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 
 @dataclass(frozen=True)
@@ -89,6 +150,7 @@ class StoredCollection:
     id: int
     name: str
     tenant: str = DEFAULT_TENANT
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +176,28 @@ class StoredPixels:
     pixels: list[np.ndarray]
 
 
+@dataclass(frozen=True)
+class Change:
+    """One committed write, as the change feed delivers it."""
+
+    id: int
+    collection_id: int
+    tenant: str
+    name: str
+    kind: str  # create | support | delete_class | delete
+    class_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    model_version: str
+    host: str
+    pid: int
+    ready: bool
+    seen_at: datetime | None  # None until written
+
+
 def pixels_to_columns(pixels: np.ndarray) -> dict[str, Any]:
     """``uint8 [H, W]`` or ``[H, W, C]`` -> the example's pixel columns."""
     height, width = pixels.shape[:2]
@@ -129,6 +213,9 @@ def columns_to_pixels(data: bytes, height: int, width: int, channels: int) -> np
 
 
 def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: transactions are begun by ``_begin_sqlite`` instead, so
+    # that write transactions can start with BEGIN IMMEDIATE (SQLAlchemy's documented recipe).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")  # for ON DELETE CASCADE
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
@@ -139,8 +226,16 @@ def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _begin_sqlite(connection: Any) -> None:
+    """Write transactions take SQLite's write lock up front (BEGIN IMMEDIATE). A deferred one
+    that reads first and writes later fails at once with "database is locked" when another
+    process wrote in between; an immediate one waits (busy timeout) for its turn instead."""
+    write = connection.get_execution_options().get("protonet_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
 def create_storage_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get their directory, pragmas and thread settings."""
+    """An engine for ``url``; SQLite files get their directory, pragmas and transaction mode."""
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
@@ -148,45 +243,158 @@ def create_storage_engine(url: str) -> Engine:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
     event.listen(engine, "connect", _enable_sqlite_pragmas)
+    event.listen(engine, "begin", _begin_sqlite)
     return engine
 
 
-class Storage:
-    """Repository over the three tables; every public method is one transaction."""
+def _vectors(rows: Iterable[bytes]) -> np.ndarray:
+    vectors = [np.frombuffer(row, dtype=np.float32) for row in rows]
+    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
 
-    def __init__(self, url: str) -> None:
+
+class Storage:
+    """Repository over the tables; every public method is one transaction.
+
+    ``migrate``: bring the schema to the newest revision on open (under a lock, so processes
+    that start together do not race); if false, refuse an outdated schema instead.
+    """
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
         self.engine = create_storage_engine(url)
-        migrate(self.engine)
-        Base.metadata.create_all(self.engine)
+        self.dialect = self.engine.dialect.name
+        if migrate:
+            upgrade_database(self.engine)
+        else:
+            check_schema_current(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        writer = self.engine.execution_options(protonet_write=True)
+        self._writes = sessionmaker(writer, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    # -- the change feed -------------------------------------------------------------------
+
+    def _record_change(
+        self,
+        session: Session,
+        collection: CollectionRecord,
+        kind: str,
+        class_ids: Sequence[int] = (),
+    ) -> int:
+        """Append the change of this transaction's write; returns its id (the new revision).
+
+        Call last in the transaction, after the collection's row is locked: on PostgreSQL the
+        advisory lock then orders change ids like commits without waiting on any row lock.
+        """
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_ORDER_LOCK})
+        change = ChangeRecord(
+            collection_id=collection.id,
+            tenant=collection.tenant,
+            name=collection.name,
+            kind=kind,
+            class_ids=json.dumps(sorted(class_ids)),
+        )
+        session.add(change)
+        session.flush()
+        if kind != "delete":
+            collection.revision = change.id
+        if self.dialect == "postgresql":  # delivered to listeners at commit
+            session.execute(
+                text("SELECT pg_notify(:channel, :id)"),
+                {"channel": CHANGES_CHANNEL, "id": str(change.id)},
+            )
+        return change.id
+
+    def last_change_id(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.max(ChangeRecord.id))) or 0)
+
+    def changes_after(self, change_id: int, limit: int = 1000) -> list[Change]:
+        """Changes with ids above ``change_id``, oldest first."""
+        query = (
+            select(ChangeRecord)
+            .where(ChangeRecord.id > change_id)
+            .order_by(ChangeRecord.id)
+            .limit(limit)
+        )
+        return self._changes(query)
+
+    def collection_changes_after(self, collection_id: int, change_id: int) -> list[Change]:
+        """One collection's changes with ids above ``change_id``, oldest first."""
+        query = (
+            select(ChangeRecord)
+            .where(ChangeRecord.collection_id == collection_id, ChangeRecord.id > change_id)
+            .order_by(ChangeRecord.id)
+        )
+        return self._changes(query)
+
+    def _changes(self, query: Any) -> list[Change]:
+        with self._sessions() as session:
+            return [
+                Change(
+                    r.id, r.collection_id, r.tenant, r.name, r.kind, tuple(json.loads(r.class_ids))
+                )
+                for r in session.scalars(query)
+            ]
+
+    def prune_changes(self, older_than: timedelta) -> int:
+        """Forget changes older than ``older_than`` (every live process has applied them)."""
+        with self._writes.begin() as session:
+            result = session.execute(
+                delete(ChangeRecord).where(ChangeRecord.created_at < _utcnow() - older_than)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- collections and classes -----------------------------------------------------------
+
     def create_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> StoredCollection:
         """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
         try:
-            with self._sessions.begin() as session:
+            with self._writes.begin() as session:
                 record = CollectionRecord(name=name, tenant=tenant)
                 session.add(record)
                 session.flush()
-                return StoredCollection(record.id, record.name, record.tenant)
+                self._record_change(session, record, "create")
+                return _stored(record)
         except IntegrityError:
             raise ConflictError(f"collection {name!r} already exists") from None
 
-    def delete_collection(self, collection_id: int) -> None:
-        with self._sessions.begin() as session:
+    def delete_collection(self, collection_id: int) -> int:
+        """Drop a collection with its classes and examples; returns the change id."""
+        with self._writes.begin() as session:
+            record = self._locked_collection(session, collection_id)
+            revision = self._record_change(session, record, "delete")
             session.execute(delete(CollectionRecord).where(CollectionRecord.id == collection_id))
+            return revision
+
+    @staticmethod
+    def _locked_collection(session: Session, collection_id: int) -> CollectionRecord:
+        """The collection's row, locked until the transaction ends (no-op lock on SQLite,
+        whose write transactions hold the whole database)."""
+        record = session.get(CollectionRecord, collection_id, with_for_update=True)
+        if record is None:
+            raise NotFoundError(f"collection {collection_id} no longer exists")
+        return record
 
     def list_collections(self) -> list[StoredCollection]:
         with self._sessions() as session:
-            rows = session.execute(
-                select(CollectionRecord.id, CollectionRecord.name, CollectionRecord.tenant)
-            )
-            return [StoredCollection(row.id, row.name, row.tenant) for row in rows]
+            return [_stored(record) for record in session.scalars(select(CollectionRecord))]
 
-    def list_classes(self, collection_id: int) -> list[StoredClass]:
-        """Classes of one collection with their example counts, by class id."""
+    def find_collection(self, tenant: str, name: str) -> StoredCollection | None:
+        query = select(CollectionRecord).where(
+            CollectionRecord.tenant == tenant, CollectionRecord.name == name
+        )
+        with self._sessions() as session:
+            record = session.scalars(query).first()
+            return _stored(record) if record is not None else None
+
+    def list_classes(
+        self, collection_id: int, class_ids: Sequence[int] | None = None
+    ) -> list[StoredClass]:
+        """Classes of one collection (or those of ``class_ids`` that still exist) with their
+        example counts, by class id."""
         query = (
             select(ClassRecord.id, ClassRecord.label, func.count(ExampleRecord.id))
             .join(ExampleRecord, ExampleRecord.class_id == ClassRecord.id)
@@ -194,6 +402,8 @@ class Storage:
             .group_by(ClassRecord.id, ClassRecord.label)
             .order_by(ClassRecord.id)
         )
+        if class_ids is not None:
+            query = query.where(ClassRecord.id.in_(list(class_ids)))
         with self._sessions() as session:
             return [StoredClass(i, label, n) for i, label, n in session.execute(query)]
 
@@ -204,24 +414,30 @@ class Storage:
         pixels: np.ndarray,
         embeddings: np.ndarray,
         model_version: str,
-    ) -> dict[str, int]:
-        """Store examples (``pixels [n, ...]`` uint8, ``embeddings [n, dim]`` float32) in one
-        transaction, creating missing classes. Returns ``label -> class id`` for ``labels``."""
-        with self._sessions.begin() as session:
-            if session.get(CollectionRecord, collection_id) is None:
-                raise NotFoundError(f"collection {collection_id} no longer exists")
+    ) -> tuple[dict[str, int], int]:
+        """Store examples (``pixels [n, ...]`` uint8, ``embeddings [n, dim]`` float32 made by
+        ``model_version``) in one transaction, creating missing classes. Returns ``label ->
+        class id`` for ``labels``, and the change id."""
+        with self._writes.begin() as session:
+            collection = self._locked_collection(session, collection_id)
             class_ids = self._class_ids_for(session, collection_id, set(labels))
             rows = [
-                {
-                    "class_id": class_ids[label],
-                    "embedding": np.asarray(embedding, dtype=np.float32).tobytes(),
-                    "model_version": model_version,
-                    **pixels_to_columns(image),
-                }
-                for label, image, embedding in zip(labels, pixels, embeddings, strict=True)
+                {"class_id": class_ids[label], **pixels_to_columns(image)}
+                for label, image in zip(labels, pixels, strict=True)
             ]
-            session.execute(insert(ExampleRecord), rows)
-            return class_ids
+            example_ids = session.scalars(
+                insert(ExampleRecord).returning(ExampleRecord.id, sort_by_parameter_order=True),
+                rows,
+            )
+            vectors = [
+                {"example_id": example_id, "model_version": model_version, "vector": v.tobytes()}
+                for example_id, v in zip(
+                    example_ids.all(), np.asarray(embeddings, np.float32), strict=True
+                )
+            ]
+            session.execute(insert(EmbeddingRecord), vectors)
+            revision = self._record_change(session, collection, "support", list(class_ids.values()))
+            return class_ids, revision
 
     @staticmethod
     def _class_ids_for(session: Session, collection_id: int, labels: set[str]) -> dict[str, int]:
@@ -241,43 +457,63 @@ class Storage:
         class_ids.update({record.label: record.id for record in new_records})
         return class_ids
 
-    def delete_class(self, class_id: int) -> None:
-        with self._sessions.begin() as session:
+    def delete_class(self, collection_id: int, class_id: int) -> int:
+        """Drop one class with its examples; returns the change id."""
+        with self._writes.begin() as session:
+            collection = self._locked_collection(session, collection_id)
             session.execute(delete(ClassRecord).where(ClassRecord.id == class_id))
+            return self._record_change(session, collection, "delete_class", [class_id])
 
-    def class_embeddings(self, class_ids: Sequence[int]) -> StoredEmbeddings:
-        """Every stored embedding of the given classes, by example id."""
-        return self._embeddings(ExampleRecord.class_id.in_(list(class_ids)))
+    # -- embeddings by model version -------------------------------------------------------
 
-    def collection_embeddings(self, collection_id: int) -> StoredEmbeddings:
-        """Every stored embedding of one collection, by example id."""
+    def class_embeddings(self, class_ids: Sequence[int], model_version: str) -> StoredEmbeddings:
+        """The given classes' embeddings made by ``model_version``, by example id."""
+        return self._embeddings(ExampleRecord.class_id.in_(list(class_ids)), model_version)
+
+    def collection_embeddings(self, collection_id: int, model_version: str) -> StoredEmbeddings:
+        """One collection's embeddings made by ``model_version``, by example id."""
         in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
-        return self._embeddings(ExampleRecord.class_id.in_(in_collection.scalar_subquery()))
+        return self._embeddings(
+            ExampleRecord.class_id.in_(in_collection.scalar_subquery()), model_version
+        )
 
-    def _embeddings(self, condition: Any) -> StoredEmbeddings:
+    def _embeddings(self, condition: Any, model_version: str) -> StoredEmbeddings:
         query = (
-            select(ExampleRecord.class_id, ExampleRecord.embedding)
-            .where(condition)
+            select(ExampleRecord.class_id, EmbeddingRecord.vector)
+            .join(EmbeddingRecord, EmbeddingRecord.example_id == ExampleRecord.id)
+            .where(condition, EmbeddingRecord.model_version == model_version)
             .order_by(ExampleRecord.id)
         )
         with self._sessions() as session:
             rows = session.execute(query).all()
         class_ids = np.array([row.class_id for row in rows], dtype=np.int64)
-        vectors = [np.frombuffer(row.embedding, dtype=np.float32) for row in rows]
-        embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-        return StoredEmbeddings(class_ids, embeddings)
+        return StoredEmbeddings(class_ids, _vectors(row.vector for row in rows))
 
-    def count_examples_by_version(self) -> dict[str, int]:
-        """``model version -> number of stored examples`` (one entry once fully upgraded)."""
-        query = select(ExampleRecord.model_version, func.count()).group_by(
-            ExampleRecord.model_version
+    def count_examples(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count(ExampleRecord.id))) or 0)
+
+    def count_embeddings_by_version(self) -> dict[str, int]:
+        """``model version -> number of stored embeddings``."""
+        query = select(EmbeddingRecord.model_version, func.count()).group_by(
+            EmbeddingRecord.model_version
         )
         with self._sessions() as session:
             return {version: count for version, count in session.execute(query)}
 
-    def stale_pixels(self, model_version: str, limit: int, after_id: int = 0) -> StoredPixels:
-        """Up to ``limit`` examples with ids above ``after_id`` not embedded by
-        ``model_version``, by id (keyset pagination: each batch is a primary-key range scan)."""
+    def unembedded_pixels(
+        self,
+        model_version: str,
+        limit: int,
+        after_id: int = 0,
+        class_ids: Sequence[int] | None = None,
+    ) -> StoredPixels:
+        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, if given)
+        that have no embedding by ``model_version``, by id (keyset pagination)."""
+        embedded = select(EmbeddingRecord.example_id).where(
+            EmbeddingRecord.example_id == ExampleRecord.id,
+            EmbeddingRecord.model_version == model_version,
+        )
         query = (
             select(
                 ExampleRecord.id,
@@ -286,10 +522,12 @@ class Storage:
                 ExampleRecord.width,
                 ExampleRecord.channels,
             )
-            .where(ExampleRecord.id > after_id, ExampleRecord.model_version != model_version)
+            .where(ExampleRecord.id > after_id, ~embedded.exists())
             .order_by(ExampleRecord.id)
             .limit(limit)
         )
+        if class_ids is not None:
+            query = query.where(ExampleRecord.class_id.in_(list(class_ids)))
         with self._sessions() as session:
             rows = session.execute(query).all()
         return StoredPixels(
@@ -297,17 +535,97 @@ class Storage:
             [columns_to_pixels(row.pixels, row.height, row.width, row.channels) for row in rows],
         )
 
-    def replace_embeddings(
+    def add_embeddings(
         self, example_ids: Sequence[int], embeddings: np.ndarray, model_version: str
-    ) -> None:
-        """Overwrite examples' embeddings (``[m, dim]`` float32) and their model version."""
-        rows = [
-            {
-                "id": example_id,
-                "embedding": vector.astype(np.float32).tobytes(),
-                "model_version": model_version,
-            }
-            for example_id, vector in zip(example_ids, embeddings, strict=True)
-        ]
-        with self._sessions.begin() as session:
-            session.execute(update(ExampleRecord), rows)  # ORM bulk update by primary key
+    ) -> int:
+        """Store ``model_version``'s embeddings (``[m, dim]`` float32) of examples; those that
+        were deleted meanwhile, or that have one already (another process of the same
+        version), are skipped. Returns how many were stored."""
+        vectors = dict(zip(example_ids, np.asarray(embeddings, np.float32), strict=True))
+        with self._writes.begin() as session:
+            # KEY SHARE: a concurrent deletion waits until this transaction ends.
+            alive = session.scalars(
+                select(ExampleRecord.id)
+                .where(ExampleRecord.id.in_(list(vectors)))
+                .with_for_update(key_share=True)
+            ).all()
+            done = set(
+                session.scalars(
+                    select(EmbeddingRecord.example_id).where(
+                        EmbeddingRecord.example_id.in_(alive),
+                        EmbeddingRecord.model_version == model_version,
+                    )
+                )
+            )
+            rows = [
+                {"example_id": i, "model_version": model_version, "vector": vectors[i].tobytes()}
+                for i in alive
+                if i not in done
+            ]
+            if rows:
+                session.execute(_insert_new(self.dialect), rows)
+            return len(rows)
+
+    def drop_embeddings(self, model_versions: Sequence[str]) -> int:
+        """Delete every embedding made by ``model_versions``; returns how many."""
+        with self._writes.begin() as session:
+            result = session.execute(
+                delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- live processes --------------------------------------------------------------------
+
+    def heartbeat(self, replica: Replica) -> None:
+        """Insert or refresh this process's row in ``replicas``."""
+        values = {
+            "model_version": replica.model_version,
+            "host": replica.host,
+            "pid": replica.pid,
+            "ready": replica.ready,
+            "seen_at": _utcnow(),
+        }
+        with self._writes.begin() as session:
+            updated = session.execute(
+                update(ReplicaRecord).where(ReplicaRecord.id == replica.id).values(**values)
+            )
+            if not updated.rowcount:  # type: ignore[attr-defined]
+                session.execute(insert(ReplicaRecord).values(id=replica.id, **values))
+
+    def prune_replicas(self, older_than: timedelta) -> int:
+        """Forget processes not seen for ``older_than`` (killed ones never remove their row)."""
+        with self._writes.begin() as session:
+            result = session.execute(
+                delete(ReplicaRecord).where(ReplicaRecord.seen_at < _utcnow() - older_than)
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def remove_replica(self, replica_id: str) -> None:
+        with self._writes.begin() as session:
+            session.execute(delete(ReplicaRecord).where(ReplicaRecord.id == replica_id))
+
+    def live_replicas(self, seen_within: timedelta) -> list[Replica]:
+        """Processes whose last heartbeat is more recent than ``seen_within``."""
+        query = select(ReplicaRecord).where(ReplicaRecord.seen_at >= _utcnow() - seen_within)
+        with self._sessions() as session:
+            return [
+                Replica(r.id, r.model_version, r.host, r.pid, r.ready, r.seen_at)
+                for r in session.scalars(query.order_by(ReplicaRecord.started_at))
+            ]
+
+
+def _stored(record: CollectionRecord) -> StoredCollection:
+    return StoredCollection(record.id, record.name, record.tenant, record.revision)
+
+
+def _insert_new(dialect: str) -> Any:
+    """An INSERT into ``embeddings`` that skips rows another process inserted meanwhile."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(EmbeddingRecord).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(EmbeddingRecord).on_conflict_do_nothing()
+    return insert(EmbeddingRecord)

@@ -1,7 +1,10 @@
-"""Model upgrades: re-embed stored examples whose embeddings came from another model version.
+"""Model upgrades: embed, for this process's model version, every stored example that has no
+embedding by it yet (from the stored stage-1 pixels).
 
-Runs at startup, before the service reports ready. Works in batches and commits each one, so
-an interrupted upgrade resumes where it stopped on the next start.
+Runs at startup, before the process reports ready, while processes on other versions keep
+serving their own embeddings from the same database. Works in batches and commits each one,
+so an interrupted upgrade resumes where it stopped on the next start (and two processes of
+the new version share the work: each skips what the other stored).
 """
 
 from __future__ import annotations
@@ -26,39 +29,43 @@ def conform_pixels(pixels: list[np.ndarray], encoder: Encoder) -> np.ndarray:
     return np.stack([p if p.shape == shape else encoder.to_pixels(p) for p in pixels])
 
 
-def count_stale_examples(storage: Storage, model_version: str) -> int:
-    """How many stored examples another model embedded (logged with their versions)."""
-    stale = {v: n for v, n in storage.count_examples_by_version().items() if v != model_version}
-    if stale:
+def count_unembedded_examples(storage: Storage, model_version: str) -> int:
+    """How many stored examples have no embedding by ``model_version`` (logged)."""
+    by_version = storage.count_embeddings_by_version()
+    missing = storage.count_examples() - by_version.get(model_version, 0)
+    if missing > 0:
         logger.info(
-            "model is now %s: re-embedding %d stored examples (from %s)",
+            "model is now %s: embedding %d stored examples (stored versions: %s)",
             model_version,
-            sum(stale.values()),
-            ", ".join(f"{version}: {count}" for version, count in sorted(stale.items())),
+            missing,
+            ", ".join(f"{version}: {count}" for version, count in sorted(by_version.items())),
         )
-    return sum(stale.values())
+    return max(missing, 0)
 
 
-def reembed_stale_examples(
+def embed_stored_examples(
     storage: Storage,
     encoder: Encoder,
     batch_size: int,
     on_progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Re-embed every example not embedded by ``encoder.version``; returns how many."""
-    total = count_stale_examples(storage, encoder.version)
+    """Embed every stored example that ``encoder.version`` has not embedded; returns how
+    many this call embedded."""
+    total = count_unembedded_examples(storage, encoder.version)
     if not total:
         return 0
     done, last_id = 0, 0
+    if on_progress:
+        on_progress(0, total)
     while not should_stop():
-        batch = storage.stale_pixels(encoder.version, batch_size, after_id=last_id)
+        batch = storage.unembedded_pixels(encoder.version, batch_size, after_id=last_id)
         if not batch.example_ids:
             break
         embeddings = encoder.embed_pixels(conform_pixels(batch.pixels, encoder))
-        storage.replace_embeddings(batch.example_ids, embeddings, encoder.version)
+        storage.add_embeddings(batch.example_ids, embeddings, encoder.version)
         done, last_id = done + len(batch.example_ids), batch.example_ids[-1]
-        logger.info("re-embedded %d/%d examples", done, total)
+        logger.info("embedded %d/%d stored examples for model %s", done, total, encoder.version)
         if on_progress:
-            on_progress(done, total)
+            on_progress(min(done, total), total)
     return done

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
@@ -37,11 +37,29 @@ LabelPath = Annotated[
     ),
     AfterValidator(normalize_label),
 ]
+MinRevision = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        description="Answer only once this process has applied the collection's changes up "
+        "to this revision (one that a write returned): read-your-writes across replicas. "
+        "Waits up to PROTONET_MIN_REVISION_TIMEOUT, then 503 revision_not_reached.",
+    ),
+]
+REVISION_HEADER = "Protonet-Revision"  # on every response about one collection
+
+
+def with_revision(response: Response, revision: int) -> Response:
+    response.headers[REVISION_HEADER] = str(revision)
+    return response
 
 
 def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
     return schemas.CollectionSummary(
-        name=collection.name, n_classes=collection.n_classes, n_examples=collection.n_examples
+        name=collection.name,
+        n_classes=collection.n_classes,
+        n_examples=collection.n_examples,
+        revision=collection.revision,
     )
 
 
@@ -56,9 +74,14 @@ def classes_of(classes: list[live.ClassSummary]) -> list[schemas.ClassSummary]:
     responses=error_responses(400, 409, 413, 422, 503),
 )
 async def create_collection(
-    request: schemas.CreateCollectionRequest, registry: RegistryDep, tenant: WriteTenant
+    request: schemas.CreateCollectionRequest,
+    registry: RegistryDep,
+    tenant: WriteTenant,
+    response: Response,
 ) -> schemas.CollectionSummary:
-    return summary_of(await run_in_threadpool(registry.create, request.name, tenant=tenant))
+    summary = await run_in_threadpool(registry.create, request.name, tenant=tenant)
+    with_revision(response, summary.revision)
+    return summary_of(summary)
 
 
 @router.get("", summary="List collections", responses=error_responses(422, 503))
@@ -74,9 +97,15 @@ async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas
     responses=error_responses(404, 422, 503),
 )
 async def get_collection(
-    name: NamePath, registry: RegistryDep, tenant: ReadTenant
+    name: NamePath,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    response: Response,
+    min_revision: MinRevision = None,
 ) -> schemas.CollectionDetail:
+    await registry.require_revision(name, min_revision, tenant=tenant)
     detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
+    with_revision(response, detail.revision)
     return schemas.CollectionDetail(
         **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
     )
@@ -89,8 +118,9 @@ async def get_collection(
     responses=error_responses(404, 422, 503),
 )
 async def delete_collection(name: NamePath, registry: RegistryDep, tenant: WriteTenant) -> Response:
-    await run_in_threadpool(registry.delete, name, tenant=tenant)
-    return Response(status_code=204)
+    """The deletion's revision is in the Protonet-Revision header."""
+    revision = await run_in_threadpool(registry.delete, name, tenant=tenant)
+    return with_revision(Response(status_code=204), revision)
 
 
 @router.post(
@@ -99,10 +129,17 @@ async def delete_collection(name: NamePath, registry: RegistryDep, tenant: Write
     responses=error_responses(400, 404, 413, 422, 503),
 )
 async def add_support(
-    name: NamePath, request: schemas.SupportRequest, registry: RegistryDep, tenant: WriteTenant
+    name: NamePath,
+    request: schemas.SupportRequest,
+    registry: RegistryDep,
+    tenant: WriteTenant,
+    response: Response,
 ) -> schemas.SupportResponse:
     added = await registry.add_support(name, request.examples, tenant=tenant)
-    return schemas.SupportResponse(n_added=added.n_added, classes=classes_of(added.classes))
+    with_revision(response, added.revision)
+    return schemas.SupportResponse(
+        n_added=added.n_added, classes=classes_of(added.classes), revision=added.revision
+    )
 
 
 @router.delete(
@@ -114,8 +151,9 @@ async def add_support(
 async def delete_class(
     name: NamePath, label: LabelPath, registry: RegistryDep, tenant: WriteTenant
 ) -> Response:
-    await run_in_threadpool(registry.delete_class, name, label, tenant=tenant)
-    return Response(status_code=204)
+    """The deletion's revision is in the Protonet-Revision header."""
+    revision = await run_in_threadpool(registry.delete_class, name, label, tenant=tenant)
+    return with_revision(Response(status_code=204), revision)
 
 
 @router.post(
@@ -125,13 +163,18 @@ async def delete_class(
     responses=error_responses(400, 404, 409, 413, 422, 503),
 )
 async def query_collection(
-    name: NamePath, request: schemas.QueryRequest, registry: RegistryDep, tenant: ReadTenant
+    name: NamePath,
+    request: schemas.QueryRequest,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    min_revision: MinRevision = None,
 ) -> Response:
     """Queries of concurrent requests are decoded, embedded and ranked in shared batches."""
-    results = await registry.query(name, request.queries, request.top_k, tenant=tenant)
-    return json_response(
-        {
-            "model_version": registry.encoder.version,
-            "results": [query_result_body(result) for result in results],
-        }
-    )
+    await registry.require_revision(name, min_revision, tenant=tenant)
+    revision, results = await registry.query(name, request.queries, request.top_k, tenant=tenant)
+    body = {
+        "model_version": registry.encoder.version,
+        "revision": revision,
+        "results": [query_result_body(result) for result in results],
+    }
+    return with_revision(json_response(body), revision)

@@ -62,7 +62,7 @@ class Running:
         return self.app.state.service
 
     def stored_versions(self) -> dict[str, int]:
-        return self.state.storage.count_examples_by_version()
+        return self.state.storage.count_embeddings_by_version()
 
 
 @asynccontextmanager

@@ -37,7 +37,9 @@ async def test_collection_lifecycle(settings):
         client, http = running.client, running.http
         created = await http.post("/v1/collections", json={"name": "letters"})
         assert created.status_code == 201
-        assert created.json() == {"name": "letters", "n_classes": 0, "n_examples": 0}
+        # Revisions: the id of the collection's latest change (each write adds one).
+        assert created.json() == {"name": "letters", "n_classes": 0, "n_examples": 0, "revision": 1}
+        assert created.headers["Protonet-Revision"] == "1"
         duplicate = await http.post("/v1/collections", json={"name": "letters"})
         assert duplicate.status_code == 409 and "letters" in duplicate.json()["detail"]
 
@@ -47,6 +49,7 @@ async def test_collection_lifecycle(settings):
         assert added == {
             "n_added": 3,
             "classes": [{"label": "a", "n_examples": 2}, {"label": "b/é", "n_examples": 1}],
+            "revision": 2,
         }
         added = await client.add_support(
             "letters", {"a": [drawings.png(0)], "c": [drawings.png(2)]}
@@ -56,18 +59,21 @@ async def test_collection_lifecycle(settings):
             {"label": "c", "n_examples": 1},
         ]
         assert await client.list_collections() == [
-            {"name": "letters", "n_classes": 3, "n_examples": 5}
+            {"name": "letters", "n_classes": 3, "n_examples": 5, "revision": 3}
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
+        assert client.revisions.last_written == {"letters": 4}  # sent as min_revision
         detail = await client.get_collection("letters")
         assert detail == {
             "name": "letters",
             "n_classes": 2,
             "n_examples": 4,
+            "revision": 4,
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404
-        assert (await http.delete("/v1/collections/letters")).status_code == 204
+        deleted = await http.delete("/v1/collections/letters")
+        assert deleted.status_code == 204 and deleted.headers["Protonet-Revision"] == "5"
         assert (await http.get("/v1/collections/letters")).status_code == 404
         assert await client.list_collections() == []
 

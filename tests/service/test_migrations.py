@@ -1,16 +1,19 @@
-"""A database made before tenants (``collections.name UNIQUE``, no ``tenant`` column) is
-migrated on start: its collections move to the ``default`` tenant, nothing else changes."""
+"""Schema migrations (Alembic): a database made before tenants (``collections.name UNIQUE``,
+no ``tenant`` column) and before revisions is migrated on start: its collections move to the
+``default`` tenant, its embeddings to the per-version table, nothing else changes; the newest
+revision matches the ORM models exactly."""
 
 from __future__ import annotations
 
 import sqlite3
 
 import pytest
-from sqlalchemy import create_engine
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
 from protonet.errors import ConflictError
-from service.migrations import MigrationError, migrate
-from service.storage import Storage
+from service.migrations import MigrationError, head_revision, schema_revision
+from service.storage import Base, Storage, create_storage_engine
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -33,6 +36,8 @@ CREATE TABLE examples (
     model_version VARCHAR(64) NOT NULL, created_at DATETIME NOT NULL,
     PRIMARY KEY (id), FOREIGN KEY(class_id) REFERENCES classes (id) ON DELETE CASCADE
 );
+CREATE INDEX ix_examples_class_id ON examples (class_id);
+CREATE INDEX ix_examples_model_version ON examples (model_version);
 """
 
 
@@ -82,13 +87,39 @@ def test_migration_runs_once_and_new_databases_need_none(tmp_path):
     Storage(f"sqlite:///{tmp_path / 'new.sqlite3'}").close()
 
 
-def test_other_databases_are_told_what_to_run(tmp_path, monkeypatch):
+def test_migrated_and_new_databases_match_the_models(tmp_path):
     path = tmp_path / "old.sqlite3"
     old_database(path)
-    engine = create_engine(f"sqlite:///{path}")
-    monkeypatch.setattr(engine.dialect, "name", "postgresql")
-    with pytest.raises(MigrationError, match="ADD COLUMN tenant"):
-        migrate(engine)
+    for url in (f"sqlite:///{path}", f"sqlite:///{tmp_path / 'new.sqlite3'}"):
+        storage = Storage(url)
+        try:
+            assert schema_revision(storage.engine) == head_revision()
+            with storage.engine.connect() as connection:
+                assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        finally:
+            storage.close()
+
+
+def test_old_embeddings_move_to_their_model_version(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old_database(path, n_examples=3)
+    storage = Storage(f"sqlite:///{path}")
+    try:
+        assert storage.count_embeddings_by_version() == {"old": 3}
+        assert storage.class_embeddings([7], "old").embeddings.shape == (3, 64)
+        assert storage.unembedded_pixels("new", 10).example_ids == [1, 2, 3]
+    finally:
+        storage.close()
+
+
+def test_without_migrate_on_start_an_old_schema_is_refused(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old_database(path)
+    with pytest.raises(MigrationError, match="python -m service migrate"):
+        Storage(f"sqlite:///{path}", migrate=False)
+    engine = create_storage_engine(f"sqlite:///{path}")
+    assert schema_revision(engine) == "0001"  # untouched
+    engine.dispose()
 
 
 async def test_service_on_an_old_database_serves_its_collections(tmp_path, checkpoint_a):

@@ -66,7 +66,8 @@ async def test_new_checkpoint_re_embeds_stored_examples(tmp_path, checkpoint_a, 
 
     upgraded = make_settings(tmp_path / "upgraded", checkpoint_b, embed_batch_size=5)
     async with serve(upgraded) as running:
-        assert running.stored_versions() == {version_b: len(support)}
+        # Both versions' embeddings stay: processes on A may still serve (docs/scaling.md).
+        assert running.stored_versions() == {version_a: len(support), version_b: len(support)}
         after = await running.client.query("kept", queries, top_k=N_CLASSES)
         assert (await running.client.get_collection("kept"))["n_examples"] == len(support)
     async with serve(make_settings(tmp_path / "fresh", checkpoint_b)) as running:
@@ -88,7 +89,7 @@ async def test_checkpoint_with_another_input_size_re_embeds_stored_pixels(tmp_pa
         assert (await running.client.model())["embedding_dim"] == 256
         result = await running.client.query("kept", queries, top_k=2)
         assert len(result["results"]) == len(queries)
-        assert running.stored_versions() == {load_checkpoint(bigger).version: len(support)}
+        assert running.stored_versions()[load_checkpoint(bigger).version] == len(support)
 
 
 async def test_not_ready_until_prepared(tmp_path, checkpoint_a, monkeypatch):

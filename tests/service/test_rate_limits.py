@@ -352,7 +352,7 @@ def test_python_m_service_leaves_forwarded_headers_to_the_app(monkeypatch):
     calls: list[dict] = []
     monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
     monkeypatch.setattr(entry.signal, "signal", lambda *args: None)
-    entry.main()
+    entry.main([])
     assert calls and calls[0]["proxy_headers"] is False
 
 
