@@ -224,6 +224,8 @@ class CollectionRegistry:
             self.catch_up(key, live)
             if not live.deleted:
                 return live
+        if self.storage.find_collection(tenant, name) is None:
+            return None  # the common 404: answered without the registry lock
         with self._lock:
             return self._sync_from_storage(key)
 

@@ -10,6 +10,7 @@ heartbeat in ``replicas`` and now and then prunes changes older than the retenti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -145,7 +146,7 @@ class Heartbeat:
         self._thread.start()
 
     def mark_ready(self) -> None:
-        self.replica = Replica(**{**self.replica.__dict__, "ready": True})
+        self.replica = dataclasses.replace(self.replica, ready=True)
         self.beat()
 
     def beat(self) -> None:
