@@ -40,6 +40,9 @@ from service.upgrade import conform_pixels
 
 logger = logging.getLogger(__name__)
 
+# Classes refreshed per round trip: far below SQLite's limit of bound parameters (32766).
+REFRESH_CHUNK = 5000
+
 
 class LabelledPayload(InputPayload, Protocol):
     """A support example as it arrives: a label plus one input."""
@@ -130,19 +133,24 @@ class CollectionRegistry:
     def _load(self, stored: StoredCollection) -> LiveCollection:
         """A collection's index from storage; reflects at least ``stored.revision``."""
         live = LiveCollection(stored.id, stored.name, self.encoder.embedding_dim, stored.revision)
+        self._embed_missing(collection_id=stored.id)
         classes = self.storage.list_classes(stored.id)
-        self._embed_missing([c.id for c in classes])
         live.load(classes, self.storage.collection_embeddings(stored.id, self.encoder.version))
         return live
 
-    def _embed_missing(self, class_ids: list[int]) -> None:
-        """Embed, for this process's model version, the examples of ``class_ids`` that a
-        process on another version stored (during a rolling upgrade)."""
-        if not class_ids:
+    def _embed_missing(
+        self, class_ids: list[int] | None = None, collection_id: int | None = None
+    ) -> None:
+        """Embed, for this process's model version, the examples (of ``class_ids``, or of a
+        collection) that a process on another version stored (during a rolling upgrade)."""
+        if class_ids is not None and not class_ids:
             return
         while True:
             batch = self.storage.unembedded_pixels(
-                self.encoder.version, self.encoder.batch_size, class_ids=class_ids
+                self.encoder.version,
+                self.encoder.batch_size,
+                class_ids=class_ids,
+                collection_id=collection_id,
             )
             if not batch.example_ids:
                 return
@@ -150,15 +158,19 @@ class CollectionRegistry:
             self.storage.add_embeddings(batch.example_ids, embeddings, self.encoder.version)
 
     def _refresh(self, live: LiveCollection, class_ids: set[int]) -> None:
-        """Make the index's view of ``class_ids`` match storage (caller holds write_lock)."""
+        """Make the index's view of ``class_ids`` match storage (caller holds write_lock).
+        Works in chunks, so that no statement binds more ids than SQLite allows."""
         ordered = sorted(class_ids)
-        classes = self.storage.list_classes(live.id, ordered)
-        self._embed_missing([c.id for c in classes])
-        updated: list[int] = []
-        if classes:
-            stored = self.storage.class_embeddings([c.id for c in classes], self.encoder.version)
-            updated = live.update_classes({c.id: c.label for c in classes}, stored)
-        live.remove_classes(class_ids - set(updated))
+        for start in range(0, len(ordered), REFRESH_CHUNK):
+            chunk = ordered[start : start + REFRESH_CHUNK]
+            classes = self.storage.list_classes(live.id, chunk)
+            self._embed_missing([c.id for c in classes])
+            updated: list[int] = []
+            if classes:
+                ids = [c.id for c in classes]
+                stored = self.storage.class_embeddings(ids, self.encoder.version)
+                updated = live.update_classes({c.id: c.label for c in classes}, stored)
+            live.remove_classes(set(chunk) - set(updated))
 
     def _catch_up(self, live: LiveCollection) -> bool:
         """Apply the collection's changes after ``live.revision`` (caller holds write_lock).

@@ -507,9 +507,11 @@ class Storage:
         limit: int,
         after_id: int = 0,
         class_ids: Sequence[int] | None = None,
+        collection_id: int | None = None,
     ) -> StoredPixels:
-        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, if given)
-        that have no embedding by ``model_version``, by id (keyset pagination)."""
+        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, or of one
+        collection, if given) that have no embedding by ``model_version``, by id (keyset
+        pagination)."""
         embedded = select(EmbeddingRecord.example_id).where(
             EmbeddingRecord.example_id == ExampleRecord.id,
             EmbeddingRecord.model_version == model_version,
@@ -528,6 +530,9 @@ class Storage:
         )
         if class_ids is not None:
             query = query.where(ExampleRecord.class_id.in_(list(class_ids)))
+        if collection_id is not None:
+            in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
+            query = query.where(ExampleRecord.class_id.in_(in_collection.scalar_subquery()))
         with self._sessions() as session:
             rows = session.execute(query).all()
         return StoredPixels(

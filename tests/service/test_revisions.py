@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import anyio
+import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
@@ -85,3 +87,27 @@ async def test_the_client_sends_the_revision_it_wrote(settings):
         assert sent[-2].endswith("/v1/collections/c/query?min_revision=2")
         assert sent[-1].endswith("/v1/collections/c?min_revision=2")
         assert "min_revision" not in sent[1]  # writes do not send it
+
+
+async def test_a_change_of_tens_of_thousands_of_classes_is_applied(settings):
+    """One catch-up that touches more classes than SQLite binds in one statement (32766)."""
+    n = 40_000
+    async with serve(settings) as running:
+        state = running.state
+        await running.client.create_collection("big")
+        collection = state.storage.find_collection("default", "big")
+        rng = np.random.default_rng(0)
+        embeddings = rng.normal(size=(n, state.encoder.embedding_dim)).astype(np.float32)
+        # Written straight to the database, as another process would: this one learns of it
+        # through the change feed (or a read's catch-up).
+        state.storage.add_examples(
+            collection.id,
+            [f"k{i}" for i in range(n)],
+            np.zeros((n, 28, 28), np.uint8),
+            embeddings,
+            state.encoder.version,
+        )
+        live = await anyio.to_thread.run_sync(state.registry.sync, "big", "default")
+        assert live is not None and live.summary().n_classes == n
+        detail = await running.client.get_collection("big")
+        assert detail["n_classes"] == n
