@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import signal
 import sys
 from types import FrameType
@@ -52,6 +53,9 @@ def return_freed_memory_to_the_os() -> None:
 
 def serve(settings: Settings) -> None:
     return_freed_memory_to_the_os()
+    # OpenMP threads (torch's and FAISS's) sleep when idle instead of spinning: spinning
+    # threads of one runtime steal the cores the other needs (FAISS issues #2502, #3426).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     signal.signal(signal.SIGTERM, exit_quietly)  # uvicorn's own handler replaces it while serving
     uvicorn.run(
         "service.app:create_server_app",

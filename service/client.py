@@ -136,8 +136,9 @@ class Calls:
     """Builders for every endpoint's :class:`Call`."""
 
     @staticmethod
-    def create_collection(name: str) -> Call:
-        return Call("POST", "/v1/collections", {"name": name}, collection=name, writes=True)
+    def create_collection(name: str, index: str | None = None) -> Call:
+        body = {"name": name} if index is None else {"name": name, "index": index}
+        return Call("POST", "/v1/collections", body, collection=name, writes=True)
 
     @staticmethod
     def get_collection(name: str) -> Call:
@@ -259,8 +260,9 @@ class ProtonetClient:
     def model(self) -> dict[str, Any]:
         return self.send(Call("GET", "/v1/model"))
 
-    def create_collection(self, name: str) -> dict[str, Any]:
-        return self.send(Calls.create_collection(name))
+    def create_collection(self, name: str, index: str | None = None) -> dict[str, Any]:
+        """``index``: auto (the server's default), exact or ivf (docs/performance.md)."""
+        return self.send(Calls.create_collection(name, index))
 
     def list_collections(self) -> list[dict[str, Any]]:
         return self.send(Call("GET", "/v1/collections"))["collections"]
@@ -345,8 +347,8 @@ class AsyncProtonetClient:
     async def model(self) -> dict[str, Any]:
         return await self.send(Call("GET", "/v1/model"))
 
-    async def create_collection(self, name: str) -> dict[str, Any]:
-        return await self.send(Calls.create_collection(name))
+    async def create_collection(self, name: str, index: str | None = None) -> dict[str, Any]:
+        return await self.send(Calls.create_collection(name, index))
 
     async def list_collections(self) -> list[dict[str, Any]]:
         return (await self.send(Call("GET", "/v1/collections")))["collections"]

@@ -1,7 +1,7 @@
 """A collection's nearest-prototype index: the class prototypes in one contiguous matrix.
 
 A query needs its squared Euclidean distance (the Prototypical Networks metric) to *every*
-prototype anyway, for the softmax over all classes. So :meth:`PrototypeIndex.rank` computes
+prototype anyway, for the softmax over all classes. So :meth:`ExactIndex.rank` computes
 them with one GEMM over the contiguous ``[n_classes, dim]`` matrix (torch, with the encoder's
 thread settings), takes the top-k from the same matrix and sums the normalizer in one pass. A
 FAISS ``IndexFlatL2`` would compute the same GEMM for its top-k and then a second pass would be
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import torch
@@ -48,8 +49,10 @@ class Ranking:
         return np.exp(-self.distances.astype(np.float64) - self.log_normalizer[:, None])
 
 
-class PrototypeIndex:
-    """Prototypes ``[n_classes, dim]`` keyed by class id."""
+class ExactIndex:
+    """Prototypes ``[n_classes, dim]`` keyed by class id; every query scans every class."""
+
+    kind: Final = "exact"
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -111,6 +114,10 @@ class PrototypeIndex:
     def prototype(self, class_id: int) -> np.ndarray:
         """The stored prototype ``[dim]`` of one class."""
         return self._vectors[self._slots[class_id]].copy()
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of every ``(class_ids [n], prototypes [n, dim])``."""
+        return self._ids[: self._size].copy(), self._vectors[: self._size].copy()
 
     def rank(self, queries: np.ndarray, k: int) -> Ranking:
         """The ``k`` (clamped to the number of classes) nearest prototypes of ``queries

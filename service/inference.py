@@ -169,5 +169,5 @@ def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryResult] | Exceptio
             mine = ranked[start : start + len(jobs[i].embeddings)]
             start += len(jobs[i].embeddings)
             k = jobs[i].top_k
-            outcomes[i] = [QueryResult(r.best, r.top_k[:k]) for r in mine]
+            outcomes[i] = [QueryResult(r.best, r.top_k[:k], r.index) for r in mine]
     return outcomes

@@ -9,11 +9,12 @@ Synchronous methods do storage work: the HTTP layer runs them in worker threads.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 import numpy as np
@@ -25,17 +26,20 @@ from protonet.errors import (
     NotFoundError,
     RevisionNotReachedError,
 )
+from service.approximate import IndexFiles
 from service.encoder import Encoder
 from service.inference import InferencePipeline
 from service.inputs import InputPayload, check_item_count, check_pixel_budget
 from service.live import (
     CollectionDetail,
     CollectionSummary,
+    IndexKind,
+    IndexPolicy,
     LiveCollection,
     QueryResult,
     SupportResult,
 )
-from service.storage import Change, Storage, StoredCollection
+from service.storage import Change, Storage, StoredClass, StoredCollection
 from service.upgrade import conform_pixels
 
 logger = logging.getLogger(__name__)
@@ -91,6 +95,8 @@ class CollectionRegistry:
         pipeline: InferencePipeline,
         max_request_pixels: int | None = None,
         min_revision_timeout: float = 5.0,
+        index_policy: IndexPolicy | None = None,
+        index_files: IndexFiles | None = None,
     ) -> None:
         self.storage = storage
         self.encoder = encoder
@@ -98,6 +104,10 @@ class CollectionRegistry:
         self.max_items = max_items_per_request
         self.max_request_pixels = max_request_pixels
         self.min_revision_timeout = min_revision_timeout
+        # Settings of every collection's index but its kind (which each collection has).
+        self.index_policy = index_policy or IndexPolicy()
+        self.index_files = index_files
+        self._saved_revisions: dict[int, int] = {}  # collection id -> revision of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
         # Every change up to this id is applied here (set by load_all and the change feed).
@@ -132,11 +142,54 @@ class CollectionRegistry:
 
     def _load(self, stored: StoredCollection) -> LiveCollection:
         """A collection's index from storage; reflects at least ``stored.revision``."""
-        live = LiveCollection(stored.id, stored.name, self.encoder.embedding_dim, stored.revision)
+        live = self._new_live(stored)
         self._embed_missing(collection_id=stored.id)
         classes = self.storage.list_classes(stored.id)
-        live.load(classes, self.storage.collection_embeddings(stored.id, self.encoder.version))
+        if not self._load_persisted(live, classes):
+            embeddings = self.storage.collection_embeddings(stored.id, self.encoder.version)
+            live.load(classes, embeddings)
         return live
+
+    def _new_live(self, stored: StoredCollection) -> LiveCollection:
+        kind = cast(IndexKind, stored.index_kind)
+        policy = dataclasses.replace(self.index_policy, kind=kind)
+        dim = self.encoder.embedding_dim
+        return LiveCollection(stored.id, stored.name, dim, stored.revision, policy)
+
+    def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
+        """Start from the collection's persisted IVF index, if it has a usable one: applies
+        the changes made after the index's revision, then checks that the index holds exactly
+        the stored classes (else: False, and the caller builds from the embeddings)."""
+        if self.index_files is None or live.policy.kind == "exact":
+            return False
+        persisted = self.index_files.load(live.id, self.encoder.version)
+        if persisted is None or persisted.revision > live.revision:
+            return False
+        live.load_persisted(classes, persisted.index)
+        changes = self.storage.collection_changes_after(live.id, persisted.revision)
+        self._refresh(live, {i for change in changes for i in change.class_ids})
+        if set(persisted.index.export()[0].tolist()) != live.indexed_ids():
+            logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
+            return False
+        self._saved_revisions[live.id] = persisted.revision
+        logger.info("collection %r: persisted IVF index loaded", live.name)
+        return True
+
+    def save_indexes(self) -> int:
+        """Persist the IVF index of every collection changed since its last save (at
+        shutdown, and now and then meanwhile); returns how many were written."""
+        if self.index_files is None:
+            return 0
+        written = 0
+        for live in list(self._collections.values()):
+            with live.write_lock:  # no update between reading the revision and the index
+                index, revision = live.ivf_index(), live.revision
+                if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
+                    continue
+                self.index_files.save(live.id, self.encoder.version, index, revision)
+            self._saved_revisions[live.id] = revision
+            written += 1
+        return written
 
     def _embed_missing(
         self, class_ids: list[int] | None = None, collection_id: int | None = None
@@ -289,14 +342,14 @@ class CollectionRegistry:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    def create(self, name: str, *, tenant: str) -> CollectionSummary:
-        """A new empty collection; :class:`ConflictError` if the tenant has ``name`` already."""
+    def create(self, name: str, *, tenant: str, index: IndexKind = "auto") -> CollectionSummary:
+        """A new empty collection searched by ``index`` (auto, exact or ivf);
+        :class:`ConflictError` if the tenant has ``name`` already."""
         with self._lock:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
-            stored = self.storage.create_collection(name, tenant)
-            live = LiveCollection(stored.id, name, self.encoder.embedding_dim, stored.revision)
-            self._collections[tenant, name] = live
+            stored = self.storage.create_collection(name, tenant, index)
+            live = self._collections[tenant, name] = self._new_live(stored)
         return live.summary()
 
     def list_all(self, *, tenant: str) -> list[CollectionSummary]:
@@ -338,6 +391,8 @@ class CollectionRegistry:
                 self._drop((tenant, name), live)
                 raise NotFoundError(f"collection {name!r} does not exist") from None
             self._drop((tenant, name), live)
+            if self.index_files is not None:
+                self.index_files.remove(live.id)
             return revision
 
     async def add_support(

@@ -134,8 +134,17 @@ class SupportExample(InputItem):
     label: Label
 
 
+IndexKind = Literal["auto", "exact", "ivf"]
+INDEX_DESCRIPTION = (
+    "Search index: 'exact' (every class, one matrix), 'ivf' (FAISS inverted lists: "
+    "approximate, for very large collections) or 'auto' (exact up to "
+    "PROTONET_EXACT_MAX_CLASSES classes, then ivf, switched in the background)."
+)
+
+
 class CreateCollectionRequest(StrictModel):
     name: CollectionName
+    index: IndexKind = Field("auto", description=INDEX_DESCRIPTION)
 
 
 class SupportRequest(StrictModel):
@@ -193,6 +202,8 @@ class CollectionSummary(BaseModel):
     n_classes: int = Field(description="Number of classes (distinct labels).")
     n_examples: int = Field(description="Number of stored support examples.")
     revision: int = Field(description=REVISION_DESCRIPTION)
+    index: IndexKind = Field(description=INDEX_DESCRIPTION)
+    index_in_use: Literal["exact", "ivf"] = Field(description="The index that answers now.")
 
 
 class CollectionList(BaseModel):
@@ -233,6 +244,10 @@ class QueryResult(Prediction):
 class QueryResponse(BaseModel):
     model_version: str = Field(description="Version of the model that embedded the queries.")
     revision: int = Field(description=REVISION_DESCRIPTION)
+    index: Literal["exact", "ivf"] = Field(
+        description="The index that answered: exact, or ivf (approximate; probabilities are "
+        "the softmax over the nearest classes it found, see docs/performance.md)."
+    )
     results: list[QueryResult] = Field(description="One result per query, in request order.")
 
 

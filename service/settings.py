@@ -54,6 +54,15 @@ class Settings(BaseSettings):
         description="Longest a read with min_revision waits for this process to apply that "
         "revision before 503 revision_not_reached.",
     )
+    exact_max_classes: PositiveInt = Field(
+        default=20_000,
+        description="Collections with index 'auto' search exactly up to this many classes and "
+        "switch to the approximate FAISS IVF index above (in the background).",
+    )
+    ivf_nprobe: PositiveInt = Field(
+        default=32,
+        description="Inverted lists an IVF index scans per query (more: higher recall, slower).",
+    )
     host: str = Field(default="127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(
         default=8000, ge=0, le=65535, description="Port `python -m service` binds to."
@@ -153,6 +162,10 @@ class Settings(BaseSettings):
     shutdown_timeout: PositiveInt = Field(
         default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
+
+    def index_directory(self) -> Path:
+        """Where IVF indexes are persisted between starts."""
+        return self.data_dir / "indexes"
 
     def resolved_sync_interval(self) -> float:
         """Seconds between polls of the change feed (see ``sync_interval_ms``)."""

@@ -13,11 +13,14 @@ import os
 import threading
 from typing import Literal
 
+import faiss
 import torch
 
 from protonet.errors import NotReadyError
+from service.approximate import IndexFiles
 from service.encoder import Encoder
 from service.inference import InferencePipeline
+from service.live import IndexPolicy
 from service.metrics import ServiceMetrics
 from service.registry import AllTenantsSummary, CollectionRegistry
 from service.settings import Settings
@@ -45,6 +48,8 @@ def configure_threads(threads: int | None, workers: int = 1) -> int:
     run in torch); ``None`` means :func:`default_threads`. Returns the number set."""
     threads = threads or default_threads(workers)
     torch.set_num_threads(threads)
+    # FAISS has its own OpenMP runtime: the same budget, so the two never oversubscribe.
+    faiss.omp_set_num_threads(threads)
     return threads
 
 
@@ -125,6 +130,11 @@ class ServiceState:
                 self.pipeline,
                 self.settings.max_request_pixels,
                 self.settings.min_revision_timeout,
+                IndexPolicy(
+                    exact_max_classes=self.settings.exact_max_classes,
+                    nprobe=self.settings.ivf_nprobe,
+                ),
+                IndexFiles(self.settings.index_directory()),
             )
             self.feed = ChangeFeed(
                 self.storage,
@@ -172,5 +182,7 @@ class ServiceState:
         :meth:`prepare` has returned."""
         if self.feed is not None:
             self.feed.stop()
+        if self.registry is not None:
+            self.registry.save_indexes()  # a quick start next time
         self.heartbeat.stop()
         self.storage.close()

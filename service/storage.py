@@ -77,6 +77,8 @@ class CollectionRecord(Base):
     tenant: Mapped[str] = mapped_column(String(64), server_default=DEFAULT_TENANT)
     name: Mapped[str] = mapped_column(String(64))
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # exact | ivf | auto: the search index (service/live.py IndexPolicy)
+    index_kind: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
     created_at: Mapped[datetime] = mapped_column(default=_utcnow)
 
 
@@ -151,6 +153,7 @@ class StoredCollection:
     name: str
     tenant: str = DEFAULT_TENANT
     revision: int = 0
+    index_kind: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -349,11 +352,13 @@ class Storage:
 
     # -- collections and classes -----------------------------------------------------------
 
-    def create_collection(self, name: str, tenant: str = DEFAULT_TENANT) -> StoredCollection:
+    def create_collection(
+        self, name: str, tenant: str = DEFAULT_TENANT, index_kind: str = "auto"
+    ) -> StoredCollection:
         """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
         try:
             with self._writes.begin() as session:
-                record = CollectionRecord(name=name, tenant=tenant)
+                record = CollectionRecord(name=name, tenant=tenant, index_kind=index_kind)
                 session.add(record)
                 session.flush()
                 self._record_change(session, record, "create")
@@ -620,7 +625,9 @@ class Storage:
 
 
 def _stored(record: CollectionRecord) -> StoredCollection:
-    return StoredCollection(record.id, record.name, record.tenant, record.revision)
+    return StoredCollection(
+        record.id, record.name, record.tenant, record.revision, record.index_kind
+    )
 
 
 def _insert_new(dialect: str) -> Any:

@@ -28,6 +28,7 @@ from service.storage import CHANGES_CHANNEL, Replica, Storage
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
+SAVE_INDEXES_EVERY_SECONDS = 60.0  # persisted IVF indexes, for a quick start
 # A process whose heartbeat is older than this is not live (no longer serves its version).
 LIVE_WITHIN = timedelta(seconds=30)
 CHANGE_RETENTION = timedelta(hours=24)
@@ -60,6 +61,7 @@ class ChangeFeed:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._last_poll = time.monotonic()
+        self._last_save = time.monotonic()
 
     def start(self) -> None:
         targets = [self._poll_forever]
@@ -108,6 +110,9 @@ class ChangeFeed:
             try:
                 self.poll_once()
                 failures = 0
+                if time.monotonic() - self._last_save > SAVE_INDEXES_EVERY_SECONDS:
+                    self._last_save = time.monotonic()
+                    self.registry.save_indexes()
             except Exception:  # the database is away: keep serving, retry with backoff
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:

@@ -60,6 +60,8 @@ def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
         n_classes=collection.n_classes,
         n_examples=collection.n_examples,
         revision=collection.revision,
+        index=collection.index,
+        index_in_use=collection.index_in_use,
     )
 
 
@@ -79,7 +81,9 @@ async def create_collection(
     tenant: WriteTenant,
     response: Response,
 ) -> schemas.CollectionSummary:
-    summary = await run_in_threadpool(registry.create, request.name, tenant=tenant)
+    summary = await run_in_threadpool(
+        registry.create, request.name, tenant=tenant, index=request.index
+    )
     with_revision(response, summary.revision)
     return summary_of(summary)
 
@@ -175,6 +179,7 @@ async def query_collection(
     body = {
         "model_version": registry.encoder.version,
         "revision": revision,
+        "index": results[0].index,
         "results": [query_result_body(result) for result in results],
     }
     return with_revision(json_response(body), revision)

@@ -38,7 +38,14 @@ async def test_collection_lifecycle(settings):
         created = await http.post("/v1/collections", json={"name": "letters"})
         assert created.status_code == 201
         # Revisions: the id of the collection's latest change (each write adds one).
-        assert created.json() == {"name": "letters", "n_classes": 0, "n_examples": 0, "revision": 1}
+        assert created.json() == {
+            "name": "letters",
+            "n_classes": 0,
+            "n_examples": 0,
+            "revision": 1,
+            "index": "auto",  # exact until PROTONET_EXACT_MAX_CLASSES classes, then ivf
+            "index_in_use": "exact",
+        }
         assert created.headers["Protonet-Revision"] == "1"
         duplicate = await http.post("/v1/collections", json={"name": "letters"})
         assert duplicate.status_code == 409 and "letters" in duplicate.json()["detail"]
@@ -59,7 +66,14 @@ async def test_collection_lifecycle(settings):
             {"label": "c", "n_examples": 1},
         ]
         assert await client.list_collections() == [
-            {"name": "letters", "n_classes": 3, "n_examples": 5, "revision": 3}
+            {
+                "name": "letters",
+                "n_classes": 3,
+                "n_examples": 5,
+                "revision": 3,
+                "index": "auto",
+                "index_in_use": "exact",
+            }
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
         assert client.revisions.last_written == {"letters": 4}  # sent as min_revision
@@ -69,6 +83,8 @@ async def test_collection_lifecycle(settings):
             "n_classes": 2,
             "n_examples": 4,
             "revision": 4,
+            "index": "auto",
+            "index_in_use": "exact",
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404

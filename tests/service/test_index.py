@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from protonet.prototypes import squared_euclidean
-from service.index import PrototypeIndex
+from service.index import ExactIndex
 from service.live import LiveCollection
 from service.storage import StoredEmbeddings
 
@@ -23,7 +23,7 @@ def stored(class_ids: list[int], seed: int = 0) -> StoredEmbeddings:
 
 
 def test_upsert_replaces_only_the_given_classes():
-    index = PrototypeIndex(DIM)
+    index = ExactIndex(DIM)
     vectors = np.eye(3, DIM, dtype=np.float32)
     index.upsert(np.array([10, 20, 30]), vectors)
     index.upsert(np.array([20]), np.full((1, DIM), 5.0, dtype=np.float32))
@@ -38,7 +38,7 @@ def test_rank_returns_squared_euclidean_distances_nearest_first_and_the_softmax(
     rng = np.random.default_rng(1)
     prototypes = rng.standard_normal((5, DIM)).astype(np.float32)
     queries = rng.standard_normal((3, DIM)).astype(np.float32)
-    index = PrototypeIndex(DIM)
+    index = ExactIndex(DIM)
     index.upsert(np.arange(100, 105), prototypes)
     ranking = index.rank(queries, k=5)
     expected = squared_euclidean(torch.from_numpy(queries), torch.from_numpy(prototypes)).numpy()
@@ -60,7 +60,7 @@ def test_rank_over_many_classes_is_exact_for_the_top_k_and_the_softmax():
     # Large norms, small distances: where |p|^2 - 2 q.p + |q|^2 loses digits in float32.
     prototypes = (10 + rng.standard_normal((5000, DIM)) * 0.05).astype(np.float32)
     queries = prototypes[[3, 4000]] + rng.standard_normal((2, DIM)).astype(np.float32) * 0.01
-    index = PrototypeIndex(DIM)
+    index = ExactIndex(DIM)
     index.upsert(np.arange(5000), prototypes)
     ranking = index.rank(queries, k=3)
     exact = ((queries[:, None, :].astype(np.float64) - prototypes[None]) ** 2).sum(axis=2)
@@ -79,7 +79,7 @@ def test_updates_and_removals_keep_every_other_class_intact():
     """Rows move (swap-with-last removal, growth): ids must keep pointing at their vectors."""
     rng = np.random.default_rng(3)
     vectors = {i: rng.standard_normal(DIM).astype(np.float32) for i in range(1, 101)}
-    index = PrototypeIndex(DIM)
+    index = ExactIndex(DIM)
     for i, vector in vectors.items():  # one class per call: the arrays grow many times
         index.upsert(np.array([i]), vector[None])
     removed = np.array([1, 50, 100, 7])
@@ -98,13 +98,13 @@ def test_adding_examples_updates_only_the_affected_prototypes(monkeypatch):
     """Registering classes one request at a time never touches the others: not quadratic."""
     live = LiveCollection(1, "c", DIM)
     upserted: list[list[int]] = []
-    original = PrototypeIndex.upsert
+    original = ExactIndex.upsert
 
     def spy(self, class_ids, prototypes):
         upserted.append(list(class_ids))
         original(self, class_ids, prototypes)
 
-    monkeypatch.setattr(PrototypeIndex, "upsert", spy)
+    monkeypatch.setattr(ExactIndex, "upsert", spy)
     for class_id in range(1, 6):
         live.update_classes({class_id: f"label{class_id}"}, stored([class_id] * 3, class_id))
     live.update_classes({3: "label3"}, stored([3] * 4, 33))

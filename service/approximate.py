@@ -1,0 +1,212 @@
+"""Approximate nearest-prototype search for large collections: FAISS IVF-Flat.
+
+Why IVF-Flat (measured in benchmarks/large_collections.py; docs/performance.md): at a million
+64-d prototypes it trains and fills in well under a minute on two cores, searches a query in
+under a millisecond at ``nprobe`` 32 with recall@1 of 1.0 against exact search on clustered
+embeddings, stores the vectors as they are (so candidates' distances are exact, not
+quantized), and removes ids in place through a hash-table direct map, so moving or deleting a
+class needs no tombstones. HNSW would search as fast but builds several times slower, cannot
+remove ids (tombstones and rebuilds), and needs more memory for its graph.
+
+Answers keep their meaning: the ``k`` nearest candidates' distances are exact squared
+Euclidean distances (IVF-Flat compares raw vectors), so ``label``, ``distance`` and ``top_k``
+equal exact search whenever the nearest classes are among the lists probed. The softmax
+normalizer sums ``exp(-distance)`` over the ``CANDIDATES`` nearest classes found; every other
+class is at least as far as the farthest candidate, so what is left out is at most
+``(n - CANDIDATES) * exp(-(d_far - d_near))`` relative to the largest term (docs/performance.md
+measures it on real Omniglot embeddings).
+
+Not thread-safe for writers: the owning collection serializes writes against searches
+(concurrent searches are safe).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import faiss as faiss_module
+import numpy as np
+
+from service.index import Ranking
+
+logger = logging.getLogger(__name__)
+
+# FAISS's bundled type stubs miss several SWIG members used here (DirectMap, search params,
+# inverted lists): typed as Any rather than ignored line by line.
+faiss: Any = faiss_module
+
+CANDIDATES = 64  # nearest classes fetched per query: the top-k and the softmax's terms
+DEFAULT_NPROBE = 32  # inverted lists scanned per query
+TRAINING_POINTS_PER_LIST = 64  # k-means sample: FAISS wants >= 39 per centroid
+MAGIC = b"PROTONET-IVF-1\n"
+
+
+def list_count(n: int) -> int:
+    """Inverted lists for ``n`` prototypes: ~4 sqrt(n) (FAISS's guidance for IVF), and at
+    least 39 training points per list."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39, 16384))
+
+
+class IVFIndex:
+    """Prototypes ``[n_classes, dim]`` keyed by class id, in a FAISS IVF-Flat index."""
+
+    kind: Final = "ivf"
+
+    def __init__(self, index: Any, ids: set[int], trained_size: int) -> None:
+        self.dim = index.d
+        self._index = index
+        self._ids = ids
+        self.trained_size = trained_size  # prototypes it was clustered on (rebuild when 4x)
+
+    @classmethod
+    def build(cls, ids: np.ndarray, vectors: np.ndarray, nprobe: int = DEFAULT_NPROBE) -> IVFIndex:
+        """Cluster ``vectors [n, dim]`` (n >= 1) and add them under ``ids [n]``."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = vectors.shape
+        lists = list_count(n)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(dim), dim, lists, faiss.METRIC_L2)
+        index.cp.min_points_per_centroid = 1  # small collections: fewer points is fine
+        rng = np.random.default_rng(0)
+        sample = min(n, TRAINING_POINTS_PER_LIST * lists)
+        index.train(vectors[rng.choice(n, sample, replace=False)] if sample < n else vectors)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id, in place
+        index.nprobe = min(nprobe, lists)
+        index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+        return cls(index, set(np.asarray(ids, dtype=np.int64).tolist()), n)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, class_id: int) -> bool:
+        return class_id in self._ids
+
+    @property
+    def nprobe(self) -> int:
+        return int(self._index.nprobe)
+
+    def upsert(self, class_ids: np.ndarray, prototypes: np.ndarray) -> None:
+        """Insert or replace prototypes ``[c, dim]`` for distinct ``class_ids [c]``."""
+        ids = np.asarray(class_ids, dtype=np.int64)
+        self.remove(ids)
+        self._index.add_with_ids(np.ascontiguousarray(prototypes, dtype=np.float32), ids)
+        self._ids.update(ids.tolist())
+
+    def remove(self, class_ids: np.ndarray) -> None:
+        """Drop the prototypes of ``class_ids``; unknown ids are ignored."""
+        present = [i for i in np.asarray(class_ids, dtype=np.int64).tolist() if i in self._ids]
+        if present:
+            self._index.remove_ids(faiss.IDSelectorArray(np.asarray(present, dtype=np.int64)))
+            self._ids.difference_update(present)
+
+    def prototype(self, class_id: int) -> np.ndarray:
+        return np.asarray(self._index.reconstruct(int(class_id)))
+
+    def export(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``(class_ids [n], prototypes [n, dim])``, read from the inverted lists."""
+        lists = self._index.invlists
+        ids, vectors = [], []
+        for number in range(lists.nlist):
+            size = lists.list_size(number)
+            if size:
+                ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * self.dim * 4)
+                vectors.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(size, -1))
+        if not ids:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
+        return np.concatenate(ids), np.concatenate(vectors)
+
+    def rank(self, queries: np.ndarray, k: int) -> Ranking:
+        """The ``k`` (clamped to the number of classes) nearest prototypes found for
+        ``queries [n, dim]``, and the softmax normalizer over the candidates found."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, len(self))
+        distances, ids = self._index.search(q, min(max(k, CANDIDATES), len(self)))
+        short = (ids[:, :k] < 0).any(axis=1)
+        if short.any():  # the probed lists held fewer than k classes: scan them all
+            every = faiss.SearchParametersIVF(nprobe=self._index.nlist)
+            distances[short], ids[short] = self._index.search(
+                q[short], distances.shape[1], params=every
+            )
+        found = np.where(ids >= 0, distances, np.inf).astype(np.float64)
+        nearest = found[:, :1]
+        log_normalizer = np.log(np.exp(nearest - found).sum(axis=1)) - nearest[:, 0]
+        return Ranking(distances[:, :k], ids[:, :k], log_normalizer)
+
+
+@dataclass(frozen=True)
+class PersistedIndex:
+    index: IVFIndex
+    revision: int  # the collection's revision that the index reflects (at least)
+
+
+class IndexFiles:
+    """Persisted IVF indexes in ``directory``: one file per collection and model version,
+    holding a JSON header (revision, model version, checksum) and the FAISS index. Written to
+    a temporary file and renamed, so a reader sees an old file or a new one, never half."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def path(self, collection_id: int, model_version: str) -> Path:
+        return self.directory / f"collection-{collection_id}.{model_version}.ivf"
+
+    def save(self, collection_id: int, model_version: str, index: IVFIndex, revision: int) -> Path:
+        data = faiss.serialize_index(index._index).tobytes()
+        header = {
+            "revision": revision,
+            "model_version": model_version,
+            "classes": len(index),
+            "trained_size": index.trained_size,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+        path = self.path(collection_id, model_version)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(temporary, "wb") as file:
+            file.write(MAGIC + json.dumps(header).encode() + b"\n" + data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        return path
+
+    def load(self, collection_id: int, model_version: str) -> PersistedIndex | None:
+        """The persisted index, or ``None`` if there is none or it is damaged (logged)."""
+        path = self.path(collection_id, model_version)
+        if not path.exists():
+            return None
+        try:
+            return self._read(path, model_version)
+        except Exception as error:  # any damage means: rebuild from the database
+            logger.warning("ignoring persisted index %s (%s): rebuilding it", path, error)
+            return None
+
+    @staticmethod
+    def _read(path: Path, model_version: str) -> PersistedIndex:
+        raw = path.read_bytes()
+        if not raw.startswith(MAGIC):
+            raise ValueError("not a protonet index file")
+        header_line, _, data = raw[len(MAGIC) :].partition(b"\n")
+        header = json.loads(header_line)
+        if header["model_version"] != model_version:
+            raise ValueError(f"made by model {header['model_version']}")
+        if hashlib.sha256(data).hexdigest() != header["sha256"]:
+            raise ValueError("checksum mismatch")
+        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        if not isinstance(index, faiss.IndexIVFFlat):
+            raise ValueError(f"unexpected index type {type(index).__name__}")
+        ivf = IVFIndex(index, set(), int(header["trained_size"]))
+        ivf._ids = set(ivf.export()[0].tolist())
+        if len(ivf) != header["classes"]:
+            raise ValueError("class count does not match its header")
+        return PersistedIndex(ivf, int(header["revision"]))
+
+    def remove(self, collection_id: int) -> None:
+        for path in self.directory.glob(f"collection-{collection_id}.*.ivf"):
+            path.unlink(missing_ok=True)
