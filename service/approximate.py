@@ -140,6 +140,14 @@ class IVFIndex:
         return Ranking(distances[:, :k], ids[:, :k], log_normalizer)
 
 
+Snapshot = tuple[bytes, int, int]  # serialized index, classes, trained size
+
+
+def snapshot(index: IVFIndex) -> Snapshot:
+    """The index serialized in memory (fast: hold the collection's lock only for this)."""
+    return faiss.serialize_index(index._index).tobytes(), len(index), index.trained_size
+
+
 @dataclass(frozen=True)
 class PersistedIndex:
     index: IVFIndex
@@ -158,12 +166,18 @@ class IndexFiles:
         return self.directory / f"collection-{collection_id}.{model_version}.ivf"
 
     def save(self, collection_id: int, model_version: str, index: IVFIndex, revision: int) -> Path:
-        data = faiss.serialize_index(index._index).tobytes()
+        return self.write(collection_id, model_version, snapshot(index), revision)
+
+    def write(
+        self, collection_id: int, model_version: str, serialized: Snapshot, revision: int
+    ) -> Path:
+        """Write a :func:`snapshot` (hashing and disk I/O: no lock needed meanwhile)."""
+        data, classes, trained_size = serialized
         header = {
             "revision": revision,
             "model_version": model_version,
-            "classes": len(index),
-            "trained_size": index.trained_size,
+            "classes": classes,
+            "trained_size": trained_size,
             "sha256": hashlib.sha256(data).hexdigest(),
         }
         path = self.path(collection_id, model_version)

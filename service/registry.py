@@ -26,7 +26,7 @@ from protonet.errors import (
     NotFoundError,
     RevisionNotReachedError,
 )
-from service.approximate import IndexFiles
+from service.approximate import IndexFiles, snapshot
 from service.encoder import Encoder
 from service.inference import InferencePipeline
 from service.inputs import InputPayload, check_item_count, check_pixel_budget
@@ -186,7 +186,8 @@ class CollectionRegistry:
                 index, revision = live.ivf_index(), live.revision
                 if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
                     continue
-                self.index_files.save(live.id, self.encoder.version, index, revision)
+                serialized = snapshot(index)
+            self.index_files.write(live.id, self.encoder.version, serialized, revision)
             self._saved_revisions[live.id] = revision
             written += 1
         return written
