@@ -11,10 +11,12 @@ remove ids (tombstones and rebuilds), and needs more memory for its graph.
 Answers keep their meaning: the ``k`` nearest candidates' distances are exact squared
 Euclidean distances (IVF-Flat compares raw vectors), so ``label``, ``distance`` and ``top_k``
 equal exact search whenever the nearest classes are among the lists probed. The softmax
-normalizer sums ``exp(-distance)`` over the ``CANDIDATES`` nearest classes found; every other
-class is at least as far as the farthest candidate, so what is left out is at most
-``(n - CANDIDATES) * exp(-(d_far - d_near))`` relative to the largest term (docs/performance.md
-measures it on real Omniglot embeddings).
+normalizer is the exact sum of ``exp(-distance)`` over the ``CANDIDATES`` nearest classes
+found, plus an estimate of the other classes' terms from a uniform random sample of the
+prototypes (:class:`TailSample`). The other classes cannot simply be left out: Omniglot
+embeddings sit close together (nearest other prototype ~4, a query ~3 from its own, in squared
+distance), so at a million classes the far ones hold most of the normalizer
+(docs/performance.md measures both).
 
 Not thread-safe for writers: the owning collection serializes writes against searches
 (concurrent searches are safe).
@@ -42,7 +44,8 @@ logger = logging.getLogger(__name__)
 # inverted lists): typed as Any rather than ignored line by line.
 faiss: Any = faiss_module
 
-CANDIDATES = 64  # nearest classes fetched per query: the top-k and the softmax's terms
+CANDIDATES = 256  # nearest classes fetched per query: the top-k and the softmax's exact terms
+TAIL_SAMPLE = 4096  # prototypes sampled to estimate the softmax terms of all the others
 DEFAULT_NPROBE = 32  # inverted lists scanned per query
 TRAINING_POINTS_PER_LIST = 64  # k-means sample: FAISS wants >= 39 per centroid
 MAGIC = b"PROTONET-IVF-1\n"
@@ -59,10 +62,12 @@ class IVFIndex:
 
     kind: Final = "ivf"
 
-    def __init__(self, index: Any, ids: set[int], trained_size: int) -> None:
+    def __init__(self, index: Any, ids: np.ndarray, vectors: np.ndarray, trained_size: int) -> None:
+        """Wrap a filled FAISS index that holds ``vectors [n, dim]`` under ``ids [n]``."""
         self.dim = index.d
         self._index = index
-        self._ids = ids
+        self._ids = set(np.asarray(ids, dtype=np.int64).tolist())
+        self._tail = TailSample.draw(ids, vectors)
         self.trained_size = trained_size  # prototypes it was clustered on (rebuild when 4x)
 
     @classmethod
@@ -79,7 +84,7 @@ class IVFIndex:
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id, in place
         index.nprobe = min(nprobe, lists)
         index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-        return cls(index, set(np.asarray(ids, dtype=np.int64).tolist()), n)
+        return cls(index, ids, vectors, n)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -95,8 +100,10 @@ class IVFIndex:
         """Insert or replace prototypes ``[c, dim]`` for distinct ``class_ids [c]``."""
         ids = np.asarray(class_ids, dtype=np.int64)
         self.remove(ids)
-        self._index.add_with_ids(np.ascontiguousarray(prototypes, dtype=np.float32), ids)
+        vectors = np.ascontiguousarray(prototypes, dtype=np.float32)
+        self._index.add_with_ids(vectors, ids)
         self._ids.update(ids.tolist())
+        self._tail.update(ids, vectors)
 
     def remove(self, class_ids: np.ndarray) -> None:
         """Drop the prototypes of ``class_ids``; unknown ids are ignored."""
@@ -104,23 +111,14 @@ class IVFIndex:
         if present:
             self._index.remove_ids(faiss.IDSelectorArray(np.asarray(present, dtype=np.int64)))
             self._ids.difference_update(present)
+            self._tail.remove(present)
 
     def prototype(self, class_id: int) -> np.ndarray:
         return np.asarray(self._index.reconstruct(int(class_id)))
 
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         """Every ``(class_ids [n], prototypes [n, dim])``, read from the inverted lists."""
-        lists = self._index.invlists
-        ids, vectors = [], []
-        for number in range(lists.nlist):
-            size = lists.list_size(number)
-            if size:
-                ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
-                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * self.dim * 4)
-                vectors.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(size, -1))
-        if not ids:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return np.concatenate(ids), np.concatenate(vectors)
+        return export_lists(self._index)
 
     def rank(self, queries: np.ndarray, k: int) -> Ranking:
         """The ``k`` (clamped to the number of classes) nearest prototypes found for
@@ -135,9 +133,76 @@ class IVFIndex:
                 q[short], distances.shape[1], params=every
             )
         found = np.where(ids >= 0, distances, np.inf).astype(np.float64)
-        nearest = found[:, :1]
-        log_normalizer = np.log(np.exp(nearest - found).sum(axis=1)) - nearest[:, 0]
+        nearest = found[:, :1]  # shift: the largest term is 1
+        candidates = np.exp(nearest - found).sum(axis=1)
+        radius = np.where(ids >= 0, distances, -np.inf).max(axis=1)  # farthest candidate
+        rest = self._tail.estimate(q, radius, nearest, len(self))
+        log_normalizer = np.log(candidates + rest) - nearest[:, 0]
         return Ranking(distances[:, :k], ids[:, :k], log_normalizer)
+
+
+class TailSample:
+    """A uniform random sample of the prototypes (at most ``TAIL_SAMPLE``), kept up to date
+    with moves and removals, to estimate the softmax terms of the classes a search did not
+    return: those beyond the farthest candidate, ``n / sample size`` times the sum of the
+    sampled terms beyond it. With at most ``TAIL_SAMPLE`` classes the sample is every class
+    and the sum is exact."""
+
+    def __init__(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64).copy()
+        self.vectors = np.asarray(vectors, dtype=np.float32).copy()  # [s, dim]
+        self.norms = np.einsum("ij,ij->i", self.vectors, self.vectors)  # [s]
+        self.alive = np.ones(len(self.ids), dtype=bool)
+        self.rows = {class_id: row for row, class_id in enumerate(self.ids.tolist())}
+
+    @classmethod
+    def draw(cls, ids: np.ndarray, vectors: np.ndarray, size: int = TAIL_SAMPLE) -> TailSample:
+        if len(ids) <= size:
+            return cls(ids, vectors)
+        rows = np.random.default_rng(0).choice(len(ids), size, replace=False)
+        return cls(np.asarray(ids)[rows], np.asarray(vectors)[rows])
+
+    def update(self, class_ids: np.ndarray, vectors: np.ndarray) -> None:
+        for class_id, vector in zip(class_ids.tolist(), vectors, strict=True):
+            row = self.rows.get(class_id)
+            if row is not None:
+                self.vectors[row], self.alive[row] = vector, True
+                self.norms[row] = float(np.dot(vector, vector))
+
+    def remove(self, class_ids: list[int]) -> None:
+        for class_id in class_ids:
+            row = self.rows.get(class_id)
+            if row is not None:
+                self.alive[row] = False
+
+    def estimate(
+        self, queries: np.ndarray, radius: np.ndarray, shift: np.ndarray, n_classes: int
+    ) -> np.ndarray:
+        """Sum of ``exp(shift - distance)`` over the classes farther than ``radius [n]`` from
+        each of ``queries [n, dim]`` (of ``n_classes`` in all), estimated; ``[n]``."""
+        # float32 is plenty here: these are the far terms, and beyond the radius.
+        q_norms = np.einsum("ij,ij->i", queries, queries)[:, None]
+        distances = q_norms + self.norms - 2.0 * (queries @ self.vectors.T)  # [n, s]
+        # The margin: a returned class computed here in float32 must not count twice.
+        beyond = self.alive & (distances > (radius + 1e-3 + 1e-4 * np.abs(radius))[:, None])
+        exponents = np.where(beyond, shift - distances, -np.inf)  # float64 (shift is)
+        terms = np.exp(np.minimum(exponents, 0.0)).sum(axis=1)
+        return terms * (n_classes / max(int(self.alive.sum()), 1))
+
+
+def export_lists(index: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids [n], vectors [n, dim])`` stored in an IVF-Flat index's inverted lists."""
+    lists, dim = index.invlists, index.d
+    ids, vectors = [], []
+    for number in range(lists.nlist):
+        size = lists.list_size(number)
+        if size:
+            ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
+            codes = faiss.rev_swig_ptr(lists.get_codes(number), size * dim * 4)
+            vectors.append(np.frombuffer(codes.copy(), dtype=np.float32).reshape(size, dim))
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
+    return np.concatenate(ids), np.concatenate(vectors)
 
 
 Snapshot = tuple[bytes, int, int]  # serialized index, classes, trained size
@@ -215,8 +280,8 @@ class IndexFiles:
         index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         if not isinstance(index, faiss.IndexIVFFlat):
             raise ValueError(f"unexpected index type {type(index).__name__}")
-        ivf = IVFIndex(index, set(), int(header["trained_size"]))
-        ivf._ids = set(ivf.export()[0].tolist())
+        ids, vectors = export_lists(index)
+        ivf = IVFIndex(index, ids, vectors, int(header["trained_size"]))
         if len(ivf) != header["classes"]:
             raise ValueError("class count does not match its header")
         return PersistedIndex(ivf, int(header["revision"]))

@@ -233,3 +233,22 @@ async def test_every_operation_on_an_ivf_collection_answers_like_exact(tmp_path,
         )
         await client.delete_collection("approx")
     assert not list((tmp_path / "data" / "indexes").glob("*.ivf"))
+
+
+def test_probabilities_count_the_classes_the_search_did_not_return():
+    """Prototypes as close together as Omniglot's (a query ~3 from its class, ~4 between
+    nearest classes): past the candidates, the other classes hold a real share of the softmax,
+    which the sampled estimate recovers (leaving them out would overstate the probabilities)."""
+    rng = np.random.default_rng(0)
+    n, dim = 30_000, 64
+    centers = rng.standard_normal((964, dim)) * 0.42
+    prototypes = (centers[rng.integers(0, 964, n)] + rng.standard_normal((n, dim)) * 0.25).astype(
+        np.float32
+    )
+    queries = (prototypes[:100] + rng.standard_normal((100, dim)) * 0.23).astype(np.float32)
+    exact = ExactIndex(dim)
+    exact.upsert(np.arange(n), prototypes)
+    ivf = IVFIndex.build(np.arange(n), prototypes)
+    want, got = exact.rank(queries, 1), ivf.rank(queries, 1)
+    np.testing.assert_array_equal(got.class_ids, want.class_ids)
+    np.testing.assert_allclose(got.probabilities(), want.probabilities(), rtol=0.01)
