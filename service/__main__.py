@@ -19,6 +19,7 @@ import uvicorn
 
 from service.logs import logging_config
 from service.settings import Settings
+from service.threads import set_thread_environment
 
 
 def exit_quietly(_signal: int, _frame: FrameType | None) -> None:
@@ -52,6 +53,7 @@ def return_freed_memory_to_the_os() -> None:
 
 def serve(settings: Settings) -> None:
     return_freed_memory_to_the_os()
+    set_thread_environment(settings.torch_threads, settings.workers)
     signal.signal(signal.SIGTERM, exit_quietly)  # uvicorn's own handler replaces it while serving
     uvicorn.run(
         "service.app:create_server_app",
