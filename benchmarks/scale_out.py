@@ -27,7 +27,8 @@ service`` processes on one database, measured side by side in one run.
 Then a summary table of every number and its target, and the warnings and errors that the
 servers logged. Every process is stopped and every throwaway database dropped on the way out,
 errors included. PROTONET_* variables of the caller's environment are ignored (PostgreSQL:
-``service.launcher.POSTGRES_ADMIN_URL``, trust auth).
+``service.launcher.POSTGRES_ADMIN_URL``, trust auth); others, e.g. ``OMP_NUM_THREADS``, reach
+the servers. The servers' logs (level warning) go to ``--log-dir`` if given.
 
     python benchmarks/scale_out.py [--quick] [--writes 200] [--pairs 1000] [--duration 10]
         [--upgrade-examples 6000] [--kills 10] [--sections 1,2,3,4,5] [--log-dir DIR]
@@ -113,7 +114,9 @@ def write_perturbed_checkpoint(path: Path, scale: float = 0.01, seed: int = 1) -
     for name, tensor in checkpoint.state_dict.items():
         if tensor.is_floating_point():
             noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
-            checkpoint.state_dict[name] = tensor + scale * noise * tensor.std().clamp_min(1e-3)
+            checkpoint.state_dict[name] = tensor + scale * noise * tensor.abs().mean().clamp_min(
+                1e-3
+            )
     checkpoint.metadata = {**checkpoint.metadata, "benchmark": "perturbed for scale_out.py"}
     return save_checkpoint(checkpoint, path)
 
@@ -130,14 +133,21 @@ def percentile_ms(seconds: Sequence[float] | np.ndarray, q: float) -> float:
 
 
 class Fleet:
-    """The service processes this run starts (restarted ones too), each logging to its own
-    file under ``log_dir``; :meth:`close` stops every one still running."""
+    """The service processes of one measurement (restarted ones too), each logging to its own
+    file under ``log_dir``; leaving the ``with`` block stops every one still running, so
+    enter it after (inside) the database it uses: processes stop before it is dropped."""
 
     def __init__(self, log_dir: Path, workdir: Path) -> None:
         self.log_dir = log_dir
         self.workdir = workdir
         self.processes: list[LocalServer] = []
         self._lock = threading.Lock()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def env(
         self, checkpoint: Path, database_url: str | None, data_dir: Path, **extra: str
@@ -402,9 +412,9 @@ class Throughput:
 
 
 def measure_throughput(
-    fleet: Fleet, workdir: Path, drawings: Drawings, seconds: float, workers: Sequence[int]
+    fleet: Fleet, drawings: Drawings, seconds: float, workers: Sequence[int]
 ) -> dict[int, Throughput]:
-    data_dir = workdir / "throughput"
+    data_dir = fleet.workdir / "throughput"
     name, path = "throughput", "/v1/collections/throughput/query"
     bodies = query_bodies(drawings, name, 64)
     database_url = f"sqlite:///{(data_dir / 'protonet.sqlite3').resolve()}"
@@ -503,9 +513,12 @@ def measure_upgrade(
         version_b = client.model()["version"]
         served = client.get_collection(name)["n_examples"]
         answers = {client.query(name, [drawings.png(i)])["model_version"] for i in range(3)}
-    phases: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+    phases: dict[str, list[float]] = {"before": [], "during": [], "first": [], "after": []}
     for sent, latency, _, _ in samples:
-        phase = "before" if sent < upgrade_started else "during" if sent < switched else "after"
+        if sent < switched:
+            phase = "before" if sent < upgrade_started else "during"
+        else:  # B's first second apart: a process that has just turned ready
+            phase = "first" if sent < switched + 1.0 else "after"
         phases[phase].append(latency)
     statuses = Counter(status for _, _, status, _ in samples)
     return Upgrade(
@@ -536,6 +549,7 @@ class Kills:
     failure_kinds: dict[str, int]
     unacknowledged_present: int  # labels stored although their write was not acknowledged
     restart_ready_s: list[float]
+    failed_starts: list[str]  # restarts that did not become ready (retried), and why
 
 
 def measure_kills(
@@ -577,6 +591,19 @@ def measure_kills(
     for thread in writers:
         thread.start()
     restart_ready: list[float] = []
+    failed_starts: list[str] = []
+
+    def restart(name: str, port: int, attempts: int = 3) -> LocalServer:
+        """Start on ``port`` again; a start that fails is recorded and tried again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return fleet.start(f"{name}-try{attempt}" if attempt > 1 else name, env, port)
+            except (RuntimeError, TimeoutError) as error:
+                failed_starts.append(f"{name} (log {name}.log): {error}")
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     try:
         for i in range(kills):
             time.sleep(interval_s)
@@ -585,7 +612,7 @@ def measure_kills(
             servers[k].process.send_signal(signal.SIGKILL)
             servers[k].process.wait()
             started = time.perf_counter()
-            servers[k] = fleet.start(f"kill-replica{k}-restart{i}", env, port=port)
+            servers[k] = restart(f"kill-replica{k}-restart{i}", port)
             restart_ready.append(time.perf_counter() - started)
         time.sleep(interval_s)
     finally:
@@ -616,6 +643,7 @@ def measure_kills(
         failure_kinds=dict(failures),
         unacknowledged_present=len(unacknowledged),
         restart_ready_s=restart_ready,
+        failed_starts=failed_starts,
     )
 
 
@@ -661,75 +689,59 @@ def run_section(results: Results, title: str, body: Callable[[], None]) -> None:
 
 
 def replica_pair_sections(
-    results: Results, fleet: Fleet, args: argparse.Namespace, drawings: Drawings, postgres: bool
+    results: Results, args: argparse.Namespace, dirs: tuple[Path, Path], postgres: bool
 ) -> None:
     """1. and 2. on two processes of one database."""
     backend = POSTGRES if postgres else SQLITE
+    log_dir, workdir = dirs
+    drawings = Drawings(200)
     with ExitStack() as stack:
         url = stack.enter_context(throwaway_postgres()) if postgres else None
-        data_dir = fleet.workdir / ("pair-postgres" if postgres else "pair-sqlite")
+        fleet = stack.enter_context(Fleet(log_dir, workdir))
+        data_dir = workdir / ("pair-postgres" if postgres else "pair-sqlite")
         env = fleet.env(BUNDLED_CHECKPOINT, url, data_dir)
         prefix = "pg" if postgres else "sqlite"
         a, b = fleet.start_many([f"{prefix}-a", f"{prefix}-b"], env)
-        try:
-            if 1 in args.sections:
-                results.visibility[backend] = measure_visibility(a, b, args.writes, drawings)
-            if 2 in args.sections:
-                results.consistency[backend] = measure_read_your_writes(
-                    [a, b], args.pairs, drawings
-                )
-        finally:
-            stop(a.process)
-            stop(b.process)
+        if 1 in args.sections:
+            results.visibility[backend] = measure_visibility(a, b, args.writes, drawings)
+        if 2 in args.sections:
+            results.consistency[backend] = measure_read_your_writes([a, b], args.pairs, drawings)
 
 
 def run(args: argparse.Namespace, workdir: Path, log_dir: Path) -> Results:
+    """Every measurement in turn; each stops its processes and drops its database (errors
+    included) before the next one starts."""
     results = Results()
+    dirs = (log_dir, workdir)
     drawings = Drawings(200)
-    with ExitStack() as stack:
-        fleet = Fleet(log_dir, workdir)
-        stack.callback(fleet.close)  # every process, even after an error
-        for postgres in (True, False):
-            if args.sections & {1, 2}:
-                title = f"1-2. visibility and read-your-writes, {POSTGRES if postgres else SQLITE}"
-                run_section(
-                    results,
-                    title,
-                    lambda p=postgres: replica_pair_sections(results, fleet, args, drawings, p),
-                )
-        if 3 in args.sections:
+    for postgres in (True, False):
+        if args.sections & {1, 2}:
+            title = f"1-2. visibility and read-your-writes, {POSTGRES if postgres else SQLITE}"
+            run_section(
+                results, title, lambda p=postgres: replica_pair_sections(results, args, dirs, p)
+            )
 
-            def throughput() -> None:
-                results.throughput = measure_throughput(
-                    fleet, workdir, drawings, args.duration, (1, 2)
-                )
+    def throughput() -> None:
+        with Fleet(log_dir, workdir) as fleet:
+            results.throughput = measure_throughput(fleet, drawings, args.duration, (1, 2))
 
-            run_section(results, "3. query throughput by PROTONET_WORKERS", throughput)
-        if 4 in args.sections:
+    def upgrade() -> None:
+        checkpoint_b = write_perturbed_checkpoint(workdir / "model-b.pt")
+        with throwaway_postgres() as url, Fleet(log_dir, workdir) as fleet:
+            results.upgrade = measure_upgrade(
+                fleet, url, checkpoint_b, drawings, args.upgrade_examples, args.baseline, args.after
+            )
 
-            def upgrade() -> None:
-                checkpoint_b = write_perturbed_checkpoint(workdir / "model-b.pt")
-                with throwaway_postgres() as url:
-                    results.upgrade = measure_upgrade(
-                        fleet,
-                        url,
-                        checkpoint_b,
-                        drawings,
-                        args.upgrade_examples,
-                        args.baseline,
-                        args.after,
-                    )
+    def kills() -> None:
+        with throwaway_postgres() as url, Fleet(log_dir, workdir) as fleet:
+            results.kills = measure_kills(fleet, url, drawings, args.kills, args.kill_interval)
 
-            run_section(results, "4. model upgrade under queries", upgrade)
-        if 5 in args.sections:
-
-            def kills() -> None:
-                with throwaway_postgres() as url:
-                    results.kills = measure_kills(
-                        fleet, url, drawings, args.kills, args.kill_interval
-                    )
-
-            run_section(results, "5. SIGKILL of replicas under writes", kills)
+    if 3 in args.sections:
+        run_section(results, "3. query throughput by PROTONET_WORKERS", throughput)
+    if 4 in args.sections:
+        run_section(results, "4. model upgrade under queries", upgrade)
+    if 5 in args.sections:
+        run_section(results, "5. SIGKILL of replicas under writes", kills)
     return results
 
 
@@ -798,7 +810,8 @@ def print_details(results: Results, args: argparse.Namespace) -> None:
         labels = {
             "before": f"before (on A, {args.baseline:g} s baseline)",
             "during": "during (on A while B embeds)",
-            "after": f"after (on B, A stopped; {args.after:g} s)",
+            "first": "B's first second after the switch (A stopping)",
+            "after": f"after that (on B, A stopped; until {args.after:g} s after the switch)",
         }
         for phase, label in labels.items():
             print(f"| {label} | {u.requests[phase]:,} | {u.p99_ms[phase]:.1f} |")
@@ -825,6 +838,8 @@ def print_details(results: Results, args: argparse.Namespace) -> None:
         )
         for example in k.lost_examples:
             print(f"  lost: {example}")
+        for failure in k.failed_starts:
+            print(f"  restart failed (retried): {failure}")
 
 
 def print_summary(results: Results) -> None:
@@ -868,8 +883,8 @@ def print_summary(results: Results) -> None:
         )
         rows.append(
             (
-                "query p99 before / during the upgrade",
-                f"{u.p99_ms['before']:.1f} / {u.p99_ms['during']:.1f} ms",
+                "query p99 before / during the upgrade / B's first second",
+                f"{u.p99_ms['before']:.1f} / {u.p99_ms['during']:.1f} / {u.p99_ms['first']:.1f} ms",
                 "reported",
                 "",
             )
@@ -886,6 +901,15 @@ def print_summary(results: Results) -> None:
                 f"{lost} of {k.acknowledged:,}",
                 "0",
                 met(lost == 0 and k.acknowledged > 0),
+            )
+        )
+        failed = len(k.failed_starts)
+        rows.append(
+            (
+                f"replica restarts that failed to start ({k.kills} restarts)",
+                f"{failed}",
+                "0",
+                met(not failed),
             )
         )
     for title, error in results.failed_sections.items():
@@ -925,7 +949,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="3: seconds per throughput run (10)")
     parser.add_argument("--upgrade-examples", type=int, help="4: stored examples (6000)")
     parser.add_argument("--baseline", type=float, help="4: seconds of load before it (5)")
-    parser.add_argument("--after", type=float, help="4: seconds of load on B after it (3)")
+    parser.add_argument("--after", type=float, help="4: seconds of load on B after it (5)")
     parser.add_argument("--kills", type=int, help="5: SIGKILLs (10)")
     parser.add_argument("--kill-interval", type=float, help="5: seconds of writes between (2)")
     parser.add_argument(
@@ -939,7 +963,7 @@ def parse_args() -> argparse.Namespace:
         "duration": (10.0, 2.0),
         "upgrade_examples": (6000, 1000),
         "baseline": (5.0, 2.0),
-        "after": (3.0, 1.0),
+        "after": (5.0, 2.0),
         "kills": (10, 3),
         "kill_interval": (2.0, 1.0),
     }

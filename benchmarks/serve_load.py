@@ -47,8 +47,9 @@ from service.client import Calls, ProtonetClient  # noqa: E402
 from service.encoder import Encoder  # noqa: E402
 from service.launcher import local_server  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
-from service.state import configure_threads, default_threads  # noqa: E402
+from service.state import configure_threads  # noqa: E402
 from service.storage import Storage  # noqa: E402
+from service.threads import default_threads  # noqa: E402
 
 # wrk's Lua hooks: POST bodies read from a file (one JSON document per line), cycled through;
 # without a file, plain GETs. ``done`` prints the numbers as one JSON line for this script.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import os
 import signal
 import sys
 from types import FrameType
@@ -20,6 +19,7 @@ import uvicorn
 
 from service.logs import logging_config
 from service.settings import Settings
+from service.threads import set_thread_environment
 
 
 def exit_quietly(_signal: int, _frame: FrameType | None) -> None:
@@ -53,9 +53,7 @@ def return_freed_memory_to_the_os() -> None:
 
 def serve(settings: Settings) -> None:
     return_freed_memory_to_the_os()
-    # OpenMP threads (torch's and FAISS's) sleep when idle instead of spinning: spinning
-    # threads of one runtime steal the cores the other needs (FAISS issues #2502, #3426).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_thread_environment(settings.torch_threads, settings.workers)
     signal.signal(signal.SIGTERM, exit_quietly)  # uvicorn's own handler replaces it while serving
     uvicorn.run(
         "service.app:create_server_app",

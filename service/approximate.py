@@ -62,12 +62,12 @@ class IVFIndex:
 
     kind: Final = "ivf"
 
-    def __init__(self, index: Any, ids: np.ndarray, vectors: np.ndarray, trained_size: int) -> None:
-        """Wrap a filled FAISS index that holds ``vectors [n, dim]`` under ``ids [n]``."""
+    def __init__(self, index: Any, ids: np.ndarray, tail: TailSample, trained_size: int) -> None:
+        """Wrap a filled FAISS index that holds the prototypes of ``ids [n]``."""
         self.dim = index.d
         self._index = index
         self._ids = set(np.asarray(ids, dtype=np.int64).tolist())
-        self._tail = TailSample.draw(ids, vectors)
+        self._tail = tail
         self.trained_size = trained_size  # prototypes it was clustered on (rebuild when 4x)
 
     @classmethod
@@ -84,13 +84,16 @@ class IVFIndex:
         index.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove_ids by id, in place
         index.nprobe = min(nprobe, lists)
         index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-        return cls(index, ids, vectors, n)
+        return cls(index, ids, TailSample.draw(ids, vectors), n)
 
     def __len__(self) -> int:
         return len(self._ids)
 
     def __contains__(self, class_id: int) -> bool:
         return class_id in self._ids
+
+    def holds_exactly(self, class_ids: set[int]) -> bool:
+        return self._ids == class_ids
 
     @property
     def nprobe(self) -> int:
@@ -162,6 +165,14 @@ class TailSample:
         rows = np.random.default_rng(0).choice(len(ids), size, replace=False)
         return cls(np.asarray(ids)[rows], np.asarray(vectors)[rows])
 
+    @classmethod
+    def draw_from(cls, index: Any, ids: np.ndarray, size: int = TAIL_SAMPLE) -> TailSample:
+        """A sample of a filled index's prototypes, read by id (no copy of the whole index)."""
+        if len(ids) > size:
+            ids = np.asarray(ids)[np.random.default_rng(0).choice(len(ids), size, replace=False)]
+        vectors = np.stack([index.reconstruct(int(i)) for i in ids]) if len(ids) else None
+        return cls(ids, vectors if vectors is not None else np.zeros((0, index.d), np.float32))
+
     def update(self, class_ids: np.ndarray, vectors: np.ndarray) -> None:
         for class_id, vector in zip(class_ids.tolist(), vectors, strict=True):
             row = self.rows.get(class_id)
@@ -190,6 +201,17 @@ class TailSample:
         return terms * (n_classes / max(int(self.alive.sum()), 1))
 
 
+def list_ids(index: Any) -> np.ndarray:
+    """The ids ``[n]`` stored in an IVF index's inverted lists."""
+    lists = index.invlists
+    ids = [
+        faiss.rev_swig_ptr(lists.get_ids(number), lists.list_size(number)).copy()
+        for number in range(lists.nlist)
+        if lists.list_size(number)
+    ]
+    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+
 def export_lists(index: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(ids [n], vectors [n, dim])`` stored in an IVF-Flat index's inverted lists."""
     lists, dim = index.invlists, index.d
@@ -205,12 +227,12 @@ def export_lists(index: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ids), np.concatenate(vectors)
 
 
-Snapshot = tuple[bytes, int, int]  # serialized index, classes, trained size
+Snapshot = tuple[np.ndarray, int, int]  # serialized index (uint8), classes, trained size
 
 
 def snapshot(index: IVFIndex) -> Snapshot:
     """The index serialized in memory (fast: hold the collection's lock only for this)."""
-    return faiss.serialize_index(index._index).tobytes(), len(index), index.trained_size
+    return faiss.serialize_index(index._index), len(index), index.trained_size
 
 
 @dataclass(frozen=True)
@@ -243,13 +265,14 @@ class IndexFiles:
             "model_version": model_version,
             "classes": classes,
             "trained_size": trained_size,
-            "sha256": hashlib.sha256(data).hexdigest(),
+            "sha256": hashlib.sha256(data.data).hexdigest(),
         }
         path = self.path(collection_id, model_version)
         self.directory.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with open(temporary, "wb") as file:
-            file.write(MAGIC + json.dumps(header).encode() + b"\n" + data)
+            file.write(MAGIC + json.dumps(header).encode() + b"\n")
+            file.write(data.data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -268,20 +291,23 @@ class IndexFiles:
 
     @staticmethod
     def _read(path: Path, model_version: str) -> PersistedIndex:
-        raw = path.read_bytes()
-        if not raw.startswith(MAGIC):
-            raise ValueError("not a protonet index file")
-        header_line, _, data = raw[len(MAGIC) :].partition(b"\n")
-        header = json.loads(header_line)
-        if header["model_version"] != model_version:
-            raise ValueError(f"made by model {header['model_version']}")
-        if hashlib.sha256(data).hexdigest() != header["sha256"]:
+        # One copy of the index's bytes in memory (then FAISS's own), not several.
+        with open(path, "rb") as file:
+            if file.read(len(MAGIC)) != MAGIC:
+                raise ValueError("not a protonet index file")
+            header = json.loads(file.readline())
+            if header["model_version"] != model_version:
+                raise ValueError(f"made by model {header['model_version']}")
+            data = np.fromfile(file, dtype=np.uint8)
+        if hashlib.sha256(data.data).hexdigest() != header["sha256"]:
             raise ValueError("checksum mismatch")
-        index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        index = faiss.deserialize_index(data)
+        del data
         if not isinstance(index, faiss.IndexIVFFlat):
             raise ValueError(f"unexpected index type {type(index).__name__}")
-        ids, vectors = export_lists(index)
-        ivf = IVFIndex(index, ids, vectors, int(header["trained_size"]))
+        ids = list_ids(index)
+        tail = TailSample.draw_from(index, ids)
+        ivf = IVFIndex(index, ids, tail, int(header["trained_size"]))
         if len(ivf) != header["classes"]:
             raise ValueError("class count does not match its header")
         return PersistedIndex(ivf, int(header["revision"]))

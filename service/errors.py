@@ -101,8 +101,8 @@ def domain_error_response(error: ProtonetError) -> JSONResponse:
     """The response of a domain error (also used by middleware, outside the handlers)."""
     status_code, kind = status_of(error)
     if status_code >= 500 and not isinstance(
-        error, OverloadedError | RevisionNotReachedError
-    ):  # no log floods
+        error, OverloadedError | RevisionNotReachedError | NotReadyError
+    ):  # expected while starting or under load: no log floods
         logger.error("%s: %s", type(error).__name__, error)
     response = error_response(status_code, kind, str(error))
     response.headers.update(headers_of(error))

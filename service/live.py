@@ -166,9 +166,17 @@ class LiveCollection:
         return class_ids.tolist()
 
     def load(self, classes: list[StoredClass], stored: StoredEmbeddings) -> None:
-        """Build the index from the collection's stored classes and embeddings (at startup)."""
+        """Build the index from the collection's stored classes and embeddings (at startup).
+
+        Embeddings of classes not in ``classes`` are left out: they were stored after the
+        classes were listed (another process wrote meanwhile), and the change feed, which
+        starts from before the listing, brings them in."""
+        labels = {c.id: c.label for c in classes}
+        listed = np.isin(stored.class_ids, list(labels))
+        if not listed.all():
+            stored = StoredEmbeddings(stored.class_ids[listed], stored.embeddings[listed])
         if classes:
-            self.update_classes({c.id: c.label for c in classes}, stored)
+            self.update_classes(labels, stored)
 
     def load_persisted(self, classes: list[StoredClass], index: IVFIndex) -> None:
         """Take a persisted index as it is, and the class table from storage (at startup);

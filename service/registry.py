@@ -168,7 +168,7 @@ class CollectionRegistry:
         live.load_persisted(classes, persisted.index)
         changes = self.storage.collection_changes_after(live.id, persisted.revision)
         self._refresh(live, {i for change in changes for i in change.class_ids})
-        if set(persisted.index.export()[0].tolist()) != live.indexed_ids():
+        if not persisted.index.holds_exactly(live.indexed_ids()):
             logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
             return False
         self._saved_revisions[live.id] = persisted.revision

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import threading
 from typing import Literal
 
@@ -26,21 +25,12 @@ from service.registry import AllTenantsSummary, CollectionRegistry
 from service.settings import Settings
 from service.storage import Storage
 from service.sync import ChangeFeed, Heartbeat, new_replica
+from service.threads import default_threads
 from service.upgrade import embed_stored_examples
 
 logger = logging.getLogger(__name__)
 
 Readiness = Literal["starting", "ready", "failed"]
-
-
-def default_threads(workers: int = 1) -> int:
-    """All the cores this process may use but one: that one is left to the event loop and
-    image decoding (Python, under the GIL), so torch's threads do not fight them for it.
-    With several worker processes on the host, each gets its share of the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if workers > 1:
-        return max(1, (cores or 1) // workers)
-    return max(1, (cores or 1) - 1)
 
 
 def configure_threads(threads: int | None, workers: int = 1) -> int:
@@ -49,6 +39,9 @@ def configure_threads(threads: int | None, workers: int = 1) -> int:
     threads = threads or default_threads(workers)
     torch.set_num_threads(threads)
     # FAISS has its own OpenMP runtime: the same budget, so the two never oversubscribe.
+    # Both calls set the calling thread's count only; every other thread (the encoder's, a
+    # background IVF build) takes OMP_NUM_THREADS, which python -m service sets to the same
+    # number before either library loads (service/threads.py).
     faiss.omp_set_num_threads(threads)
     return threads
 

@@ -498,6 +498,16 @@ class Storage:
         with self._sessions() as session:
             return int(session.scalar(select(func.count(ExampleRecord.id))) or 0)
 
+    def count_unembedded(self, model_version: str) -> int:
+        """Examples with no embedding by ``model_version`` (one statement: one snapshot)."""
+        embedded = select(EmbeddingRecord.example_id).where(
+            EmbeddingRecord.example_id == ExampleRecord.id,
+            EmbeddingRecord.model_version == model_version,
+        )
+        query = select(func.count(ExampleRecord.id)).where(~embedded.exists())
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
     def count_embeddings_by_version(self) -> dict[str, int]:
         """``model version -> number of stored embeddings``."""
         query = select(EmbeddingRecord.model_version, func.count()).group_by(

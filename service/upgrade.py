@@ -31,16 +31,16 @@ def conform_pixels(pixels: list[np.ndarray], encoder: Encoder) -> np.ndarray:
 
 def count_unembedded_examples(storage: Storage, model_version: str) -> int:
     """How many stored examples have no embedding by ``model_version`` (logged)."""
-    by_version = storage.count_embeddings_by_version()
-    missing = storage.count_examples() - by_version.get(model_version, 0)
+    missing = storage.count_unembedded(model_version)
     if missing > 0:
+        by_version = storage.count_embeddings_by_version()
         logger.info(
             "model is now %s: embedding %d stored examples (stored versions: %s)",
             model_version,
             missing,
             ", ".join(f"{version}: {count}" for version, count in sorted(by_version.items())),
         )
-    return max(missing, 0)
+    return missing
 
 
 def embed_stored_examples(

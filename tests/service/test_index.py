@@ -11,7 +11,7 @@ import torch
 from protonet.prototypes import squared_euclidean
 from service.index import ExactIndex
 from service.live import LiveCollection
-from service.storage import StoredEmbeddings
+from service.storage import StoredClass, StoredEmbeddings
 
 DIM = 8
 
@@ -149,3 +149,14 @@ def test_readers_never_see_a_class_missing_while_it_is_updated():
     for thread in readers:
         thread.join()
     assert not problems, problems[:5]
+
+
+def test_loading_leaves_out_embeddings_of_classes_listed_after_it():
+    """At startup the class list and the embeddings are two reads; a class another process
+    created in between has embeddings but no label yet: the change feed brings it in later."""
+    live = LiveCollection(1, "c", DIM)
+    embeddings = stored([1, 1, 2, 3])  # class 3 came after the listing
+    live.load([StoredClass(1, "a", 2), StoredClass(2, "b", 1)], embeddings)
+    summary = live.summary()
+    assert (summary.n_classes, summary.n_examples) == (2, 3)
+    assert live.class_id("a") == 1 and live.class_id("b") == 2

@@ -1,0 +1,34 @@
+"""How many threads the numeric libraries get, decided without importing them.
+
+torch's intra-op pool and oneDNN, which its convolutions use, run on OpenMP. OpenMP's thread
+count is per thread: ``torch.set_num_threads`` in one thread leaves oneDNN in every other
+thread (the encoder's, the rank stage's) at one thread per core, and their spinning threads
+then fight the event loop and other worker processes for the cores (measured: throughput
+swung from ~300 to ~60 queries/s between runs of benchmarks/scale_out.py). The environment
+variable reaches every thread, so ``python -m service`` sets ``OMP_NUM_THREADS`` before torch
+is imported.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def default_threads(workers: int = 1) -> int:
+    """All the cores this process may use but one: that one is left to the event loop and
+    image decoding (Python, under the GIL), so torch's threads do not fight them for it.
+    With several worker processes on the host, each gets its share of the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if workers > 1:
+        return max(1, (cores or 1) // workers)
+    return max(1, (cores or 1) - 1)
+
+
+def set_thread_environment(threads: int | None, workers: int = 1) -> int:
+    """Before torch is imported: every OpenMP thread team of this process (and of worker
+    processes started from it) gets ``threads`` threads (unless OMP_NUM_THREADS is set), and
+    idle OpenMP threads sleep instead of spinning. Returns the number."""
+    threads = threads or default_threads(workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return threads

@@ -1,0 +1,32 @@
+"""``python -m service`` fixes the OpenMP thread count for every thread before torch loads."""
+
+from __future__ import annotations
+
+import os
+
+import service.__main__ as entry
+from service.threads import default_threads, set_thread_environment
+
+
+def test_python_m_service_sets_the_openmp_environment(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("PROTONET_TORCH_THREADS", "3")
+    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(entry.signal, "signal", lambda *args: None)
+    entry.main([])
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_an_operators_openmp_setting_wins(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    assert set_thread_environment(None) == default_threads()
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+
+
+def test_workers_share_the_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)))
+    assert default_threads() == 7
+    assert default_threads(workers=2) == 4
+    assert default_threads(workers=16) == 1
