@@ -8,18 +8,23 @@ python -m service embeddings --drop-unused   # drop versions no live process ser
 
 from __future__ import annotations
 
-import argparse
-import ctypes
-import logging
-import signal
-import sys
-from types import FrameType
+# First, before anything imports torch, numpy or FAISS (service.logs does, through protonet):
+# OpenMP and BLAS read their thread counts when they load.
+from service.threads import set_thread_environment, thread_environment_from_variables
 
-import uvicorn
+thread_environment_from_variables()
 
-from service.logs import logging_config
-from service.settings import Settings
-from service.threads import set_thread_environment
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from types import FrameType  # noqa: E402
+
+import uvicorn  # noqa: E402
+
+from service.logs import logging_config  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def exit_quietly(_signal: int, _frame: FrameType | None) -> None:

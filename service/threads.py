@@ -6,7 +6,7 @@ thread (the encoder's, the rank stage's) at one thread per core, and their spinn
 then fight the event loop and other worker processes for the cores (measured: throughput
 swung from ~300 to ~60 queries/s between runs of benchmarks/scale_out.py). The environment
 variable reaches every thread, so ``python -m service`` sets ``OMP_NUM_THREADS`` before torch
-is imported.
+is imported (the first thing service/__main__.py does).
 """
 
 from __future__ import annotations
@@ -29,6 +29,25 @@ def set_thread_environment(threads: int | None, workers: int = 1) -> int:
     processes started from it) gets ``threads`` threads (unless OMP_NUM_THREADS is set), and
     idle OpenMP threads sleep instead of spinning. Returns the number."""
     threads = threads or default_threads(workers)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        # numpy's BLAS too (the IVF index's softmax estimate multiplies matrices with it).
+        os.environ.setdefault(variable, str(threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     return threads
+
+
+def thread_environment_from_variables() -> None:
+    """:func:`set_thread_environment` from ``PROTONET_TORCH_THREADS`` and ``PROTONET_WORKERS``
+    as they are in the environment, read before the settings can be (their validation, which
+    reports bad values, needs imports that load torch)."""
+
+    def number(name: str, default: int | None) -> int | None:
+        try:
+            value = int(os.environ.get(name, ""))
+        except ValueError:
+            return default
+        return value if value > 0 else default
+
+    set_thread_environment(
+        number("PROTONET_TORCH_THREADS", None), number("PROTONET_WORKERS", 1) or 1
+    )
