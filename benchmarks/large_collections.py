@@ -49,7 +49,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import socket
 import sys
@@ -73,6 +72,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from service.approximate import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
@@ -802,17 +802,6 @@ def measure_queries(
 
 
 # -- the report ------------------------------------------------------------------------------
-
-
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
-        platform.processor() or platform.machine(),
-    )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
-    return f"{model}, {cores} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 def print_geometry(geometry: Geometry, results: list[InProcess]) -> None:

@@ -41,7 +41,6 @@ import asyncio
 import io
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -66,6 +65,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from service.client import Calls, ProtonetAPIError, ProtonetClient  # noqa: E402
 from service.launcher import LocalServer, start, stop, throwaway_postgres  # noqa: E402
@@ -650,16 +650,6 @@ def measure_kills(
 # -- the run --------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
-        platform.processor() or platform.machine(),
-    )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{model}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}"
-
-
 @dataclass
 class Results:
     visibility: dict[str, Visibility] = field(default_factory=dict)
@@ -987,7 +977,10 @@ def main() -> int:
         log_dir.mkdir(parents=True, exist_ok=True)
         results = run(args, workdir, log_dir)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        print(f"\n{stamp}; {machine()}; {time.perf_counter() - started:.0f} s in all")
+        print(
+            f"\n{stamp}; {machine()}, torch {torch.__version__}; "
+            f"{time.perf_counter() - started:.0f} s in all"
+        )
         print_details(results, args)
         print_summary(results)
         print_server_logs(log_dir)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "examples")]
 from omniglot_quickstart import DEFAULT_ZIP, read_characters  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from protonet.model import embedding_dim  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
@@ -225,18 +225,6 @@ def measure_load(wrk: Wrk, workdir: Path, queries: list[bytes]) -> dict[str, Loa
         name = f"query 1 image, {LARGE}, c={connections}"
         results[name] = wrk.warm_and_run(large_query, connections, large)
     return results
-
-
-def machine() -> str:
-    """CPU model, usable cores and memory, e.g. for the table's heading."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next(
-        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if "model name" in line),
-        platform.processor() or platform.machine(),
-    )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{model}, {cores} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 @dataclass(frozen=True)

@@ -344,11 +344,14 @@ class Storage:
 
     def prune_changes(self, older_than: timedelta) -> int:
         """Forget changes older than ``older_than`` (every live process has applied them)."""
+        return self._delete(
+            delete(ChangeRecord).where(ChangeRecord.created_at < _utcnow() - older_than)
+        )
+
+    def _delete(self, statement: Any) -> int:
+        """Run one DELETE in its own transaction; returns how many rows it removed."""
         with self._writes.begin() as session:
-            result = session.execute(
-                delete(ChangeRecord).where(ChangeRecord.created_at < _utcnow() - older_than)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
 
     # -- collections and classes -----------------------------------------------------------
 
@@ -500,11 +503,7 @@ class Storage:
 
     def count_unembedded(self, model_version: str) -> int:
         """Examples with no embedding by ``model_version`` (one statement: one snapshot)."""
-        embedded = select(EmbeddingRecord.example_id).where(
-            EmbeddingRecord.example_id == ExampleRecord.id,
-            EmbeddingRecord.model_version == model_version,
-        )
-        query = select(func.count(ExampleRecord.id)).where(~embedded.exists())
+        query = select(func.count(ExampleRecord.id)).where(_not_embedded_by(model_version))
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
@@ -527,10 +526,6 @@ class Storage:
         """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, or of one
         collection, if given) that have no embedding by ``model_version``, by id (keyset
         pagination)."""
-        embedded = select(EmbeddingRecord.example_id).where(
-            EmbeddingRecord.example_id == ExampleRecord.id,
-            EmbeddingRecord.model_version == model_version,
-        )
         query = (
             select(
                 ExampleRecord.id,
@@ -539,7 +534,7 @@ class Storage:
                 ExampleRecord.width,
                 ExampleRecord.channels,
             )
-            .where(ExampleRecord.id > after_id, ~embedded.exists())
+            .where(ExampleRecord.id > after_id, _not_embedded_by(model_version))
             .order_by(ExampleRecord.id)
             .limit(limit)
         )
@@ -588,11 +583,9 @@ class Storage:
 
     def drop_embeddings(self, model_versions: Sequence[str]) -> int:
         """Delete every embedding made by ``model_versions``; returns how many."""
-        with self._writes.begin() as session:
-            result = session.execute(
-                delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return self._delete(
+            delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
+        )
 
     # -- live processes --------------------------------------------------------------------
 
@@ -614,11 +607,9 @@ class Storage:
 
     def prune_replicas(self, older_than: timedelta) -> int:
         """Forget processes not seen for ``older_than`` (killed ones never remove their row)."""
-        with self._writes.begin() as session:
-            result = session.execute(
-                delete(ReplicaRecord).where(ReplicaRecord.seen_at < _utcnow() - older_than)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return self._delete(
+            delete(ReplicaRecord).where(ReplicaRecord.seen_at < _utcnow() - older_than)
+        )
 
     def remove_replica(self, replica_id: str) -> None:
         with self._writes.begin() as session:
@@ -632,6 +623,15 @@ class Storage:
                 Replica(r.id, r.model_version, r.host, r.pid, r.ready, r.seen_at)
                 for r in session.scalars(query.order_by(ReplicaRecord.started_at))
             ]
+
+
+def _not_embedded_by(model_version: str) -> Any:
+    """The condition "this example has no embedding by ``model_version``"."""
+    embedded = select(EmbeddingRecord.example_id).where(
+        EmbeddingRecord.example_id == ExampleRecord.id,
+        EmbeddingRecord.model_version == model_version,
+    )
+    return ~embedded.exists()
 
 
 def _stored(record: CollectionRecord) -> StoredCollection:
