@@ -33,6 +33,7 @@ async def test_a_read_waits_for_the_catch_up_then_503_with_retry_after(tmp_path,
         await client.create_collection("c")
         written = await client.add_support("c", [("a", drawings.png(0))])
         registry = running.state.registry
+        running.state.feed.stop()  # else its next poll may record the write as applied
         # Pretend this process has not applied the write, and catching up is slow.
         live = registry._collections["default", "c"]
         live.revision, registry.applied_through = 0, 0
