@@ -21,11 +21,12 @@ COPY constraints.txt pyproject.toml ./
 # torch first, from PyTorch's CPU index: the default index's wheel pulls CUDA (gigabytes).
 # constraints.txt pins it, so resolving the other dependencies cannot replace it.
 RUN pip install -c constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-# The service's dependencies and its 'postgres' extra (psycopg 3; its binary wheel bundles
-# libpq, so the runtime stage needs no system package), read from pyproject.toml (the one list
-# of them). The project itself is not installed: it runs from /app, where it finds the bundled
+# The service's dependencies: the client base, the 'core' and 'serve' extras and 'postgres'
+# (psycopg 3; its binary wheel bundles libpq, so the runtime stage needs no system package),
+# read from pyproject.toml (the one list of them); the trainer's extra (tqdm, matplotlib) is
+# left out. The project itself is not installed: it runs from /app, where it finds the bundled
 # model beside it.
-RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(project['dependencies'] + project['optional-dependencies']['postgres']))" > requirements.txt \
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = project['optional-dependencies']; wanted = project['dependencies'] + extras['core'] + extras['serve'] + extras['postgres']; print('\n'.join(r for r in wanted if not r.startswith('protonet-service')))" > requirements.txt \
     && pip install -c constraints.txt -r requirements.txt
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,postgres]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,postgres,dev]'
 	touch $(STAMP)
 
 run: install
@@ -28,7 +28,7 @@ format: install
 	$(BIN)/ruff format .
 
 typecheck: install
-	$(BIN)/mypy protonet training service
+	$(BIN)/mypy protonet protonet_cli training service
 
 pytest: install
 	$(BIN)/python -m pytest -q

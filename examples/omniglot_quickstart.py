@@ -3,8 +3,11 @@
 Registers five characters from ``images_evaluation.zip`` (alphabets the bundled model never saw
 in training) with five drawings each, then classifies the other drawings of them.
 
-    python -m service &                                  # in the repository root
-    python examples/omniglot_quickstart.py               # or: ... http://host:port --seed 3
+    .venv/bin/python -m service &                        # in the repository root
+    .venv/bin/python examples/omniglot_quickstart.py     # or: ... http://host:port --seed 3
+
+(``.venv/bin/python``, or plain ``python`` after ``source .venv/bin/activate``: the client
+needs httpx, which the virtualenv has.)
 """
 
 from __future__ import annotations

@@ -92,9 +92,10 @@ def test_dockerfile_is_multi_stage_cpu_torch_non_root_with_the_model():
     assert cmd == '["python", "-m", "service"]'  # PROTONET_WORKERS, our signal handling
 
 
-def test_dockerfile_installs_the_dependencies_and_the_postgres_extra(tmp_path):
-    """The RUN that writes requirements.txt, run on pyproject.toml, lists every dependency
-    and the 'postgres' extra (psycopg, for PROTONET_DATABASE_URL=postgresql+psycopg://...)."""
+def test_dockerfile_installs_the_serving_dependencies_only(tmp_path):
+    """The RUN that writes requirements.txt, run on pyproject.toml, lists the base, 'core',
+    'serve' and 'postgres' dependencies (psycopg, for PROTONET_DATABASE_URL=postgresql+psycopg://
+    ...), and not the trainer's extra."""
     [run] = [args for name, args in dockerfile() if name == "RUN" and "requirements.txt" in args]
     match = re.search(r'python -c "(.*?)" > requirements\.txt', run)
     assert match, run
@@ -108,8 +109,11 @@ def test_dockerfile_installs_the_dependencies_and_the_postgres_extra(tmp_path):
         timeout=60,
     ).stdout.splitlines()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    postgres = project["optional-dependencies"]["postgres"]
-    assert listed == project["dependencies"] + postgres
+    extras = project["optional-dependencies"]
+    postgres = extras["postgres"]
+    wanted = project["dependencies"] + extras["core"] + extras["serve"] + postgres
+    assert listed == [r for r in wanted if not r.startswith("protonet-service")]
+    assert not {"tqdm>=4.66", "matplotlib>=3.8"} & set(listed)
     assert any(requirement.startswith("psycopg") for requirement in postgres)
     assert "pip install -c constraints.txt -r requirements.txt" in run
 

@@ -1,0 +1,174 @@
+"""The docs run as written: every ``bash`` and ``python`` block of the documents below is run,
+in order, against a live ``python -m service`` on a free port, so a doc that stops working
+fails CI.
+
+A block that cannot run here (it serves forever, trains for an hour, needs a Docker engine) is
+preceded by ``<!-- docs-test: skip: <reason> -->``; a skip without a reason is an error. The
+blocks run from the repository root with the virtualenv's ``bin`` first on ``PATH`` (what
+"activate the venv" gives) and ``localhost:8000`` pointed at the test's server. ``curl`` runs
+with ``--fail-with-body``, so an HTTP error in any step fails the test with the server's
+message instead of passing silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from protonet.checkpoint import load_checkpoint
+from service.launcher import LocalServer, local_server
+from tests.conftest import BUNDLED_MODEL, REPO_ROOT, ci
+
+DOCUMENTS = ["README.md", "docs/service.md"]
+RUNNABLE = {"bash", "python"}
+FENCE = re.compile(r"^```(\w*)\s*$")
+DIRECTIVE = re.compile(r"^<!-- docs-test: skip: (?P<reason>\S.*?) -->$")
+DEFAULT_ADDRESS = re.compile(r"(?:localhost|127\.0\.0\.1):8000")
+
+
+@dataclass(frozen=True)
+class Block:
+    document: str
+    line: int  # 1-based line of the opening fence
+    language: str
+    code: str
+    skip_reason: str | None
+
+    def __str__(self) -> str:
+        return f"{self.document}:{self.line}"
+
+
+def blocks_of(document: str) -> list[Block]:
+    """Every fenced block of ``document`` with its language and skip directive, if any."""
+    lines = (REPO_ROOT / document).read_text().splitlines()
+    found: list[Block] = []
+    index = 0
+    while index < len(lines):
+        opening = FENCE.match(lines[index])
+        if not opening:
+            index += 1
+            continue
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+        directive = DIRECTIVE.match(lines[index - 1]) if index else None
+        code = "\n".join(lines[index + 1 : end]) + "\n"
+        found.append(
+            Block(document, index + 1, opening.group(1), code, directive and directive["reason"])
+        )
+        index = end + 1
+    return found
+
+
+def require_tool(name: str) -> None:
+    if shutil.which(name) is None:
+        message = f"{name} is not installed (the docs use it)"
+        if ci():
+            pytest.fail(f"{message}; CI=true: it must be")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def curl_that_fails(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory whose ``curl`` is the real one with ``--fail-with-body`` added."""
+    require_tool("curl")
+    directory = tmp_path_factory.mktemp("bin")
+    shim = directory / "curl"
+    shim.write_text(f'#!/bin/sh\nexec {shutil.which("curl")} --fail-with-body "$@"\n')
+    shim.chmod(0o755)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    data_dir = tmp_path_factory.mktemp("docs-data")
+    with local_server({"PROTONET_DATA_DIR": str(data_dir)}) as running:
+        yield running
+
+
+def run_block(block: Block, server: LocalServer, curl_dir: Path) -> subprocess.CompletedProcess:
+    code = DEFAULT_ADDRESS.sub(server.url.removeprefix("http://"), block.code)
+    path = os.pathsep.join([str(curl_dir), str(Path(sys.executable).parent), os.environ["PATH"]])
+    command = ["bash", "-e", "-o", "pipefail", "-c", code]
+    if block.language == "python":
+        command = [sys.executable, "-c", code]
+    return subprocess.run(
+        command,
+        cwd=REPO_ROOT,
+        env={**os.environ, "PATH": path, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_block_of_the_docs_runs(
+    document: str, server: LocalServer, curl_that_fails: Path
+) -> None:
+    require_tool("jq")
+    runnable = [b for b in blocks_of(document) if b.language in RUNNABLE and not b.skip_reason]
+    assert runnable, f"{document} has no runnable block"
+    for block in runnable:
+        result = run_block(block, server, curl_that_fails)
+        assert result.returncode == 0, (
+            f"{block} failed (exit {result.returncode}):\n{block.code}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_block_is_runnable_or_says_why_not(document: str) -> None:
+    for block in blocks_of(document):
+        assert block.language, f"{block}: a fenced block names its language"
+        if block.language not in RUNNABLE:
+            continue
+        directive_line = (REPO_ROOT / document).read_text().splitlines()[block.line - 2]
+        if "docs-test" in directive_line:
+            assert block.skip_reason, f"{block}: write the reason: <!-- docs-test: skip: why -->"
+
+
+def test_the_model_version_the_docs_show_is_the_bundled_models() -> None:
+    version = load_checkpoint(BUNDLED_MODEL).version
+    for document in [
+        "README.md",
+        *sorted(str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "docs").glob("*.md")),
+    ]:
+        shown = set(
+            re.findall(r'"model_version":\s*"([0-9a-f]{16})"', (REPO_ROOT / document).read_text())
+        )
+        assert shown <= {version}, (
+            f"{document} shows model versions {shown}, the bundled model is {version}"
+        )
+
+
+# What a client application must not need: the server's and the trainer's dependencies.
+SERVER_ONLY = ["torch", "fastapi", "starlette", "sqlalchemy", "uvicorn", "faiss", "PIL", "tqdm"]
+BLOCK_SERVER_ONLY = f"""
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {SERVER_ONLY!r}:
+            raise ImportError(f"{{name}} is not installed here (a client-only Python)")
+sys.meta_path.insert(0, Refuse())
+"""
+
+
+def test_the_python_client_snippet_runs_without_the_server_dependencies(
+    server: LocalServer, curl_that_fails: Path
+) -> None:
+    """docs/service.md's client snippet, in a Python where importing torch, FastAPI,
+    SQLAlchemy, Pillow or any other server or trainer dependency fails."""
+    [snippet] = [b for b in blocks_of("docs/service.md") if b.language == "python"]
+    client_only = Block(
+        snippet.document, snippet.line, "python", BLOCK_SERVER_ONLY + snippet.code, None
+    )
+    result = run_block(client_only, server, curl_that_fails)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["fork", "1.0"]
