@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 
-from service import live as live_module
-from service.approximate import IndexFiles, IVFIndex
-from service.index import ExactIndex
-from service.live import IndexPolicy, LiveCollection
-from service.storage import StoredEmbeddings
+from service.collections import live_collection as live_module
+from service.collections.exact_index import ExactIndex
+from service.collections.ivf_index import IndexFiles, IVFIndex
+from service.collections.live_collection import IndexPolicy, LiveCollection
+from service.storage.repository import StoredEmbeddings
 from tests.service.helpers import Drawings, make_settings, serve
 
 DIM = 16

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.auth import Authenticator, KeyConfigError, load_keys
 from service.client import AsyncProtonetClient, ProtonetAPIError
+from service.edge.auth import Authenticator, KeyConfigError, load_keys
 from tests.service.helpers import Drawings, make_settings, pixels_item, serve
 
 pytestmark = pytest.mark.anyio

@@ -199,7 +199,7 @@ async def test_unknown_routes_and_methods_share_the_error_shape(settings):
 
 
 def test_base64_variants_are_accepted():
-    from service.inputs import decode_base64
+    from service.collections.payloads import decode_base64
 
     data = bytes(range(256))
     standard = base64.b64encode(data).decode()

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from protonet.errors import InvalidInputError, NotReadyError
-from service.batching import BatchStats, Handoff, MicroBatcher
+from service.collections.batching import BatchStats, Handoff, MicroBatcher
 
 pytestmark = pytest.mark.anyio
 

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protonet.errors import LimitExceededError, OverloadedError
-from service.bodies import BodyLimits, MalformedJSONError, parse_json_body
-from service.limits import BODY_MEMORY_FACTOR, MemoryBudget
+from service.api.json_bodies import BodyLimits, MalformedJSONError, parse_json_body
+from service.edge.body_size import BODY_MEMORY_FACTOR, MemoryBudget
 from tests.service.helpers import make_settings, pixels_item, serve
 
 LIMITS = BodyLimits(max_items=256, max_pixel_values=1024 * 1024)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from protonet.prototypes import squared_euclidean
-from service.index import ExactIndex
-from service.live import LiveCollection
-from service.storage import StoredClass, StoredEmbeddings
+from service.collections.exact_index import ExactIndex
+from service.collections.live_collection import LiveCollection
+from service.storage.repository import StoredClass, StoredEmbeddings
 
 DIM = 8
 

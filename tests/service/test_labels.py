@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.client import ProtonetAPIError, label_segment
-from service.labels import normalize_label
+from service.collections.labels import normalize_label
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio

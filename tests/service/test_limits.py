@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.limits import BodySizeLimitMiddleware, MemoryBudget
+from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from service.app import create_app
-from service.launcher import local_server
-from service.logs import (
+from service.edge.logs import (
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
     request_id_of,
     truncated,
 )
+from service.launcher import local_server
 from tests.service.helpers import Drawings, make_settings, serve
 
 KEY = "log-test-secret-key-0123456789abcdef"
@@ -140,7 +140,7 @@ async def test_an_unexpected_error_is_a_500_with_its_request_id_logged(settings,
         "errors": [],
     }
     assert response.headers["x-request-id"] == "boom-1"
-    logged = [r for r in caplog.records if r.name == "service.errors"]
+    logged = [r for r in caplog.records if r.name == "service.edge.error_responses"]
     assert logged and logged[0].exc_info is not None
     assert logged[0].request_id == "boom-1"  # type: ignore[attr-defined]
     access = [r for r in caplog.records if r.name == "service.access"]

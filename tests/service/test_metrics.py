@@ -9,8 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import AsyncProtonetClient
-from service.registry import AllTenantsSummary, CollectionRegistry
-from service.state import ServiceState
+from service.collections.lifecycle import ServiceState
+from service.collections.registry import AllTenantsSummary, CollectionRegistry
+from service.edge.metrics import ServiceMetrics
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -148,7 +149,7 @@ async def test_collection_gauges_with_auth_off(settings):
 
 
 async def test_summary_is_zero_until_ready(settings):
-    state = ServiceState.open(settings)  # opened, not prepared: no registry yet
+    state = ServiceState.open(settings, ServiceMetrics())  # opened, not prepared: no registry
     try:
         assert state.all_tenants_summary() == AllTenantsSummary(0, 0, 0, 0)
     finally:

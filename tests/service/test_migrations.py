@@ -12,8 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from protonet.errors import ConflictError
-from service.migrations import MigrationError, head_revision, schema_revision
-from service.storage import Base, Storage, create_storage_engine
+from service.storage.engine import create_storage_engine
+from service.storage.migrations import MigrationError, head_revision, schema_revision
+from service.storage.records import Base
+from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
 
-from service.migrations import head_revision, schema_revision
-from service.storage import Base, Storage
+from service.storage.migrations import head_revision, schema_revision
+from service.storage.records import Base
+from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio

@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
+from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
 from service.launcher import local_server
-from service.ratelimit import ConcurrencyLimit, RateLimiter, trusted_proxy_list
-from service.settings import Settings
+from service.settings import Settings, trusted_proxy_list
 from tests.service.helpers import Running, image_item, make_settings, pixels_item, serve
 
 pytestmark = pytest.mark.anyio
