@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from protonet.errors import NotReadyError, UnauthenticatedError
 from service.collections.encoder import Encoder
 from service.collections.lifecycle import ServiceState
 from service.collections.registry import CollectionRegistry
 from service.edge.admission import principal_of
 from service.edge.auth import TENANT_HEADER, TENANT_PATTERN, Role, authorize
+from service.errors import NotReadyError, UnauthenticatedError
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -30,7 +30,7 @@ from anyio import to_thread
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-from protonet.errors import LimitExceededError, ProtonetError
+from service.errors import LimitExceededError, MalformedJSONError
 
 PIXELS_KEY = "pixels"
 # JSON values a well-formed item may carry besides its pixels (label, image, separators...):
@@ -42,10 +42,6 @@ MAX_DEPTH = 16  # the API's deepest value is at depth 5 (body.examples[i].pixels
 # for all ten; from threads the loop gets the GIL back between them. Small bodies (< 1 ms)
 # stay on the loop, where a thread hand-off would cost more than the parse.
 INLINE_PARSE_BYTES = 64 * 1024
-
-
-class MalformedJSONError(ProtonetError):
-    """The body is not valid JSON (syntax, encoding, or absurd nesting)."""
 
 
 @dataclass(frozen=True)

@@ -254,18 +254,3 @@ class QueryResponse(BaseModel):
 class EmbedResponse(BaseModel):
     model_version: str = Field(description="Version of the model that made the embeddings.")
     embeddings: list[list[float]] = Field(description="One embedding per input, in order.")
-
-
-class FieldError(BaseModel):
-    location: str = Field(description="The offending item, e.g. 'examples[3].image'.")
-    message: str = Field(description="What is wrong with it.")
-
-
-class ErrorResponse(BaseModel):
-    """Every error response has this shape."""
-
-    error: str = Field(description="Machine-readable kind, e.g. 'not_found', 'invalid_input'.")
-    detail: str = Field(description="Human-readable message naming the offending item.")
-    errors: list[FieldError] = Field(
-        default_factory=list, description="Per-field validation errors (422), if any."
-    )

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from protonet.errors import NotReadyError
+from service.errors import NotReadyError
 
 logger = logging.getLogger(__name__)
 

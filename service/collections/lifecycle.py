@@ -15,7 +15,6 @@ from typing import Literal, Protocol
 import faiss
 import torch
 
-from protonet.errors import NotReadyError
 from service.collections.batching import BatchStats
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
@@ -24,6 +23,7 @@ from service.collections.live_collection import IndexPolicy
 from service.collections.reembed import embed_stored_examples
 from service.collections.registry import AllTenantsSummary, CollectionRegistry
 from service.collections.sync import ChangeFeed, Heartbeat, new_replica
+from service.errors import NotReadyError
 from service.settings import Settings
 from service.storage.repository import Storage
 from service.threads import default_threads

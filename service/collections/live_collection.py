@@ -21,10 +21,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from protonet.errors import ConflictError
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
 from service.collections.ivf_index import DEFAULT_NPROBE, IVFIndex
+from service.errors import ConflictError
 from service.storage.repository import StoredClass, StoredEmbeddings
 
 logger = logging.getLogger(__name__)

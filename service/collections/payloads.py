@@ -16,8 +16,9 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from protonet.errors import InvalidInputError, LimitExceededError
+from protonet.errors import InvalidInputError
 from protonet.preprocessing import ImageSource
+from service.errors import LimitExceededError
 
 
 class InputPayload(Protocol):

@@ -20,12 +20,7 @@ import anyio
 import numpy as np
 from anyio import to_thread
 
-from protonet.errors import (
-    ConflictError,
-    InvalidInputError,
-    NotFoundError,
-    RevisionNotReachedError,
-)
+from protonet.errors import InvalidInputError
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
 from service.collections.ivf_index import IndexFiles, snapshot
@@ -40,6 +35,7 @@ from service.collections.live_collection import (
 )
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
 from service.collections.reembed import conform_pixels
+from service.errors import ConflictError, NotFoundError, RevisionNotReachedError
 from service.storage.repository import Change, Storage, StoredClass, StoredCollection
 
 logger = logging.getLogger(__name__)

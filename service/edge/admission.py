@@ -23,11 +23,12 @@ read from X-Forwarded-For.
 
 from __future__ import annotations
 
-from protonet.errors import ProtonetError, UnauthenticatedError
+from protonet.errors import ProtonetError
 from service.edge.asgi import ASGIApp, Receive, Scope, Send
 from service.edge.auth import Authenticator, Principal
 from service.edge.error_responses import domain_error_response
 from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
+from service.errors import UnauthenticatedError
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # never limited: kubelet must always get in
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})

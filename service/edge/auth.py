@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from protonet.errors import ForbiddenError, UnauthenticatedError
+from service.errors import ForbiddenError, UnauthenticatedError
 
 TENANT_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # Where every request acts when auth is off; also where the collections made before tenants

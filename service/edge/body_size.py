@@ -22,9 +22,9 @@ import json
 
 import anyio
 
-from protonet.errors import OverloadedError
 from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.edge.error_responses import domain_error_response
+from service.errors import OverloadedError
 
 # Bytes a request may hold per byte of body, measured (benchmarks/request_memory.py): the
 # buffered chunks, the joined body, simdjson's padded copy and tape, and the Python strings

@@ -1,8 +1,10 @@
 """The one place where errors become HTTP responses (installed by ``create_app``).
 
-Domain errors (``protonet.errors``) map to status codes by class; request validation errors
-become 422 (400 for malformed JSON) with each offending item named, e.g. ``examples[3].label``.
-Every error body is an :class:`ErrorResponse`.
+Errors raised on purpose (``service.errors`` and the core's ``protonet.errors``) map to a status
+code and an error kind by class, with the headers that say what to do next (``Retry-After``,
+``WWW-Authenticate``); request validation errors become 422 (400 for malformed JSON) with each
+offending item named, e.g. ``examples[3].label``. Every error body is an
+:class:`ErrorResponse`, here too, as the middleware answers with it as well as the routes.
 """
 
 from __future__ import annotations
@@ -14,29 +16,43 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from protonet.errors import (
-    CheckpointError,
+from protonet.errors import CheckpointError, InvalidInputError, ProtonetError
+from service.errors import (
     ConflictError,
     ForbiddenError,
-    InvalidInputError,
     LimitExceededError,
+    MalformedJSONError,
     NotFoundError,
     NotReadyError,
     OverloadedError,
-    ProtonetError,
     RateLimitedError,
     RevisionNotReachedError,
     StorageUnavailableError,
     UnauthenticatedError,
 )
-from service.api.json_bodies import MalformedJSONError
-from service.api.schemas import ErrorResponse, FieldError
 
 logger = logging.getLogger(__name__)
+
+
+class FieldError(BaseModel):
+    location: str = Field(description="The offending item, e.g. 'examples[3].image'.")
+    message: str = Field(description="What is wrong with it.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error response has this shape."""
+
+    error: str = Field(description="Machine-readable kind, e.g. 'not_found', 'invalid_input'.")
+    detail: str = Field(description="Human-readable message naming the offending item.")
+    errors: list[FieldError] = Field(
+        default_factory=list, description="Per-field validation errors (422), if any."
+    )
+
 
 # Most specific first: the first matching class decides.
 DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [

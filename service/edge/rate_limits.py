@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from protonet.errors import OverloadedError, RateLimitedError
+from service.errors import OverloadedError, RateLimitedError
 
 MAX_TRACKED_CLIENTS = 10_000
 

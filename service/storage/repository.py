@@ -30,7 +30,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from protonet.errors import ConflictError, NotFoundError
+from service.errors import ConflictError, NotFoundError
 from service.storage.engine import WRITE, create_storage_engine
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (

@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
-from protonet.errors import InvalidInputError, NotReadyError
+from protonet.errors import InvalidInputError
 from service.collections.batching import BatchStats, Handoff, MicroBatcher
+from service.errors import NotReadyError
 
 pytestmark = pytest.mark.anyio
 

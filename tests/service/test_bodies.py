@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protonet.errors import LimitExceededError, OverloadedError
-from service.api.json_bodies import BodyLimits, MalformedJSONError, parse_json_body
+from service.api.json_bodies import BodyLimits, parse_json_body
 from service.edge.body_size import BODY_MEMORY_FACTOR, MemoryBudget
+from service.errors import LimitExceededError, MalformedJSONError, OverloadedError
 from tests.service.helpers import make_settings, pixels_item, serve
 
 LIMITS = BodyLimits(max_items=256, max_pixel_values=1024 * 1024)

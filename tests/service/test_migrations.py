@@ -11,7 +11,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from protonet.errors import ConflictError
+from service.errors import ConflictError
 from service.storage.engine import create_storage_engine
 from service.storage.migrations import MigrationError, head_revision, schema_revision
 from service.storage.records import Base

@@ -36,7 +36,7 @@ class FakeClock:
 
 
 def test_token_bucket_allows_a_burst_then_refills_at_the_rate():
-    from protonet.errors import RateLimitedError
+    from service.errors import RateLimitedError
 
     clock = FakeClock()
     limiter = RateLimiter(rate=2.0, burst=3, clock=clock)
@@ -66,7 +66,7 @@ def test_rate_limiter_tracks_a_bounded_number_of_clients():
 
 
 def test_rate_limiter_names_what_it_counts():
-    from protonet.errors import RateLimitedError
+    from service.errors import RateLimitedError
 
     limiter = RateLimiter(rate=1.0, burst=1, clock=FakeClock(), what="failed authentications")
     limiter.check("a")
@@ -409,7 +409,7 @@ async def test_requests_over_the_concurrency_cap_get_503(tmp_path, checkpoint_a)
 
 
 def test_concurrency_limit_counts_slots():
-    from protonet.errors import OverloadedError
+    from service.errors import OverloadedError
 
     limit = ConcurrencyLimit(2)
     limit.acquire()

@@ -1,0 +1,71 @@
+"""Every error the service raises on purpose, each a :class:`~protonet.errors.ProtonetError`.
+
+The core's own errors stay in :mod:`protonet.errors` (``CheckpointError``,
+``InvalidInputError``); these are the service's. Each maps to one HTTP status and error kind
+in one place, service/edge/error_responses.py; raising code never deals in status codes.
+"""
+
+from __future__ import annotations
+
+from protonet.errors import ProtonetError
+
+
+class NotFoundError(ProtonetError):
+    """A named resource (collection, class) does not exist."""
+
+
+class ConflictError(ProtonetError):
+    """A resource with that name already exists."""
+
+
+class LimitExceededError(ProtonetError):
+    """A request is larger than a configured limit (items, pixels, bytes)."""
+
+
+class MalformedJSONError(ProtonetError):
+    """The body is not valid JSON (syntax, encoding, or absurd nesting)."""
+
+
+class NotReadyError(ProtonetError):
+    """The service is still starting (loading, re-embedding) or failed to start."""
+
+
+class UnauthenticatedError(ProtonetError):
+    """No API key, or one that matches no configured key."""
+
+
+class ForbiddenError(ProtonetError):
+    """A valid API key whose role does not allow the operation."""
+
+
+class RateLimitedError(ProtonetError):
+    """A client sent more requests than its rate allows; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class OverloadedError(ProtonetError):
+    """The server is at its limit of concurrent requests; ``retry_after`` is in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RevisionNotReachedError(ProtonetError):
+    """This process has not applied the collection's changes up to the requested revision
+    within the wait allowed (a read asked for ``min_revision``); retry after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailableError(ProtonetError):
+    """The database cannot be reached right now; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
