@@ -4,6 +4,8 @@ that cannot see, touch or detect each other's collections."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from contextlib import asynccontextmanager
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 from service.app import create_app
 from service.client import AsyncProtonetClient, ProtonetAPIError
 from service.edge.auth import Authenticator, KeyConfigError, load_keys
+from service.launcher import REPO_ROOT
 from tests.service.helpers import Drawings, make_settings, pixels_item, serve
 
 pytestmark = pytest.mark.anyio
@@ -238,3 +241,9 @@ def test_settings_never_show_the_inline_keys_and_the_app_drops_them(tmp_path, ch
     assert READ_A not in repr(settings) and READ_A not in str(settings.model_dump())
     app = create_app(settings)
     assert app.state.settings.api_keys is None and app.state.settings.auth_enabled
+
+
+def test_auth_loads_no_database_code():
+    """Checking keys and roles needs no SQLAlchemy (the default tenant is auth's own)."""
+    code = "import sys, service.edge.auth; assert 'sqlalchemy' not in sys.modules, 'loaded'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
