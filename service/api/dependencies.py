@@ -6,7 +6,7 @@ thread pool, two thread hand-offs per request that cost more than a whole health
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -53,11 +53,11 @@ TenantHeader = Annotated[
 ]
 
 
-def tenant_for(required: Role) -> Callable[[Request, str | None], str]:
+def tenant_for(required: Role) -> Callable[[Request, str | None], Awaitable[str]]:
     """A dependency: the tenant the request acts in, once its key's role allows ``required``
     (403 otherwise). With auth off the middleware admits everyone as an admin of ``default``."""
 
-    def dependency(request: Request, tenant: TenantHeader = None) -> str:
+    async def dependency(request: Request, tenant: TenantHeader = None) -> str:
         principal = principal_of(request.scope)
         if principal is None:  # fail closed if the admission middleware did not run
             raise UnauthenticatedError("request was not authenticated")
