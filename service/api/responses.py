@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from fastapi import Response
 
-from service.collections.live_collection import QueryResult
+from service.collections.live_collection import QueryAnswer
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
@@ -21,13 +21,13 @@ def json_response(content: Any, status_code: int = 200) -> Response:
     return Response(body, status_code=status_code, media_type="application/json")
 
 
-def query_result_body(result: QueryResult) -> dict[str, Any]:
-    """The best class's fields, plus ``top_k`` (``Prediction`` dataclasses serialize as objects
-    with the same three fields)."""
+def query_answer_body(result: QueryAnswer) -> dict[str, Any]:
+    """The best class's fields, plus the ranked classes as ``"top_k"`` (``RankedClass``
+    dataclasses serialize as objects with the same three fields)."""
     best = result.best
     return {
         "label": best.label,
         "probability": best.probability,
         "distance": best.distance,
-        "top_k": result.top_k,
+        "top_k": result.ranked,
     }

@@ -20,6 +20,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.live_collection import IndexKind
 
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -134,7 +135,6 @@ class SupportExample(InputItem):
     label: Label
 
 
-IndexKind = Literal["auto", "exact", "ivf"]
 INDEX_DESCRIPTION = (
     "Search index: 'exact' (every class, one matrix), 'ivf' (FAISS inverted lists: "
     "approximate, for very large collections) or 'auto' (exact up to "
@@ -238,7 +238,8 @@ class Prediction(BaseModel):
 class QueryResult(Prediction):
     """The most likely class, plus the ``top_k`` nearest ones (best first)."""
 
-    top_k: list[Prediction] = Field(description="The nearest classes, best first.")
+    # "top_k" in JSON (clients read it); in Python ``top_k`` is always the count asked for.
+    ranked: list[Prediction] = Field(alias="top_k", description="The nearest classes, best first.")
 
 
 class QueryResponse(BaseModel):

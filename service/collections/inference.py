@@ -25,7 +25,7 @@ import numpy as np
 
 from service.collections.batching import BatchStats, Handoff, MicroBatcher
 from service.collections.encoder import Encoder
-from service.collections.live_collection import LiveCollection, QueryResult
+from service.collections.live_collection import LiveCollection, QueryAnswer
 from service.collections.payloads import InputPayload, decode_payloads
 
 
@@ -80,7 +80,7 @@ class InferencePipeline:
             incoming=lambda: self.decoder.in_flight,
             on_batch=on_batch,
         )
-        self.ranker: MicroBatcher[RankJob, list[QueryResult]] = MicroBatcher(
+        self.ranker: MicroBatcher[RankJob, list[QueryAnswer]] = MicroBatcher(
             "rank",
             rank_by_collection,
             rows_of=lambda job: len(job.embeddings),
@@ -108,11 +108,11 @@ class InferencePipeline:
 
     async def query(
         self, collection: LiveCollection, payloads: Sequence[InputPayload], top_k: int
-    ) -> list[QueryResult]:
+    ) -> list[QueryAnswer]:
         """Decode, embed and rank ``payloads`` against ``collection``'s prototypes."""
         # Decode hands the job on to encode, encode to rank, whose results answer.
         job = DecodeJob(payloads, "queries", collection, top_k)
-        return cast(list[QueryResult], await self.decoder.submit(job))
+        return cast(list[QueryAnswer], await self.decoder.submit(job))
 
     def _decode_batch(self, jobs: list[DecodeJob]) -> list[np.ndarray | Exception | Handoff]:
         outcomes: list[np.ndarray | Exception | Handoff] = []
@@ -146,13 +146,13 @@ class InferencePipeline:
         ]
 
 
-def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryResult] | Exception]:
+def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryAnswer] | Exception]:
     """Rank the jobs' embeddings with one ``rank`` call per collection (one GEMM over its
     prototypes for all of them); each job gets its own ``top_k``."""
     by_collection: dict[int, list[int]] = {}
     for i, job in enumerate(jobs):
         by_collection.setdefault(id(job.collection), []).append(i)
-    outcomes: list[list[QueryResult] | Exception] = [[] for _ in jobs]
+    outcomes: list[list[QueryAnswer] | Exception] = [[] for _ in jobs]
     for members in by_collection.values():
         collection = jobs[members[0]].collection
         queries = [jobs[i].embeddings for i in members]
@@ -168,5 +168,5 @@ def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryResult] | Exceptio
             mine = ranked[start : start + len(jobs[i].embeddings)]
             start += len(jobs[i].embeddings)
             k = jobs[i].top_k
-            outcomes[i] = [QueryResult(r.best, r.top_k[:k], r.index) for r in mine]
+            outcomes[i] = [QueryAnswer(r.best, r.ranked[:k], r.index) for r in mine]
     return outcomes

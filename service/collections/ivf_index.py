@@ -8,11 +8,11 @@ quantized), and removes ids in place through a hash-table direct map, so moving 
 class needs no tombstones. HNSW would search as fast but builds several times slower, cannot
 remove ids (tombstones and rebuilds), and needs more memory for its graph.
 
-Answers keep their meaning: the ``k`` nearest candidates' distances are exact squared
-Euclidean distances (IVF-Flat compares raw vectors), so ``label``, ``distance`` and ``top_k``
-equal exact search whenever the nearest classes are among the lists probed. The softmax
-normalizer is the exact sum of ``exp(-distance)`` over the ``CANDIDATES`` nearest classes
-found, plus an estimate of the other classes' terms from a uniform random sample of the
+Answers keep their meaning: the ``k`` nearest candidates' distances are exact squared Euclidean
+distances (IVF-Flat compares raw vectors), so the best class, its distance and the ranked
+nearest classes equal exact search whenever the nearest classes are among the lists probed. The
+softmax normalizer is the exact sum of ``exp(-distance)`` over the ``CANDIDATES`` nearest
+classes found, plus an estimate of the other classes' terms from a uniform random sample of the
 prototypes (:class:`TailSample`). The other classes cannot simply be left out: Omniglot
 embeddings sit close together (nearest other prototype ~4, a query ~3 from its own, in squared
 distance), so at a million classes the far ones hold most of the normalizer

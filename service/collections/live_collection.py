@@ -35,13 +35,15 @@ SearchKind = Literal["exact", "ivf"]  # what answers
 
 
 @dataclass(frozen=True)
-class ClassSummary:
+class ClassCount:
+    """A class of a collection, and how many support examples it has."""
+
     label: str
     n_examples: int
 
 
 @dataclass(frozen=True)
-class CollectionSummary:
+class CollectionStatus:
     """``revision``: the id of the collection's latest change that this process has applied."""
 
     name: str
@@ -53,8 +55,8 @@ class CollectionSummary:
 
 
 @dataclass(frozen=True)
-class CollectionDetail(CollectionSummary):
-    classes: list[ClassSummary]
+class CollectionContents(CollectionStatus):
+    classes: list[ClassCount]
 
 
 @dataclass(frozen=True)
@@ -62,24 +64,26 @@ class SupportResult:
     """How many examples a request added, and the classes it touched (in request order)."""
 
     n_added: int
-    classes: list[ClassSummary]
+    classes: list[ClassCount]
     revision: int
 
 
 @dataclass(frozen=True)
-class Prediction:
+class RankedClass:
+    """One of the classes nearest to a query: its softmax probability and squared distance."""
+
     label: str
     probability: float
     distance: float
 
 
 @dataclass(frozen=True)
-class QueryResult:
-    """The best class and the ``top_k`` nearest (best first, so ``top_k[0]`` is ``best``), and
-    the kind of index that found them."""
+class QueryAnswer:
+    """The answer to one query: the best class, the ``top_k`` nearest classes ranked best first
+    (so ``ranked[0]`` is ``best``), and the kind of index that found them."""
 
-    best: Prediction
-    top_k: list[Prediction]
+    best: RankedClass
+    ranked: list[RankedClass]
     index: str
 
 
@@ -141,7 +145,7 @@ class LiveCollection:
         # While a background build runs: the updates made meanwhile, replayed onto the new
         # index before it replaces the old one (None when no build runs).
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
-        self._classes: dict[int, ClassSummary] = {}
+        self._classes: dict[int, ClassCount] = {}
         self._ids_by_label: dict[str, int] = {}
         self._n_examples = 0  # kept up to date so summaries stay O(1) with many classes
 
@@ -160,7 +164,7 @@ class LiveCollection:
             for class_id, count in zip(class_ids.tolist(), counts.tolist(), strict=True):
                 previous = self._classes.get(class_id)
                 self._n_examples += count - (previous.n_examples if previous else 0)
-                self._classes[class_id] = ClassSummary(labels[class_id], count)
+                self._classes[class_id] = ClassCount(labels[class_id], count)
                 self._ids_by_label[labels[class_id]] = class_id
         self._adapt_index()
         return class_ids.tolist()
@@ -184,7 +188,7 @@ class LiveCollection:
         with self._state_lock:
             self._index = index
             for stored_class in classes:
-                summary = ClassSummary(stored_class.label, stored_class.n_examples)
+                summary = ClassCount(stored_class.label, stored_class.n_examples)
                 self._classes[stored_class.id] = summary
                 self._ids_by_label[stored_class.label] = stored_class.id
                 self._n_examples += stored_class.n_examples
@@ -282,13 +286,13 @@ class LiveCollection:
             time.sleep(0.01)
         return True
 
-    def class_summaries(self, class_ids: list[int]) -> list[ClassSummary]:
+    def class_counts(self, class_ids: list[int]) -> list[ClassCount]:
         with self._state_lock:
             return [self._classes[class_id] for class_id in class_ids]
 
-    def summary(self) -> CollectionSummary:
+    def status(self) -> CollectionStatus:
         with self._state_lock:
-            return CollectionSummary(
+            return CollectionStatus(
                 self.name,
                 len(self._classes),
                 self._n_examples,
@@ -297,13 +301,13 @@ class LiveCollection:
                 self._index.kind,
             )
 
-    def detail(self) -> CollectionDetail:
-        """Summary plus every class, in the order they were created."""
+    def contents(self) -> CollectionContents:
+        """The status plus every class, in the order they were created."""
         with self._state_lock:
             classes = [self._classes[class_id] for class_id in sorted(self._classes)]
             revision, in_use = self.revision, self.index_in_use
         n_examples = sum(c.n_examples for c in classes)
-        return CollectionDetail(
+        return CollectionContents(
             self.name, len(classes), n_examples, revision, self.policy.kind, in_use, classes
         )
 
@@ -317,7 +321,7 @@ class LiveCollection:
             f"collection {self.name!r} has no classes yet: add support examples first"
         )
 
-    def rank(self, queries: np.ndarray, top_k: int) -> list[QueryResult] | None:
+    def rank(self, queries: np.ndarray, top_k: int) -> list[QueryAnswer] | None:
         """Nearest prototypes of ``queries [n, dim]``; ``None`` if there are no classes.
 
         ``probability`` is the softmax over all the collection's classes of minus the squared
@@ -335,10 +339,10 @@ class LiveCollection:
         results = []
         for row_labels, probabilities, distances in rows:
             top = [
-                Prediction(label, probability, distance)
+                RankedClass(label, probability, distance)
                 for label, probability, distance in zip(
                     row_labels, probabilities, distances, strict=True
                 )
             ]
-            results.append(QueryResult(top[0], top, kind))
+            results.append(QueryAnswer(top[0], top, kind))
         return results

@@ -25,12 +25,12 @@ from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
 from service.collections.ivf_index import IndexFiles, snapshot
 from service.collections.live_collection import (
-    CollectionDetail,
-    CollectionSummary,
+    CollectionContents,
+    CollectionStatus,
     IndexKind,
     IndexPolicy,
     LiveCollection,
-    QueryResult,
+    QueryAnswer,
     SupportResult,
 )
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
@@ -118,7 +118,7 @@ class CollectionRegistry:
         for stored in self.storage.list_collections():
             live = self._load(stored)
             self._collections[stored.tenant, stored.name] = live
-            summary = live.summary()
+            summary = live.status()
             logger.info(
                 "loaded collection %r of tenant %r: %d classes, %d examples",
                 stored.name,
@@ -339,7 +339,7 @@ class CollectionRegistry:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    def create(self, name: str, *, tenant: str, index: IndexKind = "auto") -> CollectionSummary:
+    def create(self, name: str, *, tenant: str, index: IndexKind = "auto") -> CollectionStatus:
         """A new empty collection searched by ``index`` (auto, exact or ivf);
         :class:`ConflictError` if the tenant has ``name`` already."""
         with self._lock:
@@ -347,12 +347,12 @@ class CollectionRegistry:
                 raise ConflictError(f"collection {name!r} already exists")
             stored = self.storage.create_collection(name, tenant, index)
             live = self._collections[tenant, name] = self._new_live(stored)
-        return live.summary()
+        return live.status()
 
-    def list_all(self, *, tenant: str) -> list[CollectionSummary]:
+    def list_all(self, *, tenant: str) -> list[CollectionStatus]:
         """Every collection of the tenant, by name."""
         snapshot = sorted(self._collections.copy().items())
-        return [live.summary() for (owner, _), live in snapshot if owner == tenant]
+        return [live.status() for (owner, _), live in snapshot if owner == tenant]
 
     def summarize_all_tenants(self) -> AllTenantsSummary:
         """Totals over every tenant, from the live collections' O(1) summaries.
@@ -366,15 +366,15 @@ class CollectionRegistry:
         for (tenant, _), live in self._collections.copy().items():
             if live.deleted:
                 continue
-            summary = live.summary()
+            summary = live.status()
             tenants.add(tenant)
             collections += 1
             classes += summary.n_classes
             examples += summary.n_examples
         return AllTenantsSummary(len(tenants), collections, classes, examples)
 
-    def describe(self, name: str, *, tenant: str) -> CollectionDetail:
-        return self._get(name, tenant).detail()
+    def describe(self, name: str, *, tenant: str) -> CollectionContents:
+        return self._get(name, tenant).contents()
 
     def delete(self, name: str, *, tenant: str) -> int:
         """Drop a collection with all its classes and examples; returns the change id."""
@@ -424,7 +424,7 @@ class CollectionRegistry:
                 raise NotFoundError(f"collection {live.name!r} does not exist") from None
             self._catch_up(live)  # this write's change, and any earlier ones made elsewhere
             in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
-            classes = live.class_summaries(in_request_order)
+            classes = live.class_counts(in_request_order)
             return SupportResult(len(labels), classes, live.revision)
 
     def delete_class(self, name: str, label: str, *, tenant: str) -> int:
@@ -451,7 +451,7 @@ class CollectionRegistry:
         top_k: int,
         *,
         tenant: str,
-    ) -> tuple[int, list[QueryResult]]:
+    ) -> tuple[int, list[QueryAnswer]]:
         """Classify each query against the collection's prototypes; also returns the
         collection's revision that the answer reflects (at least)."""
         live = self._get(name, tenant)

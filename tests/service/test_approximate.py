@@ -144,8 +144,8 @@ def test_a_background_build_loses_no_update_made_meanwhile(monkeypatch):
     result = collection.rank(np.concatenate([moved, near(vectors, [6])]), 2)
     assert result is not None
     assert result[0].best.label == "l5" and result[0].best.distance < 1e-3
-    assert "l6" not in [p.label for p in result[1].top_k]
-    assert collection.summary().n_classes == 399
+    assert "l6" not in [p.label for p in result[1].ranked]
+    assert collection.status().n_classes == 399
 
 
 def test_persisted_indexes_round_trip_and_damage_means_rebuild(tmp_path):

@@ -109,8 +109,8 @@ def test_adding_examples_updates_only_the_affected_prototypes(monkeypatch):
         live.update_classes({class_id: f"label{class_id}"}, stored([class_id] * 3, class_id))
     live.update_classes({3: "label3"}, stored([3] * 4, 33))
     assert upserted == [[1], [2], [3], [4], [5], [3]]
-    assert live.summary().n_classes == 5
-    assert live.class_summaries([3])[0].n_examples == 4
+    assert live.status().n_classes == 5
+    assert live.class_counts([3])[0].n_examples == 4
 
 
 def test_prototype_is_the_mean_of_the_class_embeddings():
@@ -121,7 +121,7 @@ def test_prototype_is_the_mean_of_the_class_embeddings():
     assert result is not None
     mean = rows.embeddings[[0, 2, 3]].mean(axis=0)
     expected = float(((rows.embeddings[1] - mean) ** 2).sum())
-    by_label = {p.label: p.distance for p in result[0].top_k}
+    by_label = {p.label: p.distance for p in result[0].ranked}
     assert by_label["a"] == pytest.approx(expected, rel=1e-5)
     assert by_label["b"] == pytest.approx(0.0, abs=1e-5)
 
@@ -136,7 +136,7 @@ def test_readers_never_see_a_class_missing_while_it_is_updated():
         query = np.zeros((1, DIM), dtype=np.float32)
         while not stop.is_set():
             result = live.rank(query, top_k=10)
-            labels = sorted(p.label for p in result[0].top_k) if result else []
+            labels = sorted(p.label for p in result[0].ranked) if result else []
             if labels != ["busy", "steady"]:
                 problems.append(repr(labels))
 
@@ -157,6 +157,6 @@ def test_loading_leaves_out_embeddings_of_classes_listed_after_it():
     live = LiveCollection(1, "c", DIM)
     embeddings = stored([1, 1, 2, 3])  # class 3 came after the listing
     live.load([StoredClass(1, "a", 2), StoredClass(2, "b", 1)], embeddings)
-    summary = live.summary()
+    summary = live.status()
     assert (summary.n_classes, summary.n_examples) == (2, 3)
     assert live.class_id("a") == 1 and live.class_id("b") == 2

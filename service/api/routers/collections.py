@@ -11,10 +11,10 @@ from starlette.concurrency import run_in_threadpool
 from service.api import schemas
 from service.api.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.api.json_bodies import BoundedJSONRoute
-from service.api.responses import json_response, query_result_body
+from service.api.responses import json_response, query_answer_body
 from service.api.schemas import COLLECTION_NAME_PATTERN
-from service.collections import live_collection as live
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.live_collection import ClassCount, CollectionStatus
 from service.edge.error_responses import error_responses
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedJSONRoute)
@@ -55,7 +55,7 @@ def with_revision(response: Response, revision: int) -> Response:
     return response
 
 
-def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
+def summary_of(collection: CollectionStatus) -> schemas.CollectionSummary:
     return schemas.CollectionSummary(
         name=collection.name,
         n_classes=collection.n_classes,
@@ -66,7 +66,7 @@ def summary_of(collection: live.CollectionSummary) -> schemas.CollectionSummary:
     )
 
 
-def classes_of(classes: list[live.ClassSummary]) -> list[schemas.ClassSummary]:
+def classes_of(classes: list[ClassCount]) -> list[schemas.ClassSummary]:
     return [schemas.ClassSummary(label=c.label, n_examples=c.n_examples) for c in classes]
 
 
@@ -181,6 +181,6 @@ async def query_collection(
         "model_version": registry.encoder.version,
         "revision": revision,
         "index": results[0].index,
-        "results": [query_result_body(result) for result in results],
+        "results": [query_answer_body(result) for result in results],
     }
     return with_revision(json_response(body), revision)
