@@ -23,16 +23,15 @@ from typing import Any
 
 from starlette.requests import Request
 
-from service.edge.admission import principal_of
+from service.edge.admission import PROBE_PATHS, principal_of
 from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.edge.error_responses import handle_unexpected_error
 
-REQUEST_ID_HEADER = "X-Request-ID"
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_MESSAGE = 2000
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
-access_logger = logging.getLogger("service.access")
+access_logger = logging.getLogger("service.access")  # the access log (a name, not a module)
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` (uvicorn's
 # ``color_message`` is its message again, with terminal colours).
@@ -41,7 +40,6 @@ STANDARD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
     "asctime",
     "color_message",
 }
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # logged at DEBUG: kubelet polls them
 
 
 class RequestIdFilter(logging.Filter):
@@ -160,7 +158,7 @@ def log_access(scope: Scope, status: int, seconds: float) -> None:
     principal = principal_of(scope)
     client = scope.get("client")
     access_logger.log(
-        logging.DEBUG if scope["path"] in PROBE_PATHS else logging.INFO,
+        logging.DEBUG if scope["path"] in PROBE_PATHS else logging.INFO,  # kubelet polls them
         "%s %s %d",
         scope["method"],
         scope["path"],
