@@ -74,14 +74,14 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
-from service.approximate import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
-from service.encoder import Encoder  # noqa: E402
-from service.index import ExactIndex, Ranking  # noqa: E402
+from service.collections.encoder import Encoder  # noqa: E402
+from service.collections.exact_index import ExactIndex, Ranking  # noqa: E402
+from service.collections.ivf_index import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
+from service.collections.lifecycle import configure_threads, default_threads  # noqa: E402
 from service.launcher import LocalServer, start, stop  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
-from service.state import configure_threads, default_threads  # noqa: E402
-from service.storage import Storage  # noqa: E402
+from service.storage.repository import Storage  # noqa: E402
 
 DEFAULT_ZIP = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "images_background.zip"
 COLLECTION = "large"

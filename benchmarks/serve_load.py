@@ -44,11 +44,11 @@ from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from protonet.model import embedding_dim  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
-from service.encoder import Encoder  # noqa: E402
+from service.collections.encoder import Encoder  # noqa: E402
+from service.collections.lifecycle import configure_threads  # noqa: E402
 from service.launcher import local_server  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
-from service.state import configure_threads  # noqa: E402
-from service.storage import Storage  # noqa: E402
+from service.storage.repository import Storage  # noqa: E402
 from service.threads import default_threads  # noqa: E402
 
 # wrk's Lua hooks: POST bodies read from a file (one JSON document per line), cycled through;

@@ -8,7 +8,7 @@ python -m service embeddings --drop-unused   # drop versions no live process ser
 
 from __future__ import annotations
 
-# First, before anything imports torch, numpy or FAISS (service.logs does, through protonet):
+# First, before anything imports torch, numpy or FAISS (service.edge.logs does, through protonet):
 # OpenMP and BLAS read their thread counts when they load.
 from service.threads import set_thread_environment, thread_environment_from_variables
 
@@ -23,7 +23,7 @@ from types import FrameType  # noqa: E402
 
 import uvicorn  # noqa: E402
 
-from service.logs import logging_config  # noqa: E402
+from service.edge.logs import logging_config  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -79,8 +79,8 @@ def serve(settings: Settings) -> None:
 
 
 def migrate(settings: Settings) -> int:
-    from service.migrations import head_revision, upgrade_database
-    from service.storage import create_storage_engine
+    from service.storage.engine import create_storage_engine
+    from service.storage.migrations import head_revision, upgrade_database
 
     engine = create_storage_engine(settings.resolved_database_url())
     try:
@@ -94,8 +94,8 @@ def migrate(settings: Settings) -> int:
 def embeddings(settings: Settings, drop_unused: bool, force: bool) -> int:
     """Print stored embeddings by model version and the live processes serving each; with
     ``drop_unused``, delete the versions that no live process serves."""
-    from service.storage import Storage
-    from service.sync import LIVE_WITHIN
+    from service.collections.sync import LIVE_WITHIN
+    from service.storage.repository import Storage
 
     storage = Storage(settings.resolved_database_url(), migrate=False)
     try:

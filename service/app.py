@@ -12,18 +12,18 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
-from service.access import AccessMiddleware
-from service.auth import Authenticator, load_keys
-from service.bodies import BodyLimits
-from service.errors import install_error_handlers
-from service.limits import BodySizeLimitMiddleware, MemoryBudget
-from service.logs import RequestContextMiddleware
-from service.metrics import MetricsMiddleware, ServiceMetrics
-from service.openapi import install_openapi
-from service.ratelimit import ConcurrencyLimit, RateLimiter
-from service.routers import collections, embed, health, metrics, model
-from service.settings import Settings
-from service.state import ServiceState, freeze_startup_objects
+from service.api.json_bodies import BodyLimits
+from service.api.openapi import install_openapi
+from service.api.routers import collections, embed, health, metrics, model
+from service.collections.lifecycle import ServiceState, freeze_startup_objects
+from service.edge.admission import AdmissionMiddleware
+from service.edge.auth import Authenticator, load_keys
+from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
+from service.edge.error_responses import install_error_handlers
+from service.edge.logs import RequestContextMiddleware
+from service.edge.metrics import MetricsMiddleware, ServiceMetrics
+from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
+from service.settings import Settings, trusted_proxy_list
 
 DESCRIPTION = """\
 Few-shot image classification with a Prototypical Network: register a handful of labelled
@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load model and storage (fail fast), then prepare collections in the background."""
     state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
-    state.metrics.watch_collections(state.all_tenants_summary)
+    app.state.metrics.watch_collections(state.all_tenants_summary)
     state.pipeline.start()
 
     def prepare() -> None:
@@ -115,10 +115,8 @@ def install_access_control(app: FastAPI, settings: Settings) -> None:
     processes see the same client address."""
     from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-    from service.ratelimit import trusted_proxy_list
-
     app.add_middleware(
-        AccessMiddleware,
+        AdmissionMiddleware,
         authenticator=authenticator_for(settings),
         key_limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         address_limiter=RateLimiter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,11 +17,38 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.ratelimit import check_trusted_proxies
-
 # Resolved from this file, not the working directory: ``python -m service`` works from anywhere.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "omniglot-conv4.pt"
 DATABASE_FILE = "protonet.sqlite3"
+
+
+def trusted_proxy_list(value: str) -> list[str]:
+    """The entries of PROTONET_TRUSTED_PROXIES (IP addresses and CIDR networks separated by
+    commas), checked and normalised; :class:`ValueError` names a malformed one. Checked here
+    because uvicorn's ProxyHeadersMiddleware would silently take a typo as a host name that
+    never matches. ``*`` (trust every peer) is refused: any client could then pick its address,
+    and with it its rate bucket, by sending X-Forwarded-For."""
+    entries = []
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            if "/" in entry:
+                entries.append(str(ipaddress.ip_network(entry)))
+            else:
+                entries.append(str(ipaddress.ip_address(entry)))
+        except ValueError as error:
+            raise ValueError(
+                f"trusted proxy {entry!r} is not an IP address or a CIDR network "
+                f"(like 10.0.0.1 or 10.0.0.0/8): {error}"
+            ) from None
+    return entries
+
+
+def check_trusted_proxies(value: str) -> str:
+    """PROTONET_TRUSTED_PROXIES checked (a malformed entry fails the start) and normalised."""
+    return ",".join(trusted_proxy_list(value))
 
 
 class Settings(BaseSettings):

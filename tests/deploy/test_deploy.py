@@ -24,8 +24,7 @@ yaml = pytest.importorskip("yaml")
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 
 from service.app import create_app  # noqa: E402
-from service.ratelimit import trusted_proxy_list  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.settings import Settings, trusted_proxy_list  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

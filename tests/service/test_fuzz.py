@@ -46,7 +46,7 @@ api_key = "${{PROTONET_FUZZ_KEY}}"
 [checks.positive_data_acceptance]
 enabled = false
 
-# Item and pixel counts are enforced while the body is parsed (service/bodies.py), before
+# Item and pixel counts are enforced while the body is parsed (service/api/json_bodies.py), before
 # FastAPI validates the headers, so a body over a limit that also carries a bad header is
 # refused with 413: a rejection like the others (the default list, plus 413).
 [checks.negative_data_rejection]

@@ -8,7 +8,7 @@ import pytest
 
 from protonet.checkpoint import load_checkpoint
 from protonet.preprocessing import InputSpec
-from service.state import ServiceState
+from service.collections.lifecycle import ServiceState
 from tests.service.helpers import Drawings, make_settings, serve, write_checkpoint
 
 pytestmark = pytest.mark.anyio
@@ -118,7 +118,7 @@ async def test_startup_failure_is_reported_by_readyz(tmp_path, checkpoint_a, mon
     def broken_load_all(self) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("service.registry.CollectionRegistry.load_all", broken_load_all)
+    monkeypatch.setattr("service.collections.registry.CollectionRegistry.load_all", broken_load_all)
     async with serve(make_settings(tmp_path, checkpoint_a), wait=False) as running:
         assert running.state.wait_prepared(30)
         ready = await running.http.get("/readyz")

@@ -109,6 +109,6 @@ async def test_a_change_of_tens_of_thousands_of_classes_is_applied(settings):
             state.encoder.version,
         )
         live = await anyio.to_thread.run_sync(state.registry.sync, "big", "default")
-        assert live is not None and live.summary().n_classes == n
+        assert live is not None and live.status().n_classes == n
         detail = await running.client.get_collection("big")
         assert detail["n_classes"] == n

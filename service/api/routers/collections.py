@@ -1,0 +1,186 @@
+"""Collections of labelled support examples, and queries against them."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
+
+from service.api import schemas
+from service.api.dependencies import ReadTenant, RegistryDep, WriteTenant
+from service.api.json_bodies import BoundedJSONRoute
+from service.api.responses import json_response, query_answer_body
+from service.api.schemas import COLLECTION_NAME_PATTERN
+from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.live_collection import ClassCount, CollectionStatus
+from service.edge.error_responses import error_responses
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedJSONRoute)
+
+NamePath = Annotated[
+    str,
+    Path(
+        pattern=COLLECTION_NAME_PATTERN,
+        description="Collection name ([A-Za-z0-9_-]{1,64}).",
+        examples=["omniglot-demo"],
+    ),
+]
+LabelPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=200,
+        pattern=LABEL_PATTERN,
+        description=f"Class label, URL-encoded ('/' as %2F, '.' may be %2E): {RULE}.",
+        examples=["a"],
+    ),
+    AfterValidator(normalize_label),
+]
+MinRevision = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        description="Answer only once this process has applied the collection's changes up "
+        "to this revision (one that a write returned): read-your-writes across replicas. "
+        "Waits up to PROTONET_MIN_REVISION_TIMEOUT, then 503 revision_not_reached.",
+    ),
+]
+REVISION_HEADER = "Protonet-Revision"  # on every response about one collection
+
+
+def with_revision(response: Response, revision: int) -> Response:
+    response.headers[REVISION_HEADER] = str(revision)
+    return response
+
+
+def summary_of(collection: CollectionStatus) -> schemas.CollectionSummary:
+    return schemas.CollectionSummary(
+        name=collection.name,
+        n_classes=collection.n_classes,
+        n_examples=collection.n_examples,
+        revision=collection.revision,
+        index=collection.index,
+        index_in_use=collection.index_in_use,
+    )
+
+
+def classes_of(classes: list[ClassCount]) -> list[schemas.ClassSummary]:
+    return [schemas.ClassSummary(label=c.label, n_examples=c.n_examples) for c in classes]
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an empty collection",
+    responses=error_responses(400, 409, 413, 422, 503),
+)
+async def create_collection(
+    request: schemas.CreateCollectionRequest,
+    registry: RegistryDep,
+    tenant: WriteTenant,
+    response: Response,
+) -> schemas.CollectionSummary:
+    summary = await run_in_threadpool(
+        registry.create, request.name, tenant=tenant, index=request.index
+    )
+    with_revision(response, summary.revision)
+    return summary_of(summary)
+
+
+@router.get("", summary="List collections", responses=error_responses(422, 503))
+async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas.CollectionList:
+    # takes per-collection locks
+    collections = await run_in_threadpool(registry.list_all, tenant=tenant)
+    return schemas.CollectionList(collections=[summary_of(c) for c in collections])
+
+
+@router.get(
+    "/{name}",
+    summary="Describe a collection and its classes",
+    responses=error_responses(404, 422, 503),
+)
+async def get_collection(
+    name: NamePath,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    response: Response,
+    min_revision: MinRevision = None,
+) -> schemas.CollectionDetail:
+    await registry.require_revision(name, min_revision, tenant=tenant)
+    detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
+    with_revision(response, detail.revision)
+    return schemas.CollectionDetail(
+        **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
+    )
+
+
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Delete a collection with all its classes and examples",
+    responses=error_responses(404, 422, 503),
+)
+async def delete_collection(name: NamePath, registry: RegistryDep, tenant: WriteTenant) -> Response:
+    """The deletion's revision is in the Protonet-Revision header."""
+    revision = await run_in_threadpool(registry.delete, name, tenant=tenant)
+    return with_revision(Response(status_code=204), revision)
+
+
+@router.post(
+    "/{name}/support",
+    summary="Add labelled examples (all or nothing); new labels create classes",
+    responses=error_responses(400, 404, 413, 422, 503),
+)
+async def add_support(
+    name: NamePath,
+    request: schemas.SupportRequest,
+    registry: RegistryDep,
+    tenant: WriteTenant,
+    response: Response,
+) -> schemas.SupportResponse:
+    added = await registry.add_support(name, request.examples, tenant=tenant)
+    with_revision(response, added.revision)
+    return schemas.SupportResponse(
+        n_added=added.n_added, classes=classes_of(added.classes), revision=added.revision
+    )
+
+
+@router.delete(
+    "/{name}/classes/{label:path}",
+    status_code=204,
+    summary="Delete one class and its examples",
+    responses=error_responses(404, 422, 503),
+)
+async def delete_class(
+    name: NamePath, label: LabelPath, registry: RegistryDep, tenant: WriteTenant
+) -> Response:
+    """The deletion's revision is in the Protonet-Revision header."""
+    revision = await run_in_threadpool(registry.delete_class, name, label, tenant=tenant)
+    return with_revision(Response(status_code=204), revision)
+
+
+@router.post(
+    "/{name}/query",
+    summary="Classify images against the collection's class prototypes",
+    response_model=schemas.QueryResponse,
+    responses=error_responses(400, 404, 409, 413, 422, 503),
+)
+async def query_collection(
+    name: NamePath,
+    request: schemas.QueryRequest,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    min_revision: MinRevision = None,
+) -> Response:
+    """Queries of concurrent requests are decoded, embedded and ranked in shared batches."""
+    await registry.require_revision(name, min_revision, tenant=tenant)
+    revision, results = await registry.query(name, request.queries, request.top_k, tenant=tenant)
+    body = {
+        "model_version": registry.encoder.version,
+        "revision": revision,
+        "index": results[0].index,
+        "results": [query_answer_body(result) for result in results],
+    }
+    return with_revision(json_response(body), revision)

@@ -1,0 +1,257 @@
+"""Request and response bodies of the HTTP API (they are also its OpenAPI documentation)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetPydanticSchema,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, core_schema
+
+from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.live_collection import IndexKind
+
+COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+CollectionName = Annotated[
+    str,
+    Field(
+        pattern=COLLECTION_NAME_PATTERN,
+        description="1-64 characters: letters, digits, '_' and '-'.",
+        examples=["omniglot-demo"],
+    ),
+]
+Label = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=LABEL_PATTERN),
+    AfterValidator(normalize_label),
+    Field(description=f"Class label: {RULE}."),
+]
+
+
+def to_pixel_array(value: Any, validate_rows: core_schema.ValidatorFunctionWrapHandler) -> Any:
+    """``pixels`` -> float64 ``[H, W]``. The body parser (service/api/json_bodies.py) already made
+    rectangular numeric arrays numpy; anything else (lists from Python callers, or what the
+    parser left as lists) is validated as rows of numbers, so errors name ``pixels[r][c]``."""
+    if isinstance(value, np.ndarray):
+        return value
+    rows = validate_rows(value)
+    widths = sorted({len(row) for row in rows})
+    if len(widths) > 1:
+        raise PydanticCustomError(
+            "ragged_pixels",
+            "ragged pixel array: rows have lengths {widths}",
+            {"widths": widths[:5]},
+        )
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), widths[0] if rows else 0)
+
+
+def pixel_array_schema(_source: Any, _handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    number = core_schema.float_schema(strict=True)  # ints are numbers too; bools, strings not
+    rows = core_schema.list_schema(core_schema.list_schema(number))
+    return core_schema.no_info_wrap_validator_function(to_pixel_array, rows)
+
+
+# JSON: rows of numbers; Python: a float64 numpy array [H, W] (the schema is the list's).
+PixelArray = Annotated[np.ndarray, GetPydanticSchema(pixel_array_schema)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, so typos surface instead of being ignored; no type coercion
+    (``"3"`` or ``true`` is not an integer), as the OpenAPI schema says."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` that states "exactly one of these fields" (``oneOf``), with the
+    fields typed without ``null``: sending ``null`` is an error, as omitting the field is the
+    way to leave it out."""
+
+    def complete(schema: dict[str, Any]) -> None:
+        properties = schema["properties"]
+        for name in names:
+            field = properties[name]
+            non_null = [s for s in field.pop("anyOf") if s.get("type") != "null"]
+            field.update(non_null[0])
+            field.pop("default", None)
+        schema["oneOf"] = [{"required": [name]} for name in names]
+
+    return complete
+
+
+class InputItem(StrictModel):
+    """One input image: exactly one of ``image`` or ``pixels``."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("image", "pixels"))
+
+    image: str | None = Field(
+        None,
+        description=(
+            "Base64 of an encoded image file (PNG, JPEG, BMP, GIF, WebP: anything Pillow reads), "
+            "any size or mode; a `data:image/...;base64,` prefix is allowed. Transparent areas "
+            "count as white paper."
+        ),
+    )
+    pixels: PixelArray | None = Field(
+        None,
+        description=(
+            "Grayscale image as a 2-D list of rows of numbers in [0, 1]: 0 = black ink, "
+            "1 = white paper. Any size; resized like an image."
+        ),
+        examples=[[[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]],
+    )
+
+    @field_validator("image", "pixels", mode="wrap")
+    @classmethod
+    def _not_null(cls, value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
+        if value is None:  # only when sent: defaults are not validated
+            raise PydanticCustomError("null_source", "omit the field rather than sending null")
+        return handler(value)
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> InputItem:
+        if (self.image is None) == (self.pixels is None):
+            raise PydanticCustomError(
+                "image_or_pixels", "give exactly one of 'image' (base64 file) or 'pixels'"
+            )
+        return self
+
+
+class SupportExample(InputItem):
+    """A labelled example: a label plus exactly one of ``image`` or ``pixels``."""
+
+    label: Label
+
+
+INDEX_DESCRIPTION = (
+    "Search index: 'exact' (every class, one matrix), 'ivf' (FAISS inverted lists: "
+    "approximate, for very large collections) or 'auto' (exact up to "
+    "PROTONET_EXACT_MAX_CLASSES classes, then ivf, switched in the background)."
+)
+
+
+class CreateCollectionRequest(StrictModel):
+    name: CollectionName
+    index: IndexKind = Field("auto", description=INDEX_DESCRIPTION)
+
+
+class SupportRequest(StrictModel):
+    examples: list[SupportExample] = Field(
+        min_length=1,
+        description="Labelled examples; new labels create classes. All are stored or none.",
+    )
+
+
+class QueryRequest(StrictModel):
+    queries: list[InputItem] = Field(min_length=1, description="Images to classify.")
+    top_k: int = Field(
+        5, ge=1, description="How many nearest classes to return per query (clamped to n_classes)."
+    )
+
+
+class EmbedRequest(StrictModel):
+    inputs: list[InputItem] = Field(min_length=1, description="Images to embed.")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = Field(description="Always 'ok': the process is alive.")
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "starting", "failed"] = Field(description="Readiness state.")
+    detail: str = Field(description="What the service is doing while not ready.")
+
+
+class InputSpecInfo(BaseModel):
+    image_size: int = Field(description="Inputs are resized to image_size x image_size.")
+    channels: int = Field(description="1 = grayscale.")
+    invert: bool = Field(description="Whether the model sees ink as 1 (inputs are ink-on-paper).")
+
+
+class ModelInfo(BaseModel):
+    version: str = Field(description="Content hash of the weights; changes with every model.")
+    embedding_dim: int = Field(description="Width of the embeddings.")
+    metric: str = Field(description="Distance between embeddings and prototypes.")
+    input: InputSpecInfo = Field(description="What the model expects; inputs are converted.")
+    card: dict[str, Any] = Field(
+        description="Model card: encoder config, training config, evaluation, metadata."
+    )
+
+
+REVISION_DESCRIPTION = (
+    "The collection's revision that this answer reflects: the id of its latest change that "
+    "the answering process has applied. Send it as min_revision to read your own writes "
+    "through any replica (docs/scaling.md)."
+)
+
+
+class CollectionSummary(BaseModel):
+    name: str = Field(description="Collection name.")
+    n_classes: int = Field(description="Number of classes (distinct labels).")
+    n_examples: int = Field(description="Number of stored support examples.")
+    revision: int = Field(description=REVISION_DESCRIPTION)
+    index: IndexKind = Field(description=INDEX_DESCRIPTION)
+    index_in_use: Literal["exact", "ivf"] = Field(description="The index that answers now.")
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionSummary] = Field(description="Every collection, by name.")
+
+
+class ClassSummary(BaseModel):
+    label: str = Field(description="Class label.")
+    n_examples: int = Field(description="Support examples of this class.")
+
+
+class CollectionDetail(CollectionSummary):
+    classes: list[ClassSummary] = Field(description="Every class, oldest first.")
+
+
+class SupportResponse(BaseModel):
+    n_added: int = Field(description="Examples added by this request.")
+    classes: list[ClassSummary] = Field(
+        description="The classes this request touched, with their new example counts."
+    )
+    revision: int = Field(description="The collection's revision after this write.")
+
+
+class Prediction(BaseModel):
+    label: str = Field(description="Class label.")
+    probability: float = Field(
+        description="Softmax over all the collection's classes of minus the squared distance."
+    )
+    distance: float = Field(description="Squared Euclidean distance to the class prototype.")
+
+
+class QueryResult(Prediction):
+    """The most likely class, plus the ``top_k`` nearest ones (best first)."""
+
+    # "top_k" in JSON (clients read it); in Python ``top_k`` is always the count asked for.
+    ranked: list[Prediction] = Field(alias="top_k", description="The nearest classes, best first.")
+
+
+class QueryResponse(BaseModel):
+    model_version: str = Field(description="Version of the model that embedded the queries.")
+    revision: int = Field(description=REVISION_DESCRIPTION)
+    index: Literal["exact", "ivf"] = Field(
+        description="The index that answered: exact, or ivf (approximate; probabilities are "
+        "the softmax over the nearest classes it found, see docs/performance.md)."
+    )
+    results: list[QueryResult] = Field(description="One result per query, in request order.")
+
+
+class EmbedResponse(BaseModel):
+    model_version: str = Field(description="Version of the model that made the embeddings.")
+    embeddings: list[list[float]] = Field(description="One embedding per input, in order.")

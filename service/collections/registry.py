@@ -1,0 +1,469 @@
+"""Domain logic: collections of labelled examples, their prototypes, and queries against them.
+
+Every write follows the same order, so a rejected request changes nothing: validate and decode
+every item, embed them all, then one database transaction, then the in-memory index update.
+Synchronous methods do storage work: the HTTP layer runs them in worker threads. The async ones
+(``add_support``, ``query``, ``embed``) decode and embed through the micro-batching
+:class:`~service.collections.inference.InferencePipeline`, shared by all concurrent requests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+import anyio
+import numpy as np
+from anyio import to_thread
+
+from protonet.errors import InvalidInputError
+from service.collections.encoder import Encoder
+from service.collections.inference import InferencePipeline
+from service.collections.ivf_index import IndexFiles, snapshot
+from service.collections.live_collection import (
+    CollectionContents,
+    CollectionStatus,
+    IndexKind,
+    IndexPolicy,
+    LiveCollection,
+    QueryAnswer,
+    SupportResult,
+)
+from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
+from service.collections.reembed import conform_pixels
+from service.errors import ConflictError, NotFoundError, RevisionNotReachedError
+from service.storage.repository import Change, Storage, StoredClass, StoredCollection
+
+logger = logging.getLogger(__name__)
+
+# Classes refreshed per round trip: far below SQLite's limit of bound parameters (32766).
+REFRESH_CHUNK = 5000
+
+
+class LabelledPayload(InputPayload, Protocol):
+    """A support example as it arrives: a label plus one input."""
+
+    @property
+    def label(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class AllTenantsSummary:
+    """Totals over every tenant's collections (for the metrics, never for a tenant's view).
+
+    ``tenants`` counts the tenants that have at least one collection.
+    """
+
+    tenants: int = 0
+    collections: int = 0
+    classes: int = 0
+    examples: int = 0
+
+
+class CollectionRegistry:
+    """All collections: storage is the source of truth, ``LiveCollection``s serve queries.
+
+    Collections are keyed by ``(tenant, name)``: a tenant sees only its own, and another
+    tenant's collection is "does not exist", exactly like a missing one. Every method that
+    acts for a tenant takes ``tenant=`` with no default, so a caller cannot fall back to the
+    default tenant by omission; :meth:`summarize_all_tenants` is the one cross-tenant view.
+
+    Several processes may share the database. Each write commits, then catches its collection up to
+    the database (its own change and any earlier ones made elsewhere); the change feed
+    (service/collections/sync.py) calls :meth:`apply_change` for changes made elsewhere. Every
+    update of an index reads the classes' current rows, under the collection's write lock, so
+    applying a change twice, or late, is harmless. Examples that another model version stored are
+    embedded here, for this process's version, before they count.
+
+    Locks: the registry lock (creating, loading and dropping collections) is taken before a
+    collection's write lock, never after.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        encoder: Encoder,
+        max_items_per_request: int,
+        pipeline: InferencePipeline,
+        max_request_pixels: int | None = None,
+        min_revision_timeout: float = 5.0,
+        index_policy: IndexPolicy | None = None,
+        index_files: IndexFiles | None = None,
+    ) -> None:
+        self.storage = storage
+        self.encoder = encoder
+        self.pipeline = pipeline
+        self.max_items = max_items_per_request
+        self.max_request_pixels = max_request_pixels
+        self.min_revision_timeout = min_revision_timeout
+        # Settings of every collection's index but its kind (which each collection has).
+        self.index_policy = index_policy or IndexPolicy()
+        self.index_files = index_files
+        self._saved_revisions: dict[int, int] = {}  # collection id -> revision of its file
+        self._collections: dict[tuple[str, str], LiveCollection] = {}
+        self._lock = threading.Lock()  # guards creating and dropping collections
+        # Every change up to this id is applied here (set by load_all and the change feed).
+        self.applied_through = 0
+
+    # -- loading and keeping up with the database ------------------------------------------
+
+    def load_all(self) -> int:
+        """Build every collection's index from storage (at startup). Returns the change id
+        that the indexes reflect at least: the change feed starts after it."""
+        cursor = self.storage.last_change_id()  # before reading: later changes are re-applied
+        for stored in self.storage.list_collections():
+            live = self._load(stored)
+            self._collections[stored.tenant, stored.name] = live
+            summary = live.status()
+            logger.info(
+                "loaded collection %r of tenant %r: %d classes, %d examples",
+                stored.name,
+                stored.tenant,
+                summary.n_classes,
+                summary.n_examples,
+            )
+        self.applied_through = cursor
+        return cursor
+
+    def reload_all(self) -> int:
+        """Rebuild every index from storage (after the feed lost track); see :meth:`load_all`."""
+        with self._lock:
+            for key, live in list(self._collections.items()):
+                self._drop(key, live)
+            return self.load_all()
+
+    def _load(self, stored: StoredCollection) -> LiveCollection:
+        """A collection's index from storage; reflects at least ``stored.revision``."""
+        live = self._new_live(stored)
+        self._embed_missing(collection_id=stored.id)
+        classes = self.storage.list_classes(stored.id)
+        if not self._load_persisted(live, classes):
+            embeddings = self.storage.collection_embeddings(stored.id, self.encoder.version)
+            live.load(classes, embeddings)
+        return live
+
+    def _new_live(self, stored: StoredCollection) -> LiveCollection:
+        kind = cast(IndexKind, stored.index_kind)
+        policy = dataclasses.replace(self.index_policy, kind=kind)
+        dim = self.encoder.embedding_dim
+        return LiveCollection(stored.id, stored.name, dim, stored.revision, policy)
+
+    def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
+        """Start from the collection's persisted IVF index, if it has a usable one: applies
+        the changes made after the index's revision, then checks that the index holds exactly
+        the stored classes (else: False, and the caller builds from the embeddings)."""
+        if self.index_files is None or live.policy.kind == "exact":
+            return False
+        persisted = self.index_files.load(live.id, self.encoder.version)
+        if persisted is None or persisted.revision > live.revision:
+            return False
+        live.load_persisted(classes, persisted.index)
+        changes = self.storage.collection_changes_after(live.id, persisted.revision)
+        self._refresh(live, {i for change in changes for i in change.class_ids})
+        if not persisted.index.holds_exactly(live.indexed_ids()):
+            logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
+            return False
+        self._saved_revisions[live.id] = persisted.revision
+        logger.info("collection %r: persisted IVF index loaded", live.name)
+        return True
+
+    def save_indexes(self) -> int:
+        """Persist the IVF index of every collection changed since its last save (at
+        shutdown, and now and then meanwhile); returns how many were written."""
+        if self.index_files is None:
+            return 0
+        written = 0
+        for live in list(self._collections.values()):
+            with live.write_lock:  # no update between reading the revision and the index
+                index, revision = live.ivf_index(), live.revision
+                if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
+                    continue
+                serialized = snapshot(index)
+            self.index_files.write(live.id, self.encoder.version, serialized, revision)
+            self._saved_revisions[live.id] = revision
+            written += 1
+        return written
+
+    def _embed_missing(
+        self, class_ids: list[int] | None = None, collection_id: int | None = None
+    ) -> None:
+        """Embed, for this process's model version, the examples (of ``class_ids``, or of a
+        collection) that a process on another version stored (during a rolling upgrade)."""
+        if class_ids is not None and not class_ids:
+            return
+        while True:
+            batch = self.storage.unembedded_pixels(
+                self.encoder.version,
+                self.encoder.batch_size,
+                class_ids=class_ids,
+                collection_id=collection_id,
+            )
+            if not batch.example_ids:
+                return
+            embeddings = self.encoder.embed_pixels(conform_pixels(batch.pixels, self.encoder))
+            self.storage.add_embeddings(batch.example_ids, embeddings, self.encoder.version)
+
+    def _refresh(self, live: LiveCollection, class_ids: set[int]) -> None:
+        """Make the index's view of ``class_ids`` match storage (caller holds write_lock).
+        Works in chunks, so that no statement binds more ids than SQLite allows."""
+        ordered = sorted(class_ids)
+        for start in range(0, len(ordered), REFRESH_CHUNK):
+            chunk = ordered[start : start + REFRESH_CHUNK]
+            classes = self.storage.list_classes(live.id, chunk)
+            self._embed_missing([c.id for c in classes])
+            updated: list[int] = []
+            if classes:
+                ids = [c.id for c in classes]
+                stored = self.storage.class_embeddings(ids, self.encoder.version)
+                updated = live.update_classes({c.id: c.label for c in classes}, stored)
+            live.remove_classes(set(chunk) - set(updated))
+
+    def _catch_up(self, live: LiveCollection) -> bool:
+        """Apply the collection's changes after ``live.revision`` (caller holds write_lock).
+        Returns False if the collection was deleted (``live.deleted`` is then set)."""
+        changes = self.storage.collection_changes_after(live.id, live.revision)
+        if any(change.kind == "delete" for change in changes):
+            live.deleted = True
+            return False
+        if changes:
+            self._refresh(live, {i for change in changes for i in change.class_ids})
+            live.revision = changes[-1].id
+        return True
+
+    def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
+        """Forget a deleted collection (caller holds the registry lock)."""
+        live.deleted = True
+        if self._collections.get(key) is live:
+            del self._collections[key]
+
+    def apply_change(self, change: Change) -> None:
+        """Apply a change that the feed delivered (maybe made here; then it is a no-op)."""
+        key = (change.tenant, change.name)
+        live = self._collections.get(key)
+        if change.kind in ("create", "delete"):
+            with self._lock:
+                live = self._collections.get(key)
+                if change.kind == "delete":
+                    if live is not None and live.id == change.collection_id:
+                        with live.write_lock:
+                            self._drop(key, live)
+                elif live is None or live.id != change.collection_id:
+                    self._sync_from_storage(key)
+            return
+        if live is None or live.id != change.collection_id or live.revision >= change.id:
+            return
+        self.catch_up(key, live)
+
+    def catch_up(self, key: tuple[str, str], live: LiveCollection) -> None:
+        with live.write_lock:
+            if live.deleted or self._catch_up(live):
+                return
+        with self._lock:
+            self._drop(key, live)
+
+    def _sync_from_storage(self, key: tuple[str, str]) -> LiveCollection | None:
+        """Load (or drop) the collection ``key`` as storage has it now (registry lock held)."""
+        stored = self.storage.find_collection(*key)
+        live = self._collections.get(key)
+        if live is not None and (stored is None or stored.id != live.id):
+            with live.write_lock:
+                self._drop(key, live)
+            live = None
+        if stored is not None and live is None:
+            live = self._collections[key] = self._load(stored)
+        return live
+
+    def sync(self, name: str, tenant: str) -> LiveCollection | None:
+        """Bring one collection up to date with storage now (blocking; for read-your-writes
+        and for names this process has not heard of yet)."""
+        key = (tenant, name)
+        live = self._collections.get(key)
+        if live is not None:
+            self.catch_up(key, live)
+            if not live.deleted:
+                return live
+        if self.storage.find_collection(tenant, name) is None:
+            return None  # the common 404: answered without the registry lock
+        with self._lock:
+            return self._sync_from_storage(key)
+
+    async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
+        """Return once this process reflects every change of the collection up to
+        ``min_revision`` (a revision some write returned), catching it up from storage if
+        needed. :class:`RevisionNotReachedError` if that takes longer than the timeout;
+        :class:`InvalidInputError` for a revision that no write has made yet."""
+        if min_revision is None or self._reflects(name, tenant, min_revision):
+            return
+        with anyio.move_on_after(self.min_revision_timeout):
+            synced_through = await to_thread.run_sync(
+                self._sync_through, name, tenant, abandon_on_cancel=True
+            )
+            if min_revision > synced_through:
+                raise InvalidInputError(
+                    f"min_revision {min_revision} is ahead of every change in the database "
+                    f"(the latest is {synced_through}): send a revision that a write returned"
+                )
+            return
+        raise RevisionNotReachedError(
+            f"collection {name!r} has not caught up to revision {min_revision} here within "
+            f"{self.min_revision_timeout:g} s: retry, or drop min_revision to read what this "
+            "replica has"
+        )
+
+    def _reflects(self, name: str, tenant: str, revision: int) -> bool:
+        """Whether the collection (or its absence) here reflects every change up to
+        ``revision``: its own latest applied change, or the feed's position, is that far."""
+        live = self._collections.get((tenant, name))
+        return self.applied_through >= revision or (live is not None and live.revision >= revision)
+
+    def _sync_through(self, name: str, tenant: str) -> int:
+        """Catch the collection up with storage; returns the change id it now reflects at
+        least (the latest change id in storage when the catch-up began)."""
+        latest = self.storage.last_change_id()
+        self.sync(name, tenant)
+        return latest
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def _get(self, name: str, tenant: str) -> LiveCollection:
+        """The collection, looked up in storage too if this process has not seen it yet
+        (created through another process a moment ago)."""
+        live = self._collections.get((tenant, name))
+        if live is None:
+            live = self.sync(name, tenant)
+        if live is None:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        return live
+
+    def create(self, name: str, *, tenant: str, index: IndexKind = "auto") -> CollectionStatus:
+        """A new empty collection searched by ``index`` (auto, exact or ivf);
+        :class:`ConflictError` if the tenant has ``name`` already."""
+        with self._lock:
+            if (tenant, name) in self._collections:
+                raise ConflictError(f"collection {name!r} already exists")
+            stored = self.storage.create_collection(name, tenant, index)
+            live = self._collections[tenant, name] = self._new_live(stored)
+        return live.status()
+
+    def list_all(self, *, tenant: str) -> list[CollectionStatus]:
+        """Every collection of the tenant, by name."""
+        snapshot = sorted(self._collections.copy().items())
+        return [live.status() for (owner, _), live in snapshot if owner == tenant]
+
+    def summarize_all_tenants(self) -> AllTenantsSummary:
+        """Totals over every tenant, from the live collections' O(1) summaries.
+
+        Takes no registry lock (the dict is copied atomically under the GIL) and each
+        collection's state lock only briefly, one at a time; a collection created or dropped
+        meanwhile may or may not be counted.
+        """
+        tenants: set[str] = set()
+        collections = classes = examples = 0
+        for (tenant, _), live in self._collections.copy().items():
+            if live.deleted:
+                continue
+            summary = live.status()
+            tenants.add(tenant)
+            collections += 1
+            classes += summary.n_classes
+            examples += summary.n_examples
+        return AllTenantsSummary(len(tenants), collections, classes, examples)
+
+    def describe(self, name: str, *, tenant: str) -> CollectionContents:
+        return self._get(name, tenant).contents()
+
+    def delete(self, name: str, *, tenant: str) -> int:
+        """Drop a collection with all its classes and examples; returns the change id."""
+        live = self._get(name, tenant)
+        with self._lock, live.write_lock:  # let in-flight writes to it finish first
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            try:
+                revision = self.storage.delete_collection(live.id)
+            except NotFoundError:  # deleted through another process meanwhile
+                self._drop((tenant, name), live)
+                raise NotFoundError(f"collection {name!r} does not exist") from None
+            self._drop((tenant, name), live)
+            if self.index_files is not None:
+                self.index_files.remove(live.id)
+            return revision
+
+    async def add_support(
+        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str
+    ) -> SupportResult:
+        """Add labelled examples, creating classes as needed; all-or-nothing.
+
+        Each affected class's prototype is recomputed from all its stored embeddings and
+        replaced in the index; other classes are untouched.
+        """
+        live = self._get(name, tenant)
+        check_item_count(len(examples), self.max_items, "examples")
+        check_pixel_budget(examples, self.max_request_pixels, "examples")
+        pixels = await self.pipeline.decode(examples, "examples")  # [n, H, W]
+        embeddings = await self.pipeline.embed(pixels)  # [n, dim]
+        labels = [example.label for example in examples]
+        return await to_thread.run_sync(self._store, live, labels, pixels, embeddings)
+
+    def _store(
+        self, live: LiveCollection, labels: list[str], pixels: np.ndarray, embeddings: np.ndarray
+    ) -> SupportResult:
+        """One transaction for the examples, then the collection caught up to it."""
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {live.name!r} does not exist")
+            try:
+                class_ids, _ = self.storage.add_examples(
+                    live.id, labels, pixels, embeddings, self.encoder.version
+                )
+            except NotFoundError:  # deleted through another process
+                live.deleted = True
+                raise NotFoundError(f"collection {live.name!r} does not exist") from None
+            self._catch_up(live)  # this write's change, and any earlier ones made elsewhere
+            in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
+            classes = live.class_counts(in_request_order)
+            return SupportResult(len(labels), classes, live.revision)
+
+    def delete_class(self, name: str, label: str, *, tenant: str) -> int:
+        """Drop one class and its examples; returns the change id."""
+        live = self._get(name, tenant)
+        with live.write_lock:
+            if live.deleted or not self._catch_up(live):  # the class may be new elsewhere
+                raise NotFoundError(f"collection {name!r} does not exist")
+            class_id = live.class_id(label)
+            if class_id is None:
+                raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
+            try:
+                self.storage.delete_class(live.id, class_id)
+            except NotFoundError:
+                live.deleted = True
+                raise NotFoundError(f"collection {name!r} does not exist") from None
+            self._catch_up(live)
+            return live.revision
+
+    async def query(
+        self,
+        name: str,
+        queries: Sequence[InputPayload],
+        top_k: int,
+        *,
+        tenant: str,
+    ) -> tuple[int, list[QueryAnswer]]:
+        """Classify each query against the collection's prototypes; also returns the
+        collection's revision that the answer reflects (at least)."""
+        live = self._get(name, tenant)
+        revision = live.revision
+        if live.is_empty():  # cheap check before decoding anything
+            raise live.no_classes_error()
+        check_item_count(len(queries), self.max_items, "queries")
+        check_pixel_budget(queries, self.max_request_pixels, "queries")
+        return revision, await self.pipeline.query(live, queries, top_k)
+
+    async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
+        """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""
+        check_item_count(len(inputs), self.max_items, "inputs")
+        check_pixel_budget(inputs, self.max_request_pixels, "inputs")
+        return await self.pipeline.embed(await self.pipeline.decode(inputs, "inputs"))

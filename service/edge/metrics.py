@@ -1,0 +1,195 @@
+"""Prometheus metrics, served at ``GET /metrics``.
+
+Each app has its own ``CollectorRegistry`` (tests run many apps in one process). Names:
+
+* ``protonet_http_requests_total`` and ``protonet_http_request_duration_seconds``, by method,
+  route template (``/v1/collections/{name}/query``; ``unmatched`` for unknown paths) and status;
+* ``protonet_batch_size`` (rows per batch), ``protonet_batch_queue_wait_seconds`` (submit to
+  batch start, per job) and ``protonet_batch_duration_seconds``, by stage (decode, encode,
+  rank);
+* ``protonet_encoder_duration_seconds``: one encoder forward pass over a whole batch;
+* ``protonet_tenants`` (tenants with at least one collection), ``protonet_collections``,
+  ``protonet_classes``, ``protonet_examples``: totals over all tenants, read at scrape time
+  (no per-tenant labels: tenants are unbounded).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service.collections.batching import BatchStats
+from service.collections.registry import AllTenantsSummary
+from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class CollectionsCollector(Collector):
+    """Gauges of what is stored over all tenants, computed at scrape time.
+
+    Deliberately no ``tenant`` label: tenants come and go with API keys, so per-tenant series
+    would have unbounded cardinality (and would expose tenant names to whoever scrapes).
+    """
+
+    def __init__(self, totals: Callable[[], AllTenantsSummary]) -> None:
+        self.totals = totals
+
+    def describe(self) -> list[Metric]:
+        return []  # do not call ``collect`` at registration (the service is not ready yet)
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self.totals()
+        yield GaugeMetricFamily(
+            "protonet_tenants", "Tenants with at least one collection.", totals.tenants
+        )
+        yield GaugeMetricFamily(
+            "protonet_collections", "Collections, all tenants.", totals.collections
+        )
+        yield GaugeMetricFamily("protonet_classes", "Classes, all tenants.", totals.classes)
+        yield GaugeMetricFamily(
+            "protonet_examples", "Support examples, all tenants.", totals.examples
+        )
+
+
+class ServiceMetrics:
+    """The app's metrics; the ``observe_*`` methods are what the service calls."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["method", "route", "status"]
+        self.requests = Counter(
+            "protonet_http_requests", "HTTP requests.", labels, registry=self.registry
+        )
+        self.latency = Histogram(
+            "protonet_http_request_duration_seconds",
+            "HTTP request latency, first byte in to last byte out.",
+            labels,
+            buckets=SECONDS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "protonet_batch_size",
+            "Rows per batch.",
+            ["stage"],
+            buckets=ROWS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "protonet_batch_queue_wait_seconds",
+            "Time a request's job waited for its batch to start.",
+            ["stage"],
+            buckets=SECONDS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "protonet_batch_duration_seconds",
+            "Time to process one batch.",
+            ["stage"],
+            buckets=SECONDS,
+            registry=self.registry,
+        )
+        self.encoder_seconds = Histogram(
+            "protonet_encoder_duration_seconds",
+            "Time of one encoder forward pass over a batch.",
+            buckets=SECONDS,
+            registry=self.registry,
+        )
+        self.feed_position = Gauge(
+            "protonet_change_feed_position",
+            "Id of the last change this process applied from the shared database.",
+            registry=self.registry,
+        )
+        self.changes_applied = Counter(
+            "protonet_change_feed_changes",
+            "Changes read from the change feed (made by any process).",
+            registry=self.registry,
+        )
+        self.embedding_backfill = Gauge(
+            "protonet_embedding_backfill_examples",
+            "Model upgrade at startup: stored examples to embed for this process's model "
+            "version ('total') and embedded so far ('done').",
+            ["state"],
+            registry=self.registry,
+        )
+        # ``labels()`` takes a lock and hashes: cache the children per label tuple.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            values = (method, route, str(status))
+            children = (self.requests.labels(*values), self.latency.labels(*values))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_batch(self, stats: BatchStats) -> None:
+        self.batch_size.labels(stats.stage).observe(stats.rows)
+        self.batch_seconds.labels(stats.stage).observe(stats.seconds)
+        waits = self.queue_wait.labels(stats.stage)
+        for wait in stats.queue_waits:
+            waits.observe(wait)
+
+    def observe_feed(self, position: int, applied: int) -> None:
+        self.feed_position.set(position)
+        self.changes_applied.inc(applied)
+
+    def observe_backfill(self, done: int, total: int) -> None:
+        self.embedding_backfill.labels("done").set(done)
+        self.embedding_backfill.labels("total").set(total)
+
+    def observe_encoder(self, seconds: float) -> None:
+        self.encoder_seconds.observe(seconds)
+
+    def watch_collections(self, totals: Callable[[], AllTenantsSummary]) -> None:
+        """Serve the all-tenant collection gauges from ``totals`` (called at each scrape)."""
+        self.registry.register(CollectionsCollector(totals))
+
+    def exposition(self) -> bytes:
+        """The text format Prometheus scrapes."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by method, route template and status (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # an exception escaping the app becomes a 500 further out
+
+        async def send_and_note_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            # The router stores the matched route in the scope: its template bounds the labels.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.metrics.observe_request(scope["method"], route, status, seconds)

@@ -1,0 +1,111 @@
+"""The tables, as SQLAlchemy ORM classes: ``collections`` -> ``classes`` -> ``examples`` ->
+``embeddings``, plus ``changes`` (the change feed) and ``replicas`` (live processes).
+
+The schema itself is made by the migrations (service/storage/migrations); these classes
+describe it, and a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)  # naive UTC: the columns have no zone
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CollectionRecord(Base):
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_collections_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Rows made before tenants existed were put in tenant "default" (migration 0002).
+    tenant: Mapped[str] = mapped_column(String(64), server_default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # exact | ivf | auto: the search index (service/collections/live_collection.py IndexPolicy)
+    index_kind: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClassRecord(Base):
+    __tablename__ = "classes"
+    __table_args__ = (UniqueConstraint("collection_id", "label"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)  # also the class id in the prototype index
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str] = mapped_column(String(200))
+
+
+class ExampleRecord(Base):
+    __tablename__ = "examples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), index=True)
+    pixels: Mapped[bytes] = mapped_column(LargeBinary)  # stage-1 uint8, C order
+    height: Mapped[int]
+    width: Mapped[int]
+    channels: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmbeddingRecord(Base):
+    __tablename__ = "embeddings"
+
+    example_id: Mapped[int] = mapped_column(
+        ForeignKey("examples.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 [dim]
+
+
+class ChangeRecord(Base):
+    """One write: ``kind`` is create, support, delete_class or delete (the collection)."""
+
+    __tablename__ = "changes"
+    __table_args__ = (
+        Index("ix_changes_collection_id", "collection_id", "id"),
+        {"sqlite_autoincrement": True},  # ids are never reused, even after pruning
+    )
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int]  # no foreign key: the change of a deletion outlives its row
+    tenant: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    class_ids: Mapped[str] = mapped_column(Text)  # JSON list of the classes it touched
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class ReplicaRecord(Base):
+    """A live service process (heartbeats), and the model version it serves."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    ready: Mapped[bool]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,518 @@
+"""The repository over the tables (:class:`Storage`): every public method is one transaction.
+
+SQLite (embedded default) or PostgreSQL (shared by several service processes;
+docs/scaling.md). Each example keeps its stage-1 pixels (``uint8`` bytes plus shape); its
+embeddings are stored per model version, so processes on an old and a new model serve side by
+side during an upgrade and a new model can embed everything without the original uploads.
+Deletes cascade in the database.
+
+Every write also appends a row to ``changes`` in the same transaction and sets the
+collection's ``revision`` to that row's id: the change feed that keeps every process's
+in-memory indexes in sync (service/collections/sync.py). Change ids are handed out and
+committed in one order across all writers (a transaction-scoped advisory lock on PostgreSQL;
+SQLite has one writer at a time), so a reader that has seen change ``n`` has seen every change
+before it. ``replicas`` lists live processes and the model version each serves.
+
+Opening a :class:`Storage` migrates the schema (service/storage/migrations) or checks that it
+is current. Methods are synchronous; callers run them off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import ConflictError, NotFoundError
+from service.storage.engine import WRITE, create_storage_engine
+from service.storage.migrations import check_schema_current, upgrade_database
+from service.storage.records import (
+    ChangeRecord,
+    ClassRecord,
+    CollectionRecord,
+    EmbeddingRecord,
+    ExampleRecord,
+    ReplicaRecord,
+    utcnow,
+)
+
+CHANGES_CHANNEL = "protonet_changes"  # PostgreSQL NOTIFY channel of new changes
+CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with commits
+
+
+@dataclass(frozen=True)
+class StoredCollection:
+    id: int
+    name: str
+    tenant: str
+    revision: int = 0
+    index_kind: str = "auto"
+
+
+@dataclass(frozen=True)
+class StoredClass:
+    id: int
+    label: str
+    n_examples: int
+
+
+@dataclass(frozen=True)
+class StoredEmbeddings:
+    """Embeddings ``[m, dim]`` float32 and the class id ``[m]`` int64 of each row, by example id."""
+
+    class_ids: np.ndarray
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class StoredPixels:
+    """A batch of examples' ids ``[m]`` and stage-1 pixels (a list: shapes may differ)."""
+
+    example_ids: list[int]
+    pixels: list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One committed write, as the change feed delivers it."""
+
+    id: int
+    collection_id: int
+    tenant: str
+    name: str
+    kind: str  # create | support | delete_class | delete
+    class_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    model_version: str
+    host: str
+    pid: int
+    ready: bool
+    seen_at: datetime | None  # None until written
+
+
+def pixels_to_columns(pixels: np.ndarray) -> dict[str, Any]:
+    """``uint8 [H, W]`` or ``[H, W, C]`` -> the example's pixel columns."""
+    height, width = pixels.shape[:2]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    data = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    return {"pixels": data, "height": height, "width": width, "channels": channels}
+
+
+def columns_to_pixels(data: bytes, height: int, width: int, channels: int) -> np.ndarray:
+    """Inverse of :func:`pixels_to_columns`."""
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
+
+
+def _vectors(rows: Iterable[bytes]) -> np.ndarray:
+    vectors = [np.frombuffer(row, dtype=np.float32) for row in rows]
+    return np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+
+
+class Storage:
+    """Repository over the tables; every public method is one transaction.
+
+    ``migrate``: bring the schema to the newest revision on open (under a lock, so processes
+    that start together do not race); if false, refuse an outdated schema instead.
+    """
+
+    def __init__(self, url: str, migrate: bool = True) -> None:
+        self.engine = create_storage_engine(url)
+        self.dialect = self.engine.dialect.name
+        if migrate:
+            upgrade_database(self.engine)
+        else:
+            check_schema_current(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        writer = self.engine.execution_options(**{WRITE: True})
+        self._writes = sessionmaker(writer, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- the change feed -------------------------------------------------------------------
+
+    def _record_change(
+        self,
+        session: Session,
+        collection: CollectionRecord,
+        kind: str,
+        class_ids: Sequence[int] = (),
+    ) -> int:
+        """Append the change of this transaction's write; returns its id (the new revision).
+
+        Call last in the transaction, after the collection's row is locked: on PostgreSQL the
+        advisory lock then orders change ids like commits without waiting on any row lock.
+        """
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_ORDER_LOCK})
+        change = ChangeRecord(
+            collection_id=collection.id,
+            tenant=collection.tenant,
+            name=collection.name,
+            kind=kind,
+            class_ids=json.dumps(sorted(class_ids)),
+        )
+        session.add(change)
+        session.flush()
+        if kind != "delete":
+            collection.revision = change.id
+        if self.dialect == "postgresql":  # delivered to listeners at commit
+            session.execute(
+                text("SELECT pg_notify(:channel, :id)"),
+                {"channel": CHANGES_CHANNEL, "id": str(change.id)},
+            )
+        return change.id
+
+    def last_change_id(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.max(ChangeRecord.id))) or 0)
+
+    def changes_after(self, change_id: int, limit: int = 1000) -> list[Change]:
+        """Changes with ids above ``change_id``, oldest first."""
+        query = (
+            select(ChangeRecord)
+            .where(ChangeRecord.id > change_id)
+            .order_by(ChangeRecord.id)
+            .limit(limit)
+        )
+        return self._changes(query)
+
+    def collection_changes_after(self, collection_id: int, change_id: int) -> list[Change]:
+        """One collection's changes with ids above ``change_id``, oldest first."""
+        query = (
+            select(ChangeRecord)
+            .where(ChangeRecord.collection_id == collection_id, ChangeRecord.id > change_id)
+            .order_by(ChangeRecord.id)
+        )
+        return self._changes(query)
+
+    def _changes(self, query: Any) -> list[Change]:
+        with self._sessions() as session:
+            return [
+                Change(
+                    r.id, r.collection_id, r.tenant, r.name, r.kind, tuple(json.loads(r.class_ids))
+                )
+                for r in session.scalars(query)
+            ]
+
+    def prune_changes(self, older_than: timedelta) -> int:
+        """Forget changes older than ``older_than`` (every live process has applied them)."""
+        return self._delete(
+            delete(ChangeRecord).where(ChangeRecord.created_at < utcnow() - older_than)
+        )
+
+    def _delete(self, statement: Any) -> int:
+        """Run one DELETE in its own transaction; returns how many rows it removed."""
+        with self._writes.begin() as session:
+            return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- collections and classes -----------------------------------------------------------
+
+    def create_collection(
+        self, name: str, tenant: str, index_kind: str = "auto"
+    ) -> StoredCollection:
+        """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
+        try:
+            with self._writes.begin() as session:
+                record = CollectionRecord(name=name, tenant=tenant, index_kind=index_kind)
+                session.add(record)
+                session.flush()
+                self._record_change(session, record, "create")
+                return _stored(record)
+        except IntegrityError:
+            raise ConflictError(f"collection {name!r} already exists") from None
+
+    def delete_collection(self, collection_id: int) -> int:
+        """Drop a collection with its classes and examples; returns the change id."""
+        with self._writes.begin() as session:
+            record = self._locked_collection(session, collection_id)
+            revision = self._record_change(session, record, "delete")
+            session.execute(delete(CollectionRecord).where(CollectionRecord.id == collection_id))
+            return revision
+
+    @staticmethod
+    def _locked_collection(session: Session, collection_id: int) -> CollectionRecord:
+        """The collection's row, locked until the transaction ends (no-op lock on SQLite,
+        whose write transactions hold the whole database)."""
+        record = session.get(CollectionRecord, collection_id, with_for_update=True)
+        if record is None:
+            raise NotFoundError(f"collection {collection_id} no longer exists")
+        return record
+
+    def list_collections(self) -> list[StoredCollection]:
+        with self._sessions() as session:
+            return [_stored(record) for record in session.scalars(select(CollectionRecord))]
+
+    def find_collection(self, tenant: str, name: str) -> StoredCollection | None:
+        query = select(CollectionRecord).where(
+            CollectionRecord.tenant == tenant, CollectionRecord.name == name
+        )
+        with self._sessions() as session:
+            record = session.scalars(query).first()
+            return _stored(record) if record is not None else None
+
+    def list_classes(
+        self, collection_id: int, class_ids: Sequence[int] | None = None
+    ) -> list[StoredClass]:
+        """Classes of one collection (or those of ``class_ids`` that still exist) with their
+        example counts, by class id."""
+        query = (
+            select(ClassRecord.id, ClassRecord.label, func.count(ExampleRecord.id))
+            .join(ExampleRecord, ExampleRecord.class_id == ClassRecord.id)
+            .where(ClassRecord.collection_id == collection_id)
+            .group_by(ClassRecord.id, ClassRecord.label)
+            .order_by(ClassRecord.id)
+        )
+        if class_ids is not None:
+            query = query.where(ClassRecord.id.in_(list(class_ids)))
+        with self._sessions() as session:
+            return [StoredClass(i, label, n) for i, label, n in session.execute(query)]
+
+    def add_examples(
+        self,
+        collection_id: int,
+        labels: Sequence[str],
+        pixels: np.ndarray,
+        embeddings: np.ndarray,
+        model_version: str,
+    ) -> tuple[dict[str, int], int]:
+        """Store examples (``pixels [n, ...]`` uint8, ``embeddings [n, dim]`` float32 made by
+        ``model_version``) in one transaction, creating missing classes. Returns ``label ->
+        class id`` for ``labels``, and the change id."""
+        with self._writes.begin() as session:
+            collection = self._locked_collection(session, collection_id)
+            class_ids = self._class_ids_for(session, collection_id, set(labels))
+            rows = [
+                {"class_id": class_ids[label], **pixels_to_columns(image)}
+                for label, image in zip(labels, pixels, strict=True)
+            ]
+            example_ids = session.scalars(
+                insert(ExampleRecord).returning(ExampleRecord.id, sort_by_parameter_order=True),
+                rows,
+            )
+            vectors = [
+                {"example_id": example_id, "model_version": model_version, "vector": v.tobytes()}
+                for example_id, v in zip(
+                    example_ids.all(), np.asarray(embeddings, np.float32), strict=True
+                )
+            ]
+            session.execute(insert(EmbeddingRecord), vectors)
+            revision = self._record_change(session, collection, "support", list(class_ids.values()))
+            return class_ids, revision
+
+    @staticmethod
+    def _class_ids_for(session: Session, collection_id: int, labels: set[str]) -> dict[str, int]:
+        """``label -> class id``, inserting the classes that do not exist yet."""
+        existing = session.execute(
+            select(ClassRecord.label, ClassRecord.id).where(
+                ClassRecord.collection_id == collection_id, ClassRecord.label.in_(sorted(labels))
+            )
+        )
+        class_ids: dict[str, int] = {label: class_id for label, class_id in existing}
+        new_records = [
+            ClassRecord(collection_id=collection_id, label=label)
+            for label in sorted(labels - class_ids.keys())
+        ]
+        session.add_all(new_records)
+        session.flush()
+        class_ids.update({record.label: record.id for record in new_records})
+        return class_ids
+
+    def delete_class(self, collection_id: int, class_id: int) -> int:
+        """Drop one class with its examples; returns the change id."""
+        with self._writes.begin() as session:
+            collection = self._locked_collection(session, collection_id)
+            session.execute(delete(ClassRecord).where(ClassRecord.id == class_id))
+            return self._record_change(session, collection, "delete_class", [class_id])
+
+    # -- embeddings by model version -------------------------------------------------------
+
+    def class_embeddings(self, class_ids: Sequence[int], model_version: str) -> StoredEmbeddings:
+        """The given classes' embeddings made by ``model_version``, by example id."""
+        return self._embeddings(ExampleRecord.class_id.in_(list(class_ids)), model_version)
+
+    def collection_embeddings(self, collection_id: int, model_version: str) -> StoredEmbeddings:
+        """One collection's embeddings made by ``model_version``, by example id."""
+        in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
+        return self._embeddings(
+            ExampleRecord.class_id.in_(in_collection.scalar_subquery()), model_version
+        )
+
+    def _embeddings(self, condition: Any, model_version: str) -> StoredEmbeddings:
+        query = (
+            select(ExampleRecord.class_id, EmbeddingRecord.vector)
+            .join(EmbeddingRecord, EmbeddingRecord.example_id == ExampleRecord.id)
+            .where(condition, EmbeddingRecord.model_version == model_version)
+            .order_by(ExampleRecord.id)
+        )
+        with self._sessions() as session:
+            rows = session.execute(query).all()
+        class_ids = np.array([row.class_id for row in rows], dtype=np.int64)
+        return StoredEmbeddings(class_ids, _vectors(row.vector for row in rows))
+
+    def count_examples(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count(ExampleRecord.id))) or 0)
+
+    def count_unembedded(self, model_version: str) -> int:
+        """Examples with no embedding by ``model_version`` (one statement: one snapshot)."""
+        query = select(func.count(ExampleRecord.id)).where(_not_embedded_by(model_version))
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def count_embeddings_by_version(self) -> dict[str, int]:
+        """``model version -> number of stored embeddings``."""
+        query = select(EmbeddingRecord.model_version, func.count()).group_by(
+            EmbeddingRecord.model_version
+        )
+        with self._sessions() as session:
+            return {version: count for version, count in session.execute(query)}
+
+    def unembedded_pixels(
+        self,
+        model_version: str,
+        limit: int,
+        after_id: int = 0,
+        class_ids: Sequence[int] | None = None,
+        collection_id: int | None = None,
+    ) -> StoredPixels:
+        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, or of one
+        collection, if given) that have no embedding by ``model_version``, by id (keyset
+        pagination)."""
+        query = (
+            select(
+                ExampleRecord.id,
+                ExampleRecord.pixels,
+                ExampleRecord.height,
+                ExampleRecord.width,
+                ExampleRecord.channels,
+            )
+            .where(ExampleRecord.id > after_id, _not_embedded_by(model_version))
+            .order_by(ExampleRecord.id)
+            .limit(limit)
+        )
+        if class_ids is not None:
+            query = query.where(ExampleRecord.class_id.in_(list(class_ids)))
+        if collection_id is not None:
+            in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
+            query = query.where(ExampleRecord.class_id.in_(in_collection.scalar_subquery()))
+        with self._sessions() as session:
+            rows = session.execute(query).all()
+        return StoredPixels(
+            [row.id for row in rows],
+            [columns_to_pixels(row.pixels, row.height, row.width, row.channels) for row in rows],
+        )
+
+    def add_embeddings(
+        self, example_ids: Sequence[int], embeddings: np.ndarray, model_version: str
+    ) -> int:
+        """Store ``model_version``'s embeddings (``[m, dim]`` float32) of examples; those that
+        were deleted meanwhile, or that have one already (another process of the same
+        version), are skipped. Returns how many were stored."""
+        vectors = dict(zip(example_ids, np.asarray(embeddings, np.float32), strict=True))
+        with self._writes.begin() as session:
+            # KEY SHARE: a concurrent deletion waits until this transaction ends.
+            alive = session.scalars(
+                select(ExampleRecord.id)
+                .where(ExampleRecord.id.in_(list(vectors)))
+                .with_for_update(key_share=True)
+            ).all()
+            done = set(
+                session.scalars(
+                    select(EmbeddingRecord.example_id).where(
+                        EmbeddingRecord.example_id.in_(alive),
+                        EmbeddingRecord.model_version == model_version,
+                    )
+                )
+            )
+            rows = [
+                {"example_id": i, "model_version": model_version, "vector": vectors[i].tobytes()}
+                for i in alive
+                if i not in done
+            ]
+            if rows:
+                session.execute(_insert_new(self.dialect), rows)
+            return len(rows)
+
+    def drop_embeddings(self, model_versions: Sequence[str]) -> int:
+        """Delete every embedding made by ``model_versions``; returns how many."""
+        return self._delete(
+            delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
+        )
+
+    # -- live processes --------------------------------------------------------------------
+
+    def heartbeat(self, replica: Replica) -> None:
+        """Insert or refresh this process's row in ``replicas``."""
+        values = {
+            "model_version": replica.model_version,
+            "host": replica.host,
+            "pid": replica.pid,
+            "ready": replica.ready,
+            "seen_at": utcnow(),
+        }
+        with self._writes.begin() as session:
+            updated = session.execute(
+                update(ReplicaRecord).where(ReplicaRecord.id == replica.id).values(**values)
+            )
+            if not updated.rowcount:  # type: ignore[attr-defined]
+                session.execute(insert(ReplicaRecord).values(id=replica.id, **values))
+
+    def prune_replicas(self, older_than: timedelta) -> int:
+        """Forget processes not seen for ``older_than`` (killed ones never remove their row)."""
+        return self._delete(
+            delete(ReplicaRecord).where(ReplicaRecord.seen_at < utcnow() - older_than)
+        )
+
+    def remove_replica(self, replica_id: str) -> None:
+        with self._writes.begin() as session:
+            session.execute(delete(ReplicaRecord).where(ReplicaRecord.id == replica_id))
+
+    def live_replicas(self, seen_within: timedelta) -> list[Replica]:
+        """Processes whose last heartbeat is more recent than ``seen_within``."""
+        query = select(ReplicaRecord).where(ReplicaRecord.seen_at >= utcnow() - seen_within)
+        with self._sessions() as session:
+            return [
+                Replica(r.id, r.model_version, r.host, r.pid, r.ready, r.seen_at)
+                for r in session.scalars(query.order_by(ReplicaRecord.started_at))
+            ]
+
+
+def _not_embedded_by(model_version: str) -> Any:
+    """The condition "this example has no embedding by ``model_version``"."""
+    embedded = select(EmbeddingRecord.example_id).where(
+        EmbeddingRecord.example_id == ExampleRecord.id,
+        EmbeddingRecord.model_version == model_version,
+    )
+    return ~embedded.exists()
+
+
+def _stored(record: CollectionRecord) -> StoredCollection:
+    return StoredCollection(
+        record.id, record.name, record.tenant, record.revision, record.index_kind
+    )
+
+
+def _insert_new(dialect: str) -> Any:
+    """An INSERT into ``embeddings`` that skips rows another process inserted meanwhile."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(EmbeddingRecord).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(EmbeddingRecord).on_conflict_do_nothing()
+    return insert(EmbeddingRecord)
