@@ -124,8 +124,9 @@ def embeddings(settings: Settings, drop_unused: bool, force: bool) -> int:
         storage.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
+    """``prog``: how the user invoked us, for help and errors (``protonet`` as a script)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the API (the default)")
     commands.add_parser("migrate", help="bring the database schema up to date, then exit")

@@ -11,12 +11,13 @@ from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service.api.json_bodies import BodyLimits
 from service.api.openapi import install_openapi
 from service.api.routers import collections, embed, health, metrics, model
 from service.collections.lifecycle import ServiceState, freeze_startup_objects
-from service.edge.admission import AdmissionMiddleware
+from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
 from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
 from service.edge.error_responses import install_error_handlers
@@ -70,7 +71,12 @@ def create_server_app() -> FastAPI:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; ``settings`` default to ``PROTONET_*`` environment variables."""
-    app = FastAPI(
+    # fastapi-offline serves Swagger UI (/docs) and ReDoc (/redoc) with their scripts and
+    # styles from its package instead of a CDN, so both work on a machine without internet.
+    app = FastAPIOffline(
+        static_url=DOC_ASSETS_PATH,
+        # No validator badge: Swagger UI would send the schema to validator.swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
         title="Protonet few-shot classification",
         version="0.1.0",
         description=DESCRIPTION,

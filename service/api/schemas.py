@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from service.api import examples as openapi_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import IndexKind
 
@@ -143,11 +144,15 @@ INDEX_DESCRIPTION = (
 
 
 class CreateCollectionRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.CREATE_COLLECTION)
+
     name: CollectionName
     index: IndexKind = Field("auto", description=INDEX_DESCRIPTION)
 
 
 class SupportRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.SUPPORT)
+
     examples: list[SupportExample] = Field(
         min_length=1,
         description="Labelled examples; new labels create classes. All are stored or none.",
@@ -155,6 +160,8 @@ class SupportRequest(StrictModel):
 
 
 class QueryRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY)
+
     queries: list[InputItem] = Field(min_length=1, description="Images to classify.")
     top_k: int = Field(
         5, ge=1, description="How many nearest classes to return per query (clamped to n_classes)."
@@ -162,25 +169,35 @@ class QueryRequest(StrictModel):
 
 
 class EmbedRequest(StrictModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.EMBED)
+
     inputs: list[InputItem] = Field(min_length=1, description="Images to embed.")
 
 
 class HealthResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.HEALTH)
+
     status: Literal["ok"] = Field(description="Always 'ok': the process is alive.")
 
 
 class ReadyResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.READY)
+
     status: Literal["ready", "starting", "failed"] = Field(description="Readiness state.")
     detail: str = Field(description="What the service is doing while not ready.")
 
 
 class InputSpecInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.INPUT_SPEC)
+
     image_size: int = Field(description="Inputs are resized to image_size x image_size.")
     channels: int = Field(description="1 = grayscale.")
     invert: bool = Field(description="Whether the model sees ink as 1 (inputs are ink-on-paper).")
 
 
 class ModelInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL)
+
     version: str = Field(description="Content hash of the weights; changes with every model.")
     embedding_dim: int = Field(description="Width of the embeddings.")
     metric: str = Field(description="Distance between embeddings and prototypes.")
@@ -198,6 +215,8 @@ REVISION_DESCRIPTION = (
 
 
 class CollectionSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.COLLECTION_SUMMARY)
+
     name: str = Field(description="Collection name.")
     n_classes: int = Field(description="Number of classes (distinct labels).")
     n_examples: int = Field(description="Number of stored support examples.")
@@ -207,19 +226,27 @@ class CollectionSummary(BaseModel):
 
 
 class CollectionList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.COLLECTION_LIST)
+
     collections: list[CollectionSummary] = Field(description="Every collection, by name.")
 
 
 class ClassSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.CLASS_COUNT)
+
     label: str = Field(description="Class label.")
     n_examples: int = Field(description="Support examples of this class.")
 
 
 class CollectionDetail(CollectionSummary):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.COLLECTION_DETAIL)
+
     classes: list[ClassSummary] = Field(description="Every class, oldest first.")
 
 
 class SupportResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.SUPPORT_ANSWER)
+
     n_added: int = Field(description="Examples added by this request.")
     classes: list[ClassSummary] = Field(
         description="The classes this request touched, with their new example counts."
@@ -228,6 +255,8 @@ class SupportResponse(BaseModel):
 
 
 class Prediction(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.PREDICTION)
+
     label: str = Field(description="Class label.")
     probability: float = Field(
         description="Softmax over all the collection's classes of minus the squared distance."
@@ -238,11 +267,15 @@ class Prediction(BaseModel):
 class QueryResult(Prediction):
     """The most likely class, plus the ``top_k`` nearest ones (best first)."""
 
+    model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY_RESULT)
+
     # "top_k" in JSON (clients read it); in Python ``top_k`` is always the count asked for.
     ranked: list[Prediction] = Field(alias="top_k", description="The nearest classes, best first.")
 
 
 class QueryResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY_ANSWER)
+
     model_version: str = Field(description="Version of the model that embedded the queries.")
     revision: int = Field(description=REVISION_DESCRIPTION)
     index: Literal["exact", "ivf"] = Field(
@@ -253,5 +286,7 @@ class QueryResponse(BaseModel):
 
 
 class EmbedResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.EMBEDDINGS)
+
     model_version: str = Field(description="Version of the model that made the embeddings.")
     embeddings: list[list[float]] = Field(description="One embedding per input, in order.")

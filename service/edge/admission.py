@@ -32,12 +32,14 @@ from service.errors import UnauthenticatedError
 
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # never limited: kubelet must always get in
 DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# Swagger UI's and ReDoc's scripts and styles, served from the fastapi-offline package (app.py).
+DOC_ASSETS_PATH = "/docs/assets"
 METRICS_PATH = "/metrics"
 
 
 def requires_key(path: str, protect_metrics: bool) -> bool:
     """Whether a request to ``path`` needs an API key (when auth is on)."""
-    if path in DOC_PATHS or path in PROBE_PATHS:
+    if path in DOC_PATHS or path in PROBE_PATHS or path.startswith(DOC_ASSETS_PATH + "/"):
         return False
     is_metrics = path == METRICS_PATH or path.startswith(METRICS_PATH + "/")
     return protect_metrics or not is_metrics

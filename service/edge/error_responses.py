@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -40,12 +40,28 @@ logger = logging.getLogger(__name__)
 
 
 class FieldError(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"location": "examples[0].image", "message": "empty image"}]}
+    )
+
     location: str = Field(description="The offending item, e.g. 'examples[3].image'.")
     message: str = Field(description="What is wrong with it.")
 
 
 class ErrorResponse(BaseModel):
     """Every error response has this shape."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": "invalid_input",
+                    "detail": "examples[0].image: empty image",
+                    "errors": [{"location": "examples[0].image", "message": "empty image"}],
+                }
+            ]
+        }
+    )
 
     error: str = Field(description="Machine-readable kind, e.g. 'not_found', 'invalid_input'.")
     detail: str = Field(description="Human-readable message naming the offending item.")

@@ -1,0 +1,108 @@
+"""Full request and response examples for the OpenAPI document (Swagger UI's "Example Value"
+and "Try it out"). Each request example is a valid request (tests/service/api/test_openapi.py
+validates every one against its model), drawn from docs/service.md's quickstart: two drawings
+of "ring" and one of "fork" (examples/images), then a third ring as the query.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# examples/images/ring3.png, base64 (496 characters).
+RING_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAGkAAABpCAAAAAAc6VLmAAABOUlEQVR42u2YwQ7DMAhDY7T//2V2naa2GGJVlere"
+    "plW8GggBkOumJ5ZJJplkkkkmvZn0ab2N3x/N2xo5gUxgLAmn/6Q0TsDkGwaacPz1aMkiSLgwBx5VkwpjNCs4UGaR"
+    "ENgmofziTEnugbGV+zUCk1ow0SQF1Rkhm0WiitEtt4Z2tCrixNWZzZMLsaoH3O5qSQ/QhPu8d2uWu7PUdpY71cJx"
+    "MklOImvxm7yXUz9u9HvNJ0few1PjdJ2EcekFpShBLU/uXMVSiar60FC2EeMsX9kQVc4Ll70ReP9tzrl8qIihLpYC"
+    "xYzDIfAMqJkumLOCXc/xJxfnhmQ7liw8yC+OmF3YubXGgqq1dfsz2Vu6sTtL7Bct8n4qd2EyTcfCWjUY3YqNEWZC"
+    "cl9ukkkmmWSSSSaZZJJJJj2K9AXEA0zBb64IKwAAAABJRU5ErkJggg=="
+)
+PIXELS = [[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+
+
+def example(value: dict[str, Any]) -> dict[str, Any]:
+    """A model's json_schema_extra: one full example."""
+    return {"examples": [value]}
+
+
+CREATE_COLLECTION = example({"name": "symbols", "index": "auto"})
+SUPPORT = example(
+    {
+        "examples": [
+            {"label": "ring", "image": RING_PNG},
+            {"label": "ring", "pixels": PIXELS},
+            {"label": "fork", "pixels": [[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]},
+        ]
+    }
+)
+QUERY = example({"queries": [{"image": RING_PNG}, {"pixels": PIXELS}], "top_k": 2})
+EMBED = example({"inputs": [{"image": RING_PNG}]})
+
+HEALTH = example({"status": "ok"})
+READY = example({"status": "ready", "detail": "ready"})
+INPUT_SPEC = example({"image_size": 28, "channels": 1, "invert": True})
+MODEL = example(
+    {
+        "version": "ef95c1dd85fc74b8",
+        "embedding_dim": 64,
+        "metric": "squared_euclidean",
+        "input": {"image_size": 28, "channels": 1, "invert": True},
+        "card": {
+            "encoder": {"architecture": "conv4", "in_channels": 1, "hidden_channels": 64},
+            "training": {"split": "lake", "way": 60, "shot": 1, "episodes": 12000},
+            "evaluation": {"evaluation": [{"way": 5, "shot": 1, "accuracy": 0.982}]},
+            "metadata": {"seed": 0},
+            "data_fingerprint": "…",
+        },
+    }
+)
+COLLECTION = {
+    "name": "symbols",
+    "n_classes": 2,
+    "n_examples": 3,
+    "revision": 2,
+    "index": "auto",
+    "index_in_use": "exact",
+}
+COLLECTION_SUMMARY = example(COLLECTION)
+COLLECTION_LIST = example({"collections": [COLLECTION]})
+CLASS_COUNT = example({"label": "ring", "n_examples": 2})
+COLLECTION_DETAIL = example(
+    {
+        **COLLECTION,
+        "classes": [{"label": "ring", "n_examples": 2}, {"label": "fork", "n_examples": 1}],
+    }
+)
+SUPPORT_ANSWER = example(
+    {
+        "n_added": 3,
+        "classes": [{"label": "ring", "n_examples": 2}, {"label": "fork", "n_examples": 1}],
+        "revision": 2,
+    }
+)
+RING = {"label": "ring", "probability": 0.99999999999659, "distance": 0.926}
+FORK = {"label": "fork", "probability": 3.4e-12, "distance": 27.33}
+PREDICTION = example(RING)
+QUERY_RESULT = example({**RING, "top_k": [RING, FORK]})
+QUERY_ANSWER = example(
+    {
+        "model_version": "ef95c1dd85fc74b8",
+        "revision": 2,
+        "index": "exact",
+        "results": [
+            {**RING, "top_k": [RING, FORK]},
+            {
+                "label": "fork",
+                "probability": 0.99994,
+                "distance": 25.75,
+                "top_k": [
+                    {"label": "fork", "probability": 0.99994, "distance": 25.75},
+                    {"label": "ring", "probability": 0.00006, "distance": 35.47},
+                ],
+            },
+        ],
+    }
+)
+EMBEDDINGS = example(
+    {"model_version": "ef95c1dd85fc74b8", "embeddings": [[0.795, 0.873, 0.869, 1.261, 0.619]]}
+)
