@@ -39,10 +39,11 @@ from service.errors import (
 logger = logging.getLogger(__name__)
 
 
+EMPTY_IMAGE = {"location": "examples[0].image", "message": "empty image"}
+
+
 class FieldError(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"location": "examples[0].image", "message": "empty image"}]}
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [EMPTY_IMAGE]})
 
     location: str = Field(description="The offending item, e.g. 'examples[3].image'.")
     message: str = Field(description="What is wrong with it.")
@@ -57,7 +58,7 @@ class ErrorResponse(BaseModel):
                 {
                     "error": "invalid_input",
                     "detail": "examples[0].image: empty image",
-                    "errors": [{"location": "examples[0].image", "message": "empty image"}],
+                    "errors": [EMPTY_IMAGE],
                 }
             ]
         }
