@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 DEFAULT_DATA = "../shared/data/omniglot"
@@ -108,10 +108,6 @@ def apply_preset(config: TrainConfig, preset: str | None) -> TrainConfig:
         return replace(config, **PRESETS[preset])
     except KeyError:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}") from None
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
 
 
 def validate(config: TrainConfig) -> None:
