@@ -50,11 +50,12 @@ def trained_on(checkpoint: Checkpoint, data: Path, fingerprint: str) -> bool:
 
 
 def _why_all(checkpoint: Checkpoint) -> str:
+    """Why a folder's held-out classes are unknown (its classes are all new, or may not be)."""
     if checkpoint.training_config.get("split") == "folder" and (
         "held_out_classes" not in checkpoint.metadata
     ):
         return "the checkpoint does not record which classes it held out"
-    return "not the data the checkpoint was trained on"
+    return "not the folder the checkpoint was trained on"
 
 
 def select_folder_classes(
@@ -63,14 +64,13 @@ def select_folder_classes(
     """The classes of folder ``data`` to evaluate on; ``wanted`` None picks the held-out
     classes where ``checkpoint`` was trained on this folder, else all of them."""
     if not trained_on(checkpoint, data, fingerprint):
+        reason = _why_all(checkpoint)
         if wanted not in (None, "all"):
             raise ValueError(
-                f"--classes {wanted}: the checkpoint was not trained on {data} (or predates "
-                "checkpoints that record their held-out classes); use --classes all"
+                f"--classes {wanted}: unknown for {data} ({reason}); use --classes all"
             )
         everything = ClassSet(images, "the data", f"all classes of {data}")
-        n = images.n_classes
-        return Selection(everything, "all", f"all {n} classes of {data} ({_why_all(checkpoint)})")
+        return Selection(everything, "all", f"all {images.n_classes} classes of {data} ({reason})")
     held_out = set(checkpoint.metadata["held_out_classes"])
     heldout = [name for name in images.class_names if name in held_out]
     if not heldout:

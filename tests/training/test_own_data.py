@@ -88,7 +88,10 @@ def test_evaluate_on_another_folder_uses_all_its_classes(readme_run, tmp_path, c
     summary = evaluate_json(capsys, *common, "--episodes", "20")
     assert (summary["classes"], summary["n_classes"]) == ("all", 6)
     assert main([*["evaluate", *common], "--classes", "heldout"]) == 2
-    assert "--classes heldout: the checkpoint was not trained on" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: --classes heldout: unknown for {other} (not the folder the checkpoint was "
+        "trained on); use --classes all\n"
+    )
 
 
 def test_the_training_folder_is_recognised_after_images_are_added(mydata, tmp_path, capsys):
