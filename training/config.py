@@ -1,59 +1,134 @@
-"""Typed training configuration; every field is also a command-line flag."""
+"""Typed training configuration; every field is also a command-line flag.
+
+Each field carries its ``--help`` line and, where the values are a fixed set, its choices:
+the one place the CLI, :func:`validate` and the tests read them from.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
+
+from protonet.model import EncoderConfig
 
 DEFAULT_DATA = "../shared/data/omniglot"
+SPLITS = ("lake", "vinyals", "folder")
+DEVICES = ("auto", "cpu", "cuda")
+# Validation episodes when --val-way / --val-query are left at 0 ("fit the data"): the
+# paper's 20-way 15-query, or less where the held-out classes cannot fill that.
+DEFAULT_VAL_WAY = 20
+DEFAULT_VAL_QUERY = 15
+
+T = TypeVar("T")
+
+
+def setting(default: T, help: str, choices: tuple[T, ...] = ()) -> T:
+    """A field's default, its one-line ``--help`` text and, where the values are fixed, its
+    choices (checked by :func:`validate`, listed by ``--help``)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # Data. ``split``: "lake" (train on images_background), "vinyals" (Vinyals et al. split
-    # files), or "folder" (``data`` is ROOT/<class>/<images>).
-    data: str = DEFAULT_DATA
-    split: str = "lake"
-    out: str = "runs/omniglot-lake"
-    cache_dir: str = ""
-    val_fraction: float = 0.2  # folder datasets: share of classes held out for validation
-    image_size: int = 28
+    # Data.
+    data: str = setting(
+        DEFAULT_DATA,
+        "Omniglot directory (the zips) for lake/vinyals, or ROOT/<class>/<images> for folder",
+    )
+    split: str = setting(
+        "lake",
+        "lake: train on images_background, validate on 5 held-out alphabets; vinyals: the "
+        "Vinyals et al. split files; folder: your own ROOT/<class>/<images>",
+        SPLITS,
+    )
+    out: str = setting(
+        "runs/omniglot-lake",
+        "run directory: best.pt, resume_state.pt, metrics.jsonl, learning_curve.png, config.json",
+    )
+    cache_dir: str = setting(
+        "", "where decoded images are cached ('' = $PROTONET_CACHE_DIR or ~/.cache/protonet)"
+    )
+    val_fraction: float = setting(
+        0.2, "folder data: share of the classes held out for validation (chosen by --seed)"
+    )
+    image_size: int = setting(28, "images are resized to this many pixels square")
+    channels: int = setting(
+        1, "1: grayscale; 3: RGB colour (folder data only; Omniglot is grayscale)", (1, 3)
+    )
     # Episodes (the paper: 60-way 5-shot 5-query for Omniglot training).
-    way: int = 60
-    shot: int = 5
-    query: int = 5
-    within_alphabet: bool = False
-    augment_shift: int = 0  # random translation of training images by up to this many pixels
-    augment_rotate: float = 0.0  # random rotation of training images by up to this many degrees
-    augment_scale: float = 0.0  # random zoom of training images by a factor in 1 -/+ this
+    way: int = setting(60, "classes per training episode (at most the number of training classes)")
+    shot: int = setting(5, "support images per class in a training episode")
+    query: int = setting(5, "query images per class in a training episode")
+    within_alphabet: bool = setting(
+        False, "draw each training episode's classes from one alphabet (Omniglot)"
+    )
+    augment_shift: int = setting(
+        0, "shift training images at random by up to this many pixels (0 = off)"
+    )
+    augment_rotate: float = setting(
+        0.0, "rotate training images at random by up to this many degrees, at most 30 (0 = off)"
+    )
+    augment_scale: float = setting(
+        0.0, "zoom training images at random by a factor in 1 -/+ this, below 0.5 (0 = off)"
+    )
     # Optimisation: Adam, learning rate halved every ``lr_step`` episodes (the paper's schedule)
     # or cosine-annealed over ``episodes``.
-    episodes: int = 10000
-    lr: float = 1e-3
-    schedule: str = "step"
-    lr_step: int = 2000
-    lr_gamma: float = 0.5
-    max_minutes: float = 0.0  # stop after this wall time (0 = no limit)
+    episodes: int = setting(10000, "training episodes in all (the run may stop earlier)")
+    lr: float = setting(1e-3, "Adam learning rate at the start")
+    schedule: str = setting(
+        "step",
+        "learning-rate schedule: step (times --lr-gamma every --lr-step episodes) or cosine "
+        "(down to 1/100 over --episodes)",
+        ("step", "cosine"),
+    )
+    lr_step: int = setting(2000, "step schedule: episodes between learning-rate drops")
+    lr_gamma: float = setting(0.5, "step schedule: factor of each learning-rate drop")
+    max_minutes: float = setting(0.0, "stop after this many minutes of wall time (0 = no limit)")
     # Validation and early stopping (validation episodes are what model selection sees).
-    val_every: int = 500
-    val_episodes: int = 1000
-    val_way: int = 20
-    val_shot: int = 1
-    val_query: int = 15
-    patience: int = 8  # validations without improvement before stopping (0 = never)
+    val_every: int = setting(500, "validate every this many training episodes")
+    val_episodes: int = setting(1000, "episodes per validation")
+    val_way: int = setting(
+        0,
+        f"classes per validation episode (0 = {DEFAULT_VAL_WAY}, or all validation classes "
+        "where there are fewer)",
+    )
+    val_shot: int = setting(1, "support images per class in a validation episode")
+    val_query: int = setting(
+        0,
+        f"query images per class in a validation episode (0 = {DEFAULT_VAL_QUERY}, or fewer "
+        "where the validation classes hold fewer images)",
+    )
+    patience: int = setting(
+        8, "stop after this many validations without improvement (0 = never stop early)"
+    )
     # Model.
-    hidden_channels: int = 64
-    out_channels: int = 64
+    hidden_channels: int = setting(64, "filters of the encoder's hidden conv layers")
+    out_channels: int = setting(64, "filters of the encoder's last conv layer")
     # Runtime.
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # auto | bf16 | fp32 (bf16 autocast where the hardware has it)
-    threads: int = 0  # torch intra-op threads (0 = all cores)
-    resume: bool = False
-    progress: bool = True
+    seed: int = setting(0, "seed for the validation split, episodes, augmentation and weights")
+    device: str = setting("auto", "where to train (auto = CUDA when present, else CPU)", DEVICES)
+    precision: str = setting(
+        "auto",
+        "auto: bf16 autocast where the hardware runs it natively, else fp32",
+        ("auto", "bf16", "fp32"),
+    )
+    threads: int = setting(0, "torch intra-op threads (0 = all cores)")
+    resume: bool = setting(False, "continue the run in --out from its resume_state.pt")
+    overwrite: bool = setting(False, "delete the run already in --out and start afresh")
+    progress: bool = setting(True, "show a progress bar")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def help_text(name: str) -> str:
+    """The ``--help`` line of a :class:`TrainConfig` field."""
+    return str(TrainConfig.__dataclass_fields__[name].metadata["help"])
+
+
+def choices(name: str) -> tuple[Any, ...]:
+    """The allowed values of a :class:`TrainConfig` field; empty where any value of its type."""
+    return tuple(TrainConfig.__dataclass_fields__[name].metadata["choices"])
 
 
 # The paper's benchmark setting: Vinyals train classes, val classes for selection. One
@@ -110,32 +185,29 @@ def apply_preset(config: TrainConfig, preset: str | None) -> TrainConfig:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}") from None
 
 
-def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
+def flag(name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field: ``val_way`` -> ``--val-way``."""
+    return "--" + name.replace("_", "-")
 
 
 def validate(config: TrainConfig) -> None:
     """Reject impossible settings before any data is read."""
-    if config.split not in ("lake", "vinyals", "folder"):
-        raise ValueError(f"--split must be lake, vinyals or folder, not {config.split!r}")
-    if config.schedule not in ("step", "cosine"):
-        raise ValueError(f"--schedule must be step or cosine, not {config.schedule!r}")
-    if config.precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"--precision must be auto, bf16 or fp32, not {config.precision!r}")
-    for name in (
-        "way",
-        "shot",
-        "query",
-        "episodes",
-        "val_every",
-        "val_episodes",
-        "val_way",
-        "val_shot",
-        "val_query",
-        "image_size",
-    ):
+    for spec in fields(TrainConfig):
+        allowed = choices(spec.name)
+        value = getattr(config, spec.name)
+        if allowed and value not in allowed:
+            listed = ", ".join(map(str, allowed))
+            raise ValueError(f"{flag(spec.name)} must be one of {listed}, not {value!r}")
+    positive = ("way", "shot", "query", "episodes", "val_every", "val_episodes", "val_shot")
+    for name in (*positive, "image_size", "hidden_channels", "out_channels"):
         if getattr(config, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
+            raise ValueError(f"{flag(name)} must be >= 1")
+    for name in ("val_way", "val_query", "patience", "threads", "max_minutes"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{flag(name)} must be >= 0")
+    blocks = EncoderConfig().n_blocks
+    if config.image_size < 2**blocks:  # each conv block halves the image; 0 pixels would be left
+        raise ValueError(f"--image-size must be >= {2**blocks}: {blocks} conv blocks halve it")
     if not 0 <= config.augment_shift < config.image_size // 2:
         raise ValueError("--augment-shift must be between 0 and half the image size")
     if not 0.0 <= config.augment_rotate <= 30.0:
@@ -145,3 +217,9 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("--augment-scale must be at least 0 and below 0.5")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError("--val-fraction must be between 0 and 1")
+    if config.channels != 1 and config.split != "folder":
+        raise ValueError(
+            f"--channels {config.channels} needs --split folder: Omniglot is grayscale"
+        )
+    if config.resume and config.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite deletes it: pick one")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.request
 import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
+
+from training.digest import file_hexdigest
 
 ZIP_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}"
 # MD5 of the public zips, as published with torchvision's Omniglot dataset.
@@ -27,14 +28,6 @@ SPLITS_URL = (
     "data/omniglot/splits/vinyals/{name}"
 )
 SPLIT_FILES = ("train.txt", "val.txt", "test.txt", "trainval.txt")
-
-
-def md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_zip_content(path: Path) -> None:
@@ -71,9 +64,9 @@ def download_omniglot(dest: Path) -> list[str]:
     report = []
     for name, expected_md5 in ZIP_MD5.items():
         target = dest / name
-        if not (target.is_file() and md5(target) == expected_md5):
+        if not (target.is_file() and file_hexdigest(target, "md5") == expected_md5):
             _download(ZIP_URL.format(name=name), target)
-        if md5(target) != expected_md5:
+        if file_hexdigest(target, "md5") != expected_md5:
             target.unlink()
             raise ValueError(f"{name}: checksum mismatch after download (expected {expected_md5})")
         check_zip_content(target)
@@ -93,7 +86,7 @@ def copy_omniglot(source: Path, dest: Path) -> list[str]:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found")
         check_zip_content(path)
-        same = md5(path) == ZIP_MD5[name]
+        same = file_hexdigest(path, "md5") == ZIP_MD5[name]
         report.append(
             f"{name}: content ok; md5 {'matches' if same else 'differs from'} the public zip"
         )

@@ -9,19 +9,94 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from protonet.checkpoint import Checkpoint
 from protonet.embedding import embed
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import compute_prototypes, prototype_logits
+from training.checks import ClassSet
 from training.episodes import EpisodeSampler, EpisodeShape
 from training.imageset import ImageSet
 
 STANDARD_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+# Which classes of a folder to evaluate on: those validation held out in training (never
+# trained on), all of them, or those the model was trained on.
+CLASS_SETS = ("heldout", "all", "training")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The classes an evaluation runs on: ``name`` is one of :data:`CLASS_SETS`."""
+
+    classes: ClassSet
+    name: str
+    description: str
+
+
+def trained_on(checkpoint: Checkpoint, data: Path, fingerprint: str) -> bool:
+    """Whether ``checkpoint`` was trained on the folder ``data``: same content, or same place
+    (images added since training change the content, not which classes were held out)."""
+    metadata = checkpoint.metadata
+    if "held_out_classes" not in metadata:
+        return False  # not folder-trained, or trained before checkpoints recorded the split
+    same_place = str(Path(data).resolve()) == metadata.get("data_path")
+    return fingerprint == checkpoint.data_fingerprint or same_place
+
+
+def _why_all(checkpoint: Checkpoint) -> str:
+    """Why a folder's held-out classes are unknown (its classes are all new, or may not be)."""
+    if checkpoint.training_config.get("split") == "folder" and (
+        "held_out_classes" not in checkpoint.metadata
+    ):
+        return "the checkpoint does not record which classes it held out"
+    return "not the folder the checkpoint was trained on"
+
+
+def select_folder_classes(
+    images: ImageSet, data: Path, fingerprint: str, checkpoint: Checkpoint, wanted: str | None
+) -> Selection:
+    """The classes of folder ``data`` to evaluate on; ``wanted`` None picks the held-out
+    classes where ``checkpoint`` was trained on this folder, else all of them."""
+    if not trained_on(checkpoint, data, fingerprint):
+        reason = _why_all(checkpoint)
+        if wanted not in (None, "all"):
+            raise ValueError(
+                f"--classes {wanted}: unknown for {data} ({reason}); use --classes all"
+            )
+        everything = ClassSet(images, "the data", f"all classes of {data}")
+        return Selection(everything, "all", f"all {images.n_classes} classes of {data} ({reason})")
+    held_out = set(checkpoint.metadata["held_out_classes"])
+    heldout = [name for name in images.class_names if name in held_out]
+    if not heldout:
+        raise ValueError(f"none of the checkpoint's {len(held_out)} held-out classes is in {data}")
+    trained = [name for name in images.class_names if name not in held_out]
+    wanted = wanted or "heldout"
+    if wanted == "heldout":
+        origin = f"held out for validation in training; --classes all adds the other {len(trained)}"
+        return Selection(
+            ClassSet(images.select_classes(heldout), "the held-out set", origin),
+            wanted,
+            f"the {len(heldout)} classes of {data} held out from training (--classes heldout)",
+        )
+    if wanted == "training":
+        return Selection(
+            ClassSet(images.select_classes(trained), "the training classes", "trained on"),
+            wanted,
+            f"the {len(trained)} classes of {data} the model was trained on (--classes training:"
+            " accuracy on them overstates accuracy on new classes)",
+        )
+    return Selection(
+        ClassSet(images, "the data", f"all classes of {data}"),
+        wanted,
+        f"all {images.n_classes} classes of {data}, {len(trained)} of which the model was "
+        "trained on (--classes all)",
+    )
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,11 @@ def split_classes(images: ImageSet, val_fraction: float, seed: int) -> tuple[Ima
     order = rng.permutation(images.n_classes)
     n_val = max(1, round(images.n_classes * val_fraction))
     if images.n_classes - n_val < 2:
-        raise ValueError(f"{images.n_classes} classes are too few to split off validation classes")
+        raise ValueError(
+            f"the data has {images.n_classes} classes: --val-fraction {val_fraction:g} holds out "
+            f"{n_val} for validation and leaves {images.n_classes - n_val} for training, which "
+            "needs at least 2"
+        )
     names = images.class_names
     return (
         images.select_classes([names[i] for i in sorted(order[n_val:])]),

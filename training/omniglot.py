@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from protonet.preprocessing import InputSpec, to_pixels
 from training.cache import cached_imageset, default_cache_dir
+from training.digest import file_hexdigest
 from training.imageset import ImageSet, concatenate
 
 SUBSETS = ("background", "evaluation")
@@ -38,14 +39,6 @@ EVALUATION_SPLITS = ("vinyals-train", "vinyals-val", "vinyals-test", "background
 
 def zip_path(data_dir: Path, subset: str) -> Path:
     return Path(data_dir) / f"images_{subset}.zip"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _character_members(archive: zipfile.ZipFile) -> dict[str, list[str]]:
@@ -107,7 +100,7 @@ def load_subset(
             f"{path} not found; run `python -m training data omniglot --dest {data_dir}`"
         )
     key = hashlib.sha256(
-        f"{file_sha256(path)}|{sorted(spec.to_dict().items())}|{CACHE_SCHEMA}".encode()
+        f"{file_hexdigest(path)}|{sorted(spec.to_dict().items())}|{CACHE_SCHEMA}".encode()
     ).hexdigest()[:20]
     cache_file = (cache_dir or default_cache_dir()) / f"omniglot-{subset}-{key}.npz"
     return cached_imageset(cache_file, lambda: read_zip(path, spec, progress))
@@ -127,7 +120,7 @@ def data_fingerprint(data_dir: Path, subsets: Sequence[str], split: str) -> str:
     """Identifies exactly which data a model saw: zip hashes plus the split's name."""
     digest = hashlib.sha256(split.encode())
     for subset in subsets:
-        digest.update(file_sha256(zip_path(data_dir, subset)).encode())
+        digest.update(file_hexdigest(zip_path(data_dir, subset)).encode())
     return f"sha256:{digest.hexdigest()[:24]}"
 
 

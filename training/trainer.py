@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +24,37 @@ from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training import folder, omniglot
 from training.augment import random_rotate_scale, random_shift
+from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
 from training.evaluate import embed_imageset, evaluate
-from training.imageset import ImageSet
 from training.plots import plot_learning_curve
 
 BEST_CHECKPOINT = "best.pt"
 RESUME_STATE = "resume_state.pt"
 METRICS_LOG = "metrics.jsonl"
 LEARNING_CURVE = "learning_curve.png"
+CONFIG_FILE = "config.json"
+# What a run writes into --out: what --overwrite deletes and a failed run takes back.
+RUN_FILES = (BEST_CHECKPOINT, RESUME_STATE, METRICS_LOG, LEARNING_CURVE, CONFIG_FILE)
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    train: ImageSet
-    validation: ImageSet
+    train: ClassSet
+    validation: ClassSet
     fingerprint: str
+
+
+def _folder_data(config: TrainConfig, spec: InputSpec, cache_dir: Path | None) -> TrainingData:
+    images, fingerprint = folder.load_folder(Path(config.data), spec, cache_dir, config.progress)
+    train, validation = folder.split_classes(images, config.val_fraction, config.seed)
+    n, n_val = images.n_classes, validation.n_classes
+    return TrainingData(
+        ClassSet(train, "training", f"{n} minus {n_val} held out for validation"),
+        ClassSet(validation, "validation", f"{100 * config.val_fraction:g}% of {n}"),
+        fingerprint,
+    )
 
 
 def load_training_data(config: TrainConfig, spec: InputSpec) -> TrainingData:
@@ -46,19 +62,66 @@ def load_training_data(config: TrainConfig, spec: InputSpec) -> TrainingData:
     data_dir = Path(config.data)
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     if config.split == "folder":
-        images, fingerprint = folder.load_folder(data_dir, spec, cache_dir, config.progress)
-        train, validation = folder.split_classes(images, config.val_fraction, config.seed)
-        return TrainingData(train, validation, fingerprint)
+        return _folder_data(config, spec, cache_dir)
     if config.split == "lake":
         train, validation = omniglot.lake_train_val(data_dir, spec, cache_dir, config.progress)
+        train_origin = "the background alphabets outside validation, at 4 rotations each"
+        validation_origin = "the held-out background alphabets"
         subsets: tuple[str, ...] = ("background",)
     else:
         train = omniglot.load_split(data_dir, "vinyals-train", spec, cache_dir, config.progress)
         validation = omniglot.load_split(data_dir, "vinyals-val", spec, cache_dir, config.progress)
+        train_origin, validation_origin = "the Vinyals train split", "the Vinyals val split"
         subsets = omniglot.SUBSETS
     return TrainingData(
-        train, validation, omniglot.data_fingerprint(data_dir, subsets, config.split)
+        ClassSet(train, "training", train_origin),
+        ClassSet(validation, "validation", validation_origin),
+        omniglot.data_fingerprint(data_dir, subsets, config.split),
     )
+
+
+def check_out_dir(config: TrainConfig) -> None:
+    """Refuse to mix two runs in one ``--out``: a rerun would append to the old metrics."""
+    out = Path(config.out)
+    if config.resume:
+        if not (out / RESUME_STATE).is_file():
+            raise FileNotFoundError(f"--resume: {out / RESUME_STATE} not found")
+        return
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not config.overwrite:
+        raise ValueError(
+            f"{out} already holds a training run ({', '.join(existing)}): pass --resume to "
+            "continue it or --overwrite to replace it (or choose another --out)"
+        )
+
+
+def prepare_out_dir(config: TrainConfig) -> Path | None:
+    """Create ``--out`` (after deleting an old run's files under ``--overwrite``); return the
+    topmost directory this created, or None where ``--out`` already existed."""
+    out = Path(config.out)
+    if config.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    missing = [path for path in (out, *out.parents) if not path.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def discard_run(out: Path, created: Path | None) -> None:
+    """Take back what a run that wrote no checkpoint left: the directories it created, or,
+    in a directory that was there before, only its own files (never anything else there)."""
+    if created is None:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    directory = out.parent
+    while created in (directory, *directory.parents):  # created parents, if empty now
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+        directory = directory.parent
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -100,19 +163,25 @@ class Trainer:
     """Owns the model, optimiser, sampler and logs of one training run."""
 
     def __init__(self, config: TrainConfig) -> None:
+        # Every check that can fail runs before --out is touched and before the first episode.
         validate(config)
-        self.config = config
+        check_out_dir(config)
         self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
-        self.spec = InputSpec(image_size=config.image_size)
+        self.spec = InputSpec(image_size=config.image_size, channels=config.channels)
         self.encoder_config = EncoderConfig(
-            hidden_channels=config.hidden_channels, out_channels=config.out_channels
+            in_channels=config.channels,
+            hidden_channels=config.hidden_channels,
+            out_channels=config.out_channels,
         )
         self.data = load_training_data(config, self.spec)
-        self.train_pixels = torch.from_numpy(self.data.train.pixels)
+        config, notes = fit_to_data(config, self.data.train, self.data.validation)
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        self.config = config  # with the validation settings that fit the data filled in
+        self.train_pixels = torch.from_numpy(self.data.train.images.pixels)
         self.encoder = build_encoder(self.encoder_config).to(self.device)
         self.encoder = self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
@@ -137,10 +206,7 @@ class Trainer:
         )
 
     def _load_resume_state(self) -> None:
-        path = self.out / RESUME_STATE
-        if not path.is_file():
-            raise FileNotFoundError(f"--resume: {path} not found")
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        state = torch.load(self.out / RESUME_STATE, map_location=self.device, weights_only=True)
         self.encoder.load_state_dict(state["encoder"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -199,10 +265,11 @@ class Trainer:
 
     def validate(self) -> tuple[float, float]:
         config = self.config
-        embeddings = embed_imageset(self.encoder, self.data.validation, self.spec)
+        validation = self.data.validation.images
+        embeddings = embed_imageset(self.encoder, validation, self.spec)
         result = evaluate(
             embeddings,
-            self.data.validation,
+            validation,
             EpisodeShape(config.val_way, config.val_shot, config.val_query),
             n_episodes=config.val_episodes,
             seed=config.seed + 1,
@@ -217,19 +284,30 @@ class Trainer:
             training_config=self.config.to_dict(),
             data_fingerprint=self.data.fingerprint,
             metadata={
+                **self._split_metadata(),
                 "seed": self.config.seed,
                 "commit": self.commit,
                 "episodes_trained": self.episode,
                 "training_wall_seconds": round(wall_seconds, 1),
                 "validation": validation,
-                "train_classes": self.data.train.n_classes,
-                "validation_classes": self.data.validation.n_classes,
+                "train_classes": self.data.train.images.n_classes,
+                "validation_classes": self.data.validation.images.n_classes,
                 "torch": str(torch.__version__),
                 "hardware": f"{cpu_name()}, {os.cpu_count()} cores, device={self.device}",
                 "precision": str(self.amp_dtype or torch.float32),
                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
+
+    def _split_metadata(self) -> dict[str, Any]:
+        """For folder data, which classes validation held out: evaluation defaults to them.
+        (Omniglot's held-out classes follow from the split's name.)"""
+        if self.config.split != "folder":
+            return {}
+        return {
+            "data_path": str(Path(self.config.data).resolve()),
+            "held_out_classes": self.data.validation.images.class_names,
+        }
 
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out / METRICS_LOG, "a") as handle:
@@ -276,11 +354,23 @@ class Trainer:
         return f"{100 * accuracy:.2f}%" + (" *" if improved else "")
 
     def train(self) -> Path:
-        """Train until the episode budget, time budget or early stop; return the best checkpoint."""
+        """Train until the episode budget, time budget or early stop; return the best checkpoint.
+
+        A run that fails or is interrupted before its first checkpoint leaves nothing behind,
+        so rerunning it needs no --overwrite."""
+        created = prepare_out_dir(self.config)
+        try:
+            return self._train()
+        except BaseException:
+            if not (self.out / BEST_CHECKPOINT).exists():
+                discard_run(self.out, created)
+            raise
+
+    def _train(self) -> Path:
         config = self.config
-        (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (self.out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         sampler = EpisodeSampler(
-            self.data.train,
+            self.data.train.images,
             EpisodeShape(config.way, config.shot, config.query),
             seed=[config.seed, self.episode],
             within_group=config.within_alphabet,

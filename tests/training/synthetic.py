@@ -14,16 +14,23 @@ def class_template(rng: np.random.Generator, n_strokes: int = 3) -> list[tuple[i
     return [tuple(int(v) for v in rng.integers(10, 95, size=4)) for _ in range(n_strokes)]
 
 
-def draw(template: list[tuple[int, ...]], rng: np.random.Generator, size: int = 105) -> Image.Image:
-    """Black strokes on white, shifted and thickened at random: same class, new drawing."""
-    image = Image.new("L", (size, size), 255)
+Ink = int | tuple[int, int, int]
+
+
+def draw(
+    template: list[tuple[int, ...]], rng: np.random.Generator, size: int = 105, ink: Ink = 0
+) -> Image.Image:
+    """Strokes (black, or ``ink``: an RGB colour) on white, shifted and thickened at random:
+    same class, new drawing."""
+    colour = isinstance(ink, tuple)
+    image = Image.new("RGB" if colour else "L", (size, size), (255, 255, 255) if colour else 255)
     pen = ImageDraw.Draw(image)
     dx, dy = rng.integers(-8, 9, size=2)
     for x0, y0, x1, y1 in template:
         jitter = rng.integers(-5, 6, size=4)
         pen.line(
             (x0 + dx + jitter[0], y0 + dy + jitter[1], x1 + dx + jitter[2], y1 + dy + jitter[3]),
-            fill=0,
+            fill=ink,
             width=int(rng.integers(4, 9)),
         )
     return image
@@ -35,15 +42,22 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_folder_dataset(root: Path, n_classes: int, per_class: int, seed: int = 0) -> Path:
-    """``root/<class>/<i>.png`` with ``n_classes`` synthetic classes."""
+def write_folder_dataset(
+    root: Path, n_classes: int, per_class: int, seed: int = 0, colour: bool = False
+) -> Path:
+    """``root/<class>/<i>.png`` with ``n_classes`` synthetic classes; with ``colour``, RGB
+    images whose strokes have a colour of their class."""
     rng = np.random.default_rng(seed)
     for c in range(n_classes):
         template = class_template(rng)
+        ink: Ink = 0
+        if colour:  # drawn only here, so grey datasets stay as they were for a seed
+            red, green, blue = (int(v) for v in rng.integers(0, 200, size=3))
+            ink = (red, green, blue)
         folder = root / f"class_{c:03d}"
         folder.mkdir(parents=True)
         for i in range(per_class):
-            draw(template, rng).save(folder / f"{i:02d}.png")
+            draw(template, rng, ink=ink).save(folder / f"{i:02d}.png")
     return root
 
 

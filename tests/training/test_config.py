@@ -32,3 +32,13 @@ def test_vinyals_presets_are_the_recipes_the_readme_measured():
     assert (one_shot.augment_shift, one_shot.episodes, one_shot.schedule) == (3, 28000, "cosine")
     five_shot = apply_preset(TrainConfig(), "omniglot-vinyals-5shot")
     assert (five_shot.augment_shift, five_shot.episodes, five_shot.shot) == (2, 18000, 5)
+
+
+def test_images_too_small_for_the_encoder_are_refused():
+    with pytest.raises(ValueError, match="--image-size must be >= 16: 4 conv blocks halve it"):
+        validate(TrainConfig(image_size=8))
+
+
+def test_fixed_sets_are_checked_for_configs_built_in_code():
+    with pytest.raises(ValueError, match="--channels must be one of 1, 3, not 2"):
+        validate(TrainConfig(split="folder", channels=2))

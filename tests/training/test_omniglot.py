@@ -6,6 +6,7 @@ import pytest
 from protonet.preprocessing import InputSpec
 from training import download, omniglot
 from training.cli import main
+from training.digest import file_hexdigest
 
 from .synthetic import write_omniglot_zip
 
@@ -92,7 +93,7 @@ def test_download_verifies_checksums(tmp_path, monkeypatch, omniglot_dir):
     with pytest.raises(ValueError, match="checksum mismatch"):
         download.download_omniglot(tmp_path)
     monkeypatch.setattr(
-        download, "ZIP_MD5", {n: download.md5(omniglot_dir / n) for n in download.ZIP_MD5}
+        download, "ZIP_MD5", {n: file_hexdigest(omniglot_dir / n, "md5") for n in download.ZIP_MD5}
     )
     monkeypatch.setattr(download, "SPLIT_FILES", ())
     report = download.download_omniglot(tmp_path / "ok")

@@ -114,8 +114,14 @@ def test_folder_split_is_disjoint_and_seeded(dataset, tmp_path):
 
 
 def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
-    assert main(["train", "--split", "nope", "--out", str(tmp_path)]) == 2
-    assert "--split must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--split", "nope", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "--split: invalid choice: 'nope' (choose from 'lake', 'vinyals', 'folder')" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(ValueError, match="--split must be one of lake, vinyals, folder, not 'x'"):
+        Trainer(TrainConfig(split="x"))  # the same rule for configs built in code
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
 

@@ -1,0 +1,177 @@
+"""Episode settings checked against the data before the first episode is drawn.
+
+Every message names the flag to change and the numbers behind it, so a setting the data
+cannot satisfy fails within a second of loading, not after hours of training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from training.config import DEFAULT_VAL_QUERY, DEFAULT_VAL_WAY, TrainConfig
+from training.episodes import EpisodeShape
+from training.imageset import ImageSet
+
+
+@dataclass(frozen=True)
+class ClassSet:
+    """Classes episodes are drawn from, and what messages call them.
+
+    Attributes:
+        images: the classes and their images.
+        label: what holds them, as a message's subject: ``"training"``, ``"the held-out set"``.
+        origin: why it holds what it does, e.g. ``"20% of 10"``.
+    """
+
+    images: ImageSet
+    label: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class EpisodeFlags:
+    """The flags that set an episode's way, shot and query: named in every message."""
+
+    way: str = "--way"
+    shot: str = "--shot"
+    query: str = "--query"
+
+
+TRAINING_FLAGS = EpisodeFlags()
+VALIDATION_FLAGS = EpisodeFlags("--val-way", "--val-shot", "--val-query")
+
+
+def class_sizes(images: ImageSet) -> np.ndarray:
+    """Images per class, ``[n_classes]``."""
+    return np.bincount(images.labels, minlength=images.n_classes)
+
+
+def _largest(sizes: np.ndarray, k: int) -> int:
+    """The ``k``-th largest class size (0 when there are fewer than ``k`` classes)."""
+    return int(np.sort(sizes)[::-1][k - 1]) if 0 < k <= len(sizes) else 0
+
+
+def _size_range(sizes: np.ndarray) -> str:
+    low, high = int(sizes.min()), int(sizes.max())
+    return f"{low} images each" if low == high else f"{low} to {high} images"
+
+
+def _too_few_images(
+    classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags, eligible: int
+) -> str:
+    sizes = class_sizes(classes.images)
+    need = shape.n_shot + shape.n_query
+    fits = _largest(sizes, shape.n_way)  # the most images the way-th class can give
+    remedies = []
+    if fits >= 2:
+        remedies.append(f"lower {flags.shot} + {flags.query} to <= {fits}")
+    if eligible >= 1:
+        remedies.append(f"lower {flags.way} to <= {eligible}")
+    return (
+        f"{flags.way} {shape.n_way} needs {shape.n_way} classes with {flags.shot} + "
+        f"{flags.query} = {shape.n_shot} + {shape.n_query} = {need} images each; "
+        f"{classes.label} has {eligible} (its classes hold {_size_range(sizes)}): "
+        + (" or ".join(remedies) or "add images")
+    )
+
+
+def _check_groups(classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags) -> None:
+    """Within-alphabet episodes need one alphabet with ``n_way`` classes that are big enough."""
+    images = classes.images
+    eligible = class_sizes(images) >= shape.n_shot + shape.n_query
+    per_group: dict[str, int] = {}
+    for group, ok in zip(images.class_groups, eligible, strict=True):
+        per_group[group] = per_group.get(group, 0) + int(ok)
+    most = max(per_group.values())
+    if most < shape.n_way:
+        raise ValueError(
+            f"--within-alphabet: no alphabet of {classes.label} has {shape.n_way} classes with "
+            f"{shape.n_shot + shape.n_query} images each (the most is {most}): lower "
+            f"{flags.way} to <= {most} or drop --within-alphabet"
+        )
+
+
+def check_episodes(
+    classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags, within_group: bool = False
+) -> list[str]:
+    """Raise ``ValueError`` unless ``shape`` episodes can be drawn from ``classes``.
+
+    Returns notes (classes too small to take part); the messages name ``flags``.
+    """
+    sizes = class_sizes(classes.images)
+    n = len(sizes)
+    if shape.n_way > n:
+        raise ValueError(
+            f"{classes.label} holds {n} classes ({classes.origin}): {flags.way} must be <= {n}"
+        )
+    need = shape.n_shot + shape.n_query
+    eligible = int((sizes >= need).sum())
+    if eligible < shape.n_way:
+        raise ValueError(_too_few_images(classes, shape, flags, eligible))
+    if within_group:
+        _check_groups(classes, shape, flags)
+    if eligible == n:
+        return []
+    return [
+        f"{classes.label}: {n - eligible} of {n} classes have fewer than {need} images "
+        f"({flags.shot} + {flags.query}) and are left out of its episodes"
+    ]
+
+
+def fit_validation(config: TrainConfig, validation: ClassSet) -> tuple[TrainConfig, list[str]]:
+    """Fill in ``val_way``/``val_query`` left at 0: the defaults, or what the data allows.
+
+    Only settings the user left open are lowered (with a note); explicit ones stay as given,
+    for :func:`check_episodes` to accept or refuse.
+    """
+    sizes = class_sizes(validation.images)
+    n = len(sizes)
+    notes = []
+    way = config.val_way
+    if not way:
+        if n < 2:
+            raise ValueError(
+                f"validation holds {n} class ({validation.origin}): validation episodes need "
+                "at least 2 classes; raise --val-fraction or add classes"
+            )
+        way = min(DEFAULT_VAL_WAY, n)
+        if way < DEFAULT_VAL_WAY:
+            notes.append(
+                f"validation holds {n} classes ({validation.origin}): validating {way}-way, "
+                f"not {DEFAULT_VAL_WAY}-way (--val-way sets it)"
+            )
+    query = config.val_query
+    if not query:
+        query = max(1, min(DEFAULT_VAL_QUERY, _largest(sizes, way) - config.val_shot))
+        if query < DEFAULT_VAL_QUERY:
+            notes.append(
+                f"validation episodes use {query} queries per class, not {DEFAULT_VAL_QUERY}, "
+                f"so that {way} classes hold --val-shot {config.val_shot} + {query} images "
+                "(--val-query sets it)"
+            )
+    return replace(config, val_way=way, val_query=query), notes
+
+
+def fit_to_data(
+    config: TrainConfig, train: ClassSet, validation: ClassSet
+) -> tuple[TrainConfig, list[str]]:
+    """``config`` with its open validation settings filled in, and notes for the user.
+
+    Raises ``ValueError`` naming the flag when training or validation episodes of the
+    configured shape cannot be drawn from the data.
+    """
+    config, notes = fit_validation(config, validation)
+    notes += check_episodes(
+        train,
+        EpisodeShape(config.way, config.shot, config.query),
+        TRAINING_FLAGS,
+        config.within_alphabet,
+    )
+    notes += check_episodes(
+        validation,
+        EpisodeShape(config.val_way, config.val_shot, config.val_query),
+        VALIDATION_FLAGS,
+    )
+    return config, notes
