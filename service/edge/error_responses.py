@@ -17,6 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -39,7 +40,7 @@ from service.errors import (
 logger = logging.getLogger(__name__)
 
 
-EMPTY_IMAGE = {"location": "examples[0].image", "message": "empty image"}
+EMPTY_IMAGE: JsonDict = {"location": "examples[0].image", "message": "empty image"}
 
 
 class FieldError(BaseModel):

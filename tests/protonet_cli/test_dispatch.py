@@ -1,0 +1,55 @@
+"""The ``protonet`` command dispatches to the trainer and the service under its own name."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from protonet_cli import main
+from tests.conftest import REPO_ROOT
+
+
+def help_of(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_the_script_is_declared() -> None:
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["protonet"] == "protonet_cli:main"
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    listing = capsys.readouterr().out
+    for command in ("train", "evaluate", "data", "serve", "migrate", "embeddings"):
+        assert f"  {command} " in listing
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "data", "serve", "migrate"])
+def test_each_command_shows_its_help_under_the_protonet_name(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    assert help_of(capsys, command).startswith(f"usage: protonet {command}")
+
+
+def test_an_unknown_command_is_refused_with_the_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tarin"]) == 2
+    assert "unknown command 'tarin'" in capsys.readouterr().err
+
+
+def test_the_installed_script_runs() -> None:
+    """``make install`` put ``protonet`` beside the virtualenv's python."""
+    script = Path(sys.executable).parent / "protonet"
+    if not script.exists():
+        script = Path(shutil.which("protonet") or script)
+    assert script.exists(), "the protonet script is not installed: run make install"
+    result = subprocess.run([script, "evaluate", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--no-progress" in result.stdout
