@@ -21,6 +21,7 @@ from torch import nn
 
 from protonet.errors import CheckpointError
 from protonet.model import EncoderConfig, build_encoder
+from protonet.open_set import RejectionCalibration
 from protonet.preprocessing import InputSpec
 
 FORMAT_NAME = "protonet-checkpoint"
@@ -61,6 +62,8 @@ class Checkpoint:
     data_fingerprint: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Open-set rejection thresholds measured on training/validation classes (open_set.py).
+    rejection: RejectionCalibration | None = None
 
     @property
     def version(self) -> str:
@@ -88,6 +91,7 @@ class Checkpoint:
             "data_fingerprint": self.data_fingerprint,
             "evaluation": _primitives(self.evaluation),
             "metadata": _primitives(self.metadata),
+            "rejection": self.rejection.to_dict() if self.rejection else None,
         }
 
 
@@ -131,6 +135,10 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _rejection(values: dict[str, Any] | None) -> RejectionCalibration | None:
+    return RejectionCalibration.from_dict(values) if values else None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; every failure is a :class:`CheckpointError`."""
     path = Path(path)
@@ -145,6 +153,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             data_fingerprint=payload.get("data_fingerprint", ""),
             evaluation=payload.get("evaluation", {}),
             metadata=payload.get("metadata", {}),
+            rejection=_rejection(payload.get("rejection")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None

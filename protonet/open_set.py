@@ -1,0 +1,116 @@
+"""Open-set recognition: is a query one of the known classes at all?
+
+A prototype classifier always answers with its nearest class; an input of no known class gets
+a label too. Here a query gets an *unknown-ness score* from its distances to the prototypes
+(higher = more likely unknown), and a :class:`RejectionCalibration` turns a wanted share of
+known queries accepted ("known acceptance", e.g. 0.95) into a score threshold. Calibrations
+are measured on the meta-training side (training and validation classes only) and travel in
+the checkpoint (``Checkpoint.rejection``), one threshold per shot count, because prototypes of
+1 example sit farther from their queries than prototypes of 5.
+
+Shared by the evaluator (open-set episodes) and the service (rejection per query).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+ScoreFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def nearest_distance(distances: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:
+    """``[Q, C]`` squared distances, ``[C]`` examples per class -> ``[Q]``: the distance to
+    the nearest prototype (the baseline score)."""
+    del shots
+    return distances.min(dim=1).values
+
+
+SCORES: dict[str, ScoreFunction] = {"nearest_distance": nearest_distance}
+
+
+def open_set_score(
+    distances: torch.Tensor, shots: torch.Tensor, method: str = "nearest_distance"
+) -> torch.Tensor:
+    """``[Q, C]`` squared distances to the prototypes and ``[C]`` support examples per class
+    -> ``[Q]`` unknown-ness scores (higher = more likely of no known class)."""
+    if distances.shape[1] == 0:
+        return torch.full((distances.shape[0],), float("inf"))
+    return SCORES[method](distances.float(), shots.to(distances.device))
+
+
+@dataclass(frozen=True)
+class RejectionCalibration:
+    """Score thresholds by shot count and known acceptance.
+
+    ``thresholds[i][j]``: for prototypes of ``shots[i]`` examples, the score below which a
+    share ``acceptances[j]`` of known queries fell on the calibration classes.
+    """
+
+    method: str
+    shots: tuple[int, ...]
+    acceptances: tuple[float, ...]
+    thresholds: tuple[tuple[float, ...], ...]
+    default_acceptance: float = 0.95
+    source: str = ""  # what it was measured on, for the model card
+
+    def threshold(self, shot: int, acceptance: float | None = None) -> float:
+        """The threshold for prototypes of ``shot`` examples (the nearest calibrated shot
+        count at or below it; more examples only tighten a class) at ``acceptance``
+        (linear between calibrated acceptances; clamped to their range)."""
+        row = self.thresholds[max(0, bisect.bisect_right(self.shots, shot) - 1)]
+        wanted = self.default_acceptance if acceptance is None else acceptance
+        return _interpolate(self.acceptances, row, wanted)
+
+    def thresholds_for(self, shots: torch.Tensor, acceptance: float | None = None) -> torch.Tensor:
+        """``[C]`` examples per class -> ``[C]`` thresholds."""
+        return torch.tensor([self.threshold(int(s), acceptance) for s in shots.tolist()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "shots": list(self.shots),
+            "acceptances": list(self.acceptances),
+            "thresholds": [list(row) for row in self.thresholds],
+            "default_acceptance": self.default_acceptance,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RejectionCalibration:
+        return cls(
+            method=str(values["method"]),
+            shots=tuple(int(s) for s in values["shots"]),
+            acceptances=tuple(float(a) for a in values["acceptances"]),
+            thresholds=tuple(tuple(float(t) for t in row) for row in values["thresholds"]),
+            default_acceptance=float(values.get("default_acceptance", 0.95)),
+            source=str(values.get("source", "")),
+        )
+
+
+def _interpolate(xs: tuple[float, ...], ys: tuple[float, ...], x: float) -> float:
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect.bisect_right(xs, x)
+    share = (x - xs[i - 1]) / (xs[i] - xs[i - 1])
+    return ys[i - 1] + share * (ys[i] - ys[i - 1])
+
+
+def is_known(
+    distances: torch.Tensor,
+    shots: torch.Tensor,
+    calibration: RejectionCalibration,
+    acceptance: float | None = None,
+) -> torch.Tensor:
+    """``[Q, C]`` distances, ``[C]`` shots -> ``[Q]`` bools: accepted as one of the known
+    classes, judged against the threshold of the nearest class's shot count."""
+    scores = open_set_score(distances, shots, calibration.method)
+    nearest = distances.argmin(dim=1)
+    limits = calibration.thresholds_for(shots, acceptance).to(scores.device)[nearest]
+    return scores <= limits
