@@ -48,7 +48,7 @@ def class_sizes(images: ImageSet) -> np.ndarray:
     return np.bincount(images.labels, minlength=images.n_classes)
 
 
-def _largest(sizes: np.ndarray, k: int) -> int:
+def largest_size(sizes: np.ndarray, k: int) -> int:
     """The ``k``-th largest class size (0 when there are fewer than ``k`` classes)."""
     return int(np.sort(sizes)[::-1][k - 1]) if 0 < k <= len(sizes) else 0
 
@@ -75,7 +75,7 @@ def _too_few_images(
 ) -> str:
     sizes = class_sizes(classes.images)
     need = shape.n_shot + shape.n_query
-    fits = _largest(sizes, shape.n_classes)  # the most images the last class can give
+    fits = largest_size(sizes, shape.n_classes)  # the most images the last class can give
     remedies = []
     if fits >= 2:
         remedies.append(f"lower {flags.shot} + {flags.query} to <= {fits}")
@@ -175,7 +175,7 @@ def fit_validation(config: TrainConfig, validation: ClassSet) -> tuple[TrainConf
             )
     query = config.val_query
     if not query:
-        query = max(1, min(DEFAULT_VAL_QUERY, _largest(sizes, way) - config.val_shot))
+        query = max(1, min(DEFAULT_VAL_QUERY, largest_size(sizes, way) - config.val_shot))
         if query < DEFAULT_VAL_QUERY:
             notes.append(
                 f"validation episodes use {query} queries per class, not {DEFAULT_VAL_QUERY}, "
