@@ -48,7 +48,9 @@ def validation_classes(checkpoint: Checkpoint, data: Path, progress: bool = Fals
             )
         name = OMNIGLOT_VALIDATION[split]
         images = omniglot.load_split(data, name, spec, progress=progress)
-        origin = f"Omniglot {name}: the {split} split's validation classes"
+        groups = sorted(set(images.class_groups))
+        named = ", ".join(groups) if len(groups) <= 8 else f"{len(groups)} alphabets"
+        origin = f"Omniglot {name}: the {split} split's validation classes ({named})"
         return ClassSet(images, f"Omniglot {name}", origin)
     if split == "folder":
         images, fingerprint = load_folder(data, spec, progress=progress)
@@ -147,7 +149,7 @@ def _source(
     first = next(iter(queries.values()))
     fewer = [f"{q} at {shot}-shot" for shot, q in queries.items() if q != first]
     return (
-        f"{classes.origin} ({classes.images.n_classes} classes); {n_episodes} closed-set "
+        f"{classes.origin}, {classes.images.n_classes} classes; {n_episodes} closed-set "
         f"{way}-way episodes per shot count, {first} known queries per class"
         + (f" ({', '.join(fewer)})" if fewer else "")
         + f"; seed {seed}"

@@ -114,7 +114,7 @@ def test_calibration_is_stored_in_checkpoint_and_card_and_judges_open_set_querie
     assert rejection.acceptances == (0.80, 0.90, 0.95, 0.98, 0.99, 0.995, 0.999)
     # 4 held-out classes: 4-way episodes; 12 images per class: 11 queries beside 1 shot.
     assert rejection.source == (
-        f"{folder}: the classes held out for validation in training (4 classes); 20 closed-set "
+        f"{folder}: the classes held out for validation in training, 4 classes; 20 closed-set "
         "4-way episodes per shot count, 11 known queries per class (10 at 2-shot, 9 at 3-shot, "
         "7 at 5-shot, 2 at 10-shot); seed 0"
     )
@@ -159,6 +159,8 @@ def test_an_omniglot_model_is_calibrated_on_its_validation_alphabets_only(
     assert calibrate("--checkpoint", str(lake), "--data", str(root), "--write") == 0
     rejection = load_checkpoint(lake).rejection
     assert rejection is not None and rejection.shots == (1, 2, 3)  # 4 drawings per character
-    assert rejection.source.startswith("Omniglot lake-validation: the lake split's validation")
-    assert "(6 classes); 20 closed-set 5-way episodes" in rejection.source
+    assert rejection.source.startswith(
+        "Omniglot lake-validation: the lake split's validation classes (Greek), 6 classes; 20 "
+        "closed-set 5-way episodes per shot count, 3 known queries per class"
+    )
     assert "no 5-shot thresholds" in capsys.readouterr().err
