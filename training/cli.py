@@ -232,8 +232,9 @@ def _open_set_scoring(
             file=sys.stderr,
         )
         return method, None
-    if args.acceptance is not None and not 0 < args.acceptance < 1:
-        raise ValueError(f"--acceptance must be between 0 and 1, not {args.acceptance}")
+    low, high = calibration.acceptances[0], calibration.acceptances[-1]
+    if args.acceptance is not None and not low <= args.acceptance <= high:
+        raise ValueError(f"--acceptance must be within the calibrated {low} to {high}")
     return method, calibration
 
 

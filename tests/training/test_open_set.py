@@ -131,6 +131,8 @@ def test_calibration_is_stored_in_checkpoint_and_card_and_judges_open_set_querie
     assert 0 <= result["known_accepted"] <= 1 and 0 <= result["unknown_rejected"] <= 1
     summary = evaluate_json(capsys, *common, "--acceptance", "0.999")
     assert summary["results"][0]["threshold"] == rejection.threshold(1, 0.999)
+    assert main(["evaluate", *common, "--acceptance", "0.5"]) == 2
+    assert "--acceptance must be within the calibrated 0.8 to 0.999" in capsys.readouterr().err
 
 
 def test_calibration_refuses_classes_of_unknown_standing(folder_model, tmp_path, capsys):
