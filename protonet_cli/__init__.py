@@ -2,6 +2,7 @@
 
     protonet train --preset omniglot-lake      # = python -m training train ...
     protonet evaluate --checkpoint best.pt     # = python -m training evaluate ...
+    protonet calibrate --checkpoint best.pt    # = python -m training calibrate ...
     protonet data omniglot --dest data/omniglot
     protonet serve                             # = python -m service
     protonet migrate | embeddings              # = python -m service migrate | embeddings
@@ -18,6 +19,7 @@ import sys
 TRAINER_COMMANDS = {
     "train": "meta-train an encoder on Omniglot or a folder of your images",
     "evaluate": "few-shot accuracy of a checkpoint over random episodes",
+    "calibrate": "measure a checkpoint's rejection thresholds for unknown inputs",
     "data": "fetch or copy and validate a dataset",
 }
 SERVICE_COMMANDS = {

@@ -48,7 +48,7 @@ def class_sizes(images: ImageSet) -> np.ndarray:
     return np.bincount(images.labels, minlength=images.n_classes)
 
 
-def _largest(sizes: np.ndarray, k: int) -> int:
+def largest_size(sizes: np.ndarray, k: int) -> int:
     """The ``k``-th largest class size (0 when there are fewer than ``k`` classes)."""
     return int(np.sort(sizes)[::-1][k - 1]) if 0 < k <= len(sizes) else 0
 
@@ -58,39 +58,68 @@ def _size_range(sizes: np.ndarray) -> str:
     return f"{low} images each" if low == high else f"{low} to {high} images"
 
 
+def _classes(shape: EpisodeShape, flags: EpisodeFlags) -> str:
+    """What an episode's classes are called in a message: ``--way 5`` (``+ 5 unknown``)."""
+    unknown = f" + {shape.n_unknown} unknown" if shape.n_unknown else ""
+    return f"{flags.way} {shape.n_way}{unknown}"
+
+
+def _max_way(shape: EpisodeShape, n: int) -> int:
+    """The largest way ``n`` classes allow, unknown classes scaling with the way (open-set
+    episodes draw as many unknown classes as known ones)."""
+    return n * shape.n_way // shape.n_classes
+
+
 def _too_few_images(
     classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags, eligible: int
 ) -> str:
     sizes = class_sizes(classes.images)
     need = shape.n_shot + shape.n_query
-    fits = _largest(sizes, shape.n_way)  # the most images the way-th class can give
+    fits = largest_size(sizes, shape.n_classes)  # the most images the last class can give
     remedies = []
     if fits >= 2:
         remedies.append(f"lower {flags.shot} + {flags.query} to <= {fits}")
-    if eligible >= 1:
-        remedies.append(f"lower {flags.way} to <= {eligible}")
+    if _max_way(shape, eligible) >= 1:
+        remedies.append(f"lower {flags.way} to <= {_max_way(shape, eligible)}")
     return (
-        f"{flags.way} {shape.n_way} needs {shape.n_way} classes with {flags.shot} + "
+        f"{_classes(shape, flags)} needs {shape.n_classes} classes with {flags.shot} + "
         f"{flags.query} = {shape.n_shot} + {shape.n_query} = {need} images each; "
         f"{classes.label} has {eligible} (its classes hold {_size_range(sizes)}): "
         + (" or ".join(remedies) or "add images")
     )
 
 
-def _check_groups(classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags) -> None:
-    """Within-alphabet episodes need one alphabet with ``n_way`` classes that are big enough."""
+def _group_sizes(classes: ClassSet, shape: EpisodeShape) -> dict[str, int]:
+    """Eligible classes (``n_shot + n_query`` images) per group."""
     images = classes.images
     eligible = class_sizes(images) >= shape.n_shot + shape.n_query
     per_group: dict[str, int] = {}
     for group, ok in zip(images.class_groups, eligible, strict=True):
         per_group[group] = per_group.get(group, 0) + int(ok)
+    return per_group
+
+
+def _check_groups(classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags) -> list[str]:
+    """Within-alphabet episodes need one alphabet with ``n_classes`` classes that are big
+    enough; open-set ones note the alphabets too small to take part."""
+    per_group = _group_sizes(classes, shape)
     most = max(per_group.values())
-    if most < shape.n_way:
+    if most < shape.n_classes:
         raise ValueError(
-            f"--within-alphabet: no alphabet of {classes.label} has {shape.n_way} classes with "
-            f"{shape.n_shot + shape.n_query} images each (the most is {most}): lower "
-            f"{flags.way} to <= {most} or drop --within-alphabet"
+            f"--within-alphabet: no alphabet of {classes.label} has {shape.n_classes} classes "
+            f"with {shape.n_shot + shape.n_query} images each (the most is {most}"
+            + (f"; {_classes(shape, flags)}" if shape.n_unknown else "")
+            + f"): lower {flags.way} to <= {_max_way(shape, most)} or drop --within-alphabet"
         )
+    small = sorted(g for g, n in per_group.items() if n < shape.n_classes)
+    if not shape.n_unknown or not small:
+        return []
+    return [
+        f"--within-alphabet, {_classes(shape, flags)}: the unknown classes come from the known "
+        f"ones' alphabet, so only alphabets with {shape.n_classes} classes take part; "
+        f"{len(small)} of {len(per_group)} alphabets of {classes.label} are left out "
+        f"({', '.join(small[:3])}{', ...' if len(small) > 3 else ''})"
+    ]
 
 
 def check_episodes(
@@ -102,21 +131,23 @@ def check_episodes(
     """
     sizes = class_sizes(classes.images)
     n = len(sizes)
-    if shape.n_way > n:
+    if shape.n_classes > n:
+        unknown = f" ({_classes(shape, flags)})" if shape.n_unknown else ""
         raise ValueError(
-            f"{classes.label} holds {n} classes ({classes.origin}): {flags.way} must be <= {n}"
+            f"{classes.label} holds {n} classes ({classes.origin}): {flags.way} must be <= "
+            f"{_max_way(shape, n)}{unknown}"
         )
     need = shape.n_shot + shape.n_query
     eligible = int((sizes >= need).sum())
-    if eligible < shape.n_way:
+    if eligible < shape.n_classes:
         raise ValueError(_too_few_images(classes, shape, flags, eligible))
-    if within_group:
-        _check_groups(classes, shape, flags)
+    notes = _check_groups(classes, shape, flags) if within_group else []
     if eligible == n:
-        return []
+        return notes
     return [
         f"{classes.label}: {n - eligible} of {n} classes have fewer than {need} images "
-        f"({flags.shot} + {flags.query}) and are left out of its episodes"
+        f"({flags.shot} + {flags.query}) and are left out of its episodes",
+        *notes,
     ]
 
 
@@ -144,7 +175,7 @@ def fit_validation(config: TrainConfig, validation: ClassSet) -> tuple[TrainConf
             )
     query = config.val_query
     if not query:
-        query = max(1, min(DEFAULT_VAL_QUERY, _largest(sizes, way) - config.val_shot))
+        query = max(1, min(DEFAULT_VAL_QUERY, largest_size(sizes, way) - config.val_shot))
         if query < DEFAULT_VAL_QUERY:
             notes.append(
                 f"validation episodes use {query} queries per class, not {DEFAULT_VAL_QUERY}, "

@@ -1,4 +1,4 @@
-"""The trainer's command line: ``python -m training {data,train,evaluate}``.
+"""The trainer's command line: ``python -m training {data,train,evaluate,calibrate}``.
 
 :func:`main` takes the program name, so a console script (``protonet train ...``) shows its
 own name in usage lines and examples.
@@ -16,7 +16,9 @@ from typing import Any
 from protonet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from protonet.embedding import pick_device
 from protonet.errors import ProtonetError
+from protonet.open_set import DEFAULT_SCORE, SCORES, RejectionCalibration
 from training import download, omniglot
+from training.calibrate import ACCEPTANCES, calibrate, validation_classes
 from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
@@ -33,9 +35,11 @@ from training.evaluate import (
     CLASS_SETS,
     STANDARD_SETTINGS,
     EvaluationResult,
+    OpenSetResult,
     Selection,
     embed_imageset,
     evaluate,
+    evaluate_open_set,
     select_folder_classes,
 )
 from training.folder import load_folder
@@ -44,8 +48,9 @@ PROG = "python -m training"
 
 DESCRIPTION = """\
 Train and evaluate Prototypical Network encoders for few-shot image classification:
-fetch Omniglot, meta-train an encoder on Omniglot or on your own folder of images, and
-measure a checkpoint's few-shot accuracy over random episodes."""
+fetch Omniglot, meta-train an encoder on Omniglot or on your own folder of images, measure
+a checkpoint's few-shot accuracy over random episodes (and how well it tells unknown classes
+apart), and calibrate its rejection of unknown inputs."""
 
 EPILOG = """\
 examples:
@@ -53,6 +58,7 @@ examples:
   %(prog)s train --preset omniglot-lake --data data/omniglot
   %(prog)s train --split folder --data ROOT --out runs/mine --way 5 --shot 5
   %(prog)s evaluate --checkpoint runs/mine/best.pt --data ROOT --way 2
+  %(prog)s calibrate --checkpoint runs/mine/best.pt --data ROOT --write-card
 
 '%(prog)s COMMAND --help' describes a command and all of its flags."""
 
@@ -91,13 +97,35 @@ EVALUATE_DESCRIPTION = """\
 Few-shot accuracy of a checkpoint: the mean over random episodes, with a 95% confidence
 interval. Omniglot: --data DIR --split NAME. Your own images: --data ROOT alone; when the
 checkpoint was trained on ROOT, evaluation uses the classes held out from training by default
-(--classes). Each image is embedded once and the episodes reuse the embeddings."""
+(--classes). Each image is embedded once and the episodes reuse the embeddings.
+--open-set adds queries of --way unknown classes (--query images each, no support;
+within-alphabet, from the known classes' alphabet, so only alphabets with 2 x --way classes
+take part) and reports the AUROC of known against unknown queries by their unknown-ness
+--score and, where the checkpoint holds a rejection calibration (the calibrate command), the
+shares of known queries accepted and of unknown ones rejected at its threshold."""
 
 EVALUATE_EPILOG = """\
 examples:
   %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --split evaluation --table
   %(prog)s --checkpoint runs/mine/best.pt --data ROOT --way 2 --shot 5
-  %(prog)s --checkpoint runs/mine/best.pt --data NEW_CLASSES --way 5 --json"""
+  %(prog)s --checkpoint runs/mine/best.pt --data NEW_CLASSES --way 5 --json
+  %(prog)s --checkpoint models/omniglot-conv4.pt --split evaluation --open-set --table"""
+
+CALIBRATE_DESCRIPTION = """\
+Measure where the unknown-ness score of KNOWN queries falls, on the checkpoint's own
+validation classes (those held out from training: the lake split's validation alphabets of
+images_background, vinyals-val, or a folder's held-out classes as the checkpoint records them;
+never the classes accuracy is reported on), in closed-set episodes for 1, 2, 3, 5 and 10
+shots (those the data allows). The thresholds, one per shot count at known acceptances from
+80% to 99.9%, are what the service rejects unknown inputs by: at 95% acceptance about 5% of
+inputs of a known class are rejected. --write stores them in the checkpoint (the weights and
+their version are unchanged); --write-card also rewrites <checkpoint>.card.json."""
+
+CALIBRATE_EPILOG = """\
+examples:
+  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --write-card
+  %(prog)s --checkpoint runs/mine/best.pt --data ROOT --write
+  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --way 20 --json"""
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -153,15 +181,11 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _is_omniglot(data: Path) -> bool:
-    return any(omniglot.zip_path(data, subset).is_file() for subset in omniglot.SUBSETS)
-
-
 def _evaluation_classes(
     args: argparse.Namespace, checkpoint: Checkpoint, progress: bool
 ) -> Selection:
     data, spec = Path(args.data), checkpoint.input_spec
-    if _is_omniglot(data):
+    if omniglot.is_omniglot_dir(data):
         if not args.split:
             raise ValueError(
                 f"--split is required for Omniglot: one of {omniglot.EVALUATION_SPLITS}"
@@ -177,16 +201,41 @@ def _evaluation_classes(
 
 def _settings(args: argparse.Namespace) -> list[tuple[EpisodeShape, bool, EpisodeFlags]]:
     """Each episode shape to evaluate, whether within-alphabet, and the flags that set it."""
+    unknown = 1 if args.open_set else 0  # open-set: as many unknown classes as known ones
     if not args.table:
-        shape = EpisodeShape(args.way, args.shot, args.query)
+        shape = EpisodeShape(args.way, args.shot, args.query, unknown * args.way)
         return [(shape, args.within_alphabet, EpisodeFlags())]
     table_flags = EpisodeFlags("the --table way", "the --table shot", "--query")
     within = [False, True] if args.within_alphabet else [False]
     return [
-        (EpisodeShape(way, shot, args.query), mode, table_flags)
+        (EpisodeShape(way, shot, args.query, unknown * way), mode, table_flags)
         for way, shot in STANDARD_SETTINGS
         for mode in within
     ]
+
+
+def _open_set_scoring(
+    args: argparse.Namespace, checkpoint: Checkpoint
+) -> tuple[str, RejectionCalibration | None]:
+    """The score method of an open-set evaluation, and the calibration that judges it: the
+    checkpoint's, where it was measured for that method."""
+    if not args.open_set:
+        if args.score or args.acceptance is not None:
+            raise ValueError("--score and --acceptance are for --open-set evaluations")
+        return DEFAULT_SCORE, None
+    calibration = checkpoint.rejection
+    method = args.score or (calibration.method if calibration else DEFAULT_SCORE)
+    if calibration is None or calibration.method != method:
+        print(
+            f"note: the checkpoint holds no rejection calibration for {method}: no shares "
+            "accepted/rejected (the calibrate command measures one)",
+            file=sys.stderr,
+        )
+        return method, None
+    low, high = calibration.acceptances[0], calibration.acceptances[-1]
+    if args.acceptance is not None and not low <= args.acceptance <= high:
+        raise ValueError(f"--acceptance must be within the calibrated {low} to {high}")
+    return method, calibration
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -196,34 +245,57 @@ def command_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     progress = args.progress and not args.json
     checkpoint = load_checkpoint(args.checkpoint)
+    method, calibration = _open_set_scoring(args, checkpoint)
     selection = _evaluation_classes(args, checkpoint, progress)
     settings = _settings(args)
-    for shape, within, episode_flags in settings:  # all of them before the slow part
-        for note in check_episodes(selection.classes, shape, episode_flags, within):
-            print(f"note: {note}", file=sys.stderr)
+    notes = [  # all of them before the slow part
+        note
+        for shape, within, episode_flags in settings
+        for note in check_episodes(selection.classes, shape, episode_flags, within)
+    ]
+    for note in dict.fromkeys(notes):  # settings of another shot repeat a note
+        print(f"note: {note}", file=sys.stderr)
     if not args.json:
         print(f"classes: {selection.description}")
     images = selection.classes.images
     encoder = checkpoint.build_encoder(pick_device(args.device))
     embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
-    results: list[EvaluationResult] = []
+    results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
-        result = evaluate(
-            embeddings, images, shape, args.episodes, args.seed, within, progress=progress
-        )
+        result: EvaluationResult | OpenSetResult
+        if args.open_set:
+            result = evaluate_open_set(
+                embeddings,
+                images,
+                shape,
+                method,
+                calibration,
+                args.acceptance,
+                args.episodes,
+                args.seed,
+                within,
+                progress,
+            )
+        else:
+            result = evaluate(
+                embeddings, images, shape, args.episodes, args.seed, within, progress=progress
+            )
         results.append(result)
         if not args.json:
             print(result.describe())
     summary = _summary(args, checkpoint.version, selection, results)
     if args.write_card:
-        _write_card(args, summary)
+        _record_evaluation(args, summary)
     if args.json:
         print(json.dumps(summary))
     return 0
 
 
 def _summary(
-    args: argparse.Namespace, version: str, selection: Selection, results: list[EvaluationResult]
+    args: argparse.Namespace,
+    version: str,
+    selection: Selection,
+    results: list[EvaluationResult | OpenSetResult],
 ) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -233,18 +305,27 @@ def _summary(
         "classes": selection.name,
         "n_classes": selection.classes.images.n_classes,
         "seed": args.seed,
+        "open_set": args.open_set,
         "results": [r.as_dict() for r in results],
     }
     summary.update({"accuracy": results[0].accuracy, "ci95": results[0].ci95})
+    if isinstance(results[0], OpenSetResult):
+        summary.update({"score": results[0].score, "auroc": results[0].auroc})
     return summary
 
 
-def _write_card(args: argparse.Namespace, summary: dict[str, Any]) -> None:
+def _record_evaluation(args: argparse.Namespace, summary: dict[str, Any]) -> None:
     """Record the evaluation in the checkpoint and write ``<checkpoint>.card.json`` beside it."""
     checkpoint = load_checkpoint(args.checkpoint)
     key = args.split or f"folder-{summary['classes']}"
-    checkpoint.evaluation[key] = summary["results"]
+    checkpoint.evaluation[key + ("-open-set" if args.open_set else "")] = summary["results"]
     save_checkpoint(checkpoint, args.checkpoint)
+    write_card(checkpoint, Path(args.checkpoint))
+
+
+def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
+    """``<checkpoint>.card.json`` beside the checkpoint: what it is, how it was trained, its
+    evaluations and its rejection calibration."""
     spec = checkpoint.input_spec
     card = {
         "model_version": checkpoint.version,
@@ -266,9 +347,89 @@ def _write_card(args: argparse.Namespace, summary: dict[str, Any]) -> None:
             )
         },
         "evaluation": checkpoint.evaluation,
+        "rejection": checkpoint.rejection.to_dict() if checkpoint.rejection else None,
     }
-    card_path = Path(args.checkpoint).with_suffix(".card.json")
+    card_path = checkpoint_path.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
+    return card_path
+
+
+def command_calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if min(args.way, args.query, args.episodes) < 1:
+        raise ValueError("--way, --query and --episodes must all be >= 1")
+    if not ACCEPTANCES[0] <= args.acceptance <= ACCEPTANCES[-1]:
+        raise ValueError(
+            f"--acceptance must be between {ACCEPTANCES[0]} and {ACCEPTANCES[-1]}, the "
+            f"calibrated range; not {args.acceptance}"
+        )
+    progress = args.progress and not args.json
+    checkpoint = load_checkpoint(args.checkpoint)
+    classes = validation_classes(checkpoint, Path(args.data), progress)
+    encoder = checkpoint.build_encoder(pick_device(args.device))
+    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec)
+    measured = calibrate(
+        embeddings,
+        classes,
+        args.score,
+        args.way,
+        args.query,
+        args.episodes,
+        args.seed,
+        progress=progress,
+    )
+    for note in measured.notes:
+        print(f"note: {note}", file=sys.stderr)
+    rejection = replace(measured.rejection, default_acceptance=args.acceptance)
+    if args.write or args.write_card:
+        checkpoint.rejection = rejection
+        save_checkpoint(checkpoint, args.checkpoint)
+    card = write_card(checkpoint, Path(args.checkpoint)) if args.write_card else None
+    if args.json:
+        written = args.write or args.write_card
+        print(json.dumps(_calibration_summary(args, checkpoint, rejection, written)))
+        return 0
+    print(_threshold_table(rejection))
+    if args.write or args.write_card:
+        where = f" and {card}" if card else ""
+        print(f"written to {args.checkpoint}{where} (model version {checkpoint.version})")
+    return 0
+
+
+def _calibration_summary(
+    args: argparse.Namespace, checkpoint: Checkpoint, rejection: RejectionCalibration, written: bool
+) -> dict[str, Any]:
+    return {
+        "checkpoint": str(args.checkpoint),
+        "model_version": checkpoint.version,
+        "data": str(args.data),
+        "way": args.way,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "written": written,
+        "rejection": rejection.to_dict(),
+    }
+
+
+def _threshold_table(rejection: RejectionCalibration) -> str:
+    """The thresholds as a text table: a row per shot count, a column per acceptance."""
+    header = "shot" + "".join(f"{100 * a:>9g}%" for a in rejection.acceptances)
+    rows = [
+        f"{shot:>4}" + "".join(f"{t:>10.3f}" for t in row)
+        for shot, row in zip(rejection.shots, rejection.thresholds, strict=True)
+    ]
+    return "\n".join(
+        [
+            f"rejection thresholds of {rejection.method} (above them a query is unknown), by "
+            f"shot count and known acceptance (default {100 * rejection.default_acceptance:g}%):",
+            header,
+            *rows,
+            f"measured on {rejection.source}",
+        ]
+    )
 
 
 def command_data(args: argparse.Namespace) -> int:
@@ -369,6 +530,24 @@ def _add_evaluate_command(commands: Any) -> None:
         help="all four standard settings, 5/20-way x 1/5-shot, instead of --way/--shot",
     )
     ev.add_argument(
+        "--open-set",
+        action="store_true",
+        help="add queries of --way unknown classes: AUROC of known against unknown, and the "
+        "shares accepted/rejected at the checkpoint's rejection threshold",
+    )
+    ev.add_argument(
+        "--score",
+        choices=sorted(SCORES),
+        help="--open-set: the unknown-ness score (default: the calibration's, else "
+        f"{DEFAULT_SCORE})",
+    )
+    ev.add_argument(
+        "--acceptance",
+        type=float,
+        help="--open-set: the known acceptance whose threshold judges the queries (default: "
+        "the calibration's default, 0.95)",
+    )
+    ev.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object on stdout, and nothing else there",
@@ -378,22 +557,89 @@ def _add_evaluate_command(commands: Any) -> None:
         action="store_true",
         help="store the results in the checkpoint and write <checkpoint>.card.json beside it",
     )
-    ev.add_argument(
+    _add_runtime_flags(ev)
+    ev.set_defaults(run=command_evaluate)
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser) -> None:
+    """--device, --threads and --progress, as evaluate and calibrate share them."""
+    parser.add_argument(
         "--device",
         default="auto",
         choices=DEVICES,
         help="where to embed (auto = CUDA when present, else CPU; default: %(default)s)",
     )
-    ev.add_argument(
+    parser.add_argument(
         "--threads", type=int, default=0, help="torch intra-op threads (default: 0 = all cores)"
     )
-    ev.add_argument(
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="show progress bars (default: True)",
     )
-    ev.set_defaults(run=command_evaluate)
+
+
+def _add_calibrate_command(commands: Any) -> None:
+    cal = commands.add_parser(
+        "calibrate",
+        help="measure a checkpoint's rejection thresholds for unknown inputs",
+        description=CALIBRATE_DESCRIPTION,
+        epilog=CALIBRATE_EPILOG,
+        formatter_class=_formatter,
+    )
+    cal.add_argument("--checkpoint", required=True, help="the checkpoint (.pt) to calibrate")
+    cal.add_argument(
+        "--data",
+        default=DEFAULT_DATA,
+        help="the data the checkpoint was trained on: Omniglot directory or ROOT/<class>/"
+        "<images>; only its validation classes are read (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--score",
+        default=DEFAULT_SCORE,
+        choices=sorted(SCORES),
+        help="the unknown-ness score to calibrate (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--way", type=int, default=5, help="classes per episode (default: %(default)s)"
+    )
+    cal.add_argument(
+        "--query",
+        type=int,
+        default=15,
+        help="known queries per class, fewer where a class holds fewer images beside the "
+        "support (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--episodes",
+        type=int,
+        default=500,
+        help="episodes per shot count (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--acceptance",
+        type=float,
+        default=0.95,
+        help="the default known acceptance, whose thresholds the service applies unless told "
+        "otherwise (default: %(default)s)",
+    )
+    cal.add_argument(
+        "--seed", type=int, default=0, help="seed of the episodes (default: %(default)s)"
+    )
+    cal.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout, and nothing else there",
+    )
+    cal.add_argument("--write", action="store_true", help="store the calibration in the checkpoint")
+    cal.add_argument(
+        "--write-card",
+        action="store_true",
+        help="store it in the checkpoint and rewrite <checkpoint>.card.json beside it",
+    )
+    _add_runtime_flags(cal)
+    cal.set_defaults(run=command_calibrate)
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
@@ -405,6 +651,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     _add_data_command(commands)
     _add_train_command(commands)
     _add_evaluate_command(commands)
+    _add_calibrate_command(commands)
     return parser
 
 

@@ -1,9 +1,10 @@
-"""The one episode sampler: seeded N-way K-shot Q-query episodes, optionally within a group."""
+"""The one episode sampler: seeded N-way K-shot Q-query episodes, optionally within a group,
+optionally open-set (queries of classes outside the support too)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -12,13 +13,25 @@ from training.imageset import ImageSet
 
 @dataclass(frozen=True)
 class EpisodeShape:
+    """``n_way`` known classes of ``n_shot`` support and ``n_query`` query images each, and
+    ``n_unknown`` more classes (open-set episodes) that give ``n_query`` queries each and no
+    support."""
+
     n_way: int
     n_shot: int
     n_query: int
+    n_unknown: int = 0
 
     def __post_init__(self) -> None:
         if min(self.n_way, self.n_shot, self.n_query) < 1:
             raise ValueError(f"way, shot and query must all be >= 1, got {self}")
+        if self.n_unknown < 0:
+            raise ValueError(f"the number of unknown classes must be >= 0, got {self}")
+
+    @property
+    def n_classes(self) -> int:
+        """Distinct classes an episode draws: known and unknown."""
+        return self.n_way + self.n_unknown
 
 
 @dataclass(frozen=True)
@@ -26,13 +39,17 @@ class Episode:
     """Indices into an :class:`ImageSet`, and the class label of each.
 
     ``support_indices``/``support_labels``: ``[n_way * n_shot]``; ``query_*``:
-    ``[n_way * n_query]``. Labels are the image set's class indices (not 0..n_way-1).
+    ``[n_way * n_query]``; ``unknown_*``: ``[n_unknown * n_query]``, queries of classes with
+    no support (empty unless open-set). Labels are the image set's class indices (not
+    0..n_way-1).
     """
 
     support_indices: np.ndarray
     support_labels: np.ndarray
     query_indices: np.ndarray
     query_labels: np.ndarray
+    unknown_indices: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    unknown_labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
 
 
 class EpisodeSampler:
@@ -41,6 +58,11 @@ class EpisodeSampler:
     With ``within_group`` every class of an episode comes from one group (one Omniglot
     alphabet: the harder protocol, as look-alike characters compete). Groups are drawn in
     proportion to their number of eligible classes, so every class is about equally likely.
+
+    Open-set episodes (``shape.n_unknown > 0``) add queries of ``n_unknown`` other classes,
+    drawn after the known ones from the same group: within a group, the unknowns are
+    look-alikes (the hard case), so only groups with ``n_way + n_unknown`` eligible classes
+    take part (``training.checks`` notes the others).
     """
 
     def __init__(
@@ -62,14 +84,17 @@ class EpisodeSampler:
             for c in range(images.n_classes)
             if counts[c] >= needed
         }
-        self.groups = self._eligible_groups(images, shape.n_way if within_group else 1)
+        self.groups = self._eligible_groups(images, shape.n_classes if within_group else 1)
         n_eligible = sum(len(classes) for classes in self.groups)
         if within_group and not self.groups:
-            raise ValueError(f"no group has {shape.n_way} classes with >= {needed} images each")
-        if n_eligible < shape.n_way:
             raise ValueError(
-                f"{shape.n_way}-way episodes need {shape.n_way} classes with >= {needed} images "
-                f"each; the data has {n_eligible}"
+                f"no group has {shape.n_classes} classes with >= {needed} images each"
+                + (f" ({_describe(shape)})" if shape.n_unknown else "")
+            )
+        if n_eligible < shape.n_classes:
+            raise ValueError(
+                f"{_describe(shape)} episodes need {shape.n_classes} classes with >= {needed} "
+                f"images each; the data has {n_eligible}"
             )
         sizes = np.array([len(classes) for classes in self.groups], dtype=np.float64)
         self.group_weights = sizes / sizes.sum()
@@ -92,13 +117,29 @@ class EpisodeSampler:
             )
             support.append(picked[: shape.n_shot])
             query.append(picked[shape.n_shot :])
-        return Episode(
+        episode = Episode(
             support_indices=np.concatenate(support),
             support_labels=np.repeat(classes, shape.n_shot),
             query_indices=np.concatenate(query),
             query_labels=np.repeat(classes, shape.n_query),
         )
+        if not shape.n_unknown:
+            return episode  # closed-set episodes draw exactly what they always drew
+        unknown = rng.choice(np.setdiff1d(group, classes), size=shape.n_unknown, replace=False)
+        unknown_indices = [
+            rng.choice(self.class_members[c], size=shape.n_query, replace=False) for c in unknown
+        ]
+        return replace(
+            episode,
+            unknown_indices=np.concatenate(unknown_indices),
+            unknown_labels=np.repeat(unknown, shape.n_query),
+        )
 
     def __iter__(self) -> Iterator[Episode]:
         while True:
             yield self.sample()
+
+
+def _describe(shape: EpisodeShape) -> str:
+    unknown = f" + {shape.n_unknown} unknown" if shape.n_unknown else ""
+    return f"{shape.n_way}-way{unknown}"

@@ -3,12 +3,17 @@
 In eval mode an image's embedding does not depend on the rest of its batch, so each image is
 embedded once and the episodes are sampled over those embeddings: 1000 episodes cost one pass
 over the split instead of 1000 forward passes, with identical results.
+
+Open-set episodes (:func:`evaluate_open_set`) add queries of as many unknown classes: how well
+the unknown-ness score (``protonet.open_set``) ranks them above the known queries (AUROC), and
+what the checkpoint's rejection calibration accepts and rejects.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +23,9 @@ from tqdm import tqdm
 
 from protonet.checkpoint import Checkpoint
 from protonet.embedding import embed
+from protonet.open_set import RejectionCalibration, is_known, open_set_score
 from protonet.preprocessing import InputSpec, pixels_to_tensor
-from protonet.prototypes import compute_prototypes, prototype_logits
+from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
 from training.checks import ClassSet
 from training.episodes import EpisodeSampler, EpisodeShape
 from training.imageset import ImageSet
@@ -186,4 +192,190 @@ def evaluate(
     accuracy, ci95 = mean_and_ci95(accuracies)
     return EvaluationResult(
         shape.n_way, shape.n_shot, shape.n_query, n_episodes, within_group, accuracy, ci95
+    )
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve of unknown-ness scores: the chance that an unknown query
+    scores above a known one, ties counted half (the Mann-Whitney U statistic over the
+    average ranks). ``known``: ``[n_known]``, ``unknown``: ``[n_unknown]``, both non-empty."""
+    if not len(known) or not len(unknown):
+        raise ValueError("AUROC needs at least one known and one unknown score")
+    scores = np.concatenate([known, unknown])
+    _, group, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    # Tied scores share the mean of the 1-based ranks they span.
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[group]
+    n_known, n_unknown = len(known), len(unknown)
+    wins = ranks[n_known:].sum() - n_unknown * (n_unknown + 1) / 2
+    return float(wins / (n_known * n_unknown))
+
+
+@dataclass(frozen=True)
+class ScoredEpisode:
+    """One episode's queries as open-set evaluation and calibration see them.
+
+    ``correct``: ``[n_way * n_query]`` nearest prototype is the query's class; ``known`` /
+    ``unknown``: ``[n_way * n_query]`` / ``[n_unknown * n_query]`` unknown-ness scores;
+    ``known_accepted`` / ``unknown_accepted``: the same queries judged by a calibration
+    (None without one).
+    """
+
+    correct: np.ndarray
+    known: np.ndarray
+    unknown: np.ndarray
+    known_accepted: np.ndarray | None = None
+    unknown_accepted: np.ndarray | None = None
+
+
+def scored_episodes(
+    embeddings: torch.Tensor,
+    images: ImageSet,
+    shape: EpisodeShape,
+    n_episodes: int,
+    seed: int,
+    within_group: bool,
+    method: str,
+    calibration: RejectionCalibration | None = None,
+    progress: bool = False,
+) -> Iterator[ScoredEpisode]:
+    """``n_episodes`` seeded episodes over precomputed ``[n_images, dim]`` embeddings, each
+    query scored by ``method`` (and judged by ``calibration``, whose method must match)."""
+    if calibration is not None and calibration.method != method:
+        raise ValueError(f"the calibration is for {calibration.method!r}, not {method!r}")
+    sampler = EpisodeSampler(images, shape, seed=seed, within_group=within_group)
+    for _ in tqdm(range(n_episodes), desc="episodes", disable=not progress, leave=False):
+        episode = sampler.sample()
+        prototypes, classes = compute_prototypes(
+            embeddings[episode.support_indices], torch.from_numpy(episode.support_labels)
+        )
+        shots = torch.full((len(classes),), shape.n_shot)
+        known = squared_euclidean(embeddings[episode.query_indices], prototypes)
+        unknown = squared_euclidean(embeddings[episode.unknown_indices], prototypes)
+        yield ScoredEpisode(
+            correct=(
+                classes[known.argmin(dim=1)] == torch.from_numpy(episode.query_labels)
+            ).numpy(),
+            known=open_set_score(known, shots, method).numpy(),
+            unknown=open_set_score(unknown, shots, method).numpy(),
+            known_accepted=_accepted(known, shots, calibration),
+            unknown_accepted=_accepted(unknown, shots, calibration),
+        )
+
+
+def _accepted(
+    distances: torch.Tensor, shots: torch.Tensor, calibration: RejectionCalibration | None
+) -> np.ndarray | None:
+    """``[Q, C]`` distances -> ``[Q]`` accepted as known by ``calibration`` (None without)."""
+    return None if calibration is None else is_known(distances, shots, calibration).numpy()
+
+
+def _share(flags: list[np.ndarray | None]) -> float:
+    """The share of True over all episodes' ``[Q]`` flags."""
+    return float(np.concatenate([f for f in flags if f is not None]).mean())
+
+
+@dataclass(frozen=True)
+class OpenSetResult:
+    """Open-set episodes: closed-set accuracy on the known queries, AUROC of known against
+    unknown, and (with a calibration) the shares accepted/rejected at ``acceptance``."""
+
+    n_way: int
+    n_shot: int
+    n_query: int
+    n_unknown: int
+    episodes: int
+    within_group: bool
+    accuracy: float
+    ci95: float
+    score: str
+    auroc: float
+    auroc_ci95: float
+    acceptance: float | None = None
+    threshold: float | None = None
+    known_accepted: float | None = None
+    unknown_rejected: float | None = None
+
+    def as_dict(self) -> dict[str, float | int | bool | str | None]:
+        return {
+            "way": self.n_way,
+            "shot": self.n_shot,
+            "query": self.n_query,
+            "unknown_way": self.n_unknown,
+            "episodes": self.episodes,
+            "within_alphabet": self.within_group,
+            "accuracy": self.accuracy,
+            "ci95": self.ci95,
+            "score": self.score,
+            "auroc": self.auroc,
+            "auroc_ci95": self.auroc_ci95,
+            "acceptance": self.acceptance,
+            "threshold": self.threshold,
+            "known_accepted": self.known_accepted,
+            "unknown_rejected": self.unknown_rejected,
+        }
+
+    def describe(self) -> str:
+        mode = ", within-alphabet" if self.within_group else ""
+        text = (
+            f"{self.n_way}-way {self.n_shot}-shot + {self.n_unknown} unknown ({self.episodes} "
+            f"episodes{mode}): accuracy {100 * self.accuracy:.2f}% ± {100 * self.ci95:.2f}%, "
+            f"AUROC {self.auroc:.3f} ± {self.auroc_ci95:.3f} ({self.score})"
+        )
+        if self.known_accepted is None or self.unknown_rejected is None:
+            return text
+        return (
+            f"{text}; at {100 * (self.acceptance or 0):g}% acceptance (threshold "
+            f"{self.threshold:.3g}): known accepted {100 * self.known_accepted:.1f}%, unknown "
+            f"rejected {100 * self.unknown_rejected:.1f}%"
+        )
+
+
+def evaluate_open_set(
+    embeddings: torch.Tensor,
+    images: ImageSet,
+    shape: EpisodeShape,
+    method: str,
+    calibration: RejectionCalibration | None = None,
+    acceptance: float | None = None,
+    n_episodes: int = 1000,
+    seed: int = 0,
+    within_group: bool = False,
+    progress: bool = False,
+) -> OpenSetResult:
+    """Open-set episodes (``shape.n_unknown`` > 0) scored by ``method``; the shares at the
+    calibration's threshold for ``shape.n_shot`` at ``acceptance`` (default: its default)."""
+    if not shape.n_unknown:
+        raise ValueError("open-set evaluation needs episodes with unknown classes")
+    if calibration is not None:  # judge every query at ``acceptance``
+        calibration = replace(
+            calibration, default_acceptance=acceptance or calibration.default_acceptance
+        )
+    episodes = list(
+        scored_episodes(
+            embeddings, images, shape, n_episodes, seed, within_group, method, calibration, progress
+        )
+    )
+    accuracy, ci95 = mean_and_ci95(np.array([e.correct.mean() for e in episodes]))
+    area, area_ci95 = mean_and_ci95(np.array([auroc(e.known, e.unknown) for e in episodes]))
+    result = OpenSetResult(
+        shape.n_way,
+        shape.n_shot,
+        shape.n_query,
+        shape.n_unknown,
+        n_episodes,
+        within_group,
+        accuracy,
+        ci95,
+        method,
+        area,
+        area_ci95,
+    )
+    if calibration is None:
+        return result
+    return replace(
+        result,
+        acceptance=calibration.default_acceptance,
+        threshold=calibration.threshold(shape.n_shot),
+        known_accepted=_share([e.known_accepted for e in episodes]),
+        unknown_rejected=1.0 - _share([e.unknown_accepted for e in episodes]),
     )

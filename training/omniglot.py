@@ -34,11 +34,26 @@ LAKE_VALIDATION_ALPHABETS = (
     "Mkhedruli_(Georgian)",
     "Tifinagh",
 )
-EVALUATION_SPLITS = ("vinyals-train", "vinyals-val", "vinyals-test", "background", "evaluation")
+# lake-validation: the held-out alphabets above (the bundled model's validation classes), for
+# choices made after training (open-set scores, rejection thresholds) on classes never trained on.
+LAKE_VALIDATION = "lake-validation"
+EVALUATION_SPLITS = (
+    "vinyals-train",
+    "vinyals-val",
+    "vinyals-test",
+    "background",
+    "evaluation",
+    LAKE_VALIDATION,
+)
 
 
 def zip_path(data_dir: Path, subset: str) -> Path:
     return Path(data_dir) / f"images_{subset}.zip"
+
+
+def is_omniglot_dir(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds an Omniglot zip (else: a folder of class folders)."""
+    return any(zip_path(data_dir, subset).is_file() for subset in SUBSETS)
 
 
 def _character_members(archive: zipfile.ZipFile) -> dict[str, list[str]]:
@@ -134,10 +149,14 @@ def load_split(
     """Classes of a named evaluation/training split (see :data:`EVALUATION_SPLITS`).
 
     ``vinyals-*`` classes include rotations (as listed in the split files); ``background``
-    and ``evaluation`` are the plain characters of each zip, with no rotation classes.
+    and ``evaluation`` are the plain characters of each zip, with no rotation classes;
+    ``lake-validation`` the lake split's held-out background alphabets, unrotated.
     """
     if split in SUBSETS:
         return load_subset(data_dir, split, spec, cache_dir, progress)
+    if split == LAKE_VALIDATION:
+        background = load_subset(data_dir, "background", spec, cache_dir, progress)
+        return background.select_groups(LAKE_VALIDATION_ALPHABETS)
     if split.startswith("vinyals-"):
         everything = concatenate(
             [load_subset(data_dir, s, spec, cache_dir, progress) for s in SUBSETS]

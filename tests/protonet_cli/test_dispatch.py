@@ -29,11 +29,11 @@ def test_the_script_is_declared() -> None:
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out
-    for command in ("train", "evaluate", "data", "serve", "migrate", "embeddings"):
+    for command in ("train", "evaluate", "calibrate", "data", "serve", "migrate", "embeddings"):
         assert f"  {command} " in listing
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "data", "serve", "migrate"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "calibrate", "data", "serve", "migrate"])
 def test_each_command_shows_its_help_under_the_protonet_name(
     capsys: pytest.CaptureFixture[str], command: str
 ) -> None:

@@ -95,3 +95,25 @@ def test_explicit_validation_settings_are_kept_and_refused_when_impossible():
 def test_a_single_validation_class_cannot_validate():
     with pytest.raises(ValueError, match=r"validation holds 1 class .*raise --val-fraction"):
         fit_validation(TrainConfig(), validation_set(1, 30))
+
+
+def test_open_set_episodes_count_the_unknown_classes_too():
+    with pytest.raises(ValueError) as error:
+        check_episodes(class_set([30] * 8), EpisodeShape(5, 1, 5, n_unknown=5), TRAINING_FLAGS)
+    assert str(error.value) == (
+        "training holds 8 classes (10 minus 2 held out for validation): --way must be <= 4 "
+        "(--way 5 + 5 unknown)"
+    )
+    classes = class_set([5] * 9, groups=["a"] * 6 + ["b"] * 3)
+    notes = check_episodes(
+        classes, EpisodeShape(3, 1, 1, n_unknown=3), TRAINING_FLAGS, within_group=True
+    )
+    assert notes == [
+        "--within-alphabet, --way 3 + 3 unknown: the unknown classes come from the known ones' "
+        "alphabet, so only alphabets with 6 classes take part; 1 of 2 alphabets of training "
+        "are left out (b)"
+    ]
+    with pytest.raises(ValueError, match=r"the most is 6; --way 4 \+ 4 unknown\): lower --way"):
+        check_episodes(
+            classes, EpisodeShape(4, 1, 1, n_unknown=4), TRAINING_FLAGS, within_group=True
+        )

@@ -67,3 +67,39 @@ def test_rotations_make_four_classes_per_character():
     assert rotated.n_classes == 8 and rotated.class_names[:2] == ["c0/rot000", "c0/rot090"]
     index = rotated.class_names.index("c0/rot090")
     np.testing.assert_array_equal(rotated.pixels[rotated.labels == index][0], np.rot90(pixels[0]))
+
+
+def test_open_set_episodes_add_queries_of_as_many_other_classes():
+    images = make_set(n_classes=12, per_class=6)
+    sampler = EpisodeSampler(images, EpisodeShape(4, 2, 3, n_unknown=4), seed=0)
+    for _ in range(20):
+        episode = sampler.sample()
+        known, unknown = set(episode.support_labels), set(episode.unknown_labels)
+        assert len(known) == 4 and len(unknown) == 4 and not known & unknown
+        assert episode.query_indices.shape == episode.unknown_indices.shape == (12,)
+        assert (images.labels[episode.unknown_indices] == episode.unknown_labels).all()
+        assert len(set(episode.unknown_indices)) == 12
+
+
+def test_closed_set_episodes_are_unchanged_by_the_open_set_option():
+    images = make_set()
+    closed = EpisodeSampler(images, EpisodeShape(5, 2, 3), seed=4).sample()
+    opened = EpisodeSampler(images, EpisodeShape(5, 2, 3, n_unknown=5), seed=4).sample()
+    assert closed.unknown_indices.size == 0
+    np.testing.assert_array_equal(closed.support_indices, opened.support_indices)
+    np.testing.assert_array_equal(closed.query_indices, opened.query_indices)
+
+
+def test_within_group_unknowns_are_look_alikes_and_small_groups_sit_out():
+    # g0 holds 10 classes, g1 only 6: 5 known + 5 unknown fit g0 alone.
+    images = make_set(n_classes=16, groups=1)
+    images = ImageSet(images.pixels, images.labels, images.class_names, ["g0"] * 10 + ["g1"] * 6)
+    sampler = EpisodeSampler(images, EpisodeShape(5, 1, 1, n_unknown=5), within_group=True)
+    for _ in range(20):
+        episode = sampler.sample()
+        labels = np.concatenate([episode.support_labels, episode.unknown_labels])
+        assert {images.class_groups[c] for c in labels} == {"g0"}
+    with pytest.raises(ValueError, match=r"no group has 14 classes .*\(7-way \+ 7 unknown\)"):
+        EpisodeSampler(images, EpisodeShape(7, 1, 1, n_unknown=7), within_group=True)
+    with pytest.raises(ValueError, match="10-way \\+ 10 unknown episodes need 20 classes"):
+        EpisodeSampler(images, EpisodeShape(10, 1, 1, n_unknown=10))

@@ -98,3 +98,12 @@ def test_download_verifies_checksums(tmp_path, monkeypatch, omniglot_dir):
     monkeypatch.setattr(download, "SPLIT_FILES", ())
     report = download.download_omniglot(tmp_path / "ok")
     assert all("ok" in line for line in report[:2])
+
+
+def test_lake_validation_split_is_the_held_out_background_alphabets(
+    tiny_omniglot, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(omniglot, "LAKE_VALIDATION_ALPHABETS", ("Greek",))
+    (tiny_omniglot / "images_evaluation.zip").unlink()
+    validation = omniglot.load_split(tiny_omniglot, "lake-validation", SPEC, tmp_path, False)
+    assert validation.class_names == ["Greek/character01", "Greek/character02"]

@@ -1,0 +1,156 @@
+"""Rejection calibration: where a checkpoint's known queries score, measured on its own
+validation classes.
+
+A threshold at known acceptance ``a`` is the ``a``-quantile of the unknown-ness scores of
+*known* queries (queries of a class in the support), one row per shot count. Only known
+queries are needed, so no unknown class is ever chosen to tune against; and only classes the
+checkpoint held out from training, never the classes its accuracy is reported on (for the
+bundled model: the lake split's validation alphabets of images_background, never
+images_evaluation). Episodes are closed-set: the nearest-prototype distance of a known query
+barely depends on the way (``calibrate --way 20`` shows it), so 5-way is the default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from protonet.checkpoint import Checkpoint
+from protonet.open_set import RejectionCalibration
+from training import omniglot
+from training.checks import ClassSet, EpisodeFlags, check_episodes, class_sizes, largest_size
+from training.episodes import EpisodeShape
+from training.evaluate import scored_episodes, select_folder_classes, trained_on
+from training.folder import load_folder
+
+CALIBRATION_SHOTS = (1, 2, 3, 5, 10)
+ACCEPTANCES = (0.80, 0.90, 0.95, 0.98, 0.99, 0.995, 0.999)
+# What the flags of the calibrate command are called in messages.
+CALIBRATE_FLAGS = EpisodeFlags("--way", "the calibrated shot", "--query")
+# The validation classes of each Omniglot training split (training/trainer.py).
+OMNIGLOT_VALIDATION = {"lake": omniglot.LAKE_VALIDATION, "vinyals": "vinyals-val"}
+
+
+def validation_classes(checkpoint: Checkpoint, data: Path, progress: bool = False) -> ClassSet:
+    """The classes ``checkpoint`` held out from training, read from ``data``: the only classes
+    a calibration may be measured on. Raises ``ValueError`` where the checkpoint does not say
+    which they are, or ``data`` is not what it was trained on."""
+    split = checkpoint.training_config.get("split")
+    spec = checkpoint.input_spec
+    if split in OMNIGLOT_VALIDATION:
+        if not omniglot.is_omniglot_dir(data):
+            raise ValueError(
+                f"the checkpoint was trained on Omniglot (--split {split}): --data must be the "
+                f"Omniglot directory, not {data}"
+            )
+        name = OMNIGLOT_VALIDATION[split]
+        images = omniglot.load_split(data, name, spec, progress=progress)
+        groups = sorted(set(images.class_groups))
+        named = ", ".join(groups) if len(groups) <= 8 else f"{len(groups)} alphabets"
+        origin = f"Omniglot {name}: the {split} split's validation classes ({named})"
+        return ClassSet(images, f"Omniglot {name}", origin)
+    if split == "folder":
+        images, fingerprint = load_folder(data, spec, progress=progress)
+        if not trained_on(checkpoint, data, fingerprint):
+            raise ValueError(
+                f"{data} is not the folder the checkpoint was trained on, or the checkpoint does "
+                "not record which classes it held out: calibration needs the classes held out "
+                "for validation, not classes of unknown standing"
+            )
+        held_out = select_folder_classes(images, data, fingerprint, checkpoint, "heldout")
+        origin = f"{data}: the classes held out for validation in training"
+        return ClassSet(held_out.classes.images, "the held-out set", origin)
+    raise ValueError(
+        f"the checkpoint does not say which classes it was validated on (training split "
+        f"{split!r}): calibration needs its held-out validation classes"
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A measured calibration and what a reader should know about it."""
+
+    rejection: RejectionCalibration
+    notes: list[str]
+
+
+def known_scores(
+    embeddings: torch.Tensor,
+    classes: ClassSet,
+    shape: EpisodeShape,
+    method: str,
+    n_episodes: int,
+    seed: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """``[n_episodes * n_way * n_query]`` unknown-ness scores of known queries."""
+    episodes = scored_episodes(
+        embeddings, classes.images, shape, n_episodes, seed, False, method, progress=progress
+    )
+    return np.concatenate([episode.known for episode in episodes])
+
+
+def calibrate(
+    embeddings: torch.Tensor,
+    classes: ClassSet,
+    method: str,
+    way: int = 5,
+    query: int = 15,
+    n_episodes: int = 500,
+    seed: int = 0,
+    shots: tuple[int, ...] = CALIBRATION_SHOTS,
+    acceptances: tuple[float, ...] = ACCEPTANCES,
+    progress: bool = False,
+) -> Calibration:
+    """Thresholds for each of ``shots`` the classes allow, at each of ``acceptances``, from
+    ``n_episodes`` closed-set episodes per shot over ``[n_images, dim]`` embeddings.
+
+    The way is lowered to the number of classes, and the queries per class to what the
+    ``way``-th largest class holds beside the support (with a note)."""
+    sizes = class_sizes(classes.images)
+    way = min(way, len(sizes))
+    rows, notes, queries = [], [], {}
+    for shot in shots:
+        fitted = min(query, largest_size(sizes, way) - shot)
+        if fitted < 1:
+            notes.append(
+                f"no {shot}-shot thresholds: fewer than {way} classes hold {shot + 1} images"
+            )
+            continue
+        shape = EpisodeShape(way, shot, fitted)
+        notes += check_episodes(classes, shape, CALIBRATE_FLAGS)
+        # Another seed per shot: each row is measured on episodes of its own.
+        scores = known_scores(embeddings, classes, shape, method, n_episodes, seed + shot, progress)
+        rows.append(np.quantile(scores, acceptances))
+        queries[shot] = fitted
+    if not rows:
+        raise ValueError(f"{classes.label} cannot hold a 1-shot episode: no calibration")
+    # More support examples only bring a prototype nearer its class's queries: a threshold
+    # that rises with the shot count is noise in the quantile's tail, so each row is capped by
+    # the one before it.
+    capped = np.minimum.accumulate(np.stack(rows), axis=0)
+    rejection = RejectionCalibration(
+        method,
+        tuple(queries),
+        acceptances,
+        tuple(tuple(float(t) for t in row) for row in capped),
+        source=_source(classes, n_episodes, way, queries, seed),
+    )
+    return Calibration(rejection, list(dict.fromkeys(notes)))
+
+
+def _source(
+    classes: ClassSet, n_episodes: int, way: int, queries: dict[int, int], seed: int
+) -> str:
+    """What a calibration was measured on, for the model card."""
+    first = next(iter(queries.values()))
+    fewer = [f"{q} at {shot}-shot" for shot, q in queries.items() if q != first]
+    return (
+        f"{classes.origin}, {classes.images.n_classes} classes; {n_episodes} closed-set "
+        f"{way}-way episodes per shot count, {first} known queries per class"
+        + (f" ({', '.join(fewer)})" if fewer else "")
+        + f"; seed {seed}"
+    )
