@@ -178,7 +178,9 @@ class LiveCollection:
         labels = {c.id: c.label for c in classes}
         listed = np.isin(stored.class_ids, list(labels))
         if not listed.all():
-            stored = StoredEmbeddings(stored.class_ids[listed], stored.embeddings[listed])
+            stored = StoredEmbeddings(
+                stored.class_ids[listed], stored.embeddings[listed], stored.example_ids[listed]
+            )
         if classes:
             self.update_classes(labels, stored)
 

@@ -65,10 +65,12 @@ class StoredClass:
 
 @dataclass(frozen=True)
 class StoredEmbeddings:
-    """Embeddings ``[m, dim]`` float32 and the class id ``[m]`` int64 of each row, by example id."""
+    """Embeddings ``[m, dim]`` float32, and the class id ``[m]`` int64 and example id ``[m]``
+    int64 (``ExampleRecord.id``) of each row, by example id."""
 
     class_ids: np.ndarray
     embeddings: np.ndarray
+    example_ids: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ class Storage:
 
     def _embeddings(self, condition: Any, model_version: str) -> StoredEmbeddings:
         query = (
-            select(ExampleRecord.class_id, EmbeddingRecord.vector)
+            select(ExampleRecord.id, ExampleRecord.class_id, EmbeddingRecord.vector)
             .join(EmbeddingRecord, EmbeddingRecord.example_id == ExampleRecord.id)
             .where(condition, EmbeddingRecord.model_version == model_version)
             .order_by(ExampleRecord.id)
@@ -360,7 +362,8 @@ class Storage:
         with self._sessions() as session:
             rows = session.execute(query).all()
         class_ids = np.array([row.class_id for row in rows], dtype=np.int64)
-        return StoredEmbeddings(class_ids, _vectors(row.vector for row in rows))
+        example_ids = np.array([row.id for row in rows], dtype=np.int64)
+        return StoredEmbeddings(class_ids, _vectors(row.vector for row in rows), example_ids)
 
     def count_examples(self) -> int:
         with self._sessions() as session:

@@ -19,7 +19,8 @@ DIM = 8
 def stored(class_ids: list[int], seed: int = 0) -> StoredEmbeddings:
     rng = np.random.default_rng(seed)
     embeddings = rng.standard_normal((len(class_ids), DIM)).astype(np.float32)
-    return StoredEmbeddings(np.array(class_ids, dtype=np.int64), embeddings)
+    example_ids = np.arange(len(class_ids), dtype=np.int64)
+    return StoredEmbeddings(np.array(class_ids, dtype=np.int64), embeddings, example_ids)
 
 
 def test_upsert_replaces_only_the_given_classes():

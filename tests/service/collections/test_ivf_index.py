@@ -91,7 +91,7 @@ def test_the_softmax_over_candidates_matches_the_full_softmax():
 
 
 def stored(ids: np.ndarray, vectors: np.ndarray) -> StoredEmbeddings:
-    return StoredEmbeddings(ids.astype(np.int64), vectors)
+    return StoredEmbeddings(ids.astype(np.int64), vectors, np.arange(len(ids), dtype=np.int64))
 
 
 def test_auto_switches_to_ivf_past_the_crossover_and_back_answers_the_same():
