@@ -17,7 +17,7 @@ With auth on, pass ``api_key=`` (sent as ``Authorization: Bearer``); an admin ke
 
 Read-your-writes across replicas: a client remembers, per collection, the revision its last
 write returned, and sends it as ``min_revision`` with its reads of that collection (a query, a
-collection GET), so a replica that has not applied that write yet catches up first
+collection GET, diagnostics), so a replica that has not applied that write yet catches up first
 (docs/scaling.md). ``read_your_writes=False`` turns that off.
 """
 
@@ -145,6 +145,10 @@ class Calls:
         return Call("GET", collection_path(name), collection=name)
 
     @staticmethod
+    def diagnostics(name: str) -> Call:
+        return Call("GET", collection_path(name, "diagnostics"), collection=name)
+
+    @staticmethod
     def delete_collection(name: str) -> Call:
         return Call("DELETE", collection_path(name), collection=name, writes=True)
 
@@ -270,6 +274,13 @@ class ProtonetClient:
     def get_collection(self, name: str) -> dict[str, Any]:
         return self.send(Calls.get_collection(name))
 
+    def diagnostics(self, name: str) -> dict[str, Any]:
+        """How well the collection classifies its own examples: ``{"expected_accuracy",
+        "classes": [{"label", "n_examples", "loo_accuracy", "nearest_class", ...}],
+        "confusable_pairs", "suspected_mislabelled": [{"example_id", "label", "closer_to",
+        ...}]}`` (docs/service.md)."""
+        return self.send(Calls.diagnostics(name))
+
     def delete_collection(self, name: str) -> None:
         self.send(Calls.delete_collection(name))
 
@@ -355,6 +366,9 @@ class AsyncProtonetClient:
 
     async def get_collection(self, name: str) -> dict[str, Any]:
         return await self.send(Calls.get_collection(name))
+
+    async def diagnostics(self, name: str) -> dict[str, Any]:
+        return await self.send(Calls.diagnostics(name))
 
     async def delete_collection(self, name: str) -> None:
         await self.send(Calls.delete_collection(name))

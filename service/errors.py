@@ -22,6 +22,11 @@ class LimitExceededError(ProtonetError):
     """A request is larger than a configured limit (items, pixels, bytes)."""
 
 
+class CollectionTooLargeError(ProtonetError):
+    """A collection has more examples than an operation over all of them allows (diagnostics:
+    PROTONET_DIAGNOSTICS_MAX_EXAMPLES)."""
+
+
 class MalformedJSONError(ProtonetError):
     """The body is not valid JSON (syntax, encoding, or absurd nesting)."""
 

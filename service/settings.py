@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         default=32,
         description="Inverted lists an IVF index scans per query (more: higher recall, slower).",
     )
+    diagnostics_max_examples: PositiveInt = Field(
+        default=200_000,
+        description="Largest collection (in examples) whose diagnostics are computed; larger "
+        "ones get 422 collection_too_large (the work grows with examples x classes).",
+    )
     host: str = Field(default="127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(
         default=8000, ge=0, le=65535, description="Port `python -m service` binds to."

@@ -106,3 +106,42 @@ QUERY_ANSWER = example(
 EMBEDDINGS = example(
     {"model_version": "ef95c1dd85fc74b8", "embeddings": [[0.795, 0.873, 0.869, 1.261, 0.619]]}
 )
+CLASS_DIAGNOSIS = {
+    "label": "ring",
+    "n_examples": 3,
+    "loo_accuracy": 0.6667,
+    "nearest_class": "fork",
+    "nearest_class_distance": 21.4,
+}
+CONFUSABLE_PAIR = {"labels": ["ring", "fork"], "distance": 21.4}
+SUSPECTED_EXAMPLE = {
+    "example_id": 3,
+    "label": "ring",
+    "closer_to": "fork",
+    "distance_own": 30.2,
+    "distance_other": 12.9,
+}
+CLASS_DIAGNOSIS_EXAMPLE = example(CLASS_DIAGNOSIS)
+CONFUSABLE_PAIR_EXAMPLE = example(CONFUSABLE_PAIR)
+SUSPECTED_EXAMPLE_EXAMPLE = example(SUSPECTED_EXAMPLE)
+DIAGNOSTICS = example(
+    {
+        "model_version": "ef95c1dd85fc74b8",
+        "revision": 3,
+        "n_classes": 2,
+        "n_examples": 4,
+        "expected_accuracy": 0.6667,
+        "classes": [
+            CLASS_DIAGNOSIS,
+            {
+                "label": "fork",
+                "n_examples": 1,
+                "loo_accuracy": None,
+                "nearest_class": "ring",
+                "nearest_class_distance": 21.4,
+            },
+        ],
+        "confusable_pairs": [CONFUSABLE_PAIR],
+        "suspected_mislabelled": [SUSPECTED_EXAMPLE],
+    }
+)

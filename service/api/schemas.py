@@ -290,3 +290,64 @@ class EmbedResponse(BaseModel):
 
     model_version: str = Field(description="Version of the model that made the embeddings.")
     embeddings: list[list[float]] = Field(description="One embedding per input, in order.")
+
+
+class ClassDiagnosis(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.CLASS_DIAGNOSIS_EXAMPLE)
+
+    label: str = Field(description="Class label.")
+    n_examples: int = Field(description="Support examples of this class.")
+    loo_accuracy: float | None = Field(
+        description="Leave-one-out accuracy: the share of the class's examples that are nearest "
+        "their own class's prototype computed without them (every other prototype as it is); "
+        "null for a class of one example, which cannot be left out."
+    )
+    nearest_class: str | None = Field(
+        description="The class whose prototype is nearest this class's; null if it is the only "
+        "class."
+    )
+    nearest_class_distance: float | None = Field(
+        description="Squared Euclidean distance between the two prototypes."
+    )
+
+
+class ConfusablePair(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.CONFUSABLE_PAIR_EXAMPLE)
+
+    labels: tuple[str, str] = Field(description="The two classes, the older first.")
+    distance: float = Field(description="Squared Euclidean distance between their prototypes.")
+
+
+class SuspectedExample(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.SUSPECTED_EXAMPLE_EXAMPLE)
+
+    example_id: int = Field(description="The stored example's id.")
+    label: str = Field(description="Its label.")
+    closer_to: str = Field(description="The class whose prototype it is nearer.")
+    distance_own: float = Field(
+        description="Squared distance to its own class's prototype computed without it."
+    )
+    distance_other: float = Field(description="Squared distance to closer_to's prototype.")
+
+
+class DiagnosticsResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.DIAGNOSTICS)
+
+    model_version: str = Field(description="Version of the model whose embeddings were used.")
+    revision: int = Field(description=REVISION_DESCRIPTION)
+    n_classes: int = Field(description="Number of classes diagnosed.")
+    n_examples: int = Field(description="Number of examples diagnosed.")
+    expected_accuracy: float | None = Field(
+        description="Mean leave-one-out accuracy over the examples of classes with two or more "
+        "examples: an estimate of the accuracy on new inputs like the support examples (with "
+        "one example fewer per class); null if no class has two."
+    )
+    classes: list[ClassDiagnosis] = Field(description="Every class, oldest first.")
+    confusable_pairs: list[ConfusablePair] = Field(
+        description="The closest pairs of class prototypes, closest first, at most 10."
+    )
+    suspected_mislabelled: list[SuspectedExample] = Field(
+        description="Examples nearer another class's prototype than their own class's prototype "
+        "computed without them, most suspicious first (smallest distance_other / "
+        "distance_own). Classes of one example are never judged."
+    )

@@ -141,6 +141,7 @@ class ServiceState:
                     nprobe=self.settings.ivf_nprobe,
                 ),
                 IndexFiles(self.settings.index_directory()),
+                self.settings.diagnostics_max_examples,
             )
             self.feed = ChangeFeed(
                 self.storage,

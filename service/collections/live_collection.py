@@ -288,6 +288,11 @@ class LiveCollection:
             time.sleep(0.01)
         return True
 
+    def class_labels(self) -> dict[int, str]:
+        """``class id -> label`` of every class in the table."""
+        with self._state_lock:
+            return {class_id: count.label for class_id, count in self._classes.items()}
+
     def class_counts(self, class_ids: list[int]) -> list[ClassCount]:
         with self._state_lock:
             return [self._classes[class_id] for class_id in class_ids]

@@ -10,7 +10,7 @@ offending item named, e.g. ``examples[3].label``. Every error body is an
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,6 +24,7 @@ from starlette.routing import Match
 
 from protonet.errors import CheckpointError, InvalidInputError, ProtonetError
 from service.errors import (
+    CollectionTooLargeError,
     ConflictError,
     ForbiddenError,
     LimitExceededError,
@@ -84,6 +85,7 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (ConflictError, 409, "conflict"),
     (MalformedJSONError, 400, "malformed_json"),
     (LimitExceededError, 413, "too_large"),
+    (CollectionTooLargeError, 422, "collection_too_large"),
     (InvalidInputError, 422, "invalid_input"),
     (NotReadyError, 503, "not_ready"),
     (CheckpointError, 500, "checkpoint_error"),
@@ -107,10 +109,15 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries for the given status codes."""
+def error_responses(
+    *codes: int, descriptions: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for the given status codes; ``descriptions`` replace
+    the common descriptions of some codes for one route."""
+    own = descriptions or {}
     return {
-        code: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[code]} for code in codes
+        code: {"model": ErrorResponse, "description": own.get(code, ERROR_DESCRIPTIONS[code])}
+        for code in codes
     }
 
 

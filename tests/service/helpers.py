@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import zipfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -100,3 +101,15 @@ def image_item(data: bytes) -> dict[str, str]:
 
 def pixels_item(pixels: np.ndarray) -> dict[str, Any]:
     return {"pixels": pixels.tolist()}
+
+
+def sample_characters(zip_path: Path, way: int, seed: int) -> dict[str, list[bytes]]:
+    """``"Alphabet/characterNN" -> its 20 PNG files`` for ``way`` random characters."""
+    with zipfile.ZipFile(zip_path) as archive:
+        members: dict[str, list[str]] = {}
+        for name in archive.namelist():
+            parts = name.split("/")
+            if len(parts) == 4 and parts[3].endswith(".png"):
+                members.setdefault(f"{parts[1]}/{parts[2]}", []).append(name)
+        chosen = np.random.default_rng(seed).choice(sorted(members), size=way, replace=False)
+        return {c: [archive.read(m) for m in sorted(members[c])] for c in chosen}

@@ -3,29 +3,14 @@ registered and classified through the HTTP API with the bundled model."""
 
 from __future__ import annotations
 
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.service.helpers import make_settings, serve
+from tests.service.helpers import make_settings, sample_characters, serve
 
 pytestmark = pytest.mark.anyio
 
 WAY, SHOT, QUERIES = 5, 5, 15
-
-
-def sample_characters(zip_path: Path, way: int, seed: int) -> dict[str, list[bytes]]:
-    """``"Alphabet/characterNN" -> its 20 PNG files`` for ``way`` random characters."""
-    with zipfile.ZipFile(zip_path) as archive:
-        members: dict[str, list[str]] = {}
-        for name in archive.namelist():
-            parts = name.split("/")
-            if len(parts) == 4 and parts[3].endswith(".png"):
-                members.setdefault(f"{parts[1]}/{parts[2]}", []).append(name)
-        chosen = np.random.default_rng(seed).choice(sorted(members), size=way, replace=False)
-        return {c: [archive.read(m) for m in sorted(members[c])] for c in chosen}
 
 
 async def test_five_way_five_shot_on_real_omniglot(tmp_path, omniglot_dir, bundled_model):

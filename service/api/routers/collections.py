@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,6 +14,7 @@ from service.api.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.api.json_bodies import BoundedJSONRoute
 from service.api.responses import json_response, query_answer_body
 from service.api.schemas import COLLECTION_NAME_PATTERN
+from service.collections.diagnostics import SupportSetDiagnostics
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import ClassCount, CollectionStatus
 from service.edge.error_responses import error_responses
@@ -114,6 +116,42 @@ async def get_collection(
     return schemas.CollectionDetail(
         **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
     )
+
+
+def diagnostics_of(
+    report: SupportSetDiagnostics, model_version: str, revision: int
+) -> schemas.DiagnosticsResponse:
+    return schemas.DiagnosticsResponse.model_validate(
+        {**dataclasses.asdict(report), "model_version": model_version, "revision": revision}
+    )
+
+
+TOO_LARGE_TO_DIAGNOSE = (
+    "collection_too_large: the collection has more examples than "
+    "PROTONET_DIAGNOSTICS_MAX_EXAMPLES; validation_error or invalid_input: a bad name or "
+    "min_revision."
+)
+
+
+@router.get(
+    "/{name}/diagnostics",
+    summary="Diagnose the support set: leave-one-out accuracy, confusable classes, "
+    "suspected mislabelled examples",
+    responses=error_responses(404, 422, 503, descriptions={422: TOO_LARGE_TO_DIAGNOSE}),
+)
+async def diagnose_collection(
+    name: NamePath,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    response: Response,
+    min_revision: MinRevision = None,
+) -> schemas.DiagnosticsResponse:
+    """From the stored embeddings (nothing is re-encoded); the work grows with examples x
+    classes (docs/service.md, "Diagnostics of a support set")."""
+    await registry.require_revision(name, min_revision, tenant=tenant)
+    revision, report = await run_in_threadpool(registry.diagnose, name, tenant=tenant)
+    with_revision(response, revision)
+    return diagnostics_of(report, registry.encoder.version, revision)
 
 
 @router.delete(

@@ -186,6 +186,7 @@ async def test_openapi_documents_every_field_and_error(settings):
         "/v1/collections/{name}/support",
         "/v1/collections/{name}/classes/{label}",
         "/v1/collections/{name}/query",
+        "/v1/collections/{name}/diagnostics",
         "/v1/embed",
     }
 
