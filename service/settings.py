@@ -94,7 +94,12 @@ class Settings(BaseSettings):
     diagnostics_max_examples: PositiveInt = Field(
         default=200_000,
         description="Largest collection (in examples) whose diagnostics are computed; larger "
-        "ones get 422 collection_too_large (the work grows with examples x classes).",
+        "ones get 422 collection_too_large.",
+    )
+    diagnostics_max_distances: PositiveInt = Field(
+        default=1_000_000_000,
+        description="Most distances one diagnostics request computes (examples of classes with "
+        "two or more x classes, plus classes x classes); beyond: 422 collection_too_large.",
     )
     host: str = Field(default="127.0.0.1", description="Interface `python -m service` binds to.")
     port: int = Field(

@@ -16,6 +16,7 @@ import faiss
 import torch
 
 from service.collections.batching import BatchStats
+from service.collections.diagnostics import DiagnosticsLimits
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
 from service.collections.ivf_index import IndexFiles
@@ -141,7 +142,10 @@ class ServiceState:
                     nprobe=self.settings.ivf_nprobe,
                 ),
                 IndexFiles(self.settings.index_directory()),
-                self.settings.diagnostics_max_examples,
+                DiagnosticsLimits(
+                    self.settings.diagnostics_max_examples,
+                    self.settings.diagnostics_max_distances,
+                ),
             )
             self.feed = ChangeFeed(
                 self.storage,

@@ -288,10 +288,10 @@ class LiveCollection:
             time.sleep(0.01)
         return True
 
-    def class_labels(self) -> dict[int, str]:
-        """``class id -> label`` of every class in the table."""
+    def class_table(self) -> dict[int, ClassCount]:
+        """A copy of the class table: ``class id -> (label, number of examples)``."""
         with self._state_lock:
-            return {class_id: count.label for class_id, count in self._classes.items()}
+            return dict(self._classes)
 
     def class_counts(self, class_ids: list[int]) -> list[ClassCount]:
         with self._state_lock:

@@ -21,7 +21,7 @@ import numpy as np
 from anyio import to_thread
 
 from protonet.errors import InvalidInputError
-from service.collections.diagnostics import SupportSetDiagnostics, diagnose
+from service.collections.diagnostics import DiagnosticsLimits, SupportSetDiagnostics, diagnose
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
 from service.collections.ivf_index import IndexFiles, snapshot
@@ -36,12 +36,7 @@ from service.collections.live_collection import (
 )
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
 from service.collections.reembed import conform_pixels
-from service.errors import (
-    CollectionTooLargeError,
-    ConflictError,
-    NotFoundError,
-    RevisionNotReachedError,
-)
+from service.errors import ConflictError, NotFoundError, RevisionNotReachedError
 from service.storage.repository import Change, Storage, StoredClass, StoredCollection
 
 logger = logging.getLogger(__name__)
@@ -99,7 +94,7 @@ class CollectionRegistry:
         min_revision_timeout: float = 5.0,
         index_policy: IndexPolicy | None = None,
         index_files: IndexFiles | None = None,
-        max_diagnostics_examples: int = 200_000,
+        diagnostics_limits: DiagnosticsLimits | None = None,
     ) -> None:
         self.storage = storage
         self.encoder = encoder
@@ -110,7 +105,7 @@ class CollectionRegistry:
         # Settings of every collection's index but its kind (which each collection has).
         self.index_policy = index_policy or IndexPolicy()
         self.index_files = index_files
-        self.max_diagnostics_examples = max_diagnostics_examples
+        self.diagnostics_limits = diagnostics_limits or DiagnosticsLimits()
         self._saved_revisions: dict[int, int] = {}  # collection id -> revision of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
@@ -392,16 +387,10 @@ class CollectionRegistry:
         read from storage afterwards (one statement), so a class created elsewhere since is
         left out, and examples added elsewhere since to a listed class count."""
         live = self._get(name, tenant)
-        revision, status = live.revision, live.status()
-        if status.n_examples > self.max_diagnostics_examples:
-            raise CollectionTooLargeError(
-                f"collection {name!r} has {status.n_examples} examples; diagnostics are "
-                f"computed for at most {self.max_diagnostics_examples} "
-                "(PROTONET_DIAGNOSTICS_MAX_EXAMPLES; the work grows with examples x classes)"
-            )
-        labels = live.class_labels()
+        revision, classes = live.revision, live.class_table()
+        self.diagnostics_limits.check(name, [c.n_examples for c in classes.values()])
         stored = self.storage.collection_embeddings(live.id, self.encoder.version)
-        return revision, diagnose(stored, labels)
+        return revision, diagnose(stored, {class_id: c.label for class_id, c in classes.items()})
 
     def delete(self, name: str, *, tenant: str) -> int:
         """Drop a collection with all its classes and examples; returns the change id."""

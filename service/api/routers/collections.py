@@ -128,7 +128,8 @@ def diagnostics_of(
 
 TOO_LARGE_TO_DIAGNOSE = (
     "collection_too_large: the collection has more examples than "
-    "PROTONET_DIAGNOSTICS_MAX_EXAMPLES; validation_error or invalid_input: a bad name or "
+    "PROTONET_DIAGNOSTICS_MAX_EXAMPLES, or its diagnostics would compute more distances than "
+    "PROTONET_DIAGNOSTICS_MAX_DISTANCES; validation_error or invalid_input: a bad name or "
     "min_revision."
 )
 

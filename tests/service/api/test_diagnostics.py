@@ -87,6 +87,20 @@ async def test_a_collection_over_the_limit_is_a_422_naming_the_setting(tmp_path,
     assert "PROTONET_DIAGNOSTICS_MAX_EXAMPLES" in error.detail
 
 
+async def test_a_collection_needing_too_many_distances_is_a_422(tmp_path, checkpoint_a):
+    drawings = Drawings(2)
+    settings = make_settings(tmp_path, checkpoint_a, diagnostics_max_distances=5)
+    async with serve(settings) as running:
+        await running.client.create_collection("c")
+        await running.client.add_support("c", [("a", drawings.png(0)), ("b", drawings.png(1))])
+        assert (await running.client.diagnostics("c"))["n_classes"] == 2  # 2 x 2 distances
+        await running.client.add_support("c", [("a", drawings.png(0))])
+        response = await running.http.get("/v1/collections/c/diagnostics")
+    assert response.status_code == 422 and response.json()["error"] == "collection_too_large"
+    assert "8 distances" in response.json()["detail"]  # 2 examples x 2 classes + 2 x 2
+    assert "PROTONET_DIAGNOSTICS_MAX_DISTANCES" in response.json()["detail"]
+
+
 async def test_the_async_client_reads_its_own_writes(settings):
     drawings = Drawings(2)
     async with serve(settings) as running:

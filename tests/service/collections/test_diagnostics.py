@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from protonet.prototypes import compute_prototypes, squared_euclidean
-from service.collections.diagnostics import diagnose
+from service.collections.diagnostics import DiagnosticsLimits, diagnose, distances_needed
+from service.errors import CollectionTooLargeError
 from service.storage.repository import StoredEmbeddings
 
 DIM = 16
@@ -181,3 +182,14 @@ def test_confusable_pairs_are_the_closest_of_all_pairs():
 def test_chunks_give_the_same_answer(chunk_rows):
     examples, labels = overlapping(seed=3)
     assert diagnose(examples, labels, chunk_rows=chunk_rows) == diagnose(examples, labels)
+
+
+def test_the_work_counted_and_the_limits():
+    # 3 + 2 examples judged against 3 prototypes, plus 3 x 3 prototype pairs.
+    assert distances_needed([3, 2, 1]) == 5 * 3 + 9
+    assert distances_needed([]) == 0
+    DiagnosticsLimits(max_examples=6, max_distances=24).check("c", [3, 2, 1])
+    with pytest.raises(CollectionTooLargeError, match=r"6 examples.*at most 5.*MAX_EXAMPLES"):
+        DiagnosticsLimits(max_examples=5).check("c", [3, 2, 1])
+    with pytest.raises(CollectionTooLargeError, match=r"24 distances.*than 23.*MAX_DISTANCES"):
+        DiagnosticsLimits(max_distances=23).check("c", [3, 2, 1])
