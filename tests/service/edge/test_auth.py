@@ -113,6 +113,7 @@ async def test_tenants_cannot_see_touch_or_detect_each_other(tmp_path, checkpoin
             got = [
                 await answer(f"/v1/collections/{name}"),
                 await answer(f"/v1/collections/{name}/query", "POST", {"queries": [PIXELS]}),
+                await answer(f"/v1/collections/{name}/diagnostics"),
                 await answer(
                     f"/v1/collections/{name}/support",
                     "POST",
