@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from protonet.prototypes import squared_euclidean
-from service.collections.exact_index import ExactIndex
+from service.collections.exact_index import WIDE_BATCH_ROWS, ExactIndex
 from service.collections.live_collection import LiveCollection
 from service.storage.repository import StoredClass, StoredEmbeddings
 
@@ -74,6 +74,34 @@ def test_rank_over_many_classes_is_exact_for_the_top_k_and_the_softmax():
     np.testing.assert_allclose(
         ranking.probabilities(), np.take_along_axis(softmax, order, axis=1), rtol=1e-4
     )
+
+
+def test_many_queries_at_once_rank_as_each_alone():
+    """From WIDE_BATCH_ROWS queries on the distances are computed as [n, c]: same answers."""
+    rng = np.random.default_rng(3)
+    prototypes = rng.standard_normal((500, DIM)).astype(np.float32)
+    queries = rng.standard_normal((WIDE_BATCH_ROWS + 36, DIM)).astype(np.float32)
+    index = ExactIndex(DIM)
+    index.upsert(np.arange(500), prototypes)
+    together = index.rank(queries, k=5)
+    for i in (0, 37, len(queries) - 1):
+        alone = index.rank(queries[i : i + 1], k=5)
+        np.testing.assert_array_equal(together.class_ids[i], alone.class_ids[0])
+        np.testing.assert_allclose(together.distances[i], alone.distances[0], rtol=1e-6)
+        np.testing.assert_allclose(together.probabilities()[i], alone.probabilities()[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("refined", [1, 4, 32])
+def test_nearest_is_rank_without_the_softmax(refined):
+    rng = np.random.default_rng(4)
+    prototypes = rng.standard_normal((300, DIM)).astype(np.float32)
+    queries = rng.standard_normal((80, DIM)).astype(np.float32)
+    index = ExactIndex(DIM)
+    index.upsert(np.arange(300), prototypes)
+    distances, class_ids = index.nearest(queries, 3, refined=refined)
+    ranking = index.rank(queries, 3)
+    np.testing.assert_array_equal(class_ids, ranking.class_ids)
+    np.testing.assert_array_equal(distances, ranking.distances)
 
 
 def test_updates_and_removals_keep_every_other_class_intact():
