@@ -106,3 +106,13 @@ QUERY_ANSWER = example(
 EMBEDDINGS = example(
     {"model_version": "ef95c1dd85fc74b8", "embeddings": [[0.795, 0.873, 0.869, 1.261, 0.619]]}
 )
+STORED_EXAMPLE = example({"id": 1, "label": "ring"})
+EXAMPLE_LIST = example(
+    {
+        "examples": [
+            {"id": 1, "label": "ring"},
+            {"id": 2, "label": "ring"},
+            {"id": 3, "label": "fork"},
+        ]
+    }
+)

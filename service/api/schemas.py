@@ -290,3 +290,16 @@ class EmbedResponse(BaseModel):
 
     model_version: str = Field(description="Version of the model that made the embeddings.")
     embeddings: list[list[float]] = Field(description="One embedding per input, in order.")
+
+
+class StoredExampleInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.STORED_EXAMPLE)
+
+    id: int = Field(description="The example's id: its image is at .../examples/{id}/image.")
+    label: str = Field(description="Its class's label.")
+
+
+class ExampleList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.EXAMPLE_LIST)
+
+    examples: list[StoredExampleInfo] = Field(description="The stored examples, by id.")
