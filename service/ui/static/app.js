@@ -250,7 +250,8 @@ function describeClass(diagnosis) {
     parts.push(`leave-one-out accuracy ${percent(diagnosis.loo_accuracy)}`);
   }
   if (diagnosis.nearest_class) {
-    parts.push(`nearest class ${diagnosis.nearest_class} (${number(diagnosis.nearest_class_distance)})`);
+    const distance = number(diagnosis.nearest_class_distance);
+    parts.push(`nearest class ${diagnosis.nearest_class} (${distance})`);
   }
   return parts.join(" · ");
 }
@@ -280,7 +281,8 @@ function thumbnailUrl(name, example) {
   const key = `${name}|${example.id}|${example.label}`;
   if (!state.thumbnails.has(key)) {
     const path = collectionPath(name, "examples", String(example.id), "image");
-    const url = api("GET", path, undefined, { binary: true }).then((blob) => URL.createObjectURL(blob));
+    const blob = api("GET", path, undefined, { binary: true });
+    const url = blob.then((image) => URL.createObjectURL(image));
     url.catch(() => state.thumbnails.delete(key)); // retried on the next refresh
     state.thumbnails.set(key, url);
   }
@@ -301,26 +303,31 @@ function showDiagnostics(diagnostics) {
     : `Expected accuracy (leave-one-out): ${percent(diagnostics.expected_accuracy)}`;
   const pairs = element("ul", "pairs");
   for (const pair of diagnostics.confusable_pairs) {
-    pairs.append(element("li", "", `${pair.labels[0]} ↔ ${pair.labels[1]}: distance ${number(pair.distance)}`));
+    const [one, other] = pair.labels;
+    pairs.append(element("li", "", `${one} ↔ ${other}: distance ${number(pair.distance)}`));
   }
   const suspects = element("ul", "suspects");
   for (const entry of diagnostics.suspected_mislabelled) {
+    const distances = `${number(entry.distance_own)} vs ${number(entry.distance_other)}`;
     suspects.append(element("li", "", `example ${entry.example_id} labelled "${entry.label}" ` +
-      `is closer to "${entry.closer_to}" (${number(entry.distance_own)} vs ${number(entry.distance_other)})`));
+      `is closer to "${entry.closer_to}" (${distances})`));
   }
   body.replaceChildren(
     element("p", "", accuracy),
     element("h3", "", "Most confusable classes"),
     diagnostics.confusable_pairs.length ? pairs : note("Fewer than two classes."),
     element("h3", "", "Suspicious examples (outlined in red below)"),
-    diagnostics.suspected_mislabelled.length ? suspects : note("None: every example is nearest its own class."),
+    diagnostics.suspected_mislabelled.length
+      ? suspects
+      : note("None: every example is nearest its own class."),
   );
 }
 
 async function deleteClass(label, count) {
   if (!window.confirm(`Delete class "${label}" and its ${count} example(s)?`)) return;
   const name = state.collection;
-  await api("DELETE", collectionPath(name, "classes", labelSegment(label)), undefined, { writes: name });
+  const path = collectionPath(name, "classes", labelSegment(label));
+  await api("DELETE", path, undefined, { writes: name });
   say(`Deleted class "${label}".`);
   await refresh();
 }
@@ -440,7 +447,8 @@ async function addExamples(event) {
 async function classify() {
   const images = pendingImages();
   const name = state.collection;
-  const body = { queries: images.map((image) => ({ image })), top_k: Number($("top-k").value) || 5 };
+  const topK = Number($("top-k").value) || 5;
+  const body = { queries: images.map((image) => ({ image })), top_k: topK };
   if (!$("rejection-choice").hidden && $("rejection").value) body.rejection = $("rejection").value;
   const answer = await api("POST", collectionPath(name, "query"), body, { reads: name });
   quiet();
@@ -455,14 +463,15 @@ function resultView(result, image) {
   preview.src = image;
   preview.alt = "query";
   const headline = element("p", "headline");
+  // With rejection (when the service has it), "known", "score" and "threshold" are present.
+  const limit = `${number(result.score)} ${result.known ? "within" : "above"} the threshold ` +
+    number(result.threshold);
   if (result.known === false) {
     headline.append(element("strong", "unknown", "unknown"));
-    headline.append(element("span", "subtle", ` score ${number(result.score)} above the threshold ${number(result.threshold)}`));
+    headline.append(element("span", "subtle", ` score ${limit}`));
   } else {
     headline.append(element("strong", "label", result.label));
-    if ("threshold" in result) {
-      headline.append(element("span", "subtle", ` known: score ${number(result.score)} within the threshold ${number(result.threshold)}`));
-    }
+    if ("threshold" in result) headline.append(element("span", "subtle", ` known: score ${limit}`));
   }
   const bars = element("ol", "bars");
   bars.append(...result.top_k.map(barView));
@@ -474,14 +483,15 @@ function resultView(result, image) {
 
 function barView(prediction) {
   const row = element("li", "");
+  const probability = prediction.probability; // null only where a class was rejected
   const fill = element("span", "fill");
-  fill.style.width = `${Math.max(0, Math.min(1, prediction.probability || 0)) * 100}%`;
+  fill.style.width = `${Math.max(0, Math.min(1, probability || 0)) * 100}%`;
   const bar = element("span", "bar");
   bar.append(fill);
   row.append(
     element("span", "name", prediction.label),
     bar,
-    element("span", "probability", prediction.probability === null ? "–" : percent(prediction.probability)),
+    element("span", "probability", typeof probability === "number" ? percent(probability) : "–"),
     element("span", "distance", `d ${number(prediction.distance)}`),
   );
   return row;
@@ -498,7 +508,10 @@ function element(tag, className, text) {
 }
 
 const note = (text) => element("p", "subtle", text);
-const percent = (value) => `${(value * 100).toFixed(value > 0.999 || value < 0.001 ? 2 : 1)}%`;
+const percent = (value) =>
+  value === 0 || value === 1
+    ? `${value * 100}%`
+    : `${(value * 100).toFixed(value > 0.999 || value < 0.001 ? 2 : 1)}%`;
 const number = (value) => (typeof value === "number" ? value.toFixed(2) : "–");
 
 // ---------------------------------------------------------------------------------------------
@@ -516,7 +529,10 @@ $("file-input").addEventListener("change", guarded(async (event) => {
   event.target.value = "";
 }));
 const input = $("input");
-input.addEventListener("dragover", (event) => { event.preventDefault(); input.classList.add("dropping"); });
+input.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  input.classList.add("dropping");
+});
 input.addEventListener("dragleave", () => input.classList.remove("dropping"));
 input.addEventListener("drop", guarded(async (event) => {
   event.preventDefault();
@@ -524,5 +540,15 @@ input.addEventListener("drop", guarded(async (event) => {
   await addFiles(event.dataTransfer.files);
 }));
 
+/** Start; while the service is still starting (503: loading, re-embedding), say so and retry. */
+async function boot() {
+  try {
+    await start();
+  } catch (error) {
+    fail(error);
+    if (error instanceof ApiError && error.status === 503) setTimeout(boot, 2000);
+  }
+}
+
 clearPad();
-start().catch(fail);
+boot();
