@@ -31,7 +31,7 @@ LabelQuery = Annotated[
         max_length=200,
         pattern=LABEL_PATTERN,
         description=f"Only this class's examples (all classes when left out). {RULE}.",
-        examples=["ring"],
+        examples=["a"],
     ),
 ]
 ExampleIdPath = Annotated[
