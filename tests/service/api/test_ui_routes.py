@@ -5,10 +5,13 @@ The page itself is tested in a browser in tests/service/ui/test_page.py."""
 from __future__ import annotations
 
 import re
+import tomllib
+from fnmatch import fnmatch
 
 import pytest
 
 from service.api.ui import STATIC_DIR
+from tests.conftest import REPO_ROOT
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -45,3 +48,13 @@ def test_the_page_is_three_files_that_load_nothing_from_elsewhere():
     for name in files:
         text = (STATIC_DIR / name).read_text(encoding="utf-8")
         assert not re.search(r"https?://|@import|//cdn", text), name
+
+
+def test_the_page_ships_with_the_package():
+    """pyproject's package data names every file of the page, so an installed service (not only
+    a checkout, or the Docker image, which copies service/ whole) serves it."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["service"]
+    for path in STATIC_DIR.iterdir():
+        inside = path.relative_to(REPO_ROOT / "service").as_posix()
+        assert any(fnmatch(inside, pattern) for pattern in patterns), inside
