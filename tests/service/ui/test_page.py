@@ -8,8 +8,9 @@ the service itself. With auth on, a bad key shows the API's own message.
 
 The screenshot in the README (docs/ui.png) is taken by this test: run it with
 ``UPDATE_SCREENSHOT=1`` (``make screenshot``) to rewrite it; otherwise it goes to a
-temporary directory. Skips without Chromium or Playwright on a user's machine; fails with
-``CI=true`` (``.ci/run`` installs Chromium).
+temporary directory. Chromium is ``$CHROMIUM``, else ``chromium`` on the PATH. Skips without
+Chromium or Playwright on a user's machine; fails with ``CI=true`` (``.ci/run`` installs
+Chromium).
 """
 
 from __future__ import annotations
