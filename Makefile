@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format typecheck pytest bench bench-serve clean
+.PHONY: install run test lint format typecheck pytest bench bench-serve chromium screenshot clean
 
 install: $(STAMP)
 
@@ -42,6 +42,18 @@ bench: install
 # docs/performance.md).
 bench-serve: install
 	$(BIN)/python benchmarks/serve_load.py
+
+# The web page's browser tests (tests/service/ui) drive Debian's chromium: installed here when
+# missing and apt-get is there (.ci/run does this before `make test`). Without it they skip,
+# or fail with CI=true.
+chromium:
+	@if ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then \
+		apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; \
+	fi
+
+# Rewrite docs/ui.png, the README's picture of the web page, as the browser test takes it.
+screenshot: install chromium
+	UPDATE_SCREENSHOT=1 $(BIN)/python -m pytest -q tests/service/ui/test_page.py -k recognised
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -15,7 +15,8 @@ from fastapi_offline import FastAPIOffline
 
 from service.api.json_bodies import BodyLimits
 from service.api.openapi import install_openapi
-from service.api.routers import collections, embed, health, metrics, model
+from service.api.routers import collections, embed, examples, health, metrics, model
+from service.api.ui import install_ui
 from service.collections.lifecycle import ServiceState, freeze_startup_objects
 from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
@@ -96,8 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.metrics = ServiceMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
-    for router in (health.router, model.router, collections.router, embed.router, metrics.router):
-        app.include_router(router)
+    routers = (health, model, collections, examples, embed, metrics)
+    for module in routers:
+        app.include_router(module.router)
+    install_ui(app)
     install_access_control(app, app.state.settings)
     # From here on only the keys' hashes (in the authenticator) stay in memory.
     app.state.settings = app.state.settings.model_copy(update={"api_keys": None})

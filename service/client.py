@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import numpy as np
@@ -93,6 +93,7 @@ class Call:
     accepted: tuple[int, ...] = field(default=())  # error statuses returned instead of raised
     collection: str | None = None  # the collection it reads or writes
     writes: bool = False
+    binary: bool = False  # the body is a file (an image), returned as bytes
 
 
 REVISION_HEADER = "Protonet-Revision"
@@ -168,6 +169,17 @@ class Calls:
         return Call("POST", collection_path(name, "query"), body, collection=name)
 
     @staticmethod
+    def list_examples(name: str, label: str | None) -> Call:
+        # Read from storage, which every replica shares: no min_revision is needed.
+        query = "" if label is None else "?" + urlencode({"label": label})
+        return Call("GET", collection_path(name, "examples") + query)
+
+    @staticmethod
+    def example_image(name: str, example_id: int) -> Call:
+        path = collection_path(name, "examples", str(int(example_id)), "image")
+        return Call("GET", path, binary=True)
+
+    @staticmethod
     def embed(images: Sequence[ImageLike]) -> Call:
         return Call("POST", "/v1/embed", {"inputs": [encode_input(image) for image in images]})
 
@@ -183,9 +195,11 @@ def auth_headers(api_key: str | None, tenant: str | None) -> dict[str, str]:
 
 
 def parse(response: httpx.Response, call: Call) -> Any:
-    """The JSON body (``None`` for 204), or :class:`ProtonetAPIError`."""
+    """The JSON body (``None`` for 204; the bytes of a file), or :class:`ProtonetAPIError`."""
     if response.is_error and response.status_code not in call.accepted:
         raise ProtonetAPIError.from_response(response)
+    if call.binary and response.is_success:
+        return response.content
     return None if response.status_code == 204 else response.json()
 
 
@@ -295,6 +309,14 @@ class ProtonetClient:
         """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``."""
         return self.send(Calls.query(name, images, top_k))
 
+    def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
+        """The stored examples ``[{"id", "label"}, ...]`` (of ``label`` only, if given), by id."""
+        return self.send(Calls.list_examples(name, label))["examples"]
+
+    def example_image(self, name: str, example_id: int) -> bytes:
+        """One stored example as a PNG file (its stored pixels: the model's input size)."""
+        return self.send(Calls.example_image(name, example_id))
+
     def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
         """``{"model_version", "embeddings": [[...], ...]}``."""
         return self.send(Calls.embed(images))
@@ -381,6 +403,12 @@ class AsyncProtonetClient:
 
     async def query(self, name: str, images: Sequence[ImageLike], top_k: int = 5) -> dict[str, Any]:
         return await self.send(Calls.query(name, images, top_k))
+
+    async def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
+        return (await self.send(Calls.list_examples(name, label)))["examples"]
+
+    async def example_image(self, name: str, example_id: int) -> bytes:
+        return await self.send(Calls.example_image(name, example_id))
 
     async def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
         return await self.send(Calls.embed(images))

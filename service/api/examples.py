@@ -145,3 +145,13 @@ DIAGNOSTICS = example(
         "suspected_mislabelled": [SUSPECTED_EXAMPLE],
     }
 )
+STORED_EXAMPLE = example({"id": 1, "label": "ring"})
+EXAMPLE_LIST = example(
+    {
+        "examples": [
+            {"id": 1, "label": "ring"},
+            {"id": 2, "label": "ring"},
+            {"id": 3, "label": "fork"},
+        ]
+    }
+)

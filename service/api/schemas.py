@@ -351,3 +351,16 @@ class DiagnosticsResponse(BaseModel):
         "computed without them, most suspicious first (smallest distance_other / "
         "distance_own). Classes of one example are never judged."
     )
+
+
+class StoredExampleInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.STORED_EXAMPLE)
+
+    id: int = Field(description="The example's id: its image is at .../examples/{id}/image.")
+    label: str = Field(description="Its class's label.")
+
+
+class ExampleList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.EXAMPLE_LIST)
+
+    examples: list[StoredExampleInfo] = Field(description="The stored examples, by id.")

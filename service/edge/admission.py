@@ -1,10 +1,10 @@
 """Admission of every HTTP request, as a pure-ASGI middleware in front of the app.
 
-In order: authenticate (any path but the probes, the docs and, unless PROTONET_PROTECT_METRICS,
-``/metrics``), take a token from the caller's rate bucket, take a slot of the concurrency cap.
-The principal goes into ``scope["state"]`` for the route dependencies, which check roles and
-tenants (403). Working on paths rather than on routes means a route added later (``/metrics``,
-or one mounted as a sub-app) is covered without declaring anything.
+In order: authenticate (any path but the probes, the docs, the web page's files and, unless
+PROTONET_PROTECT_METRICS, ``/metrics``), take a token from the caller's rate bucket, take a slot
+of the concurrency cap. The principal goes into ``scope["state"]`` for the route dependencies,
+which check roles and tenants (403). Working on paths rather than on routes means a route added
+later (``/metrics``, or one mounted as a sub-app) is covered without declaring anything.
 
 Which bucket a request takes its token from:
 
@@ -35,11 +35,19 @@ DOC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.jso
 # Swagger UI's and ReDoc's scripts and styles, served from the fastapi-offline package (app.py).
 DOC_ASSETS_PATH = "/docs/assets"
 METRICS_PATH = "/metrics"
+# The web page (service/api/ui.py) and its static files: public like the docs, as they hold
+# no data; the page asks for a key and sends it with its API calls, which need one.
+UI_PATH = "/ui"
+UI_ASSETS_PATH = "/ui/assets"
+UI_PATHS = frozenset({"/", UI_PATH})
+OPEN_PREFIXES = (DOC_ASSETS_PATH + "/", UI_ASSETS_PATH + "/")
 
 
 def requires_key(path: str, protect_metrics: bool) -> bool:
     """Whether a request to ``path`` needs an API key (when auth is on)."""
-    if path in DOC_PATHS or path in PROBE_PATHS or path.startswith(DOC_ASSETS_PATH + "/"):
+    if path in DOC_PATHS or path in PROBE_PATHS or path in UI_PATHS:
+        return False
+    if path.startswith(OPEN_PREFIXES):
         return False
     is_metrics = path == METRICS_PATH or path.startswith(METRICS_PATH + "/")
     return protect_metrics or not is_metrics

@@ -64,6 +64,14 @@ class StoredClass:
 
 
 @dataclass(frozen=True)
+class StoredExample:
+    """One stored example: its id and its class's label."""
+
+    id: int
+    label: str
+
+
+@dataclass(frozen=True)
 class StoredEmbeddings:
     """Embeddings ``[m, dim]`` float32, and the class id ``[m]`` int64 and example id ``[m]``
     int64 (``ExampleRecord.id``) of each row, by example id."""
@@ -281,6 +289,38 @@ class Storage:
             query = query.where(ClassRecord.id.in_(list(class_ids)))
         with self._sessions() as session:
             return [StoredClass(i, label, n) for i, label, n in session.execute(query)]
+
+    def list_examples(self, collection_id: int, label: str | None = None) -> list[StoredExample]:
+        """One collection's examples (of the class ``label`` only, if given), by id."""
+        query = (
+            select(ExampleRecord.id, ClassRecord.label)
+            .join(ClassRecord, ClassRecord.id == ExampleRecord.class_id)
+            .where(ClassRecord.collection_id == collection_id)
+            .order_by(ExampleRecord.id)
+        )
+        if label is not None:
+            query = query.where(ClassRecord.label == label)
+        with self._sessions() as session:
+            return [StoredExample(i, text) for i, text in session.execute(query)]
+
+    def example_pixels(self, collection_id: int, example_id: int) -> np.ndarray | None:
+        """The stage-1 pixels (``uint8 [H, W]`` or ``[H, W, C]``) of one example of the
+        collection; ``None`` if it has no example ``example_id``."""
+        query = (
+            select(
+                ExampleRecord.pixels,
+                ExampleRecord.height,
+                ExampleRecord.width,
+                ExampleRecord.channels,
+            )
+            .join(ClassRecord, ClassRecord.id == ExampleRecord.class_id)
+            .where(ExampleRecord.id == example_id, ClassRecord.collection_id == collection_id)
+        )
+        with self._sessions() as session:
+            row = session.execute(query).first()
+        if row is None:
+            return None
+        return columns_to_pixels(row.pixels, row.height, row.width, row.channels)
 
     def add_examples(
         self,

@@ -1,1 +1,2 @@
-"""One router per resource: health, model, collections, embed; and metrics."""
+"""One router per resource: health, model, collections, their stored examples, embed; and
+metrics."""

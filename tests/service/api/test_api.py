@@ -187,8 +187,12 @@ async def test_openapi_documents_every_field_and_error(settings):
         "/v1/collections/{name}/classes/{label}",
         "/v1/collections/{name}/query",
         "/v1/collections/{name}/diagnostics",
+        "/v1/collections/{name}/examples",
+        "/v1/collections/{name}/examples/{example_id}/image",
         "/v1/embed",
     }
+    image = spec["paths"]["/v1/collections/{name}/examples/{example_id}/image"]["get"]
+    assert set(image["responses"]["200"]["content"]) == {"image/png"}
 
 
 async def test_openapi_states_exactly_one_image_source_and_strict_types(settings):

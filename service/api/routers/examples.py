@@ -1,0 +1,89 @@
+"""A collection's stored examples: their ids and labels, and each one's image (thumbnails).
+
+The image is the example as stored: the stage-1 pixels (protonet/preprocessing.py), resized to
+the model's input size and not inverted, so black ink on white paper as it was drawn.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Query, Response
+from PIL import Image
+from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
+
+from service.api import schemas
+from service.api.dependencies import ReadTenant, RegistryDep
+from service.api.routers.collections import NamePath
+from service.collections import stored_examples
+from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.edge.error_responses import error_responses
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+LabelQuery = Annotated[
+    Annotated[str, AfterValidator(normalize_label)] | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        pattern=LABEL_PATTERN,
+        description=f"Only this class's examples (all classes when left out). {RULE}.",
+        examples=["a"],
+    ),
+]
+ExampleIdPath = Annotated[
+    int,
+    Path(
+        ge=1,
+        le=2**63 - 1,  # beyond any database's integer key (and SQLite's driver would overflow)
+        description="The example's id, as listed by GET .../examples.",
+        examples=[1],
+    ),
+]
+PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The stored pixels as a PNG (grayscale or RGB, the model's input size).",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """``uint8 [H, W]`` (grayscale) or ``[H, W, C]`` (RGB) -> a PNG file."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@router.get(
+    "/{name}/examples",
+    summary="List the stored examples (ids and labels), by id",
+    responses=error_responses(404, 422, 503),
+)
+async def list_examples(
+    name: NamePath, registry: RegistryDep, tenant: ReadTenant, label: LabelQuery = None
+) -> schemas.ExampleList:
+    examples = await run_in_threadpool(
+        stored_examples.list_examples, registry.storage, name, tenant=tenant, label=label
+    )
+    return schemas.ExampleList(
+        examples=[schemas.StoredExampleInfo(id=e.id, label=e.label) for e in examples]
+    )
+
+
+@router.get(
+    "/{name}/examples/{example_id}/image",
+    summary="One stored example as a PNG image (a thumbnail of what the model sees)",
+    response_class=Response,
+    responses={**PNG_RESPONSE, **error_responses(404, 422, 503)},
+)
+async def example_image(
+    name: NamePath, example_id: ExampleIdPath, registry: RegistryDep, tenant: ReadTenant
+) -> Response:
+    pixels = await run_in_threadpool(
+        stored_examples.example_pixels, registry.storage, name, example_id, tenant=tenant
+    )
+    return Response(png_bytes(pixels), media_type="image/png")

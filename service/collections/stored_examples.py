@@ -1,0 +1,41 @@
+"""A collection's stored examples as they were uploaded: their ids and labels, and their pixels
+(what the thumbnail routes serve).
+
+Read straight from storage, the source of truth, rather than from this process's in-memory
+index: an example stored through another replica a moment ago is listed too, with no
+``min_revision`` needed. A tenant sees only its own collections, as everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.errors import NotFoundError
+from service.storage.repository import Storage, StoredCollection, StoredExample
+
+
+def _collection(storage: Storage, name: str, tenant: str) -> StoredCollection:
+    stored = storage.find_collection(tenant, name)
+    if stored is None:
+        raise NotFoundError(f"collection {name!r} does not exist")
+    return stored
+
+
+def list_examples(
+    storage: Storage, name: str, *, tenant: str, label: str | None = None
+) -> list[StoredExample]:
+    """The collection's examples (of class ``label`` only, if given), by id;
+    :class:`NotFoundError` for an unknown collection or class."""
+    examples = storage.list_examples(_collection(storage, name, tenant).id, label)
+    if label is not None and not examples:  # a class exists only while it has examples
+        raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
+    return examples
+
+
+def example_pixels(storage: Storage, name: str, example_id: int, *, tenant: str) -> np.ndarray:
+    """One example's stored stage-1 pixels, ``uint8 [H, W]`` (or ``[H, W, C]``);
+    :class:`NotFoundError` if the collection has no example ``example_id``."""
+    pixels = storage.example_pixels(_collection(storage, name, tenant).id, example_id)
+    if pixels is None:
+        raise NotFoundError(f"example {example_id} does not exist in collection {name!r}")
+    return pixels

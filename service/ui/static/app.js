@@ -1,0 +1,554 @@
+// The web page of the protonet service: draw or drop symbols, add them to a collection as
+// labelled examples, classify new ones. Plain JavaScript, no dependencies, no build step; it
+// talks only to the public HTTP API (docs/service.md), with the API key (when auth is on) kept
+// in sessionStorage: this tab only, gone when it closes.
+"use strict";
+
+const KEY_ITEM = "protonet.apiKey";
+const COLLECTION_ITEM = "protonet.collection";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  collection: null, // the selected collection's name
+  revisions: new Map(), // collection -> revision of this page's last write (read-your-writes)
+  thumbnails: new Map(), // "collection|id|label" -> Promise of an object URL
+  drops: [], // dropped image files, as data URLs
+  drawn: false, // whether the pad has ink on it
+};
+
+// ---------------------------------------------------------------------------------------------
+// The API
+
+class ApiError extends Error {
+  constructor(status, kind, detail) {
+    super(detail);
+    this.status = status;
+    this.kind = kind;
+  }
+}
+
+/** The error of a failed response: the API's own message (its JSON body's "detail"). */
+async function errorOf(response) {
+  const fallback = `${response.status} ${response.statusText}`.trim();
+  try {
+    const body = await response.json();
+    if (body && typeof body.detail === "string") {
+      return new ApiError(response.status, body.error || "http_error", body.detail);
+    }
+  } catch (_) {
+    // not JSON (a proxy's error page): the status line is all there is
+  }
+  return new ApiError(response.status, "http_error", fallback || "request failed");
+}
+
+/**
+ * One API call. `body` is sent as JSON; the answer is parsed JSON (null for 204), or a Blob
+ * with `{binary: true}`. `writes` (a collection name) records the revision the write made, and
+ * `reads` sends it back as min_revision, so a replica that has not applied it yet catches up.
+ */
+async function api(method, path, body, { binary = false, writes = null, reads = null } = {}) {
+  const headers = {};
+  const key = sessionStorage.getItem(KEY_ITEM);
+  if (key) headers.Authorization = `Bearer ${key}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const revision = reads && state.revisions.get(reads);
+  const url = revision ? `${path}${path.includes("?") ? "&" : "?"}min_revision=${revision}` : path;
+  let response;
+  try {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    response = await fetch(url, { method, headers, body: payload });
+  } catch (error) {
+    throw new ApiError(0, "network", `the request did not reach the service: ${error.message}`);
+  }
+  if (!response.ok) throw await errorOf(response);
+  const written = response.headers.get("Protonet-Revision");
+  if (writes && written) state.revisions.set(writes, Number(written));
+  if (response.status === 204) return null;
+  return binary ? response.blob() : response.json();
+}
+
+const collectionPath = (name, ...rest) =>
+  ["/v1/collections", encodeURIComponent(name), ...rest].join("/");
+// Each "." encoded too, so that no label is read as the path segment "." or "..".
+const labelSegment = (label) => encodeURIComponent(label).replace(/\./g, "%2E");
+
+// ---------------------------------------------------------------------------------------------
+// Messages: every failure shows the API's message (never a blank page)
+
+function say(text, kind = "info") {
+  const message = $("message");
+  message.textContent = text;
+  message.className = kind;
+  message.hidden = false;
+}
+
+function quiet() {
+  $("message").hidden = true;
+}
+
+function fail(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    askForKey(error.message);
+    return;
+  }
+  const status = error instanceof ApiError && error.status ? ` (HTTP ${error.status})` : "";
+  say(`${error.message || error}${status}`, "error");
+}
+
+/** `handler` as an event listener whose failures are shown. */
+const guarded = (handler) => (event) => {
+  Promise.resolve()
+    .then(() => handler(event))
+    .catch(fail);
+};
+
+window.addEventListener("error", (event) => fail(event.error || event.message));
+window.addEventListener("unhandledrejection", (event) => fail(event.reason));
+
+// ---------------------------------------------------------------------------------------------
+// API key (auth on)
+
+function askForKey(detail) {
+  $("app").hidden = true;
+  $("key-form").hidden = false;
+  $("forget-key").hidden = !sessionStorage.getItem(KEY_ITEM);
+  say(detail, "error");
+  $("key-input").focus();
+}
+
+async function useKey(event) {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_ITEM, $("key-input").value.trim());
+  $("key-input").value = "";
+  await start();
+}
+
+function forgetKey() {
+  sessionStorage.removeItem(KEY_ITEM);
+  state.thumbnails.clear();
+  askForKey("API key forgotten: enter one to go on.");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Start, collections
+
+async function start() {
+  const model = await api("GET", "/v1/model");
+  const { image_size: size, channels } = model.input;
+  const mode = channels === 1 ? "grayscale" : "RGB";
+  $("model").textContent = `model ${model.version} · inputs ${size}×${size} ${mode}`;
+  // Rejection of unknowns: offered when the model has a calibration (GET /v1/model says so).
+  $("rejection-choice").hidden = !model.rejection;
+  $("key-form").hidden = true;
+  $("app").hidden = false;
+  $("forget-key").hidden = !sessionStorage.getItem(KEY_ITEM);
+  quiet();
+  await loadCollections(sessionStorage.getItem(COLLECTION_ITEM));
+}
+
+async function loadCollections(wanted) {
+  const { collections } = await api("GET", "/v1/collections");
+  const select = $("collection-select");
+  select.replaceChildren(
+    ...collections.map((c) => new Option(`${c.name} (${c.n_classes} classes)`, c.name)),
+  );
+  if (!collections.length) select.append(new Option("no collections yet: create one", ""));
+  const names = collections.map((c) => c.name);
+  await selectCollection(names.includes(wanted) ? wanted : names[0] || null);
+}
+
+async function selectCollection(name) {
+  state.collection = name;
+  $("collection-select").value = name || "";
+  if (name) sessionStorage.setItem(COLLECTION_ITEM, name);
+  $("results").replaceChildren(note("Draw a symbol and press Classify."));
+  await refresh();
+}
+
+async function createCollection(event) {
+  event.preventDefault();
+  const name = $("create-name").value.trim();
+  await api("POST", "/v1/collections", { name }, { writes: name });
+  $("create-name").value = "";
+  say(`Created collection "${name}".`);
+  await loadCollections(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classes, thumbnails, diagnostics
+
+async function refresh() {
+  const name = state.collection;
+  if (!name) {
+    $("classes").replaceChildren(note("Create a collection to start."));
+    $("diagnostics").hidden = true;
+    return;
+  }
+  const [detail, listing, diagnostics] = await Promise.all([
+    api("GET", collectionPath(name), undefined, { reads: name }),
+    api("GET", collectionPath(name, "examples")),
+    loadDiagnostics(name),
+  ]);
+  if (name !== state.collection) return; // another collection was picked meanwhile
+  const option = [...$("collection-select").options].find((each) => each.value === name);
+  if (option) option.text = `${name} (${detail.n_classes} classes)`;
+  showClasses(detail, listing.examples, diagnostics);
+  showDiagnostics(diagnostics);
+}
+
+/** The collection's diagnostics, or null where the service has none (404/405: older). */
+async function loadDiagnostics(name) {
+  try {
+    return await api("GET", collectionPath(name, "diagnostics"), undefined, { reads: name });
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 404 || error.status === 405)) return null;
+    return { error: error.message };
+  }
+}
+
+function showClasses(detail, examples, diagnostics) {
+  const suspects = new Map();
+  for (const entry of (diagnostics && diagnostics.suspected_mislabelled) || []) {
+    suspects.set(entry.example_id, entry);
+  }
+  const perClass = new Map(((diagnostics && diagnostics.classes) || []).map((c) => [c.label, c]));
+  const cards = detail.classes.map((summary) => {
+    const own = examples.filter((example) => example.label === summary.label);
+    return classCard(summary, own, suspects, perClass.get(summary.label));
+  });
+  const rejection = detail.rejection && detail.rejection.mode === "calibrated"
+    ? [note(`Unknowns are rejected (acceptance ${detail.rejection.acceptance}).`)]
+    : [];
+  $("classes").replaceChildren(
+    ...rejection,
+    ...(cards.length ? cards : [note("No classes yet: draw a symbol, give it a label, add it.")]),
+  );
+}
+
+function classCard(summary, examples, suspects, diagnosis) {
+  const card = element("article", "class-card");
+  card.dataset.label = summary.label;
+  const heading = element("h3", "", summary.label);
+  const count = element("span", "subtle", ` ${summary.n_examples} example(s)`);
+  heading.append(count);
+  const remove = element("button", "danger", "Delete class");
+  remove.type = "button";
+  remove.addEventListener("click", guarded(() => deleteClass(summary.label, summary.n_examples)));
+  const header = element("header", "");
+  header.append(heading, remove);
+  card.append(header);
+  if (diagnosis) card.append(element("p", "subtle", describeClass(diagnosis)));
+  const strip = element("div", "thumbnails");
+  strip.append(...examples.map((example) => thumbnail(example, suspects.get(example.id))));
+  card.append(strip);
+  return card;
+}
+
+function describeClass(diagnosis) {
+  const parts = [];
+  if (diagnosis.loo_accuracy !== null && diagnosis.loo_accuracy !== undefined) {
+    parts.push(`leave-one-out accuracy ${percent(diagnosis.loo_accuracy)}`);
+  }
+  if (diagnosis.nearest_class) {
+    const distance = number(diagnosis.nearest_class_distance);
+    parts.push(`nearest class ${diagnosis.nearest_class} (${distance})`);
+  }
+  return parts.join(" · ");
+}
+
+function thumbnail(example, suspect) {
+  const figure = element("figure", suspect ? "thumb suspect" : "thumb");
+  figure.dataset.exampleId = String(example.id);
+  const image = document.createElement("img");
+  image.alt = `example ${example.id} of ${example.label}`;
+  figure.title = suspect
+    ? `example ${example.id}: labelled "${suspect.label}" but closer to "${suspect.closer_to}" ` +
+      `(${number(suspect.distance_own)} vs ${number(suspect.distance_other)})`
+    : `example ${example.id}`;
+  figure.append(image);
+  thumbnailUrl(state.collection, example).then(
+    (url) => { image.src = url; },
+    (error) => {
+      figure.classList.add("broken");
+      figure.title = `example ${example.id}: ${error.message}`;
+    },
+  );
+  return figure;
+}
+
+/** An object URL of the example's image, fetched once (the fetch carries the API key). */
+function thumbnailUrl(name, example) {
+  const key = `${name}|${example.id}|${example.label}`;
+  if (!state.thumbnails.has(key)) {
+    const path = collectionPath(name, "examples", String(example.id), "image");
+    const blob = api("GET", path, undefined, { binary: true });
+    const url = blob.then((image) => URL.createObjectURL(image));
+    url.catch(() => state.thumbnails.delete(key)); // retried on the next refresh
+    state.thumbnails.set(key, url);
+  }
+  return state.thumbnails.get(key);
+}
+
+function showDiagnostics(diagnostics) {
+  const panel = $("diagnostics");
+  panel.hidden = !diagnostics;
+  if (!diagnostics) return;
+  const body = $("diagnostics-body");
+  if (diagnostics.error) {
+    body.replaceChildren(element("p", "error", `Diagnostics unavailable: ${diagnostics.error}`));
+    return;
+  }
+  const accuracy = diagnostics.expected_accuracy === null
+    ? "Expected accuracy: needs a class with 2 or more examples."
+    : `Expected accuracy (leave-one-out): ${percent(diagnostics.expected_accuracy)}`;
+  const pairs = element("ul", "pairs");
+  for (const pair of diagnostics.confusable_pairs) {
+    const [one, other] = pair.labels;
+    pairs.append(element("li", "", `${one} ↔ ${other}: distance ${number(pair.distance)}`));
+  }
+  const suspects = element("ul", "suspects");
+  for (const entry of diagnostics.suspected_mislabelled) {
+    const distances = `${number(entry.distance_own)} vs ${number(entry.distance_other)}`;
+    suspects.append(element("li", "", `example ${entry.example_id} labelled "${entry.label}" ` +
+      `is closer to "${entry.closer_to}" (${distances})`));
+  }
+  body.replaceChildren(
+    element("p", "", accuracy),
+    element("h3", "", "Most confusable classes"),
+    diagnostics.confusable_pairs.length ? pairs : note("Fewer than two classes."),
+    element("h3", "", "Suspicious examples (outlined in red below)"),
+    diagnostics.suspected_mislabelled.length
+      ? suspects
+      : note("None: every example is nearest its own class."),
+  );
+}
+
+async function deleteClass(label, count) {
+  if (!window.confirm(`Delete class "${label}" and its ${count} example(s)?`)) return;
+  const name = state.collection;
+  const path = collectionPath(name, "classes", labelSegment(label));
+  await api("DELETE", path, undefined, { writes: name });
+  say(`Deleted class "${label}".`);
+  await refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The drawing pad: black ink on white paper, like Omniglot; mouse, touch and pen alike
+
+const pad = $("pad");
+const ink = pad.getContext("2d");
+let stroke = null; // the last point of the stroke being drawn
+
+function clearPad() {
+  ink.fillStyle = "#fff";
+  ink.fillRect(0, 0, pad.width, pad.height);
+  state.drawn = false;
+}
+
+function padPoint(event) {
+  const box = pad.getBoundingClientRect();
+  return {
+    x: ((event.clientX - box.left) * pad.width) / box.width,
+    y: ((event.clientY - box.top) * pad.height) / box.height,
+  };
+}
+
+function drawTo(point) {
+  // A stroke as wide as one pixel of the model's 28x28 input: Omniglot's pen, scaled.
+  ink.lineWidth = pad.width / 28;
+  ink.lineCap = "round";
+  ink.lineJoin = "round";
+  ink.strokeStyle = "#000";
+  ink.beginPath();
+  ink.moveTo(stroke.x, stroke.y);
+  ink.lineTo(point.x, point.y);
+  ink.stroke();
+  stroke = point;
+  state.drawn = true;
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  if (event.pointerType === "mouse" && event.button !== 0) return;
+  event.preventDefault();
+  pad.setPointerCapture(event.pointerId);
+  stroke = padPoint(event);
+  drawTo(stroke); // a dot, for a tap
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!stroke) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const each of events.length ? events : [event]) drawTo(padPoint(each));
+});
+for (const type of ["pointerup", "pointercancel", "lostpointercapture"]) {
+  pad.addEventListener(type, () => { stroke = null; });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dropped or chosen image files
+
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`cannot read ${file.name}: ${reader.error}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function addFiles(files) {
+  const images = [...files].filter((file) => file.type.startsWith("image/"));
+  const skipped = files.length - images.length;
+  for (const file of images) state.drops.push({ name: file.name, url: await readAsDataUrl(file) });
+  showDrops();
+  if (skipped) say(`${skipped} file(s) skipped: not images.`, "error");
+}
+
+function showDrops() {
+  const drops = $("drops");
+  drops.hidden = !state.drops.length;
+  drops.replaceChildren(...state.drops.map((drop) => {
+    const image = document.createElement("img");
+    image.src = drop.url;
+    image.alt = image.title = drop.name;
+    return image;
+  }));
+}
+
+function clearInput() {
+  clearPad();
+  state.drops = [];
+  showDrops();
+}
+
+/** What the next action sends: the drawing (if any) and the dropped files, as PNG/... data URLs. */
+function pendingImages() {
+  const images = state.drops.map((drop) => drop.url);
+  if (state.drawn) images.unshift(pad.toDataURL("image/png"));
+  if (!images.length) throw new Error("Draw a symbol on the pad (or drop image files) first.");
+  if (!state.collection) throw new Error("Create or pick a collection first.");
+  return images;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adding examples, classifying
+
+async function addExamples(event) {
+  event.preventDefault();
+  const images = pendingImages();
+  const label = $("label").value.trim();
+  const name = state.collection;
+  const examples = images.map((image) => ({ label, image }));
+  const answer = await api("POST", collectionPath(name, "support"), { examples }, { writes: name });
+  clearInput();
+  say(`Added ${answer.n_added} example(s) of "${label}".`);
+  await refresh();
+}
+
+async function classify() {
+  const images = pendingImages();
+  const name = state.collection;
+  const topK = Number($("top-k").value) || 5;
+  const body = { queries: images.map((image) => ({ image })), top_k: topK };
+  if (!$("rejection-choice").hidden && $("rejection").value) body.rejection = $("rejection").value;
+  const answer = await api("POST", collectionPath(name, "query"), body, { reads: name });
+  quiet();
+  $("results").replaceChildren(
+    ...answer.results.map((result, index) => resultView(result, images[index])),
+  );
+}
+
+function resultView(result, image) {
+  const view = element("article", "result");
+  const preview = document.createElement("img");
+  preview.src = image;
+  preview.alt = "query";
+  const headline = element("p", "headline");
+  // With rejection (when the service has it), "known", "score" and "threshold" are present.
+  const limit = `${number(result.score)} ${result.known ? "within" : "above"} the threshold ` +
+    number(result.threshold);
+  if (result.known === false) {
+    headline.append(element("strong", "unknown", "unknown"));
+    headline.append(element("span", "subtle", ` score ${limit}`));
+  } else {
+    headline.append(element("strong", "label", result.label));
+    if ("threshold" in result) headline.append(element("span", "subtle", ` known: score ${limit}`));
+  }
+  const bars = element("ol", "bars");
+  bars.append(...result.top_k.map(barView));
+  const text = element("div", "");
+  text.append(headline, bars);
+  view.append(preview, text);
+  return view;
+}
+
+function barView(prediction) {
+  const row = element("li", "");
+  const probability = prediction.probability; // null only where a class was rejected
+  const fill = element("span", "fill");
+  fill.style.width = `${Math.max(0, Math.min(1, probability || 0)) * 100}%`;
+  const bar = element("span", "bar");
+  bar.append(fill);
+  row.append(
+    element("span", "name", prediction.label),
+    bar,
+    element("span", "probability", typeof probability === "number" ? percent(probability) : "–"),
+    element("span", "distance", `d ${number(prediction.distance)}`),
+  );
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const note = (text) => element("p", "subtle", text);
+const percent = (value) =>
+  value === 0 || value === 1
+    ? `${value * 100}%`
+    : `${(value * 100).toFixed(value > 0.999 || value < 0.001 ? 2 : 1)}%`;
+const number = (value) => (typeof value === "number" ? value.toFixed(2) : "–");
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+
+$("key-form").addEventListener("submit", guarded(useKey));
+$("forget-key").addEventListener("click", forgetKey);
+$("collection-select").addEventListener("change", guarded((e) => selectCollection(e.target.value)));
+$("create-form").addEventListener("submit", guarded(createCollection));
+$("support-form").addEventListener("submit", guarded(addExamples));
+$("classify").addEventListener("click", guarded(classify));
+$("clear").addEventListener("click", () => { clearInput(); quiet(); });
+$("file-input").addEventListener("change", guarded(async (event) => {
+  await addFiles(event.target.files);
+  event.target.value = "";
+}));
+const input = $("input");
+input.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  input.classList.add("dropping");
+});
+input.addEventListener("dragleave", () => input.classList.remove("dropping"));
+input.addEventListener("drop", guarded(async (event) => {
+  event.preventDefault();
+  input.classList.remove("dropping");
+  await addFiles(event.dataTransfer.files);
+}));
+
+/** Start; while the service is still starting (503: loading, re-embedding), say so and retry. */
+async function boot() {
+  try {
+    await start();
+  } catch (error) {
+    fail(error);
+    if (error instanceof ApiError && error.status === 503) setTimeout(boot, 2000);
+  }
+}
+
+clearPad();
+boot();
