@@ -43,9 +43,11 @@ MIN_LOO_SCORES = 30
 # The quantile is estimated where the sample still has this many scores above it, so a small
 # collection is scaled at, e.g., its 90% quantile rather than read off its largest score.
 TAIL_SCORES = 3
-# The scale is clamped: a collection whose held-out scores are wildly off the checkpoint's is
-# more likely a few odd examples than a different model.
-SCALE_RANGE = (0.5, 2.0)
+# The scale is clamped. Upwards generously: a new style of drawing may well spread a collection
+# twice as wide as the calibration classes. Downwards less: held-out scores far below the
+# checkpoint's usually mean near-duplicate examples (one drawing uploaded twice), and thresholds
+# shrunk to them would reject every new drawing.
+SCALE_RANGE = (0.5, 3.0)
 ThresholdSource = Literal["checkpoint", "collection"]
 
 
