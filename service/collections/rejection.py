@@ -188,6 +188,25 @@ def leave_one_out_distances(
     return factor * np.einsum("ij,ij->i", offsets, offsets)
 
 
+def shot_threshold(calibration: RejectionCalibration, shot: int, acceptance: float) -> float:
+    """The checkpoint's threshold for prototypes of ``shot`` examples, interpolated linearly in
+    ``1 / shot`` between the calibrated shot counts around it (a known query's distance to a
+    prototype of ``n`` examples grows like ``1 + 1/n`` times the class's spread).
+
+    For comparing held-out scores with the checkpoint's: the threshold a query is judged by
+    takes the nearest calibrated shot count at or below instead (conservative: more examples
+    only tighten a class), which here would make a collection look tighter than it is.
+    """
+    shots = calibration.shots
+    below = max((s for s in shots if s <= shot), default=shots[0])
+    above = min((s for s in shots if s >= shot), default=shots[-1])
+    low = calibration.threshold(below, acceptance)
+    if above == below:
+        return low
+    share = (1 / below - 1 / shot) / (1 / below - 1 / above)
+    return low + share * (calibration.threshold(above, acceptance) - low)
+
+
 def collection_scale(
     scores_by_class: Iterable[np.ndarray], policy: RejectionPolicy
 ) -> float | None:
@@ -196,11 +215,12 @@ def collection_scale(
     examples, held out of prototypes of ``n - 1``); ``None`` with fewer than
     ``MIN_LOO_SCORES``.
 
-    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``,
-    and the ``q`` quantile of those ratios is the scale (1 where the collection behaves like
-    the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the wanted acceptance, but
-    at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the calibrated range):
-    the checkpoint's thresholds keep their shape across acceptances, only their scale adapts.
+    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``
+    (:func:`shot_threshold`), and the ``q`` quantile of those ratios is the scale (1 where the
+    collection behaves like the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the
+    wanted acceptance, but at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the
+    calibrated range): the checkpoint's thresholds keep their shape across acceptances, only
+    their scale adapts.
     A held-out score is the distance to the example's own class, which bounds the nearest
     distance from above (they differ only for an example nearer to another class).
     """
@@ -213,11 +233,8 @@ def collection_scale(
         return None
     acceptances = policy.calibration.acceptances
     level = max(min(policy.acceptance, 1.0 - TAIL_SCORES / total), acceptances[0])
-    held_out_shots = np.repeat(sizes - 1, sizes)
-    limits = {
-        int(s): policy.calibration.threshold(int(s), level) for s in np.unique(held_out_shots)
-    }
-    divisors = np.vectorize(limits.__getitem__, otypes=[np.float64])(held_out_shots)
+    limits = {n: shot_threshold(policy.calibration, n - 1, level) for n in set(sizes.tolist())}
+    divisors = np.repeat([limits[n] for n in sizes.tolist()], sizes)
     ratio = float(np.quantile(np.concatenate(arrays) / divisors, level))
     return float(np.clip(ratio, *SCALE_RANGE))
 

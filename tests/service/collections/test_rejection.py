@@ -19,6 +19,7 @@ from service.collections.rejection import (
     collection_scale,
     judge,
     leave_one_out_distances,
+    shot_threshold,
 )
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
@@ -134,15 +135,17 @@ def accepted_share(live: LiveCollection, queries: np.ndarray, scale: float | Non
     return float(np.mean([v.known for v in verdicts]))
 
 
-def test_thresholds_adapted_to_a_collection_twice_as_spread_accept_the_target_share():
+@pytest.mark.parametrize("shots", [3, 5])
+def test_thresholds_adapted_to_a_collection_twice_as_spread_accept_the_target_share(shots):
     """The checkpoint was calibrated on classes of unit variance; this collection's known
     queries lie twice as far (variance 2). Its held-out support scores say so, and the scaled
-    thresholds accept about the 95% asked for, where the checkpoint's accept about a third."""
+    thresholds accept about the 95% asked for, where the checkpoint's accept about a third.
+    (With 5 examples a class's held-out scores come from prototypes of 4, a shot count the
+    calibration does not have: interpolated.)"""
     rng = np.random.default_rng(2)
-    # 3 examples per class: held out of 2, queried against 3, both calibrated shot counts.
-    means, stored = gaussian_support(n_classes=100, shots=3, variance=2.0, rng=rng)
+    means, stored = gaussian_support(n_classes=100, shots=shots, variance=2.0, rng=rng)
     live = collection_of(stored)
-    assert live.leave_one_out.count() == 300
+    assert live.leave_one_out.count() == 100 * shots
     scale = live.leave_one_out.scale(RejectionPolicy(CALIBRATION, 0.95))
     assert scale == pytest.approx(2.0, rel=0.1)
     classes = rng.integers(0, 100, size=4000)
@@ -151,6 +154,16 @@ def test_thresholds_adapted_to_a_collection_twice_as_spread_accept_the_target_sh
     unadapted = accepted_share(live, queries.astype(np.float32), None)
     assert adapted == pytest.approx(0.95, abs=0.025)
     assert unadapted < 0.5
+
+
+def test_thresholds_between_calibrated_shot_counts_are_interpolated_in_one_over_shot():
+    q95 = CALIBRATION.threshold(1, 0.95) / 2  # the chi2 quantile: T(n) = (1 + 1/n) q95
+    for shot in SHOTS:
+        assert shot_threshold(CALIBRATION, shot, 0.95) == CALIBRATION.threshold(shot, 0.95)
+    for shot in (4, 7):  # exact for distances that grow like 1 + 1/n
+        assert shot_threshold(CALIBRATION, shot, 0.95) == pytest.approx((1 + 1 / shot) * q95)
+    assert CALIBRATION.threshold(4, 0.95) == CALIBRATION.threshold(3, 0.95)  # queries: at or below
+    assert shot_threshold(CALIBRATION, 50, 0.95) == CALIBRATION.threshold(10, 0.95)
 
 
 def test_a_collection_like_the_calibration_classes_keeps_its_thresholds():
