@@ -524,7 +524,9 @@ class CollectionRegistry:
         answers = await self.pipeline.query(live, queries, top_k)
         if policy is None:
             return QueryOutcome(revision, answers)
-        scale = await to_thread.run_sync(self._collection_scale, live, policy)
+        known, scale = live.leave_one_out.cached(policy)
+        if not known:  # O(examples) once after each change: off the event loop
+            scale = await to_thread.run_sync(self._collection_scale, live, policy)
         judged = [
             dataclasses.replace(
                 answer,

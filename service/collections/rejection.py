@@ -298,6 +298,12 @@ class LeaveOneOutScores:
         with self._lock:
             return sum(len(scores) for scores in self._by_class.values())
 
+    def cached(self, policy: RejectionPolicy) -> tuple[bool, float | None]:
+        """``(True, scale)`` if the scale for ``policy`` is known (nothing to compute)."""
+        key = (policy.calibration, policy.acceptance)
+        with self._lock:
+            return (self.complete and key in self._cache), self._cache.get(key)
+
     def scale(self, policy: RejectionPolicy) -> float | None:
         """The collection's scale for ``policy`` (``None``: too few scores), cached."""
         key = (policy.calibration, policy.acceptance)

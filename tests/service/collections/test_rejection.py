@@ -197,8 +197,9 @@ def test_scores_follow_class_updates_and_removals_and_the_cache_with_them():
     policy = RejectionPolicy(CALIBRATION, 0.95)
     _, stored = gaussian_support(n_classes=20, shots=3, variance=1.0, rng=rng)
     live = collection_of(stored)
+    assert live.leave_one_out.cached(policy) == (False, None)
     before = live.leave_one_out.scale(policy)
-    assert before is not None and live.leave_one_out.scale(policy) == before  # cached
+    assert before is not None and live.leave_one_out.cached(policy) == (True, before)
     # Class 1 gets a far-off example: its held-out scores grow, and so does the scale.
     far = StoredEmbeddings(
         np.array([1, 1, 1, 1], np.int64),
@@ -206,6 +207,7 @@ def test_scores_follow_class_updates_and_removals_and_the_cache_with_them():
     )
     live.update_classes({1: "class-1"}, far)
     assert live.leave_one_out.count() == 61
+    assert live.leave_one_out.cached(policy) == (False, None)  # the change dropped it
     assert live.leave_one_out.scale(policy) > before
     live.remove_classes({1})
     assert live.leave_one_out.count() == 57
