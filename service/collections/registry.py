@@ -524,6 +524,16 @@ class CollectionRegistry:
         answers = await self.pipeline.query(live, queries, top_k)
         if policy is None:
             return QueryOutcome(revision, answers)
+        return await self._judged(live, revision, answers, policy)
+
+    async def _judged(
+        self,
+        live: LiveCollection,
+        revision: int,
+        answers: list[QueryAnswer],
+        policy: RejectionPolicy,
+    ) -> QueryOutcome:
+        """The answers with a verdict each: known, or of none of the classes."""
         known, scale = live.leave_one_out.cached(policy)
         if not known:  # O(examples) once after each change: off the event loop
             scale = await to_thread.run_sync(self._collection_scale, live, policy)
