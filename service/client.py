@@ -12,6 +12,10 @@ Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floa
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
 :class:`ProtonetAPIError` carrying the server's message.
 
+Rejection of unknown inputs: ``create_collection(..., rejection="default")``,
+``set_rejection(name, 0.99)`` or ``query(..., rejection=...)``; each result then says
+``known`` (docs/service.md, "Rejection of unknowns").
+
 With auth on, pass ``api_key=`` (sent as ``Authorization: Bearer``); an admin key may also pass
 ``tenant=`` to act in another tenant.
 
