@@ -12,6 +12,10 @@ Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floa
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
 :class:`ProtonetAPIError` carrying the server's message.
 
+Rejection of unknown inputs: ``create_collection(..., rejection="default")``,
+``set_rejection(name, 0.99)`` or ``query(..., rejection=...)``; each result then says
+``known`` (docs/service.md, "Rejection of unknowns").
+
 With auth on, pass ``api_key=`` (sent as ``Authorization: Bearer``); an admin key may also pass
 ``tenant=`` to act in another tenant.
 
@@ -37,6 +41,8 @@ import httpx
 import numpy as np
 
 ImageLike = bytes | str | os.PathLike[str] | np.ndarray
+# "none", "default", an acceptance such as 0.99, or the JSON form {"acceptance": 0.99}
+Rejection = str | float | Mapping[str, float]
 Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -71,6 +77,16 @@ def encode_input(image: ImageLike) -> dict[str, Any]:
             image = image / 255.0
         return {"pixels": np.asarray(image, dtype=np.float64).tolist()}
     raise TypeError(f"expected image bytes, a file path or a numpy array, got {type(image)}")
+
+
+def encode_rejection(rejection: Rejection) -> str | dict[str, float]:
+    """A rejection setting as the API takes it: ``"none"``, ``"default"`` or
+    ``{"acceptance": x}`` (a bare number ``x`` is the acceptance)."""
+    if isinstance(rejection, str):
+        return rejection
+    if isinstance(rejection, Mapping):
+        return dict(rejection)
+    return {"acceptance": float(rejection)}
 
 
 def encode_examples(examples: Examples) -> list[dict[str, Any]]:
@@ -137,9 +153,20 @@ class Calls:
     """Builders for every endpoint's :class:`Call`."""
 
     @staticmethod
-    def create_collection(name: str, index: str | None = None) -> Call:
-        body = {"name": name} if index is None else {"name": name, "index": index}
+    def create_collection(
+        name: str, index: str | None = None, rejection: Rejection | None = None
+    ) -> Call:
+        body: dict[str, Any] = {"name": name}
+        if index is not None:
+            body["index"] = index
+        if rejection is not None:
+            body["rejection"] = encode_rejection(rejection)
         return Call("POST", "/v1/collections", body, collection=name, writes=True)
+
+    @staticmethod
+    def set_rejection(name: str, rejection: Rejection) -> Call:
+        body = {"rejection": encode_rejection(rejection)}
+        return Call("PATCH", collection_path(name), body, collection=name, writes=True)
 
     @staticmethod
     def get_collection(name: str) -> Call:
@@ -164,8 +191,15 @@ class Calls:
         return Call("DELETE", path, collection=name, writes=True)
 
     @staticmethod
-    def query(name: str, images: Sequence[ImageLike], top_k: int) -> Call:
-        body = {"queries": [encode_input(image) for image in images], "top_k": top_k}
+    def query(
+        name: str, images: Sequence[ImageLike], top_k: int, rejection: Rejection | None = None
+    ) -> Call:
+        body: dict[str, Any] = {
+            "queries": [encode_input(image) for image in images],
+            "top_k": top_k,
+        }
+        if rejection is not None:
+            body["rejection"] = encode_rejection(rejection)
         return Call("POST", collection_path(name, "query"), body, collection=name)
 
     @staticmethod
@@ -278,9 +312,17 @@ class ProtonetClient:
     def model(self) -> dict[str, Any]:
         return self.send(Call("GET", "/v1/model"))
 
-    def create_collection(self, name: str, index: str | None = None) -> dict[str, Any]:
-        """``index``: auto (the server's default), exact or ivf (docs/performance.md)."""
-        return self.send(Calls.create_collection(name, index))
+    def create_collection(
+        self, name: str, index: str | None = None, rejection: Rejection | None = None
+    ) -> dict[str, Any]:
+        """``index``: auto (the server's default), exact or ivf (docs/performance.md).
+        ``rejection`` of unknown inputs: ``"none"`` (the server's default), ``"default"`` (the
+        model's calibrated default) or a known acceptance such as ``0.99``."""
+        return self.send(Calls.create_collection(name, index, rejection))
+
+    def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
+        """Change the collection's rejection of unknowns; returns its summary."""
+        return self.send(Calls.set_rejection(name, rejection))
 
     def list_collections(self) -> list[dict[str, Any]]:
         return self.send(Call("GET", "/v1/collections"))["collections"]
@@ -305,9 +347,19 @@ class ProtonetClient:
     def delete_class(self, name: str, label: str) -> None:
         self.send(Calls.delete_class(name, label))
 
-    def query(self, name: str, images: Sequence[ImageLike], top_k: int = 5) -> dict[str, Any]:
-        """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``."""
-        return self.send(Calls.query(name, images, top_k))
+    def query(
+        self,
+        name: str,
+        images: Sequence[ImageLike],
+        top_k: int = 5,
+        rejection: Rejection | None = None,
+    ) -> dict[str, Any]:
+        """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``.
+        ``rejection`` overrides the collection's setting for this request; when rejection
+        applies, each result also has ``known``, ``score`` and ``threshold`` (``label``,
+        ``probability`` and ``distance`` are ``None`` if not known) and the answer a
+        ``rejection`` summary."""
+        return self.send(Calls.query(name, images, top_k, rejection))
 
     def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
         """The stored examples ``[{"id", "label"}, ...]`` (of ``label`` only, if given), by id."""
@@ -380,8 +432,13 @@ class AsyncProtonetClient:
     async def model(self) -> dict[str, Any]:
         return await self.send(Call("GET", "/v1/model"))
 
-    async def create_collection(self, name: str, index: str | None = None) -> dict[str, Any]:
-        return await self.send(Calls.create_collection(name, index))
+    async def create_collection(
+        self, name: str, index: str | None = None, rejection: Rejection | None = None
+    ) -> dict[str, Any]:
+        return await self.send(Calls.create_collection(name, index, rejection))
+
+    async def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
+        return await self.send(Calls.set_rejection(name, rejection))
 
     async def list_collections(self) -> list[dict[str, Any]]:
         return (await self.send(Call("GET", "/v1/collections")))["collections"]
@@ -401,8 +458,14 @@ class AsyncProtonetClient:
     async def delete_class(self, name: str, label: str) -> None:
         await self.send(Calls.delete_class(name, label))
 
-    async def query(self, name: str, images: Sequence[ImageLike], top_k: int = 5) -> dict[str, Any]:
-        return await self.send(Calls.query(name, images, top_k))
+    async def query(
+        self,
+        name: str,
+        images: Sequence[ImageLike],
+        top_k: int = 5,
+        rejection: Rejection | None = None,
+    ) -> dict[str, Any]:
+        return await self.send(Calls.query(name, images, top_k, rejection))
 
     async def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
         return (await self.send(Calls.list_examples(name, label)))["examples"]

@@ -74,3 +74,11 @@ class StorageUnavailableError(ProtonetError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RejectionUnavailableError(ProtonetError):
+    """Calibrated rejection of unknowns was asked of a model that carries no usable calibration."""
+
+
+class AcceptanceOutOfRangeError(ProtonetError):
+    """A rejection's known-acceptance target lies outside the model's calibrated range."""

@@ -1,7 +1,9 @@
 """Full request and response examples for the OpenAPI document (Swagger UI's "Example Value"
 and "Try it out"). Each request example is a valid request (tests/service/api/test_openapi.py
 validates every one against its model), drawn from docs/service.md's quickstart: two drawings
-of "ring" and one of "fork" (examples/images), then a third ring as the query.
+of "ring" and one of "fork" (examples/images), then a third ring as the query; the query
+example also asks for the default rejection of unknowns, which accepts the ring and rejects a
+tiny 3x3 doodle that is neither.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ def example(value: dict[str, Any]) -> dict[str, Any]:
     return {"examples": [value]}
 
 
-CREATE_COLLECTION = example({"name": "symbols", "index": "auto"})
+CREATE_COLLECTION = example({"name": "symbols", "index": "auto", "rejection": "none"})
+UPDATE_COLLECTION = example({"rejection": {"acceptance": 0.99}})
+ACCEPTANCE_TARGET = example({"acceptance": 0.99})
 SUPPORT = example(
     {
         "examples": [
@@ -35,12 +39,21 @@ SUPPORT = example(
         ]
     }
 )
-QUERY = example({"queries": [{"image": RING_PNG}, {"pixels": PIXELS}], "top_k": 2})
+QUERY = example(
+    {"queries": [{"image": RING_PNG}, {"pixels": PIXELS}], "top_k": 2, "rejection": "default"}
+)
 EMBED = example({"inputs": [{"image": RING_PNG}]})
 
 HEALTH = example({"status": "ok"})
 READY = example({"status": "ready", "detail": "ready"})
 INPUT_SPEC = example({"image_size": 28, "channels": 1, "invert": True})
+CALIBRATION = {
+    "method": "nearest_distance",
+    "shots": [1, 2, 3, 5, 10],
+    "acceptances": [0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999],
+    "default_acceptance": 0.95,
+}
+REJECTION_CALIBRATION = example(CALIBRATION)
 MODEL = example(
     {
         "version": "ef95c1dd85fc74b8",
@@ -54,6 +67,7 @@ MODEL = example(
             "metadata": {"seed": 0},
             "data_fingerprint": "…",
         },
+        "rejection": CALIBRATION,
     }
 )
 COLLECTION = {
@@ -63,6 +77,7 @@ COLLECTION = {
     "revision": 2,
     "index": "auto",
     "index_in_use": "exact",
+    "rejection": {"mode": "none"},
 }
 COLLECTION_SUMMARY = example(COLLECTION)
 COLLECTION_LIST = example({"collections": [COLLECTION]})
@@ -90,17 +105,21 @@ QUERY_ANSWER = example(
         "revision": 2,
         "index": "exact",
         "results": [
-            {**RING, "top_k": [RING, FORK]},
+            {**RING, "top_k": [RING, FORK], "known": True, "score": 0.926, "threshold": 9.797},
             {
-                "label": "fork",
-                "probability": 0.99994,
-                "distance": 25.75,
+                "label": None,
+                "probability": None,
+                "distance": None,
                 "top_k": [
                     {"label": "fork", "probability": 0.99994, "distance": 25.75},
                     {"label": "ring", "probability": 0.00006, "distance": 35.47},
                 ],
+                "known": False,
+                "score": 25.75,
+                "threshold": 12.96,
             },
         ],
+        "rejection": {"mode": "calibrated", "acceptance": 0.95, "threshold_source": "checkpoint"},
     }
 )
 EMBEDDINGS = example(

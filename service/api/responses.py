@@ -23,11 +23,23 @@ def json_response(content: Any, status_code: int = 200) -> Response:
 
 def query_answer_body(result: QueryAnswer) -> dict[str, Any]:
     """The best class's fields, plus the ranked classes as ``"top_k"`` (``RankedClass``
-    dataclasses serialize as objects with the same three fields)."""
-    best = result.best
+    dataclasses serialize as objects with the same three fields); with a rejection verdict,
+    also ``known``, ``score`` and ``threshold``, and no best class if the query is unknown."""
+    best, verdict = result.best, result.verdict
+    if verdict is None:  # no rejection asked: the keys of old clients, no more
+        return {
+            "label": best.label,
+            "probability": best.probability,
+            "distance": best.distance,
+            "top_k": result.ranked,
+        }
+    known = verdict.known
     return {
-        "label": best.label,
-        "probability": best.probability,
-        "distance": best.distance,
+        "label": best.label if known else None,
+        "probability": best.probability if known else None,
+        "distance": best.distance if known else None,
         "top_k": result.ranked,
+        "known": known,
+        "score": verdict.score,
+        "threshold": verdict.threshold,
     }

@@ -22,6 +22,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from service.api import examples as openapi_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import IndexKind
+from service.collections.rejection import RejectionSetting
 
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -143,11 +144,51 @@ INDEX_DESCRIPTION = (
 )
 
 
+class AcceptanceTarget(StrictModel):
+    """Calibrated rejection at a chosen share of known inputs accepted."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_examples.ACCEPTANCE_TARGET)
+
+    acceptance: float = Field(
+        gt=0,
+        lt=1,
+        description="Share of known inputs to accept, e.g. 0.99; within the served model's "
+        "calibrated range (GET /v1/model: rejection.acceptances), else 422.",
+    )
+
+
+REJECTION_DESCRIPTION = (
+    "Rejection of unknown inputs (inputs of none of the classes): 'none' (every query gets its "
+    "nearest class), 'default' (calibrated, at the model's default known acceptance, 0.95 for "
+    "the bundled model) or {'acceptance': x} (calibrated to accept a share x of known inputs). "
+    "Calibrated rejection needs a model with a calibration (422 rejection_unavailable)."
+)
+RejectionChoice = Annotated[
+    Literal["none", "default"] | AcceptanceTarget, Field(description=REJECTION_DESCRIPTION)
+]
+
+
+def rejection_setting(choice: Literal["none", "default"] | AcceptanceTarget) -> RejectionSetting:
+    """The domain's setting of a request's ``rejection``."""
+    if isinstance(choice, AcceptanceTarget):
+        return RejectionSetting.from_choice(choice.acceptance)
+    return RejectionSetting.from_choice(choice)
+
+
 class CreateCollectionRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.CREATE_COLLECTION)
 
     name: CollectionName
     index: IndexKind = Field("auto", description=INDEX_DESCRIPTION)
+    rejection: RejectionChoice = "none"
+
+
+class UpdateCollectionRequest(StrictModel):
+    """The collection's settings that may change after creation."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_examples.UPDATE_COLLECTION)
+
+    rejection: RejectionChoice
 
 
 class SupportRequest(StrictModel):
@@ -165,6 +206,10 @@ class QueryRequest(StrictModel):
     queries: list[InputItem] = Field(min_length=1, description="Images to classify.")
     top_k: int = Field(
         5, ge=1, description="How many nearest classes to return per query (clamped to n_classes)."
+    )
+    rejection: RejectionChoice | None = Field(
+        None,
+        description=REJECTION_DESCRIPTION + " Omitted (or null): the collection's setting.",
     )
 
 
@@ -195,6 +240,17 @@ class InputSpecInfo(BaseModel):
     invert: bool = Field(description="Whether the model sees ink as 1 (inputs are ink-on-paper).")
 
 
+class RejectionCalibrationInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.REJECTION_CALIBRATION)
+
+    method: str = Field(description="The unknown-ness score, e.g. nearest_distance.")
+    shots: list[int] = Field(description="Shot counts (examples per class) calibrated.")
+    acceptances: list[float] = Field(
+        description="Known acceptances calibrated: a rejection's acceptance must lie within."
+    )
+    default_acceptance: float = Field(description="The acceptance 'default' stands for.")
+
+
 class ModelInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL)
 
@@ -205,6 +261,10 @@ class ModelInfo(BaseModel):
     card: dict[str, Any] = Field(
         description="Model card: encoder config, training config, evaluation, metadata."
     )
+    rejection: RejectionCalibrationInfo | None = Field(
+        description="The model's rejection calibration (measured on training-side classes), "
+        "or null: the model cannot reject unknown inputs."
+    )
 
 
 REVISION_DESCRIPTION = (
@@ -212,6 +272,21 @@ REVISION_DESCRIPTION = (
     "the answering process has applied. Send it as min_revision to read your own writes "
     "through any replica (docs/scaling.md)."
 )
+
+
+class RejectionOff(BaseModel):
+    mode: Literal["none"] = Field(description="No rejection: every query gets its nearest class.")
+
+
+class RejectionOn(BaseModel):
+    mode: Literal["calibrated"] = Field(description="Calibrated rejection of unknown inputs.")
+    acceptance: float | None = Field(
+        description="Share of known inputs accepted ('default' shows the model's default; null "
+        "only if the served model has no calibration, when queries answer 422)."
+    )
+
+
+RejectionSummary = Annotated[RejectionOff | RejectionOn, Field(discriminator="mode")]
 
 
 class CollectionSummary(BaseModel):
@@ -223,6 +298,9 @@ class CollectionSummary(BaseModel):
     revision: int = Field(description=REVISION_DESCRIPTION)
     index: IndexKind = Field(description=INDEX_DESCRIPTION)
     index_in_use: Literal["exact", "ivf"] = Field(description="The index that answers now.")
+    rejection: RejectionSummary = Field(
+        description="Rejection of unknown inputs in queries that do not say otherwise."
+    )
 
 
 class CollectionList(BaseModel):
@@ -264,13 +342,53 @@ class Prediction(BaseModel):
     distance: float = Field(description="Squared Euclidean distance to the class prototype.")
 
 
-class QueryResult(Prediction):
-    """The most likely class, plus the ``top_k`` nearest ones (best first)."""
+NULL_WHEN_REJECTED = " Null when rejection applies and the query is not known."
+ONLY_WITH_REJECTION = " Present only when rejection applies."
+
+
+class QueryResult(BaseModel):
+    """The most likely class, plus the ``top_k`` nearest ones (best first); with rejection,
+    whether the query is one of the known classes at all."""
 
     model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY_RESULT)
 
+    label: str | None = Field(description="Class label." + NULL_WHEN_REJECTED)
+    probability: float | None = Field(
+        description="Softmax over all the collection's classes of minus the squared distance."
+        + NULL_WHEN_REJECTED
+    )
+    distance: float | None = Field(
+        description="Squared Euclidean distance to the class prototype." + NULL_WHEN_REJECTED
+    )
     # "top_k" in JSON (clients read it); in Python ``top_k`` is always the count asked for.
-    ranked: list[Prediction] = Field(alias="top_k", description="The nearest classes, best first.")
+    ranked: list[Prediction] = Field(
+        alias="top_k", description="The nearest classes, best first (also when not known)."
+    )
+    known: bool | None = Field(
+        None,
+        description="Whether the query is one of the collection's classes (score <= "
+        "threshold)." + ONLY_WITH_REJECTION,
+    )
+    score: float | None = Field(
+        None,
+        description="Unknown-ness score (the model's method, e.g. the squared distance to the "
+        "nearest prototype): higher is more likely unknown." + ONLY_WITH_REJECTION,
+    )
+    threshold: float | None = Field(
+        None,
+        description="The limit on the score used for this query (by the nearest class's "
+        "number of examples)." + ONLY_WITH_REJECTION,
+    )
+
+
+class AppliedRejectionInfo(BaseModel):
+    mode: Literal["calibrated"] = Field(description="Calibrated rejection of unknown inputs.")
+    acceptance: float = Field(description="Share of known inputs the thresholds accept.")
+    threshold_source: Literal["checkpoint", "collection"] = Field(
+        description="'checkpoint': the model's thresholds as calibrated; 'collection': scaled "
+        "to this collection from its own support set (held-out distances of classes with 2 or "
+        "more examples, once there are 30 or more)."
+    )
 
 
 class QueryResponse(BaseModel):
@@ -283,6 +401,9 @@ class QueryResponse(BaseModel):
         "the softmax over the nearest classes it found, see docs/performance.md)."
     )
     results: list[QueryResult] = Field(description="One result per query, in request order.")
+    rejection: AppliedRejectionInfo | None = Field(
+        None, description="The rejection of unknowns applied." + ONLY_WITH_REJECTION
+    )
 
 
 class EmbedResponse(BaseModel):

@@ -168,5 +168,5 @@ def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryAnswer] | Exceptio
             mine = ranked[start : start + len(jobs[i].embeddings)]
             start += len(jobs[i].embeddings)
             k = jobs[i].top_k
-            outcomes[i] = [QueryAnswer(r.best, r.ranked[:k], r.index) for r in mine]
+            outcomes[i] = [answer.top(k) for answer in mine]
     return outcomes

@@ -12,6 +12,7 @@ Two locks per collection:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ import torch
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
 from service.collections.ivf_index import DEFAULT_NPROBE, IVFIndex
+from service.collections.rejection import LeaveOneOutScores, RejectionSetting, Verdict
 from service.errors import ConflictError
 from service.storage.repository import StoredClass, StoredEmbeddings
 
@@ -52,6 +54,7 @@ class CollectionStatus:
     revision: int
     index: IndexKind  # chosen at creation
     index_in_use: SearchKind  # what answers queries now
+    rejection: RejectionSetting  # of unknown inputs, when a query does not say
 
 
 @dataclass(frozen=True)
@@ -80,11 +83,18 @@ class RankedClass:
 @dataclass(frozen=True)
 class QueryAnswer:
     """The answer to one query: the best class, the ``top_k`` nearest classes ranked best first
-    (so ``ranked[0]`` is ``best``), and the kind of index that found them."""
+    (so ``ranked[0]`` is ``best``), the kind of index that found them, the number of examples
+    of each ranked class, and (when rejection applies) whether the query is known at all."""
 
     best: RankedClass
     ranked: list[RankedClass]
     index: str
+    shots: tuple[int, ...] = ()
+    verdict: Verdict | None = None
+
+    def top(self, k: int) -> QueryAnswer:
+        """The same answer with only the ``k`` nearest classes."""
+        return dataclasses.replace(self, ranked=self.ranked[:k], shots=self.shots[:k])
 
 
 # Collections smaller than this switch to (or are rebuilt as) IVF within the write that grew
@@ -133,11 +143,15 @@ class LiveCollection:
         dim: int,
         revision: int = 0,
         policy: IndexPolicy | None = None,
+        rejection: RejectionSetting | None = None,
     ) -> None:
         self.id = collection_id
         self.name = name
         self.revision = revision  # set under write_lock
         self.policy = policy or IndexPolicy()
+        self.rejection = rejection or RejectionSetting()  # replaced (not mutated) under write_lock
+        # Held-out scores of the support set, to adapt rejection thresholds to it.
+        self.leave_one_out = LeaveOneOutScores()
         self.write_lock = threading.Lock()
         self.deleted = False  # set under write_lock when the collection is dropped
         self._state_lock = threading.Lock()
@@ -159,6 +173,7 @@ class LiveCollection:
         if len(stored.class_ids) == 0:
             return []
         class_ids, prototypes, counts = prototypes_of(stored)
+        self.leave_one_out.update(class_ids, counts, prototypes, stored)
         with self._state_lock:
             self._upsert(class_ids, prototypes)
             for class_id, count in zip(class_ids.tolist(), counts.tolist(), strict=True):
@@ -187,6 +202,7 @@ class LiveCollection:
     def load_persisted(self, classes: list[StoredClass], index: IVFIndex) -> None:
         """Take a persisted index as it is, and the class table from storage (at startup);
         the caller then refreshes the classes changed after the index's revision."""
+        self.leave_one_out.complete = False  # no embeddings read: filled in when needed
         with self._state_lock:
             self._index = index
             for stored_class in classes:
@@ -194,6 +210,19 @@ class LiveCollection:
                 self._classes[stored_class.id] = summary
                 self._ids_by_label[stored_class.label] = stored_class.id
                 self._n_examples += stored_class.n_examples
+
+    def fill_leave_one_out(self, stored: StoredEmbeddings) -> None:
+        """Held-out scores of every class here from the collection's ``stored`` embeddings
+        (after a load from a persisted index, which reads none); caller holds write_lock."""
+        listed = np.isin(stored.class_ids, list(self.indexed_ids()))
+        if not listed.all():  # classes stored elsewhere since: the change feed brings them
+            stored = StoredEmbeddings(
+                stored.class_ids[listed], stored.embeddings[listed], stored.example_ids[listed]
+            )
+        if len(stored.class_ids):
+            class_ids, prototypes, counts = prototypes_of(stored)
+            self.leave_one_out.update(class_ids, counts, prototypes, stored)
+        self.leave_one_out.complete = True
 
     def indexed_ids(self) -> set[int]:
         """The class ids in the table (to check a persisted index against)."""
@@ -209,6 +238,7 @@ class LiveCollection:
                 summary = self._classes.pop(class_id)
                 del self._ids_by_label[summary.label]
                 self._n_examples -= summary.n_examples
+        self.leave_one_out.remove(class_ids)
 
     # -- the index and its kind ------------------------------------------------------------
 
@@ -306,6 +336,7 @@ class LiveCollection:
                 self.revision,
                 self.policy.kind,
                 self._index.kind,
+                self.rejection,
             )
 
     def contents(self) -> CollectionContents:
@@ -315,7 +346,14 @@ class LiveCollection:
             revision, in_use = self.revision, self.index_in_use
         n_examples = sum(c.n_examples for c in classes)
         return CollectionContents(
-            self.name, len(classes), n_examples, revision, self.policy.kind, in_use, classes
+            self.name,
+            len(classes),
+            n_examples,
+            revision,
+            self.policy.kind,
+            in_use,
+            self.rejection,
+            classes,
         )
 
     def is_empty(self) -> bool:
@@ -339,17 +377,16 @@ class LiveCollection:
                 return None
             ranking = self._index.rank(queries, top_k)
             kind = self._index.kind
-            labels = [[self._classes[i].label for i in row] for row in ranking.class_ids.tolist()]
+            ranked = [[self._classes[i] for i in row] for row in ranking.class_ids.tolist()]
         rows = zip(
-            labels, ranking.probabilities().tolist(), ranking.distances.tolist(), strict=True
+            ranked, ranking.probabilities().tolist(), ranking.distances.tolist(), strict=True
         )
         results = []
-        for row_labels, probabilities, distances in rows:
+        for classes, probabilities, distances in rows:
             top = [
-                RankedClass(label, probability, distance)
-                for label, probability, distance in zip(
-                    row_labels, probabilities, distances, strict=True
-                )
+                RankedClass(c.label, probability, distance)
+                for c, probability, distance in zip(classes, probabilities, distances, strict=True)
             ]
-            results.append(QueryAnswer(top[0], top, kind))
+            shots = tuple(c.n_examples for c in classes)
+            results.append(QueryAnswer(top[0], top, kind, shots))
         return results

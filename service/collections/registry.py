@@ -21,6 +21,7 @@ import numpy as np
 from anyio import to_thread
 
 from protonet.errors import InvalidInputError
+from protonet.open_set import RejectionCalibration
 from service.collections.diagnostics import DiagnosticsLimits, SupportSetDiagnostics, diagnose
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
@@ -36,6 +37,13 @@ from service.collections.live_collection import (
 )
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
 from service.collections.reembed import conform_pixels
+from service.collections.rejection import (
+    AppliedRejection,
+    RejectionPolicy,
+    RejectionSetting,
+    ThresholdSource,
+    judge,
+)
 from service.errors import ConflictError, NotFoundError, RevisionNotReachedError
 from service.storage.repository import Change, Storage, StoredClass, StoredCollection
 
@@ -50,6 +58,16 @@ class LabelledPayload(InputPayload, Protocol):
 
     @property
     def label(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class QueryOutcome:
+    """A query's answers, the collection's revision they reflect (at least), and the
+    rejection of unknowns applied to them (``None``: none asked)."""
+
+    revision: int
+    answers: list[QueryAnswer]
+    rejection: AppliedRejection | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +171,8 @@ class CollectionRegistry:
         kind = cast(IndexKind, stored.index_kind)
         policy = dataclasses.replace(self.index_policy, kind=kind)
         dim = self.encoder.embedding_dim
-        return LiveCollection(stored.id, stored.name, dim, stored.revision, policy)
+        rejection = RejectionSetting.from_column(stored.rejection)
+        return LiveCollection(stored.id, stored.name, dim, stored.revision, policy, rejection)
 
     def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
         """Start from the collection's persisted IVF index, if it has a usable one: applies
@@ -232,6 +251,12 @@ class CollectionRegistry:
         if any(change.kind == "delete" for change in changes):
             live.deleted = True
             return False
+        if any(change.kind == "settings" for change in changes):
+            stored = self.storage.get_collection(live.id)
+            if stored is None:  # deleted meanwhile: its delete change comes next
+                live.deleted = True
+                return False
+            live.rejection = RejectionSetting.from_column(stored.rejection)
         if changes:
             self._refresh(live, {i for change in changes for i in change.class_ids})
             live.revision = changes[-1].id
@@ -342,15 +367,48 @@ class CollectionRegistry:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    def create(self, name: str, *, tenant: str, index: IndexKind = "auto") -> CollectionStatus:
-        """A new empty collection searched by ``index`` (auto, exact or ivf);
-        :class:`ConflictError` if the tenant has ``name`` already."""
+    @property
+    def calibration(self) -> RejectionCalibration | None:
+        """The served model's rejection calibration, if it carries one."""
+        return self.encoder.checkpoint.rejection
+
+    def create(
+        self,
+        name: str,
+        *,
+        tenant: str,
+        index: IndexKind = "auto",
+        rejection: RejectionSetting | None = None,
+    ) -> CollectionStatus:
+        """A new empty collection searched by ``index`` (auto, exact or ivf) that rejects
+        unknown inputs as ``rejection`` says (default: not at all); :class:`ConflictError` if
+        the tenant has ``name`` already, a 422 error if the model cannot reject as asked."""
+        rejection = rejection or RejectionSetting()
+        rejection.resolve(self.calibration)  # refused before anything is stored
         with self._lock:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
-            stored = self.storage.create_collection(name, tenant, index)
+            stored = self.storage.create_collection(name, tenant, index, rejection.to_column())
             live = self._collections[tenant, name] = self._new_live(stored)
         return live.status()
+
+    def set_rejection(
+        self, name: str, rejection: RejectionSetting, *, tenant: str
+    ) -> CollectionStatus:
+        """Change the collection's rejection of unknowns (the setting queries use when they
+        name none); returns its summary at the change's revision."""
+        rejection.resolve(self.calibration)
+        live = self._get(name, tenant)
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            try:
+                self.storage.set_rejection(live.id, rejection.to_column())
+            except NotFoundError:  # deleted through another process
+                live.deleted = True
+                raise NotFoundError(f"collection {name!r} does not exist") from None
+            self._catch_up(live)  # applies the setting with this change
+            return live.status()
 
     def list_all(self, *, tenant: str) -> list[CollectionStatus]:
         """Every collection of the tenant, by name."""
@@ -467,16 +525,55 @@ class CollectionRegistry:
         top_k: int,
         *,
         tenant: str,
-    ) -> tuple[int, list[QueryAnswer]]:
-        """Classify each query against the collection's prototypes; also returns the
-        collection's revision that the answer reflects (at least)."""
+        rejection: RejectionSetting | None = None,
+    ) -> QueryOutcome:
+        """Classify each query against the collection's prototypes and, when ``rejection``
+        (else the collection's setting) asks for it, judge whether it is known at all."""
         live = self._get(name, tenant)
         revision = live.revision
+        setting = live.rejection if rejection is None else rejection
+        policy = setting.resolve(self.calibration)  # a 422 before decoding anything
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
         check_pixel_budget(queries, self.max_request_pixels, "queries")
-        return revision, await self.pipeline.query(live, queries, top_k)
+        answers = await self.pipeline.query(live, queries, top_k)
+        if policy is None:
+            return QueryOutcome(revision, answers)
+        return await self._judged(live, revision, answers, policy)
+
+    async def _judged(
+        self,
+        live: LiveCollection,
+        revision: int,
+        answers: list[QueryAnswer],
+        policy: RejectionPolicy,
+    ) -> QueryOutcome:
+        """The answers with a verdict each: known, or of none of the classes."""
+        known, scale = live.leave_one_out.cached(policy)
+        if not known:  # O(examples) once after each change: off the event loop
+            scale = await to_thread.run_sync(self._collection_scale, live, policy)
+        judged = [
+            dataclasses.replace(
+                answer,
+                verdict=judge(
+                    policy, [r.distance for r in answer.ranked], list(answer.shots), scale
+                ),
+            )
+            for answer in answers
+        ]
+        source: ThresholdSource = "checkpoint" if scale is None else "collection"
+        return QueryOutcome(revision, judged, AppliedRejection(policy.acceptance, source))
+
+    def _collection_scale(self, live: LiveCollection, policy: RejectionPolicy) -> float | None:
+        """The collection's threshold scale (:mod:`service.collections.rejection`), its
+        held-out scores first read from storage if it was loaded without them."""
+        if not live.leave_one_out.complete:
+            with live.write_lock:  # no class update meanwhile: they would race the fill
+                if not live.leave_one_out.complete and not live.deleted:
+                    stored = self.storage.collection_embeddings(live.id, self.encoder.version)
+                    live.fill_leave_one_out(stored)
+        return live.leave_one_out.scale(policy)
 
     async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
         """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""

@@ -24,6 +24,7 @@ from starlette.routing import Match
 
 from protonet.errors import CheckpointError, InvalidInputError, ProtonetError
 from service.errors import (
+    AcceptanceOutOfRangeError,
     CollectionTooLargeError,
     ConflictError,
     ForbiddenError,
@@ -33,6 +34,7 @@ from service.errors import (
     NotReadyError,
     OverloadedError,
     RateLimitedError,
+    RejectionUnavailableError,
     RevisionNotReachedError,
     StorageUnavailableError,
     UnauthenticatedError,
@@ -87,6 +89,8 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (LimitExceededError, 413, "too_large"),
     (CollectionTooLargeError, 422, "collection_too_large"),
     (InvalidInputError, 422, "invalid_input"),
+    (RejectionUnavailableError, 422, "rejection_unavailable"),
+    (AcceptanceOutOfRangeError, 422, "acceptance_out_of_range"),
     (NotReadyError, 503, "not_ready"),
     (CheckpointError, 500, "checkpoint_error"),
     (ProtonetError, 400, "bad_request"),
@@ -101,7 +105,9 @@ ERROR_DESCRIPTIONS = {
     409: "Conflict: the collection exists already, or has no classes to query.",
     413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
     "PROTONET_MAX_ITEMS_PER_REQUEST.",
-    422: "Invalid input; the message names the offending item (e.g. examples[3].image).",
+    422: "Invalid input; the message names the offending item (e.g. examples[3].image). "
+    "rejection_unavailable: calibrated rejection asked of a model without a calibration; "
+    "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range.",
     429: "Too many requests from this API key (or client address); see Retry-After.",
     503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
     "many requests in flight); the database is unreachable; or this replica has not reached "

@@ -43,6 +43,9 @@ class CollectionRecord(Base):
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # exact | ivf | auto: the search index (service/collections/live_collection.py IndexPolicy)
     index_kind: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
+    # none | default | an acceptance such as 0.99: the rejection of unknown inputs
+    # (service/collections/rejection.py RejectionSetting)
+    rejection: Mapped[str] = mapped_column(String(32), default="none", server_default="none")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -80,7 +83,8 @@ class EmbeddingRecord(Base):
 
 
 class ChangeRecord(Base):
-    """One write: ``kind`` is create, support, delete_class or delete (the collection)."""
+    """One write: ``kind`` is create, support, delete_class, settings (of the collection: its
+    rejection) or delete (the collection)."""
 
     __tablename__ = "changes"
     __table_args__ = (

@@ -54,6 +54,7 @@ class StoredCollection:
     tenant: str
     revision: int = 0
     index_kind: str = "auto"
+    rejection: str = "none"  # service/collections/rejection.py RejectionSetting.to_column
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class Change:
     collection_id: int
     tenant: str
     name: str
-    kind: str  # create | support | delete_class | delete
+    kind: str  # create | support | delete_class | settings | delete
     class_ids: tuple[int, ...]
 
 
@@ -231,12 +232,14 @@ class Storage:
     # -- collections and classes -----------------------------------------------------------
 
     def create_collection(
-        self, name: str, tenant: str, index_kind: str = "auto"
+        self, name: str, tenant: str, index_kind: str = "auto", rejection: str = "none"
     ) -> StoredCollection:
         """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
         try:
             with self._writes.begin() as session:
-                record = CollectionRecord(name=name, tenant=tenant, index_kind=index_kind)
+                record = CollectionRecord(
+                    name=name, tenant=tenant, index_kind=index_kind, rejection=rejection
+                )
                 session.add(record)
                 session.flush()
                 self._record_change(session, record, "create")
@@ -252,6 +255,14 @@ class Storage:
             session.execute(delete(CollectionRecord).where(CollectionRecord.id == collection_id))
             return revision
 
+    def set_rejection(self, collection_id: int, rejection: str) -> int:
+        """Change a collection's rejection setting; returns the change id (a ``settings``
+        change, so other processes re-read the setting)."""
+        with self._writes.begin() as session:
+            record = self._locked_collection(session, collection_id)
+            record.rejection = rejection
+            return self._record_change(session, record, "settings")
+
     @staticmethod
     def _locked_collection(session: Session, collection_id: int) -> CollectionRecord:
         """The collection's row, locked until the transaction ends (no-op lock on SQLite,
@@ -264,6 +275,11 @@ class Storage:
     def list_collections(self) -> list[StoredCollection]:
         with self._sessions() as session:
             return [_stored(record) for record in session.scalars(select(CollectionRecord))]
+
+    def get_collection(self, collection_id: int) -> StoredCollection | None:
+        with self._sessions() as session:
+            record = session.get(CollectionRecord, collection_id)
+            return _stored(record) if record is not None else None
 
     def find_collection(self, tenant: str, name: str) -> StoredCollection | None:
         query = select(CollectionRecord).where(
@@ -544,7 +560,7 @@ def _not_embedded_by(model_version: str) -> Any:
 
 def _stored(record: CollectionRecord) -> StoredCollection:
     return StoredCollection(
-        record.id, record.name, record.tenant, record.revision, record.index_kind
+        record.id, record.name, record.tenant, record.revision, record.index_kind, record.rejection
     )
 
 

@@ -98,6 +98,26 @@ def _assert(condition: bool) -> None:
     assert condition
 
 
+def test_a_rejection_setting_changed_through_one_replica_reaches_the_other(
+    postgres_url, bundled_model, tmp_path
+):
+    """PATCH through A: B's summaries and queries follow (the feed's settings change)."""
+    drawings = Drawings(2)
+    env = environment(postgres_url, bundled_model)
+    with replicas(env, 2, tmp_path) as (a, b), client(a) as ca, client(b) as cb:
+        ca.create_collection("c", rejection="default")
+        ca.add_support("c", [("x", drawings.png(0)), ("x", drawings.png(0))])
+        eventually(lambda: _assert("rejection" in cb.query("c", [drawings.png(0)])))
+        ca.set_rejection("c", {"acceptance": 0.99})
+        wanted = {"mode": "calibrated", "acceptance": 0.99}
+        eventually(lambda: _assert(cb.get_collection("c")["rejection"] == wanted))
+        eventually(
+            lambda: _assert(cb.query("c", [drawings.png(1)])["rejection"]["acceptance"] == 0.99)
+        )
+        ca.set_rejection("c", "none")
+        eventually(lambda: _assert("rejection" not in cb.query("c", [drawings.png(1)])))
+
+
 def test_read_your_writes_through_another_replica(postgres_url, checkpoint_a, tmp_path):
     """1 write-then-read pair after another, each write through A and its read through B with
     the revision the write returned: never stale. (The client does it by itself.)"""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated
+import functools
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
+from protonet.open_set import RejectionCalibration
 from service.api import schemas
 from service.api.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.api.json_bodies import BoundedJSONRoute
@@ -57,14 +59,21 @@ def with_revision(response: Response, revision: int) -> Response:
     return response
 
 
-def summary_of(collection: CollectionStatus) -> schemas.CollectionSummary:
-    return schemas.CollectionSummary(
-        name=collection.name,
-        n_classes=collection.n_classes,
-        n_examples=collection.n_examples,
-        revision=collection.revision,
-        index=collection.index,
-        index_in_use=collection.index_in_use,
+def summary_of(
+    collection: CollectionStatus, calibration: RejectionCalibration | None
+) -> schemas.CollectionSummary:
+    """A collection's summary; its rejection described with the served model's
+    ``calibration`` (which the default acceptance stands for)."""
+    return schemas.CollectionSummary.model_validate(
+        {
+            "name": collection.name,
+            "n_classes": collection.n_classes,
+            "n_examples": collection.n_examples,
+            "revision": collection.revision,
+            "index": collection.index,
+            "index_in_use": collection.index_in_use,
+            "rejection": collection.rejection.describe(calibration),
+        }
     )
 
 
@@ -85,17 +94,24 @@ async def create_collection(
     response: Response,
 ) -> schemas.CollectionSummary:
     summary = await run_in_threadpool(
-        registry.create, request.name, tenant=tenant, index=request.index
+        functools.partial(
+            registry.create,
+            request.name,
+            tenant=tenant,
+            index=request.index,
+            rejection=schemas.rejection_setting(request.rejection),
+        )
     )
     with_revision(response, summary.revision)
-    return summary_of(summary)
+    return summary_of(summary, registry.calibration)
 
 
 @router.get("", summary="List collections", responses=error_responses(422, 503))
 async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas.CollectionList:
     # takes per-collection locks
     collections = await run_in_threadpool(registry.list_all, tenant=tenant)
-    return schemas.CollectionList(collections=[summary_of(c) for c in collections])
+    calibration = registry.calibration
+    return schemas.CollectionList(collections=[summary_of(c, calibration) for c in collections])
 
 
 @router.get(
@@ -114,7 +130,7 @@ async def get_collection(
     detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
     with_revision(response, detail.revision)
     return schemas.CollectionDetail(
-        **summary_of(detail).model_dump(), classes=classes_of(detail.classes)
+        **summary_of(detail, registry.calibration).model_dump(), classes=classes_of(detail.classes)
     )
 
 
@@ -153,6 +169,31 @@ async def diagnose_collection(
     revision, report = await run_in_threadpool(registry.diagnose, name, tenant=tenant)
     with_revision(response, revision)
     return diagnostics_of(report, registry.encoder.version, revision)
+
+
+@router.patch(
+    "/{name}",
+    summary="Change a collection's settings: its rejection of unknown inputs",
+    responses=error_responses(400, 404, 413, 422, 503),
+)
+async def update_collection(
+    name: NamePath,
+    request: schemas.UpdateCollectionRequest,
+    registry: RegistryDep,
+    tenant: WriteTenant,
+    response: Response,
+) -> schemas.CollectionSummary:
+    """The change's revision is in the answer (and the Protonet-Revision header)."""
+    summary = await run_in_threadpool(
+        functools.partial(
+            registry.set_rejection,
+            name,
+            schemas.rejection_setting(request.rejection),
+            tenant=tenant,
+        )
+    )
+    with_revision(response, summary.revision)
+    return summary_of(summary, registry.calibration)
 
 
 @router.delete(
@@ -215,11 +256,16 @@ async def query_collection(
 ) -> Response:
     """Queries of concurrent requests are decoded, embedded and ranked in shared batches."""
     await registry.require_revision(name, min_revision, tenant=tenant)
-    revision, results = await registry.query(name, request.queries, request.top_k, tenant=tenant)
-    body = {
+    rejection = None if request.rejection is None else schemas.rejection_setting(request.rejection)
+    outcome = await registry.query(
+        name, request.queries, request.top_k, tenant=tenant, rejection=rejection
+    )
+    body: dict[str, Any] = {
         "model_version": registry.encoder.version,
-        "revision": revision,
-        "index": results[0].index,
-        "results": [query_answer_body(result) for result in results],
+        "revision": outcome.revision,
+        "index": outcome.answers[0].index,
+        "results": [query_answer_body(answer) for answer in outcome.answers],
     }
-    return with_revision(json_response(body), revision)
+    if outcome.rejection is not None:  # no new key for queries without rejection
+        body["rejection"] = outcome.rejection.to_json()
+    return with_revision(json_response(body), outcome.revision)

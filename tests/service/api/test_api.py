@@ -45,6 +45,7 @@ async def test_collection_lifecycle(settings):
             "revision": 1,
             "index": "auto",  # exact until PROTONET_EXACT_MAX_CLASSES classes, then ivf
             "index_in_use": "exact",
+            "rejection": {"mode": "none"},  # the default: no rejection of unknowns
         }
         assert created.headers["Protonet-Revision"] == "1"
         duplicate = await http.post("/v1/collections", json={"name": "letters"})
@@ -73,6 +74,7 @@ async def test_collection_lifecycle(settings):
                 "revision": 3,
                 "index": "auto",
                 "index_in_use": "exact",
+                "rejection": {"mode": "none"},
             }
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
@@ -85,6 +87,7 @@ async def test_collection_lifecycle(settings):
             "revision": 4,
             "index": "auto",
             "index_in_use": "exact",
+            "rejection": {"mode": "none"},
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404

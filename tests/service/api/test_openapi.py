@@ -18,6 +18,7 @@ KEY = "a-write-key-of-tenant-a-0123456789:a:write"
 
 REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "CreateCollectionRequest": schemas.CreateCollectionRequest,
+    "UpdateCollectionRequest": schemas.UpdateCollectionRequest,
     "SupportRequest": schemas.SupportRequest,
     "QueryRequest": schemas.QueryRequest,
     "EmbedRequest": schemas.EmbedRequest,

@@ -85,6 +85,7 @@ async def test_read_keys_read_and_write_keys_write(tmp_path, checkpoint_a):
             reader.create_collection("mine"),
             reader.add_support("letters", [("z", drawings.png(0))]),
             reader.delete_class("letters", "x"),
+            reader.set_rejection("letters", "none"),
             reader.delete_collection("letters"),
         ]
         for write in writes:

@@ -8,12 +8,19 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from service.errors import ConflictError
 from service.storage.engine import create_storage_engine
-from service.storage.migrations import MigrationError, head_revision, schema_revision
+from service.storage.migrations import (
+    MigrationError,
+    alembic_config,
+    head_revision,
+    schema_revision,
+)
 from service.storage.records import Base
 from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
@@ -135,3 +142,49 @@ async def test_service_on_an_old_database_serves_its_collections(tmp_path, check
         assert (await running.client.get_collection("kept"))["n_examples"] == 3  # re-embedded
         result = await running.client.query("kept", [drawings.png(0)])
         assert result["results"][0]["label"] == "a"
+
+
+def database_at(url: str, revision: str) -> None:
+    """A database migrated only up to ``revision``, with one collection ``kept`` in it."""
+    engine = create_storage_engine(url)
+    try:
+        with engine.connect() as connection, connection.begin():
+            command.upgrade(alembic_config(connection), revision)
+            connection.execute(
+                text(
+                    "INSERT INTO collections (tenant, name, revision, index_kind, created_at) "
+                    "VALUES ('default', 'kept', 0, 'exact', '2025-01-01 00:00:00')"
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def check_rejection_migrated(url: str) -> None:
+    """A 0004 database gains ``collections.rejection``: 'none' for the collections it has,
+    which can then be changed (a settings change)."""
+    database_at(url, "0004")
+    storage = Storage(url)
+    try:
+        assert schema_revision(storage.engine) == head_revision()
+        with storage.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        [kept] = storage.list_collections()
+        assert (kept.name, kept.index_kind, kept.rejection) == ("kept", "exact", "none")
+        revision = storage.set_rejection(kept.id, "0.99")
+        assert storage.get_collection(kept.id).rejection == "0.99"
+        assert [(c.kind, c.id) for c in storage.changes_after(0)] == [("settings", revision)]
+        assert storage.create_collection("new", "default").rejection == "none"
+    finally:
+        storage.close()
+
+
+async def test_a_0004_database_gains_the_rejection_setting(tmp_path, checkpoint_a):
+    data = tmp_path / "data"
+    check_rejection_migrated(f"sqlite:///{data / 'protonet.sqlite3'}")
+    async with serve(make_settings(data, checkpoint_a)) as running:
+        listed = {c["name"]: c["rejection"] for c in await running.client.list_collections()}
+        assert listed == {
+            "kept": {"mode": "calibrated", "acceptance": 0.99},  # as set above
+            "new": {"mode": "none"},
+        }

@@ -15,6 +15,7 @@ from service.storage.migrations import head_revision, schema_revision
 from service.storage.records import Base
 from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
+from tests.service.storage.test_migrations import check_rejection_migrated
 
 pytestmark = pytest.mark.anyio
 
@@ -65,6 +66,10 @@ def test_a_pre_tenant_database_is_migrated(postgres_url):
         storage.close()
 
 
+def test_a_0004_database_gains_the_rejection_setting(postgres_url):
+    check_rejection_migrated(postgres_url)
+
+
 def test_replicas_starting_together_migrate_once(postgres_url):
     with ThreadPoolExecutor(4) as pool:
         storages = list(pool.map(Storage, [postgres_url] * 4))
@@ -96,15 +101,18 @@ def test_changes_are_recorded_with_each_write(postgres_url):
             collection.id, ["a", "b"], pixels, embeddings, "v"
         )
         deleted = storage.delete_class(collection.id, class_ids["a"])
+        setting = storage.set_rejection(collection.id, "default")
         gone = storage.delete_collection(collection.id)
         kinds = [(c.kind, c.class_ids) for c in storage.changes_after(0)]
         assert kinds == [
             ("create", ()),
             ("support", tuple(sorted(class_ids.values()))),
             ("delete_class", (class_ids["a"],)),
+            ("settings", ()),
             ("delete", ()),
         ]
-        assert collection.revision < revision < deleted < gone == storage.last_change_id()
+        assert collection.revision < revision < deleted < setting < gone
+        assert gone == storage.last_change_id()
     finally:
         storage.close()
 

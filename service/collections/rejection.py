@@ -1,0 +1,320 @@
+"""Rejection of unknown inputs: a collection's (or a query's) setting, and each query's verdict.
+
+The core (protonet/open_set.py) defines the unknown-ness score and the checkpoint's
+:class:`~protonet.open_set.RejectionCalibration` (thresholds by shot count and known
+acceptance, measured on training-side classes). Here:
+
+* :class:`RejectionSetting`: what a collection or a query asks for ("none", the checkpoint's
+  default acceptance, or an acceptance target), stored as one short string; resolved against the
+  served model's calibration into a :class:`RejectionPolicy`, or a 422 that says what to fix.
+* :class:`LeaveOneOutScores`: the adaptation to a collection from its own support set. Each
+  example of a class with at least 2 examples is a known query held out of its class: its
+  squared distance to the prototype of the *other* examples is what a known query's score looks
+  like in this collection (computed from the stored embeddings, no re-encoding). With enough of
+  them (``MIN_LOO_SCORES``), the checkpoint's thresholds are scaled by how far this collection's
+  held-out scores lie from the checkpoint's at the matching shot count
+  (:func:`collection_scale`).
+* :func:`judge`: a query's score (from its distances to the ranked nearest classes) against
+  the threshold of its nearest class's shot count.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from protonet.open_set import RejectionCalibration, open_set_score
+from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
+from service.storage.repository import StoredEmbeddings
+
+NONE = "none"
+DEFAULT = "default"
+# Scores the service can compute from the ranked nearest classes alone (a query's answer has
+# the distances of its top-k, not of every class); nearest_distance needs only the first.
+NEAREST_CLASS_SCORES = frozenset({"nearest_distance"})
+# Held-out scores needed before a collection's own spread replaces the checkpoint's: fewer
+# estimate a 95% quantile too roughly to beat the checkpoint's measurement.
+MIN_LOO_SCORES = 30
+# The quantile is estimated where the sample still has this many scores above it, so a small
+# collection is scaled at, e.g., its 90% quantile rather than read off its largest score.
+TAIL_SCORES = 3
+# The scale is clamped. Upwards generously: a new style of drawing may well spread a collection
+# twice as wide as the calibration classes. Downwards less: held-out scores far below the
+# checkpoint's usually mean near-duplicate examples (one drawing uploaded twice), and thresholds
+# shrunk to them would reject every new drawing.
+SCALE_RANGE = (0.5, 3.0)
+ThresholdSource = Literal["checkpoint", "collection"]
+
+
+@dataclass(frozen=True)
+class RejectionSetting:
+    """No rejection (``calibrated`` false), or calibrated rejection at ``acceptance`` (the share
+    of known inputs to accept; ``None``: the checkpoint's default acceptance)."""
+
+    calibrated: bool = False
+    acceptance: float | None = None
+
+    @classmethod
+    def from_choice(cls, choice: str | float) -> RejectionSetting:
+        """``"none"``, ``"default"`` or an acceptance (as the API's JSON gives them)."""
+        if choice == NONE:
+            return cls()
+        if choice == DEFAULT:
+            return cls(calibrated=True)
+        if isinstance(choice, str):
+            raise ValueError(f"rejection must be 'none', 'default' or an acceptance: {choice!r}")
+        return cls(calibrated=True, acceptance=float(choice))
+
+    def to_column(self) -> str:
+        """The stored form: ``"none"``, ``"default"`` or the acceptance (``"0.99"``)."""
+        if not self.calibrated:
+            return NONE
+        return DEFAULT if self.acceptance is None else repr(self.acceptance)
+
+    @classmethod
+    def from_column(cls, value: str) -> RejectionSetting:
+        return cls.from_choice(value if value in (NONE, DEFAULT) else float(value))
+
+    def resolve(self, calibration: RejectionCalibration | None) -> RejectionPolicy | None:
+        """The policy this setting means with the served model's ``calibration`` (``None``:
+        no rejection). :class:`RejectionUnavailableError` if the model has no usable
+        calibration, :class:`AcceptanceOutOfRangeError` outside its calibrated range."""
+        if not self.calibrated:
+            return None
+        if calibration is None:
+            raise RejectionUnavailableError(
+                "the served model has no rejection calibration: ask for rejection 'none', or "
+                "serve a calibrated checkpoint (protonet calibrate --write-card)"
+            )
+        if calibration.method not in NEAREST_CLASS_SCORES:
+            raise RejectionUnavailableError(
+                f"the served model's rejection score {calibration.method!r} needs every "
+                "class's distance, which the service does not compute: ask for rejection 'none'"
+            )
+        acceptance = calibration.default_acceptance if self.acceptance is None else self.acceptance
+        low, high = calibration.acceptances[0], calibration.acceptances[-1]
+        if not low <= acceptance <= high:
+            raise AcceptanceOutOfRangeError(
+                f"rejection acceptance {acceptance:g} is outside the served model's calibrated "
+                f"range [{low:g}, {high:g}]: pick one within it (GET /v1/model shows it)"
+            )
+        return RejectionPolicy(calibration, acceptance)
+
+    def describe(self, calibration: RejectionCalibration | None) -> dict[str, object]:
+        """``{"mode": "none"}`` or ``{"mode": "calibrated", "acceptance": a}`` (the default
+        acceptance resolved; ``None`` only if the served model has no calibration)."""
+        if not self.calibrated:
+            return {"mode": NONE}
+        acceptance = self.acceptance
+        if acceptance is None and calibration is not None:
+            acceptance = calibration.default_acceptance
+        return {"mode": "calibrated", "acceptance": acceptance}
+
+
+@dataclass(frozen=True)
+class RejectionPolicy:
+    """A resolved setting: the served model's calibration at one known acceptance."""
+
+    calibration: RejectionCalibration
+    acceptance: float
+
+    def threshold(self, shot: int, scale: float | None = None) -> float:
+        """The limit on the score of a query whose nearest class has ``shot`` examples,
+        scaled to the collection when ``scale`` is known."""
+        limit = self.calibration.threshold(shot, self.acceptance)
+        return limit if scale is None else limit * scale
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a query is one of the known classes: its score against the threshold."""
+
+    known: bool
+    score: float
+    threshold: float
+
+
+@dataclass(frozen=True)
+class AppliedRejection:
+    """What a query answer's top-level ``rejection`` reports."""
+
+    acceptance: float
+    threshold_source: ThresholdSource
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mode": "calibrated",
+            "acceptance": self.acceptance,
+            "threshold_source": self.threshold_source,
+        }
+
+
+def judge(
+    policy: RejectionPolicy, distances: list[float], shots: list[int], scale: float | None
+) -> Verdict:
+    """One query's verdict from its squared distances to its ranked nearest classes (nearest
+    first) and those classes' example counts: the score (``policy``'s method) against the
+    threshold of the nearest class's shot count."""
+    score = open_set_score(
+        torch.tensor([distances], dtype=torch.float32),
+        torch.tensor(shots),
+        policy.calibration.method,
+    )
+    value = float(score[0])
+    threshold = policy.threshold(shots[0], scale)
+    return Verdict(value <= threshold, value, threshold)
+
+
+def leave_one_out_distances(
+    embeddings: np.ndarray, rows_class: np.ndarray, prototypes: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Each example's squared distance to its class's prototype recomputed without it.
+
+    ``embeddings [m, dim]``, ``rows_class [m]`` (each row's index into the classes),
+    ``prototypes [c, dim]`` (the means of all their examples) and ``counts [c]`` -> ``[m]``;
+    NaN for examples of classes with a single example (nothing is left without them).
+    Without example ``x`` the prototype is ``(n p - x) / (n - 1)``, so the distance is
+    ``(n / (n - 1))^2 |x - p|^2``: one pass, no second mean.
+    """
+    n = counts[rows_class].astype(np.float64)
+    offsets = embeddings.astype(np.float64) - prototypes[rows_class]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n >= 2, (n / (n - 1)) ** 2, np.nan)
+    return factor * np.einsum("ij,ij->i", offsets, offsets)
+
+
+def shot_threshold(calibration: RejectionCalibration, shot: int, acceptance: float) -> float:
+    """The checkpoint's threshold for prototypes of ``shot`` examples, interpolated linearly in
+    ``1 / shot`` between the calibrated shot counts around it (a known query's distance to a
+    prototype of ``n`` examples grows like ``1 + 1/n`` times the class's spread).
+
+    For comparing held-out scores with the checkpoint's: the threshold a query is judged by
+    takes the nearest calibrated shot count at or below instead (conservative: more examples
+    only tighten a class), which here would make a collection look tighter than it is.
+    """
+    shots = calibration.shots
+    below = max((s for s in shots if s <= shot), default=shots[0])
+    above = min((s for s in shots if s >= shot), default=shots[-1])
+    low = calibration.threshold(below, acceptance)
+    if above == below:
+        return low
+    share = (1 / below - 1 / shot) / (1 / below - 1 / above)
+    return low + share * (calibration.threshold(above, acceptance) - low)
+
+
+def collection_scale(
+    scores_by_class: Iterable[np.ndarray], policy: RejectionPolicy
+) -> float | None:
+    """How much farther than the checkpoint's a collection's known queries lie, from the
+    held-out scores of its classes (each array: the scores of one class's ``n >= 2``
+    examples, held out of prototypes of ``n - 1``); ``None`` with fewer than
+    ``MIN_LOO_SCORES``.
+
+    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``
+    (:func:`shot_threshold`), and the ``q`` quantile of those ratios is the scale (1 where the
+    collection behaves like the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the
+    wanted acceptance, but at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the
+    calibrated range): the checkpoint's thresholds keep their shape across acceptances, only
+    their scale adapts.
+    A held-out score is the distance to the example's own class, which bounds the nearest
+    distance from above (they differ only for an example nearer to another class).
+    """
+    arrays = list(scores_by_class)
+    if not arrays:
+        return None
+    sizes = np.array([len(a) for a in arrays])
+    total = int(sizes.sum())
+    if total < MIN_LOO_SCORES:
+        return None
+    acceptances = policy.calibration.acceptances
+    level = max(min(policy.acceptance, 1.0 - TAIL_SCORES / total), acceptances[0])
+    limits = {n: shot_threshold(policy.calibration, n - 1, level) for n in set(sizes.tolist())}
+    divisors = np.repeat([limits[n] for n in sizes.tolist()], sizes)
+    ratio = float(np.quantile(np.concatenate(arrays) / divisors, level))
+    return float(np.clip(ratio, *SCALE_RANGE))
+
+
+class LeaveOneOutScores:
+    """Per class of at least 2 examples, its examples' held-out scores; and the collection's
+    scale (:func:`collection_scale`) per policy, cached until the next change.
+
+    Updated by the collection with every class it recomputes (the embeddings are at hand then);
+    ``complete`` is false when classes were loaded without their embeddings (a persisted IVF
+    index), and the registry fills them in from storage before a rejection needs them. The
+    scale costs one pass over the held-out scores (O(examples)) after each change, at the
+    first query that asks for it.
+    """
+
+    CACHED_POLICIES = 16
+
+    def __init__(self) -> None:
+        self._by_class: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[RejectionCalibration, float], float | None] = {}
+        self._generation = 0  # bumped by every change: a scale computed before it is stale
+        self.complete = True
+
+    def update(
+        self,
+        class_ids: np.ndarray,
+        counts: np.ndarray,
+        prototypes: np.ndarray,
+        stored: StoredEmbeddings,
+    ) -> None:
+        """Replace the scores of ``class_ids [c]`` (sorted, with ``counts [c]`` and
+        ``prototypes [c, dim]`` made from all their ``stored`` embeddings)."""
+        rows_class = np.searchsorted(class_ids, stored.class_ids)
+        scores = leave_one_out_distances(stored.embeddings, rows_class, prototypes, counts)
+        order = np.argsort(rows_class, kind="stable")
+        groups = np.split(scores[order], np.cumsum(counts)[:-1])
+        with self._lock:
+            for class_id, count, group in zip(
+                class_ids.tolist(), counts.tolist(), groups, strict=True
+            ):
+                if count >= 2:
+                    self._by_class[class_id] = group
+                else:
+                    self._by_class.pop(class_id, None)
+            self._changed()
+
+    def remove(self, class_ids: Iterable[int]) -> None:
+        with self._lock:
+            for class_id in class_ids:
+                self._by_class.pop(class_id, None)
+            self._changed()
+
+    def _changed(self) -> None:
+        """(Lock held.)"""
+        self._generation += 1
+        self._cache.clear()
+
+    def count(self) -> int:
+        """Held-out scores held (examples of classes with at least 2)."""
+        with self._lock:
+            return sum(len(scores) for scores in self._by_class.values())
+
+    def cached(self, policy: RejectionPolicy) -> tuple[bool, float | None]:
+        """``(True, scale)`` if the scale for ``policy`` is known (nothing to compute)."""
+        key = (policy.calibration, policy.acceptance)
+        with self._lock:
+            return (self.complete and key in self._cache), self._cache.get(key)
+
+    def scale(self, policy: RejectionPolicy) -> float | None:
+        """The collection's scale for ``policy`` (``None``: too few scores), cached."""
+        key = (policy.calibration, policy.acceptance)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            arrays, generation = list(self._by_class.values()), self._generation
+        scale = collection_scale(arrays, policy)  # outside the lock: O(examples)
+        with self._lock:
+            if generation == self._generation:
+                if len(self._cache) >= self.CACHED_POLICIES:
+                    self._cache.clear()
+                self._cache[key] = scale
+        return scale
