@@ -180,8 +180,10 @@ def test_draw_two_classes_then_a_query_is_recognised(browser, server, tmp_path):
             loaded = page.locator(f'.class-card[data-label="{label}"] .thumb img[src^="blob:"]')
             expect(loaded).to_have_count(number)
     expect(page.locator(".class-card")).to_have_count(2)
-    expect(page.locator("#diagnostics")).to_be_hidden()  # this service has no diagnostics
-    expect(page.locator("#rejection-choice")).to_be_hidden()  # nor a rejection calibration
+    # The service diagnoses the support set, and the bundled model carries a calibration.
+    expect(page.locator("#diagnostics")).to_contain_text("Expected accuracy")
+    expect(page.locator("#diagnostics")).to_contain_text("ring ↔ fork")
+    expect(page.locator("#rejection-choice")).to_be_visible()
 
     page.fill("#top-k", "2")
     for label in ("fork", "ring"):
