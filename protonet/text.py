@@ -173,7 +173,9 @@ class BaseTextEncoder:
     def device(self) -> torch.device:
         return self.network.embeddings.word_embeddings.weight.device
 
-    @torch.inference_mode()
+    # no_grad rather than inference_mode: these embeddings are what head training feeds on,
+    # and autograd refuses inference tensors as inputs it must save.
+    @torch.no_grad()
     def embed(self, texts: Sequence[object], batch_size: int = 64) -> torch.Tensor:
         """``[n, base_dim]`` float32 on CPU. Texts are run shortest first, so a batch pads
         to about its own length; each row is the same whatever else is in its batch."""
@@ -221,13 +223,13 @@ class TextEncoder:
     def spec(self) -> TextSpec:
         return self.base.spec
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def embed(self, texts: Sequence[object], batch_size: int = 64) -> torch.Tensor:
         """``[n, dim]`` float32 on CPU."""
         return embed_base(self.head, self.base.embed(texts, batch_size))
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def embed_base(head: nn.Module, base_embeddings: torch.Tensor) -> torch.Tensor:
     """The head over precomputed base embeddings ``[n, base_dim]`` -> ``[n, dim]`` (CPU)."""
     device = next(head.parameters()).device
