@@ -314,6 +314,7 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     for note in evaluation.notes:
         print(f"note: {note}", file=sys.stderr)
     results = [r.as_dict() for r in evaluation.episodes]
+    base_results = [r.as_dict() for r in evaluation.base_episodes]
     all_intents = [r.as_dict() for r in evaluation.all_intents]
     summary: dict[str, Any] = {
         "checkpoint": str(args.checkpoint),
@@ -324,6 +325,7 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
         "n_classes": len(evaluation.intents),
         "seed": args.seed,
         "results": results,
+        "base_results": base_results,
         "all_intents": all_intents,
         "accuracy": results[0]["accuracy"],
         "ci95": results[0]["ci95"],
@@ -331,6 +333,7 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     if args.write_card:
         key = f"banking77-{evaluation.classes}"
         checkpoint.evaluation[key] = results
+        checkpoint.evaluation[f"{key}-frozen-base"] = base_results
         if all_intents:
             checkpoint.evaluation["banking77-all-intents"] = all_intents
         save_checkpoint(checkpoint, args.checkpoint)
@@ -339,7 +342,8 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
         print(json.dumps(summary))
         return 0
     print(f"intents: {evaluation.classes} ({len(evaluation.intents)}), queries from the test file")
-    lines = [r.describe() for r in evaluation.episodes]
+    lines = [f"head: {r.describe()}" for r in evaluation.episodes]
+    lines += [f"frozen base: {r.describe()}" for r in evaluation.base_episodes]
     print("\n".join(lines + [r.describe() for r in evaluation.all_intents]))
     return 0
 

@@ -81,11 +81,18 @@ def episode_settings(n_intents: int, query: int) -> list[EpisodeShape]:
 
 
 def evaluate_episodes(
-    train: EmbeddedSplit, test: EmbeddedSplit, shape: EpisodeShape, episodes: int, seed: int
+    train: EmbeddedSplit,
+    test: EmbeddedSplit,
+    shape: EpisodeShape,
+    episodes: int,
+    seed: int,
+    base: bool = False,
 ) -> EvaluationResult:
-    """Setting 1: support from ``train``, queries from ``test``, through the head."""
+    """Setting 1: support from ``train``, queries from ``test``, through the head (or, with
+    ``base``, the frozen base alone: the same episodes, for comparison)."""
+    support, queries = (train.base, test.base) if base else (train.head, test.head)
     return evaluate(
-        train.head, train.texts, shape, episodes, seed, queries=Queries(test.head, test.texts)
+        support, train.texts, shape, episodes, seed, queries=Queries(queries, test.texts)
     )
 
 
@@ -232,6 +239,7 @@ class TextEvaluation:
     intents: list[str]
     classes: str
     episodes: list[EvaluationResult]
+    base_episodes: list[EvaluationResult]
     all_intents: list[AllIntentsResult]
     notes: list[str]
 
@@ -255,10 +263,14 @@ def evaluate_text_checkpoint(
     if shapes is None:
         smallest = int(np.bincount(chosen_test.texts.labels).min())
         shapes = episode_settings(len(intents), min(15, smallest))
-    results = [
-        evaluate_episodes(chosen_train, chosen_test, shape, n_episodes, seed) for shape in shapes
-    ]
+    results, base_results = (
+        [
+            evaluate_episodes(chosen_train, chosen_test, shape, n_episodes, seed, base)
+            for shape in shapes
+        ]
+        for base in (False, True)
+    )
     if not table:
-        return TextEvaluation(intents, classes, results, [], [])
+        return TextEvaluation(intents, classes, results, base_results, [], [])
     all_results, notes = evaluate_all_intents(train, test, checkpoint, seed=seed)
-    return TextEvaluation(intents, classes, results, all_results, notes)
+    return TextEvaluation(intents, classes, results, base_results, all_results, notes)
