@@ -260,6 +260,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint, modality=None)
     if checkpoint.modality == "text":
         return command_evaluate_text(args, checkpoint, progress)
+    if args.within_train:
+        raise ValueError(f"--within-train is for text checkpoints; {args.checkpoint} is not")
     method, calibration = _open_set_scoring(args, checkpoint)
     selection = _evaluation_classes(args, checkpoint, progress)
     settings = _settings(args)
@@ -316,6 +318,8 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     for name, given in image_only.items():
         if given:
             raise ValueError(f"{name} is for image checkpoints; {args.checkpoint} is text")
+    if args.within_train:
+        return command_evaluate_within_train(args, checkpoint, progress)
     shapes = None if args.table else [EpisodeShape(args.way, args.shot, args.query)]
     classes = args.classes or "heldout"
     evaluation = evaluate_text_checkpoint(
@@ -388,6 +392,36 @@ def _record_evaluation(args: argparse.Namespace, summary: dict[str, Any]) -> Non
     checkpoint.evaluation[key + ("-open-set" if args.open_set else "")] = summary["results"]
     save_checkpoint(checkpoint, args.checkpoint)
     write_card(checkpoint, Path(args.checkpoint))
+
+
+def command_evaluate_within_train(
+    args: argparse.Namespace, checkpoint: Checkpoint, progress: bool
+) -> int:
+    """--within-train: the train-file-only criterion for choosing between text models (reads
+    train.csv, never test.csv)."""
+    from training.text_evaluate import embed_split, evaluate_within_train
+
+    if args.table or args.classes:
+        raise ValueError("--within-train has its own setting: leave out --table and --classes")
+    train = embed_split(checkpoint, Path(args.data), "train", None, progress)
+    results = evaluate_within_train(train, checkpoint, seed=args.seed)
+    if args.write_card:
+        checkpoint.evaluation["banking77-within-train"] = [r.as_dict() for r in results]
+        save_checkpoint(checkpoint, args.checkpoint)
+        write_card(checkpoint, Path(args.checkpoint))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(args.checkpoint),
+                    "model_version": checkpoint.version,
+                    "within_train": [r.as_dict() for r in results],
+                }
+            )
+        )
+    else:
+        print("\n".join(r.describe() for r in results))
+    return 0
 
 
 def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
@@ -599,6 +633,13 @@ def _add_evaluate_command(commands: Any) -> None:
         "--table",
         action="store_true",
         help="all four standard settings, 5/20-way x 1/5-shot, instead of --way/--shot",
+    )
+    ev.add_argument(
+        "--within-train",
+        action="store_true",
+        help="text: the criterion for choosing between models, from the train file alone: "
+        "8 texts per intent for all intents (10 seeded draws), and as queries every other "
+        "train text of the validation and held-out intents",
     )
     ev.add_argument(
         "--open-set",

@@ -129,8 +129,9 @@ def has_sklearn() -> bool:
 
 @dataclass(frozen=True)
 class AllIntentsResult:
-    """Setting 2 for one classifier: accuracy on the whole test file, mean over ``draws`` and
-    its 95% interval, and the mean accuracy on the test texts of each intent group."""
+    """Setting 2 for one classifier: accuracy on the queries (the whole test file, or with
+    ``query_file`` "train" those of :func:`within_train_draws`), mean over ``draws`` and its
+    95% interval, and the mean accuracy on the queries of each intent group."""
 
     method: str
     shots: int
@@ -139,6 +140,7 @@ class AllIntentsResult:
     accuracy: float
     ci95: float
     by_group: dict[str, float]
+    query_file: str = "test"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class AllIntentsResult:
             "shot": self.shots,
             "draws": self.draws,
             "queries": self.n_queries,
+            "queries_from": self.query_file,
             "accuracy": self.accuracy,
             "ci95": self.ci95,
             "accuracy_by_intents": self.by_group,
@@ -155,7 +158,8 @@ class AllIntentsResult:
         groups = ", ".join(f"{k} {100 * v:.2f}%" for k, v in self.by_group.items())
         return (
             f"all {self.method}: {self.shots} shots per intent ({self.draws} draws), "
-            f"{self.n_queries} test texts: {100 * self.accuracy:.2f}% ± {100 * self.ci95:.2f}%"
+            f"{self.n_queries} {self.query_file} texts: "
+            f"{100 * self.accuracy:.2f}% ± {100 * self.ci95:.2f}%"
             + (f" ({groups})" if groups else "")
         )
 
@@ -179,8 +183,10 @@ def all_intents_accuracy(
     sets: tuple[TextSet, TextSet],
     draws: list[tuple[np.ndarray, np.ndarray]],
     groups: dict[str, list[str]],
+    query_file: str = "test",
 ) -> AllIntentsResult:
-    """Setting 2 for ``classify`` over ``embeddings`` (train ``[n, d]``, test ``[m, d]``)."""
+    """Setting 2 for ``classify`` over ``embeddings`` (train ``[n, d]``, queries' ``[m, d]``,
+    from the file ``query_file``)."""
     (train_x, test_x), (train, test) = embeddings, sets
     train_y, test_y = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
     accuracies, hits = [], []
@@ -194,7 +200,10 @@ def all_intents_accuracy(
         name: _group_accuracy(hits, test, intents) for name, intents in groups.items() if intents
     }
     shots = len(draws[0][0]) // train.n_classes
-    return AllIntentsResult(method, shots, len(draws), len(draws[0][1]), accuracy, ci95, by_group)
+    n_queries = len(draws[0][1])
+    return AllIntentsResult(
+        method, shots, len(draws), n_queries, accuracy, ci95, by_group, query_file
+    )
 
 
 def _group_accuracy(
@@ -230,6 +239,46 @@ def evaluate_all_intents(
         "base logistic regression", logistic_regression_classifier, base, sets, drawn, groups
     )
     return [*results, lr], []
+
+
+SELECTION_GROUPS = ("validation", "held_out")
+
+
+def within_train_draws(
+    train: TextSet, query_intents: list[str], shots: int, draws: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Setting 2 inside the train file: ``draws`` seeded draws of ``shots`` texts for every
+    intent (the episode sampler, one class per intent), and as queries every other text of
+    ``query_intents``. Returns ``(support indices, query indices)`` pairs, both into
+    ``train``."""
+    sampler = EpisodeSampler(train, EpisodeShape(train.n_classes, shots, 1), seed)
+    ids = [train.class_names.index(name) for name in query_intents]
+    wanted = np.flatnonzero(np.isin(train.labels, ids))
+    episodes = [sampler.sample() for _ in range(draws)]
+    return [(e.support_indices, np.setdiff1d(wanted, e.support_indices)) for e in episodes]
+
+
+def evaluate_within_train(
+    train: EmbeddedSplit, checkpoint: Checkpoint, shots: int = 8, draws: int = 10, seed: int = 0
+) -> list[AllIntentsResult]:
+    """The criterion for choices between models that must not see the test file: setting 2
+    with support and queries both from the train file, all intents as support, and as queries
+    the texts of the validation and held-out intents only (the meta-training intents' texts
+    trained the head). For the head and, on the same draws, the frozen base."""
+    split = checkpoint.metadata.get("intents") or {}
+    groups = {name: list(split.get(name, [])) for name in SELECTION_GROUPS}
+    if not all(groups.values()):
+        raise ValueError("--within-train: the checkpoint records no intent split")
+    query_intents = [name for intents in groups.values() for name in intents]
+    drawn = within_train_draws(train.texts, query_intents, shots, draws, seed)
+    sets = (train.texts, train.texts)
+    embeddings = {"head": (train.head, train.head), "base": (train.base, train.base)}
+    return [
+        all_intents_accuracy(
+            f"{name} prototypes", prototype_classifier, pair, sets, drawn, groups, "train"
+        )
+        for name, pair in embeddings.items()
+    ]
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,8 @@ class TextTrainer(Trainer):
     def _build_encoder(self) -> nn.Module:
         head = build_encoder(self.encoder_config)
         assert isinstance(head, LinearHead)
-        if not self.config.resume:  # a resumed run loads its weights instead
+        # A resumed run loads its weights instead; "identity" is LinearHead's own start.
+        if not self.config.resume and self.config.head_start == "whitening":
             labels = torch.from_numpy(self.data.train.images.labels)
             weight, bias = whitening_start(self.train_embeddings, labels)
             with torch.no_grad():

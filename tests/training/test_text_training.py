@@ -12,7 +12,7 @@ import torch
 
 from protonet.checkpoint import load_checkpoint
 from protonet.text import base_identity
-from training import textset
+from training import text_evaluate, textset
 from training.cli import main
 from training.config import TrainConfig, validate
 from training.episodes import EpisodeSampler, EpisodeShape
@@ -108,6 +108,30 @@ def test_evaluate_table_adds_all_intents_against_both_anchors(trained, dataset, 
     for result in summary["all_intents"]:
         assert result["queries"] == N_INTENTS * 3 and result["shot"] == 8
         assert set(result["accuracy_by_intents"]) == {"train", "validation", "held_out"}
+
+
+def test_within_train_reads_only_the_train_file(trained, dataset, tmp_path, capsys):
+    data = tmp_path / "banking"
+    data.mkdir()
+    for name in ("train.csv", "categories.json"):
+        (data / name).write_bytes((dataset / name).read_bytes())
+    (data / "test.csv").write_text("text,category\nnot an intent,zzz\n")  # unreadable if read
+    common = ["--checkpoint", str(trained), "--data", str(data), "--threads", "1"]
+    summary = evaluate_json(capsys, *common, "--within-train")
+    head, base = summary["within_train"]
+    assert (head["method"], base["method"]) == ("head prototypes", "base prototypes")
+    # 9 train texts per intent, 8 of them support: one query for each of the 16 intents.
+    assert head["queries"] == 16 and head["shot"] == 8 and head["queries_from"] == "train"
+    assert set(head["accuracy_by_intents"]) == {"validation", "held_out"}
+
+
+def test_within_train_queries_are_the_other_texts_of_the_query_intents():
+    labels = np.repeat(np.arange(3), 4)
+    texts = textset.TextSet(["t"] * 12, labels, ["a", "b", "c"], ["g"] * 3)
+    for support, queries in text_evaluate.within_train_draws(texts, ["b", "c"], 2, 3, seed=0):
+        assert sorted(labels[support]) == [0, 0, 1, 1, 2, 2]
+        assert not set(support) & set(queries) and len(queries) == 4
+        assert set(labels[queries]) == {1, 2}
 
 
 def test_image_flags_are_refused_for_text(trained, dataset):
