@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,postgres,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,text,postgres,dev]'
 	touch $(STAMP)
 
 run: install

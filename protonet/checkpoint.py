@@ -1,9 +1,12 @@
 """Self-describing checkpoints: plain dicts of tensors and primitives.
 
 ``torch.load(path, weights_only=True)`` reads them (no pickled modules or classes), and the
-file carries everything a consumer needs: encoder config, input spec, metric, training config,
-data fingerprint and evaluation results. Optimizer state for resuming lives in a separate file
-(see ``training``), so the shipped model stays small and inert.
+file carries everything a consumer needs: modality, encoder config, input spec, metric, training
+config, data fingerprint and evaluation results. A text checkpoint (``modality`` "text") holds
+only the meta-learned head: its ``text_spec`` names the frozen base encoder, the sha256 of its
+weights and tokenizer (checked when the base is loaded) and the tokenization settings.
+Optimizer state for resuming lives in a separate file (see ``training``), so the shipped model
+stays small and inert.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from protonet.errors import CheckpointError
 from protonet.model import EncoderConfig, build_encoder
 from protonet.open_set import RejectionCalibration
 from protonet.preprocessing import InputSpec
+from protonet.text import TextEncoder, TextSpec, load_base_encoder
 
 FORMAT_NAME = "protonet-checkpoint"
 FORMAT_VERSION = 1
 METRIC = "squared_euclidean"
+MODALITIES = ("image", "text")
 
 
 def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
@@ -52,7 +57,11 @@ def _primitives(values: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Checkpoint:
-    """A trained encoder and everything that describes it."""
+    """A trained encoder and everything that describes it.
+
+    An image checkpoint's encoder reads ``input_spec`` images; a text checkpoint's encoder is
+    a head over the base encoder that ``text_spec`` names (its ``input_spec`` is unused: the
+    file holds None there, and loading gives the default)."""
 
     encoder_config: EncoderConfig
     input_spec: InputSpec
@@ -64,10 +73,15 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Open-set rejection thresholds measured on training/validation classes (open_set.py).
     rejection: RejectionCalibration | None = None
+    text_spec: TextSpec | None = None
 
     @property
     def version(self) -> str:
         return weights_version(self.state_dict)
+
+    @property
+    def modality(self) -> str:
+        return "text" if self.text_spec is not None else "image"
 
     def build_encoder(self, device: str | torch.device = "cpu") -> nn.Module:
         """The encoder with these weights, in eval mode, on ``device``."""
@@ -78,13 +92,22 @@ class Checkpoint:
             raise CheckpointError(f"weights do not match the encoder config: {error}") from None
         return encoder.to(device).eval()
 
+    def build_text_encoder(self, device: str | torch.device = "cpu") -> TextEncoder:
+        """Base and head of a text checkpoint; CheckpointError where the installed base is
+        not the one the head was trained on (or the text extra is missing)."""
+        if self.text_spec is None:
+            raise CheckpointError("an image checkpoint has no text encoder")
+        return TextEncoder(load_base_encoder(self.text_spec, device), self.build_encoder(device))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "version": self.version,
+            "modality": self.modality,
             "encoder_config": self.encoder_config.to_dict(),
-            "input_spec": self.input_spec.to_dict(),
+            "input_spec": self.input_spec.to_dict() if self.text_spec is None else None,
+            "text_spec": self.text_spec.to_dict() if self.text_spec else None,
             "metric": self.metric,
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "training_config": _primitives(self.training_config),
@@ -139,14 +162,32 @@ def _rejection(values: dict[str, Any] | None) -> RejectionCalibration | None:
     return RejectionCalibration.from_dict(values) if values else None
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read and validate a checkpoint; every failure is a :class:`CheckpointError`."""
+def _text_spec(payload: dict[str, Any]) -> TextSpec | None:
+    """Files written before text checkpoints have no modality: they are image checkpoints."""
+    modality = payload.get("modality", "image")
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}")
+    return TextSpec.from_dict(payload["text_spec"]) if modality == "text" else None
+
+
+def _input_spec(payload: dict[str, Any]) -> InputSpec:
+    values = payload["input_spec"]
+    return InputSpec() if values is None else InputSpec.from_dict(values)
+
+
+def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpoint:
+    """Read and validate a checkpoint; every failure is a :class:`CheckpointError`.
+
+    ``modality`` is what the caller can use: a checkpoint of another modality is refused
+    (an image-only consumer never mistakes a text head for an image encoder); None takes
+    either."""
     path = Path(path)
     payload = _read_payload(path)
     try:
         checkpoint = Checkpoint(
             encoder_config=EncoderConfig.from_dict(payload["encoder_config"]),
-            input_spec=InputSpec.from_dict(payload["input_spec"]),
+            input_spec=_input_spec(payload),
+            text_spec=_text_spec(payload),
             state_dict=payload["state_dict"],
             metric=payload["metric"],
             training_config=payload.get("training_config", {}),
@@ -157,6 +198,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None
+    if modality is not None and checkpoint.modality != modality:
+        raise CheckpointError(
+            f"{path} is a {checkpoint.modality} checkpoint; a {modality} one is needed here"
+        )
     if checkpoint.metric != METRIC:
         raise CheckpointError(
             f"{path} uses metric {checkpoint.metric!r}; only {METRIC!r} is supported"

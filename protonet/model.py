@@ -4,6 +4,9 @@ The default backbone is the paper's Conv-4 (Snell et al. 2017, after Vinyals et 
 four blocks of 3x3 conv (64 filters) -> batch norm -> ReLU -> 2x2 max-pool. On a 28x28
 grayscale input the spatial size goes 28 -> 14 -> 7 -> 3 -> 1, so the flattened output is
 exactly ``hidden_channels`` wide (64-d).
+
+Text checkpoints hold a :class:`LinearHead` instead (architecture ``linear``): a head over the
+frozen base sentence encoder's embeddings (``protonet.text``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,8 +71,39 @@ class ConvEncoder(nn.Module):
         return self.blocks(images).flatten(start_dim=1)
 
 
+# Squared distances between L2-normalised head outputs lie in [0, 4]; scaled by 4 (16 on the
+# squared distance), episode softmaxes are sharp enough to learn from, without a learnable
+# scale that training would inflate (it overfit the 40 training intents).
+HEAD_SCALE = 4.0
+
+
+class LinearHead(nn.Module):
+    """A linear map of base embeddings, L2-normalised and scaled: ``[batch, in_channels]`` ->
+    ``[batch, out_channels]``.
+
+    Initialised to the identity (where square), so training starts from the base encoder's own
+    metric and only adjusts it: randomly initialised heads, linear or MLP, lost accuracy on
+    intents outside training (README, "Text: few-shot intents").
+    """
+
+    scale: torch.Tensor
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.linear = nn.Linear(config.in_channels, config.out_channels)
+        if config.in_channels == config.out_channels:
+            with torch.no_grad():
+                self.linear.weight.copy_(torch.eye(config.in_channels))
+                self.linear.bias.zero_()
+        self.register_buffer("scale", torch.tensor(HEAD_SCALE))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.linear(embeddings), dim=-1) * self.scale
+
+
 # A registry rather than if/else at call sites: a new backbone is one entry here.
-ARCHITECTURES: dict[str, type[ConvEncoder]] = {"conv4": ConvEncoder}
+ARCHITECTURES: dict[str, type[nn.Module]] = {"conv4": ConvEncoder, "linear": LinearHead}
 
 
 def build_encoder(config: EncoderConfig) -> nn.Module:
@@ -82,8 +117,22 @@ def build_encoder(config: EncoderConfig) -> nn.Module:
     return architecture(config)
 
 
+def text_head_config(base_dim: int) -> EncoderConfig:
+    """The text head over a base of ``base_dim``-wide embeddings (square: identity start)."""
+    return EncoderConfig(
+        architecture="linear",
+        in_channels=base_dim,
+        hidden_channels=base_dim,
+        out_channels=base_dim,
+        n_blocks=1,
+    )
+
+
 def embedding_dim(config: EncoderConfig, image_size: int) -> int:
-    """Width of the flattened embedding for square inputs of ``image_size`` pixels."""
+    """Width of the flattened embedding for square inputs of ``image_size`` pixels (a text
+    head's output width, whatever ``image_size``)."""
+    if config.architecture == "linear":
+        return config.out_channels
     side = image_size
     for _ in range(config.n_blocks):
         side //= 2

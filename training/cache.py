@@ -1,4 +1,5 @@
-"""On-disk cache of decoded image sets (uint8 arrays in one ``.npz``)."""
+"""On-disk caches: decoded image sets (uint8 arrays in one ``.npz``), and tensors such as
+frozen base text embeddings (one ``.pt``, read back with ``weights_only``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from training.imageset import ImageSet
 
@@ -38,3 +40,15 @@ def cached_imageset(path: Path, build: Callable[[], ImageSet]) -> ImageSet:
     )
     temp.replace(path)
     return images
+
+
+def cached_tensor(path: Path, build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Load ``path`` if present, else ``build()`` and save it there (atomically)."""
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    tensor = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.stem}.{os.getpid()}.pt")
+    torch.save(tensor, temp)
+    temp.replace(path)
+    return tensor

@@ -7,25 +7,27 @@ cannot satisfy fails within a second of loading, not after hours of training.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from training.config import DEFAULT_VAL_QUERY, DEFAULT_VAL_WAY, TrainConfig
-from training.episodes import EpisodeShape
-from training.imageset import ImageSet
+from training.episodes import EpisodeShape, LabelledSet
+
+SetT = TypeVar("SetT", bound=LabelledSet)
 
 
 @dataclass(frozen=True)
-class ClassSet:
+class ClassSet(Generic[SetT]):
     """Classes episodes are drawn from, and what messages call them.
 
     Attributes:
-        images: the classes and their images.
+        images: the classes and their items (an image set, or a text set).
         label: what holds them, as a message's subject: ``"training"``, ``"the held-out set"``.
         origin: why it holds what it does, e.g. ``"20% of 10"``.
     """
 
-    images: ImageSet
+    images: SetT
     label: str
     origin: str
 
@@ -43,8 +45,8 @@ TRAINING_FLAGS = EpisodeFlags()
 VALIDATION_FLAGS = EpisodeFlags("--val-way", "--val-shot", "--val-query")
 
 
-def class_sizes(images: ImageSet) -> np.ndarray:
-    """Images per class, ``[n_classes]``."""
+def class_sizes(images: LabelledSet) -> np.ndarray:
+    """Items per class, ``[n_classes]``."""
     return np.bincount(images.labels, minlength=images.n_classes)
 
 

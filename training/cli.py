@@ -24,6 +24,7 @@ from training.config import (
     DEFAULT_DATA,
     DEVICES,
     PRESETS,
+    TEXT_SPLITS,
     TrainConfig,
     apply_preset,
     choices,
@@ -167,11 +168,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from training.trainer import Trainer  # heavy import only when training
+    from training.text_trainer import TextTrainer  # heavy imports only when training
+    from training.trainer import Trainer
 
     config = config_from_args(args)
-    best = Trainer(config).train()
-    checkpoint = load_checkpoint(best)
+    trainer = TextTrainer if config.split in TEXT_SPLITS else Trainer
+    best = trainer(config).train()
+    checkpoint = load_checkpoint(best, modality=None)
     validation = checkpoint.metadata["validation"]
     print(
         f"best checkpoint: {best} (version {checkpoint.version}); validation "
@@ -244,7 +247,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = args.progress and not args.json
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint, modality=None)
+    if checkpoint.modality == "text":
+        return command_evaluate_text(args, checkpoint, progress)
     method, calibration = _open_set_scoring(args, checkpoint)
     selection = _evaluation_classes(args, checkpoint, progress)
     settings = _settings(args)
@@ -291,6 +296,54 @@ def command_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, progress: bool) -> int:
+    """Banking77 episodes over (by default) the held-out intents, queries from the test file;
+    with --table, 5-way and all-way at 1, 5 and 8 shots, and all 77 intents at 8 shots."""
+    from training.text_evaluate import evaluate_text_checkpoint
+
+    image_only = {"--open-set": args.open_set, "--split": args.split}
+    image_only["--within-alphabet"] = args.within_alphabet
+    for name, given in image_only.items():
+        if given:
+            raise ValueError(f"{name} is for image checkpoints; {args.checkpoint} is text")
+    shapes = None if args.table else [EpisodeShape(args.way, args.shot, args.query)]
+    classes = args.classes or "heldout"
+    evaluation = evaluate_text_checkpoint(
+        checkpoint, Path(args.data), classes, shapes, args.episodes, args.seed, progress
+    )
+    for note in evaluation.notes:
+        print(f"note: {note}", file=sys.stderr)
+    results = [r.as_dict() for r in evaluation.episodes]
+    all_intents = [r.as_dict() for r in evaluation.all_intents]
+    summary: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
+        "model_version": checkpoint.version,
+        "modality": "text",
+        "data": str(args.data),
+        "classes": evaluation.classes,
+        "n_classes": len(evaluation.intents),
+        "seed": args.seed,
+        "results": results,
+        "all_intents": all_intents,
+        "accuracy": results[0]["accuracy"],
+        "ci95": results[0]["ci95"],
+    }
+    if args.write_card:
+        key = f"banking77-{evaluation.classes}"
+        checkpoint.evaluation[key] = results
+        if all_intents:
+            checkpoint.evaluation["banking77-all-intents"] = all_intents
+        save_checkpoint(checkpoint, args.checkpoint)
+        write_card(checkpoint, Path(args.checkpoint))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"intents: {evaluation.classes} ({len(evaluation.intents)}), queries from the test file")
+    lines = [r.describe() for r in evaluation.episodes]
+    print("\n".join(lines + [r.describe() for r in evaluation.all_intents]))
+    return 0
+
+
 def _summary(
     args: argparse.Namespace,
     version: str,
@@ -326,12 +379,13 @@ def _record_evaluation(args: argparse.Namespace, summary: dict[str, Any]) -> Non
 def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
     """``<checkpoint>.card.json`` beside the checkpoint: what it is, how it was trained, its
     evaluations and its rejection calibration."""
-    spec = checkpoint.input_spec
+    spec, text = checkpoint.input_spec, checkpoint.text_spec
     card = {
         "model_version": checkpoint.version,
+        "modality": checkpoint.modality,
         "architecture": checkpoint.encoder_config.to_dict(),
-        "input": spec.to_dict(),
-        "input_mode": "RGB" if spec.channels == 3 else "grayscale",
+        "input": text.to_dict() if text else spec.to_dict(),
+        "input_mode": "text" if text else "RGB" if spec.channels == 3 else "grayscale",
         "metric": checkpoint.metric,
         "data_fingerprint": checkpoint.data_fingerprint,
         "training_config": checkpoint.training_config,
@@ -344,7 +398,9 @@ def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
                 "episodes_trained",
                 "hardware",
                 "validation",
+                "intents",
             )
+            if k in checkpoint.metadata or k != "intents"
         },
         "evaluation": checkpoint.evaluation,
         "rejection": checkpoint.rejection.to_dict() if checkpoint.rejection else None,

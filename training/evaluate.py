@@ -27,7 +27,7 @@ from protonet.open_set import RejectionCalibration, is_known, open_set_score
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
 from training.checks import ClassSet
-from training.episodes import EpisodeSampler, EpisodeShape
+from training.episodes import EpisodeSampler, EpisodeShape, LabelledSet
 from training.imageset import ImageSet
 
 STANDARD_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
@@ -153,17 +153,30 @@ def embed_imageset(
     return torch.cat(chunks)
 
 
+@dataclass(frozen=True)
+class Queries:
+    """A second set to draw queries from (same classes, labelled alike): a test file beside
+    the train file the support comes from. ``embeddings``: ``[len(items), dim]``."""
+
+    embeddings: torch.Tensor
+    items: LabelledSet
+
+
 def episode_accuracies(
     embeddings: torch.Tensor,
-    images: ImageSet,
+    images: LabelledSet,
     shape: EpisodeShape,
     n_episodes: int,
     seed: int,
     within_group: bool = False,
     progress: bool = False,
+    queries: Queries | None = None,
 ) -> np.ndarray:
-    """Query accuracy of each of ``n_episodes`` seeded episodes over precomputed embeddings."""
-    sampler = EpisodeSampler(images, shape, seed=seed, within_group=within_group)
+    """Query accuracy of each of ``n_episodes`` seeded episodes over precomputed embeddings
+    (queries from ``queries`` where given, else from ``images`` too)."""
+    query_set = queries.items if queries else None
+    sampler = EpisodeSampler(images, shape, seed, within_group, query_set)
+    query_embeddings = queries.embeddings if queries else embeddings
     accuracies = np.empty(n_episodes)
     for i in tqdm(range(n_episodes), desc="episodes", disable=not progress, leave=False):
         episode = sampler.sample()
@@ -171,7 +184,7 @@ def episode_accuracies(
         prototypes, classes = compute_prototypes(
             embeddings[episode.support_indices], support_labels
         )
-        logits = prototype_logits(embeddings[episode.query_indices], prototypes)
+        logits = prototype_logits(query_embeddings[episode.query_indices], prototypes)
         predicted = classes[logits.argmax(dim=1)]
         accuracies[i] = (predicted == torch.from_numpy(episode.query_labels)).float().mean()
     return accuracies
@@ -179,15 +192,16 @@ def episode_accuracies(
 
 def evaluate(
     embeddings: torch.Tensor,
-    images: ImageSet,
+    images: LabelledSet,
     shape: EpisodeShape,
     n_episodes: int = 1000,
     seed: int = 0,
     within_group: bool = False,
     progress: bool = False,
+    queries: Queries | None = None,
 ) -> EvaluationResult:
     accuracies = episode_accuracies(
-        embeddings, images, shape, n_episodes, seed, within_group, progress
+        embeddings, images, shape, n_episodes, seed, within_group, progress, queries
     )
     accuracy, ci95 = mean_and_ci95(accuracies)
     return EvaluationResult(

@@ -10,6 +10,22 @@ import numpy as np
 ROTATIONS = (0, 90, 180, 270)
 
 
+def select_labels(
+    labels: np.ndarray, class_names: Sequence[str], names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Selecting the classes ``names`` (in that order) from items labelled ``labels [n]``:
+    ``(keep [n] bool, the kept items' new labels 0..len(names)-1, the classes' old ids)``."""
+    index_of = {name: i for i, name in enumerate(class_names)}
+    missing = [name for name in names if name not in index_of]
+    if missing:
+        raise KeyError(f"{len(missing)} classes not in the data, e.g. {missing[:3]}")
+    old_ids = np.array([index_of[name] for name in names], dtype=np.int64)
+    remap = np.full(len(class_names), -1, dtype=np.int64)
+    remap[old_ids] = np.arange(len(names))
+    keep = remap[labels] >= 0
+    return keep, remap[labels[keep]], old_ids
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """Preprocessed (stage-1, ``uint8``) images with a class per image.
@@ -33,17 +49,10 @@ class ImageSet:
 
     def select_classes(self, names: Sequence[str]) -> ImageSet:
         """The classes named, in that order, relabelled 0..len(names)-1."""
-        index_of = {name: i for i, name in enumerate(self.class_names)}
-        missing = [name for name in names if name not in index_of]
-        if missing:
-            raise KeyError(f"{len(missing)} classes not in the data, e.g. {missing[:3]}")
-        old_ids = np.array([index_of[name] for name in names], dtype=np.int64)
-        remap = np.full(self.n_classes, -1, dtype=np.int64)
-        remap[old_ids] = np.arange(len(names))
-        keep = remap[self.labels] >= 0
+        keep, labels, old_ids = select_labels(self.labels, self.class_names, names)
         return ImageSet(
             pixels=self.pixels[keep],
-            labels=remap[self.labels[keep]],
+            labels=labels,
             class_names=list(names),
             class_groups=[self.class_groups[i] for i in old_ids],
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from protonet.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
@@ -170,24 +171,16 @@ class Trainer:
         torch.set_num_threads(config.threads or os.cpu_count() or 1)
         torch.manual_seed(config.seed)
         self.device = pick_device(config.device)
-        self.spec = InputSpec(image_size=config.image_size, channels=config.channels)
-        self.encoder_config = EncoderConfig(
-            in_channels=config.channels,
-            hidden_channels=config.hidden_channels,
-            out_channels=config.out_channels,
-        )
-        self.data = load_training_data(config, self.spec)
+        self.data = self._load_data(config)
         config, notes = fit_to_data(config, self.data.train, self.data.validation)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         self.config = config  # with the validation settings that fit the data filled in
-        self.train_pixels = torch.from_numpy(self.data.train.images.pixels)
-        self.encoder = build_encoder(self.encoder_config).to(self.device)
-        self.encoder = self.encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.encoder_config = self._encoder_config()
+        self.encoder = self._build_encoder()
         self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
         self.scheduler = self._make_scheduler()
-        self.amp_dtype = autocast_dtype(config.precision, self.device)
-        self.augment_generator = torch.Generator().manual_seed(config.seed)
+        self.amp_dtype = self._amp_dtype()
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0
         self.best_accuracy = -1.0
@@ -195,6 +188,37 @@ class Trainer:
         self.elapsed_before = 0.0
         if config.resume:
             self._load_resume_state()
+
+    # What differs between image and text training (TextTrainer overrides these).
+
+    def _load_data(self, config: TrainConfig) -> TrainingData:
+        self.spec = InputSpec(image_size=config.image_size, channels=config.channels)
+        self.augment_generator = torch.Generator().manual_seed(config.seed)
+        data = load_training_data(config, self.spec)
+        self.train_pixels = torch.from_numpy(data.train.images.pixels)
+        return data
+
+    def _encoder_config(self) -> EncoderConfig:
+        return EncoderConfig(
+            in_channels=self.config.channels,
+            hidden_channels=self.config.hidden_channels,
+            out_channels=self.config.out_channels,
+        )
+
+    def _build_encoder(self) -> nn.Module:
+        encoder = build_encoder(self.encoder_config).to(self.device)
+        return encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        return autocast_dtype(self.config.precision, self.device)
+
+    def _validation_embeddings(self) -> torch.Tensor:
+        """``[n_validation, dim]``, in eval mode."""
+        return embed_imageset(self.encoder, self.data.validation.images, self.spec)
+
+    def _model_fields(self) -> dict[str, Any]:
+        """The checkpoint's fields that say what the encoder reads."""
+        return {"input_spec": self.spec}
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         if self.config.schedule == "cosine":
@@ -265,11 +289,9 @@ class Trainer:
 
     def validate(self) -> tuple[float, float]:
         config = self.config
-        validation = self.data.validation.images
-        embeddings = embed_imageset(self.encoder, validation, self.spec)
         result = evaluate(
-            embeddings,
-            validation,
+            self._validation_embeddings(),
+            self.data.validation.images,
             EpisodeShape(config.val_way, config.val_shot, config.val_query),
             n_episodes=config.val_episodes,
             seed=config.seed + 1,
@@ -279,7 +301,7 @@ class Trainer:
     def checkpoint(self, wall_seconds: float, validation: dict[str, Any]) -> Checkpoint:
         return Checkpoint(
             encoder_config=self.encoder_config,
-            input_spec=self.spec,
+            **self._model_fields(),
             state_dict={k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
             training_config=self.config.to_dict(),
             data_fingerprint=self.data.fingerprint,

@@ -117,10 +117,13 @@ def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--split", "nope", "--out", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "--split: invalid choice: 'nope' (choose from 'lake', 'vinyals', 'folder')" in (
-        capsys.readouterr().err
+    assert (
+        "--split: invalid choice: 'nope' (choose from 'lake', 'vinyals', 'folder', 'banking77')"
+        in (capsys.readouterr().err)
     )
-    with pytest.raises(ValueError, match="--split must be one of lake, vinyals, folder, not 'x'"):
+    with pytest.raises(
+        ValueError, match="--split must be one of lake, vinyals, folder, banking77, not 'x'"
+    ):
         Trainer(TrainConfig(split="x"))  # the same rule for configs built in code
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
