@@ -76,6 +76,7 @@ async def test_collection_lifecycle(settings):
                 "index": "auto",
                 "index_in_use": "exact",
                 "rejection": {"mode": "none"},
+                "model": "default",
             }
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
@@ -89,6 +90,7 @@ async def test_collection_lifecycle(settings):
             "index": "auto",
             "index_in_use": "exact",
             "rejection": {"mode": "none"},
+            "model": "default",
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404
