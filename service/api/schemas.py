@@ -306,12 +306,10 @@ class ModelSummary(BaseModel):
     version: str = Field(description="Content hash of the weights; changes with every model.")
     embedding_dim: int = Field(description="Width of the embeddings.")
     input: InputSpecInfo | None = Field(
-        None,
-        description="What an image model expects (inputs are converted); null for text."
+        None, description="What an image model expects (inputs are converted); null for text."
     )
     text: TextSpecInfo | None = Field(
-        None,
-        description="How a text model reads text (base encoder, limits); null for images."
+        None, description="How a text model reads text (base encoder, limits); null for images."
     )
     rejection: RejectionCalibrationInfo | None = Field(
         description="The model's rejection calibration (measured on training-side classes), "
