@@ -145,8 +145,13 @@ def main() -> None:
             f"intents={args.checkpoint.resolve()},base={base}",
             "PROTONET_TORCH_THREADS": str(args.threads),
             "HF_HUB_OFFLINE": "1",
+            "PROTONET_LOG_LEVEL": "warning",
         }
-        with local_server(env) as server, ProtonetClient(server.url, timeout=600) as client:
+        log = Path(tmp) / "server.log"
+        with (
+            local_server(env, log_file=log) as server,
+            ProtonetClient(server.url, timeout=600) as client,
+        ):
             print("(a) all 77 intents, 8 examples each from train.csv, whole test.csv, via HTTP")
             results: dict[str, list[float]] = {"intents": [], "base": []}
             for draw in range(args.draws):
