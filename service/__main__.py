@@ -84,7 +84,7 @@ def migrate(settings: Settings) -> int:
 
     engine = create_storage_engine(settings.resolved_database_url())
     try:
-        changed = upgrade_database(engine)
+        changed = upgrade_database(engine, settings.resolved_default_model())
     finally:
         engine.dispose()
     print(f"schema {'migrated to' if changed else 'already at'} revision {head_revision()}")
@@ -101,10 +101,10 @@ def embeddings(settings: Settings, drop_unused: bool, force: bool) -> int:
     try:
         counts = storage.count_embeddings_by_version()
         replicas = storage.live_replicas(LIVE_WITHIN)
-        served = {replica.model_version for replica in replicas}
+        served = {version for replica in replicas for version in replica.model_version.split(",")}
         print(f"{storage.count_examples()} stored examples; embeddings by model version:")
         for version, count in sorted(counts.items()):
-            processes = [r for r in replicas if r.model_version == version]
+            processes = [r for r in replicas if version in r.model_version.split(",")]
             state = ", ".join(
                 f"{r.host}:{r.pid}{'' if r.ready else ' (starting)'}" for r in processes
             )

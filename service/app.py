@@ -44,7 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
     app.state.metrics.watch_collections(state.all_tenants_summary)
-    state.pipeline.start()
+    state.start_pipelines()
 
     def prepare() -> None:
         state.prepare()
@@ -56,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await state.pipeline.stop()
+        await state.stop_pipelines()
         state.request_stop()
         await to_thread.run_sync(preparer.join)
         state.close()

@@ -40,7 +40,9 @@ from urllib.parse import quote, urlencode
 import httpx
 import numpy as np
 
-ImageLike = bytes | str | os.PathLike[str] | np.ndarray
+# An input: an image (file bytes, a file path, an array), or a request item as the API takes
+# it, such as ``text("...")`` for a text model's collections.
+ImageLike = bytes | str | os.PathLike[str] | np.ndarray | Mapping[str, Any]
 # "none", "default", an acceptance such as 0.99, or the JSON form {"acceptance": 0.99}
 Rejection = str | float | Mapping[str, float]
 Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
@@ -66,8 +68,17 @@ class ProtonetAPIError(Exception):
             return cls(response.status_code, "http_error", response.text or response.reason_phrase)
 
 
+def text(value: str) -> dict[str, str]:
+    """A text input, for a text model's collections: ``client.query("faq", [text("...")])``
+    (a bare string is a file path)."""
+    return {"text": value}
+
+
 def encode_input(image: ImageLike) -> dict[str, Any]:
-    """One image as a request item: ``{"image": base64}`` or ``{"pixels": [[...]]}``."""
+    """One input as a request item: ``{"image": base64}``, ``{"pixels": [[...]]}``, or a
+    mapping such as :func:`text`'s as it is."""
+    if isinstance(image, Mapping):
+        return dict(image)
     if isinstance(image, bytes):
         return {"image": base64.b64encode(image).decode("ascii")}
     if isinstance(image, str | os.PathLike):
@@ -154,9 +165,14 @@ class Calls:
 
     @staticmethod
     def create_collection(
-        name: str, index: str | None = None, rejection: Rejection | None = None
+        name: str,
+        index: str | None = None,
+        rejection: Rejection | None = None,
+        model: str | None = None,
     ) -> Call:
         body: dict[str, Any] = {"name": name}
+        if model is not None:
+            body["model"] = model
         if index is not None:
             body["index"] = index
         if rejection is not None:
@@ -214,8 +230,11 @@ class Calls:
         return Call("GET", path, binary=True)
 
     @staticmethod
-    def embed(images: Sequence[ImageLike]) -> Call:
-        return Call("POST", "/v1/embed", {"inputs": [encode_input(image) for image in images]})
+    def embed(images: Sequence[ImageLike], model: str | None = None) -> Call:
+        body: dict[str, Any] = {"inputs": [encode_input(image) for image in images]}
+        if model is not None:
+            body["model"] = model
+        return Call("POST", "/v1/embed", body)
 
 
 def auth_headers(api_key: str | None, tenant: str | None) -> dict[str, str]:
@@ -310,15 +329,25 @@ class ProtonetClient:
             time.sleep(interval)
 
     def model(self) -> dict[str, Any]:
+        """The default model's description and card."""
         return self.send(Call("GET", "/v1/model"))
 
+    def models(self) -> list[dict[str, Any]]:
+        """Every served model's summary (name, modality, version, input or text spec...)."""
+        return self.send(Call("GET", "/v1/models"))["models"]
+
     def create_collection(
-        self, name: str, index: str | None = None, rejection: Rejection | None = None
+        self,
+        name: str,
+        index: str | None = None,
+        rejection: Rejection | None = None,
+        model: str | None = None,
     ) -> dict[str, Any]:
         """``index``: auto (the server's default), exact or ivf (docs/performance.md).
         ``rejection`` of unknown inputs: ``"none"`` (the server's default), ``"default"`` (the
-        model's calibrated default) or a known acceptance such as ``0.99``."""
-        return self.send(Calls.create_collection(name, index, rejection))
+        model's calibrated default) or a known acceptance such as ``0.99``. ``model``: the
+        served model it is bound to (default: the server's default model)."""
+        return self.send(Calls.create_collection(name, index, rejection, model))
 
     def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
         """Change the collection's rejection of unknowns; returns its summary."""
@@ -369,9 +398,10 @@ class ProtonetClient:
         """One stored example as a PNG file (its stored pixels: the model's input size)."""
         return self.send(Calls.example_image(name, example_id))
 
-    def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
-        """``{"model_version", "embeddings": [[...], ...]}``."""
-        return self.send(Calls.embed(images))
+    def embed(self, images: Sequence[ImageLike], model: str | None = None) -> dict[str, Any]:
+        """``{"model_version", "embeddings": [[...], ...]}`` by ``model`` (default: the
+        server's default model)."""
+        return self.send(Calls.embed(images, model))
 
 
 class AsyncProtonetClient:
@@ -432,10 +462,17 @@ class AsyncProtonetClient:
     async def model(self) -> dict[str, Any]:
         return await self.send(Call("GET", "/v1/model"))
 
+    async def models(self) -> list[dict[str, Any]]:
+        return (await self.send(Call("GET", "/v1/models")))["models"]
+
     async def create_collection(
-        self, name: str, index: str | None = None, rejection: Rejection | None = None
+        self,
+        name: str,
+        index: str | None = None,
+        rejection: Rejection | None = None,
+        model: str | None = None,
     ) -> dict[str, Any]:
-        return await self.send(Calls.create_collection(name, index, rejection))
+        return await self.send(Calls.create_collection(name, index, rejection, model))
 
     async def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
         return await self.send(Calls.set_rejection(name, rejection))
@@ -473,5 +510,5 @@ class AsyncProtonetClient:
     async def example_image(self, name: str, example_id: int) -> bytes:
         return await self.send(Calls.example_image(name, example_id))
 
-    async def embed(self, images: Sequence[ImageLike]) -> dict[str, Any]:
-        return await self.send(Calls.embed(images))
+    async def embed(self, images: Sequence[ImageLike], model: str | None = None) -> dict[str, Any]:
+        return await self.send(Calls.embed(images, model))

@@ -7,7 +7,7 @@ in one place, service/edge/error_responses.py; raising code never deals in statu
 
 from __future__ import annotations
 
-from protonet.errors import ProtonetError
+from protonet.errors import InvalidInputError, ProtonetError
 
 
 class NotFoundError(ProtonetError):
@@ -78,6 +78,16 @@ class StorageUnavailableError(ProtonetError):
 
 class RejectionUnavailableError(ProtonetError):
     """Calibrated rejection of unknowns was asked of a model that carries no usable calibration."""
+
+
+class UnknownModelError(ProtonetError):
+    """A request named a model this service does not serve (PROTONET_MODELS), or a collection
+    is bound to one."""
+
+
+class ModelMismatchError(InvalidInputError):
+    """An input of the wrong modality for the model: an image for a text collection, or text
+    for an image one."""
 
 
 class AcceptanceOutOfRangeError(ProtonetError):

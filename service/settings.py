@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -14,12 +15,42 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Resolved from this file, not the working directory: ``python -m service`` works from anywhere.
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "omniglot-conv4.pt"
 DATABASE_FILE = "protonet.sqlite3"
+# The name of the one model that PROTONET_CHECKPOINT configures (without PROTONET_MODELS).
+SINGLE_MODEL_NAME = "default"
+MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def model_list(value: str) -> dict[str, Path]:
+    """PROTONET_MODELS (``name=path`` entries separated by commas) -> ``name -> path``, in the
+    order given; :class:`ValueError` names a malformed entry or a repeated name."""
+    models: dict[str, Path] = {}
+    for raw in value.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        name, separator, path = (part.strip() for part in entry.partition("="))
+        if not separator or not path or not MODEL_NAME_PATTERN.match(name):
+            raise ValueError(
+                f"model entry {entry!r} is not name=path (a name of 1-64 letters, digits, "
+                "'_' or '-'), e.g. omniglot=models/omniglot-conv4.pt"
+            )
+        if name in models:
+            raise ValueError(f"model {name!r} is named twice")
+        models[name] = Path(path)
+    return models
+
+
+def check_model_list(value: str) -> str:
+    """PROTONET_MODELS checked at start (a malformed entry fails it)."""
+    model_list(value)
+    return value
 
 
 def trusted_proxy_list(value: str) -> list[str]:
@@ -56,7 +87,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PROTONET_", extra="ignore")
 
-    checkpoint: Path = Field(default=BUNDLED_CHECKPOINT, description="Model checkpoint to serve.")
+    checkpoint: Path = Field(
+        default=BUNDLED_CHECKPOINT,
+        description="Model checkpoint to serve as the one model 'default' (without "
+        "PROTONET_MODELS).",
+    )
+    models: Annotated[str, AfterValidator(check_model_list)] = Field(
+        default="",
+        description="Several models at once: name=path entries separated by commas, e.g. "
+        "omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt (replaces "
+        "PROTONET_CHECKPOINT). Collections are bound to one by name.",
+    )
+    default_model: str | None = Field(
+        default=None,
+        description="The model of collections created without one, of /v1/model and of "
+        "/v1/embed without one; default: the first of PROTONET_MODELS.",
+    )
     data_dir: Path = Field(default=Path("data"), description="Where the embedded database lives.")
     database_url: str | None = Field(
         default=None,
@@ -200,6 +246,26 @@ class Settings(BaseSettings):
     shutdown_timeout: PositiveInt = Field(
         default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
+
+    @model_validator(mode="after")
+    def _one_model_configuration(self) -> Self:
+        if self.models and "checkpoint" in self.model_fields_set:
+            raise ValueError("set PROTONET_MODELS or PROTONET_CHECKPOINT, not both")
+        names = list(self.served_models())
+        if self.default_model is not None and self.default_model not in names:
+            raise ValueError(
+                f"PROTONET_DEFAULT_MODEL {self.default_model!r} is not one of the served "
+                f"models ({', '.join(names)})"
+            )
+        return self
+
+    def served_models(self) -> dict[str, Path]:
+        """``name -> checkpoint`` of every model to serve, in configuration order."""
+        return model_list(self.models) or {SINGLE_MODEL_NAME: self.checkpoint}
+
+    def resolved_default_model(self) -> str:
+        """PROTONET_DEFAULT_MODEL, else the first served model."""
+        return self.default_model or next(iter(self.served_models()))
 
     def index_directory(self) -> Path:
         """Where IVF indexes are persisted between starts."""

@@ -11,8 +11,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from service.collections.encoder import Encoder
 from service.collections.lifecycle import ServiceState
+from service.collections.models import ModelSet
 from service.collections.registry import CollectionRegistry
 from service.edge.admission import principal_of
 from service.edge.auth import TENANT_HEADER, TENANT_PATTERN, Role, authorize
@@ -35,12 +35,12 @@ async def get_registry(state: StateDep) -> CollectionRegistry:
     return state.require_registry()
 
 
-async def get_encoder(state: StateDep) -> Encoder:
-    return state.encoder
+async def get_models(state: StateDep) -> ModelSet:
+    return state.models
 
 
 RegistryDep = Annotated[CollectionRegistry, Depends(get_registry)]
-EncoderDep = Annotated[Encoder, Depends(get_encoder)]
+ModelsDep = Annotated[ModelSet, Depends(get_models)]
 
 
 TenantHeader = Annotated[

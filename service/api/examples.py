@@ -27,7 +27,9 @@ def example(value: dict[str, Any]) -> dict[str, Any]:
     return {"examples": [value]}
 
 
-CREATE_COLLECTION = example({"name": "symbols", "index": "auto", "rejection": "none"})
+CREATE_COLLECTION = example(
+    {"name": "symbols", "index": "auto", "rejection": "none", "model": "omniglot"}
+)
 UPDATE_COLLECTION = example({"rejection": {"acceptance": 0.99}})
 ACCEPTANCE_TARGET = example({"acceptance": 0.99})
 SUPPORT = example(
@@ -42,7 +44,7 @@ SUPPORT = example(
 QUERY = example(
     {"queries": [{"image": RING_PNG}, {"pixels": PIXELS}], "top_k": 2, "rejection": "default"}
 )
-EMBED = example({"inputs": [{"image": RING_PNG}]})
+EMBED = example({"inputs": [{"image": RING_PNG}], "model": "omniglot"})
 
 HEALTH = example({"status": "ok"})
 READY = example({"status": "ready", "detail": "ready"})
@@ -54,12 +56,40 @@ CALIBRATION = {
     "default_acceptance": 0.95,
 }
 REJECTION_CALIBRATION = example(CALIBRATION)
+TEXT_SPEC_VALUES = {
+    "base_encoder": "sentence-transformers/all-MiniLM-L6-v2",
+    "base_weights_sha256": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "max_chars": 1000,
+    "max_tokens": 256,
+    "base_dim": 384,
+}
+TEXT_SPEC = example(TEXT_SPEC_VALUES)
+IMAGE_MODEL_SUMMARY = {
+    "name": "omniglot",
+    "modality": "image",
+    "default": True,
+    "version": "ef95c1dd85fc74b8",
+    "embedding_dim": 64,
+    "input": {"image_size": 28, "channels": 1, "invert": True},
+    "text": None,
+    "rejection": CALIBRATION,
+}
+TEXT_MODEL_SUMMARY = {
+    "name": "intents",
+    "modality": "text",
+    "default": False,
+    "version": "3f6c0e2a9b1d4c57",
+    "embedding_dim": 384,
+    "input": None,
+    "text": TEXT_SPEC_VALUES,
+    "rejection": None,
+}
+MODEL_SUMMARY = example(IMAGE_MODEL_SUMMARY)
+MODEL_LIST = example({"models": [IMAGE_MODEL_SUMMARY, TEXT_MODEL_SUMMARY]})
 MODEL = example(
     {
-        "version": "ef95c1dd85fc74b8",
-        "embedding_dim": 64,
+        **IMAGE_MODEL_SUMMARY,
         "metric": "squared_euclidean",
-        "input": {"image_size": 28, "channels": 1, "invert": True},
         "card": {
             "encoder": {"architecture": "conv4", "in_channels": 1, "hidden_channels": 64},
             "training": {"split": "lake", "way": 60, "shot": 1, "episodes": 12000},
@@ -78,6 +108,7 @@ COLLECTION = {
     "index": "auto",
     "index_in_use": "exact",
     "rejection": {"mode": "none"},
+    "model": "omniglot",
 }
 COLLECTION_SUMMARY = example(COLLECTION)
 COLLECTION_LIST = example({"collections": [COLLECTION]})

@@ -93,10 +93,22 @@ def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
     return complete
 
 
-class InputItem(StrictModel):
-    """One input image: exactly one of ``image`` or ``pixels``."""
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ModelName = Annotated[
+    str,
+    Field(
+        pattern=MODEL_NAME_PATTERN,
+        description="A served model's name (GET /v1/models).",
+        examples=["omniglot"],
+    ),
+]
 
-    model_config = ConfigDict(json_schema_extra=exactly_one_of("image", "pixels"))
+
+class InputItem(StrictModel):
+    """One input: exactly one of ``image`` or ``pixels`` (for an image model) or ``text`` (for
+    a text model)."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of("image", "pixels", "text"))
 
     image: str | None = Field(
         None,
@@ -114,8 +126,17 @@ class InputItem(StrictModel):
         ),
         examples=[[[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]]],
     )
+    text: str | None = Field(
+        None,
+        description=(
+            "A text, for a text model's collections: cleaned (Unicode NFC, runs of whitespace "
+            "made one space, stripped) and then at most the model's text.max_chars characters "
+            "(GET /v1/models); empty or whitespace-only text is refused."
+        ),
+        examples=["I still have not received my new card"],
+    )
 
-    @field_validator("image", "pixels", mode="wrap")
+    @field_validator("image", "pixels", "text", mode="wrap")
     @classmethod
     def _not_null(cls, value: Any, handler: core_schema.ValidatorFunctionWrapHandler) -> Any:
         if value is None:  # only when sent: defaults are not validated
@@ -124,15 +145,16 @@ class InputItem(StrictModel):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> InputItem:
-        if (self.image is None) == (self.pixels is None):
+        if sum(value is not None for value in (self.image, self.pixels, self.text)) != 1:
             raise PydanticCustomError(
-                "image_or_pixels", "give exactly one of 'image' (base64 file) or 'pixels'"
+                "image_or_pixels",
+                "give exactly one of 'image' (base64 file), 'pixels' or 'text'",
             )
         return self
 
 
 class SupportExample(InputItem):
-    """A labelled example: a label plus exactly one of ``image`` or ``pixels``."""
+    """A labelled example: a label plus exactly one of ``image``, ``pixels`` or ``text``."""
 
     label: Label
 
@@ -181,6 +203,11 @@ class CreateCollectionRequest(StrictModel):
     name: CollectionName
     index: IndexKind = Field("auto", description=INDEX_DESCRIPTION)
     rejection: RejectionChoice = "none"
+    model: ModelName | None = Field(
+        None,
+        description="The served model the collection is bound to for good (GET /v1/models); "
+        "omitted or null: the default model. Its inputs must be of that model's modality.",
+    )
 
 
 class UpdateCollectionRequest(StrictModel):
@@ -216,7 +243,12 @@ class QueryRequest(StrictModel):
 class EmbedRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.EMBED)
 
-    inputs: list[InputItem] = Field(min_length=1, description="Images to embed.")
+    inputs: list[InputItem] = Field(
+        min_length=1, description="Inputs to embed: images, or texts for a text model."
+    )
+    model: ModelName | None = Field(
+        None, description="The served model to embed with; omitted or null: the default model."
+    )
 
 
 class HealthResponse(BaseModel):
@@ -251,19 +283,52 @@ class RejectionCalibrationInfo(BaseModel):
     default_acceptance: float = Field(description="The acceptance 'default' stands for.")
 
 
-class ModelInfo(BaseModel):
-    model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL)
+class TextSpecInfo(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.TEXT_SPEC)
 
+    base_encoder: str = Field(description="The frozen base sentence encoder under the head.")
+    base_weights_sha256: str = Field(description="sha256 of the base's weights (checked).")
+    max_chars: int = Field(description="Most characters per text, after cleaning (422 above).")
+    max_tokens: int = Field(description="Word pieces the base reads per text (longer: cut).")
+    base_dim: int = Field(description="Width of the base's embeddings.")
+
+
+class ModelSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL_SUMMARY)
+
+    name: str = Field(description="The model's name in PROTONET_MODELS ('default' alone).")
+    modality: Literal["image", "text"] = Field(
+        description="What its collections take: images ('image' or 'pixels') or 'text'."
+    )
+    default: bool = Field(
+        description="Whether it is the default model (of collections created without one)."
+    )
     version: str = Field(description="Content hash of the weights; changes with every model.")
     embedding_dim: int = Field(description="Width of the embeddings.")
-    metric: str = Field(description="Distance between embeddings and prototypes.")
-    input: InputSpecInfo = Field(description="What the model expects; inputs are converted.")
-    card: dict[str, Any] = Field(
-        description="Model card: encoder config, training config, evaluation, metadata."
+    input: InputSpecInfo | None = Field(
+        None, description="What an image model expects (inputs are converted); null for text."
+    )
+    text: TextSpecInfo | None = Field(
+        None, description="How a text model reads text (base encoder, limits); null for images."
     )
     rejection: RejectionCalibrationInfo | None = Field(
         description="The model's rejection calibration (measured on training-side classes), "
         "or null: the model cannot reject unknown inputs."
+    )
+
+
+class ModelList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL_LIST)
+
+    models: list[ModelSummary] = Field(description="Every served model, as configured.")
+
+
+class ModelInfo(ModelSummary):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.MODEL)
+
+    metric: str = Field(description="Distance between embeddings and prototypes.")
+    card: dict[str, Any] = Field(
+        description="Model card: encoder config, training config, evaluation, metadata."
     )
 
 
@@ -301,6 +366,7 @@ class CollectionSummary(BaseModel):
     rejection: RejectionSummary = Field(
         description="Rejection of unknown inputs in queries that do not say otherwise."
     )
+    model: str = Field(description="The served model the collection is bound to.")
 
 
 class CollectionList(BaseModel):
@@ -479,6 +545,9 @@ class StoredExampleInfo(BaseModel):
 
     id: int = Field(description="The example's id: its image is at .../examples/{id}/image.")
     label: str = Field(description="Its class's label.")
+    text: str | None = Field(
+        None, description="A text model's example: its text as stored (cleaned); null for images."
+    )
 
 
 class ExampleList(BaseModel):

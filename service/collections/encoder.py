@@ -1,9 +1,15 @@
-"""The served model: a checkpoint's encoder plus the core's one preprocessing path.
+"""The served models: a checkpoint's encoder plus the core's one preprocessing path, with one
+interface for image and text models.
 
-Stage 1 (:func:`protonet.preprocessing.to_pixels`) turns any input into ``uint8`` pixels, which
-storage keeps; stage 2 (:func:`protonet.preprocessing.pixels_to_tensor`) and the encoder turn
-pixels into embeddings, so re-embedding stored examples with a new model feeds it exactly what
-a fresh request would.
+Stage 1 turns a request's input into what storage keeps: an image model's
+(:func:`protonet.preprocessing.to_pixels`) gives ``uint8`` pixels, a text model's
+(:func:`protonet.text.normalize_text`) the cleaned text. Stage 2 turns a batch of those into
+embeddings (:func:`protonet.preprocessing.pixels_to_tensor` and the network; the text model's
+tokenizer, base and head), so re-embedding stored examples with a new model feeds it exactly
+what a fresh request would.
+
+A stage-1 *batch* is ``uint8 [n, *pixel_shape]`` for an image model and a list of ``n``
+strings for a text model; the encoder stacks, joins and embeds its own kind.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -20,26 +26,100 @@ from torch import nn
 
 from protonet.checkpoint import Checkpoint, load_checkpoint
 from protonet.embedding import embed, optimize_for_inference, pick_device
+from protonet.errors import CheckpointError
 from protonet.model import embedding_dim
 from protonet.preprocessing import ImageSource, InputSpec, pixels_to_tensor, to_pixels
+from protonet.text import TextEncoder, TextSpec, normalize_text
 
 logger = logging.getLogger(__name__)
 
+Modality = Literal["image", "text"]
+StageOneItem = np.ndarray | str  # one stored input: uint8 pixels, or normalized text
+StageOneBatch = np.ndarray | list[str]  # uint8 [n, *pixel_shape], or n normalized texts
+Source = ImageSource | str  # what a request item carries, decoded from base64 where needed
+
+
+class Encoder(Protocol):
+    """What the service needs of a served model, image or text."""
+
+    name: str
+    checkpoint: Checkpoint
+    batch_size: int
+
+    @property
+    def modality(self) -> Modality: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def embedding_dim(self) -> int: ...
+
+    def stage_one(self, source: Source) -> StageOneItem:
+        """A request's input -> what storage keeps; raises ``InvalidInputError``."""
+        ...
+
+    def stack(self, items: list[StageOneItem]) -> StageOneBatch:
+        """Stage-1 items (of this model's kind) -> one batch."""
+        ...
+
+    def join(self, batches: list[StageOneBatch]) -> StageOneBatch:
+        """Several batches -> one, rows in order."""
+        ...
+
+    def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
+        """Stage 2: a batch -> float32 ``[n, embedding_dim]`` (C-contiguous)."""
+        ...
+
+    def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
+        """Stored stage-1 items (maybe of an older spec) -> a batch for :meth:`embed_batch`."""
+        ...
+
+    def card(self) -> dict[str, Any]: ...
+
+
+def load_encoder(
+    name: str, path: Path, device: str, batch_size: int, max_pixels: int
+) -> ImageEncoder | TextModelEncoder:
+    """The served model ``name`` from the checkpoint at ``path``, of either modality; raises
+    :class:`~protonet.errors.CheckpointError` naming the model (a text model also when the
+    installed base encoder is not the one its head was trained on)."""
+    try:
+        checkpoint = load_checkpoint(path, modality=None)
+        if checkpoint.modality == "text":
+            return TextModelEncoder.build(name, checkpoint, device, batch_size)
+        return ImageEncoder.build(name, checkpoint, device, batch_size, max_pixels)
+    except CheckpointError as error:
+        raise CheckpointError(f"model {name!r} ({path}): {error}") from None
+
+
+def card_of(checkpoint: Checkpoint) -> dict[str, Any]:
+    """What the checkpoint says about itself: architecture, training, evaluation, provenance."""
+    return {
+        "encoder": checkpoint.encoder_config.to_dict(),
+        "training": checkpoint.training_config,
+        "evaluation": checkpoint.evaluation,
+        "metadata": checkpoint.metadata,
+        "data_fingerprint": checkpoint.data_fingerprint,
+    }
+
 
 @dataclass
-class Encoder:
-    """A loaded checkpoint, ready to turn inputs into embeddings."""
+class ImageEncoder:
+    """A loaded image checkpoint, ready to turn images into embeddings."""
 
+    name: str
     checkpoint: Checkpoint
     network: nn.Module
     batch_size: int
     max_pixels: int
 
     @classmethod
-    def load(cls, path: Path, device: str, batch_size: int, max_pixels: int) -> Encoder:
-        """Read ``path`` and build its encoder, optimized for inference (checked against the
-        plain one on a probe batch); raises :class:`~protonet.errors.CheckpointError`."""
-        checkpoint = load_checkpoint(path)
+    def build(
+        cls, name: str, checkpoint: Checkpoint, device: str, batch_size: int, max_pixels: int
+    ) -> ImageEncoder:
+        """The checkpoint's encoder, optimized for inference (checked against the plain one
+        on a probe batch)."""
         network = checkpoint.build_encoder(pick_device(device))
         spec = checkpoint.input_spec
         generator = torch.Generator().manual_seed(0)  # no side effect on the global RNG
@@ -47,8 +127,12 @@ class Encoder:
             0, 256, (8, *spec.pixel_shape), dtype=torch.uint8, generator=generator
         )
         network = optimize_for_inference(network, pixels_to_tensor(probe, spec))
-        logger.info("loaded model %s from %s", checkpoint.version, path)
-        return cls(checkpoint, network, batch_size, max_pixels)
+        logger.info("loaded image model %r, version %s", name, checkpoint.version)
+        return cls(name, checkpoint, network, batch_size, max_pixels)
+
+    @property
+    def modality(self) -> Modality:
+        return "image"
 
     @cached_property
     def version(self) -> str:
@@ -69,6 +153,16 @@ class Encoder:
         ``pixel_shape``. Raises :class:`~protonet.errors.InvalidInputError`."""
         return to_pixels(source, self.input_spec, self.max_pixels)
 
+    def stage_one(self, source: Source) -> StageOneItem:
+        assert not isinstance(source, str), "payloads route text to text models only"
+        return self.to_pixels(source)
+
+    def stack(self, items: list[StageOneItem]) -> StageOneBatch:
+        return np.stack(items)
+
+    def join(self, batches: list[StageOneBatch]) -> StageOneBatch:
+        return batches[0] if len(batches) == 1 else np.concatenate(batches)
+
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """``uint8 [n, *pixel_shape]`` -> float32 ``[n, embedding_dim]`` (C-contiguous)."""
         if pixels.shape[0] == 0:
@@ -77,13 +171,75 @@ class Encoder:
         embeddings = embed(self.network, inputs, self.batch_size)
         return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
 
+    def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
+        assert isinstance(batch, np.ndarray)
+        return self.embed_pixels(batch)
+
+    def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
+        """Re-runs stage 1 only for pixels stored under a different spec."""
+        shape = self.input_spec.pixel_shape
+        pixels = [
+            p if isinstance(p, np.ndarray) and p.shape == shape else self.stage_one(p)
+            for p in stored
+        ]
+        return np.stack(pixels)
+
     def card(self) -> dict[str, Any]:
-        """What the checkpoint says about itself: architecture, training, evaluation, provenance."""
-        checkpoint = self.checkpoint
-        return {
-            "encoder": checkpoint.encoder_config.to_dict(),
-            "training": checkpoint.training_config,
-            "evaluation": checkpoint.evaluation,
-            "metadata": checkpoint.metadata,
-            "data_fingerprint": checkpoint.data_fingerprint,
-        }
+        return card_of(self.checkpoint)
+
+
+@dataclass
+class TextModelEncoder:
+    """A loaded text checkpoint (the meta-learned head over the installed base encoder)."""
+
+    name: str
+    checkpoint: Checkpoint
+    encoder: TextEncoder
+    batch_size: int
+
+    @classmethod
+    def build(
+        cls, name: str, checkpoint: Checkpoint, device: str, batch_size: int
+    ) -> TextModelEncoder:
+        """Base and head; CheckpointError if the installed base differs from the recorded one."""
+        encoder = checkpoint.build_text_encoder(pick_device(device))
+        logger.info("loaded text model %r, version %s", name, checkpoint.version)
+        return cls(name, checkpoint, encoder, batch_size)
+
+    @property
+    def modality(self) -> Modality:
+        return "text"
+
+    @cached_property
+    def version(self) -> str:
+        return self.checkpoint.version
+
+    @property
+    def text_spec(self) -> TextSpec:
+        return self.encoder.spec
+
+    @property
+    def embedding_dim(self) -> int:
+        return embedding_dim(self.checkpoint.encoder_config, 0)  # a head: its output width
+
+    def stage_one(self, source: Source) -> StageOneItem:
+        """The core's one cleaning of text (limits included): what storage keeps."""
+        return normalize_text(source, self.text_spec)
+
+    def stack(self, items: list[StageOneItem]) -> StageOneBatch:
+        return [str(item) for item in items]
+
+    def join(self, batches: list[StageOneBatch]) -> StageOneBatch:
+        return [text for batch in batches for text in batch]
+
+    def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        embeddings = self.encoder.embed(list(batch), self.batch_size)
+        return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
+
+    def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
+        return [str(text) for text in stored]
+
+    def card(self) -> dict[str, Any]:
+        return card_of(self.checkpoint)

@@ -1,7 +1,9 @@
-"""The request path to the encoder: decode -> encode (-> rank), each stage a micro-batcher.
+"""The request path to a model's encoder: decode -> encode (-> rank), each stage a
+micro-batcher. Each served model has its own pipeline (its own batches and threads).
 
-* ``decode`` (a thread): base64 and image decoding, resizing (stage 1 of the core's
-  preprocessing) of each request's items; a request with a bad item fails alone, its item named.
+* ``decode`` (a thread): base64 and image decoding, resizing, or text cleaning (stage 1 of the
+  core's preprocessing) of each request's items; a request with a bad item fails alone, its
+  item named.
 * ``encode`` (a thread): one encoder call for the rows of every request in the batch.
 * ``rank`` (a thread): for queries, one ranking per collection in the batch.
 
@@ -9,8 +11,9 @@ A query crosses the stages by :class:`~service.collections.batching.Handoff` fro
 and comes back to the event loop once. Separate threads keep the encoder (torch, which releases the
 GIL) busy while the next batch is decoded and the last one ranked (Python, which holds it); the
 event loop only parses HTTP and queues jobs. The encode stage waits (``max_wait``) only while the
-decode stage still holds requests for it. Every encoder call of the running service goes through the
-encode thread, so no two run at once (startup re-embedding runs before any request is served).
+decode stage still holds requests for it. Every call of a model's encoder in the running service
+goes through its encode thread, so no two run at once (startup re-embedding runs before any
+request is served); two models' encoders may run side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import cast
 import numpy as np
 
 from service.collections.batching import BatchStats, Handoff, MicroBatcher
-from service.collections.encoder import Encoder
+from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.live_collection import LiveCollection, QueryAnswer
 from service.collections.payloads import InputPayload, decode_payloads
 
@@ -39,7 +42,7 @@ class DecodeJob:
 
 @dataclass(frozen=True)
 class EncodeJob:
-    pixels: np.ndarray  # uint8 [m, *pixel_shape]
+    inputs: StageOneBatch  # uint8 [m, *pixel_shape], or m texts
     collection: LiveCollection | None = None  # rank against it (a query) or not
     top_k: int = 1
 
@@ -52,7 +55,7 @@ class RankJob:
 
 
 class InferencePipeline:
-    """Decode, encode and rank stages over one :class:`Encoder`."""
+    """Decode, encode and rank stages over one model's :class:`Encoder`."""
 
     def __init__(
         self,
@@ -64,7 +67,7 @@ class InferencePipeline:
     ) -> None:
         self.encoder = encoder
         self._on_encode = on_encode
-        self.decoder: MicroBatcher[DecodeJob, np.ndarray] = MicroBatcher(
+        self.decoder: MicroBatcher[DecodeJob, StageOneBatch] = MicroBatcher(
             "decode",
             self._decode_batch,
             rows_of=lambda job: len(job.payloads),
@@ -74,7 +77,7 @@ class InferencePipeline:
         self.embedder: MicroBatcher[EncodeJob, np.ndarray] = MicroBatcher(
             "encode",
             self._encode_batch,
-            rows_of=lambda job: len(job.pixels),
+            rows_of=lambda job: len(job.inputs),
             max_rows=max_rows,
             max_wait=max_wait,
             incoming=lambda: self.decoder.in_flight,
@@ -97,14 +100,14 @@ class InferencePipeline:
         for stage in self._stages:  # each may still hand jobs on to the next
             await stage.stop()
 
-    async def decode(self, payloads: Sequence[InputPayload], field: str) -> np.ndarray:
-        """Stage 1 of every item: ``uint8 [n, *pixel_shape]``; raises ``InvalidInputError``
-        naming the first bad item."""
-        return await self.decoder.submit(DecodeJob(payloads, field))
+    async def decode(self, payloads: Sequence[InputPayload], field: str) -> StageOneBatch:
+        """Stage 1 of every item (a stage-1 batch); raises ``InvalidInputError`` naming the
+        first bad item."""
+        return cast(StageOneBatch, await self.decoder.submit(DecodeJob(payloads, field)))
 
-    async def embed(self, pixels: np.ndarray) -> np.ndarray:
-        """``uint8 [n, *pixel_shape]`` -> float32 ``[n, dim]``."""
-        return await self.embedder.submit(EncodeJob(pixels))
+    async def embed(self, inputs: StageOneBatch) -> np.ndarray:
+        """A stage-1 batch of ``n`` rows -> float32 ``[n, dim]``."""
+        return await self.embedder.submit(EncodeJob(inputs))
 
     async def query(
         self, collection: LiveCollection, payloads: Sequence[InputPayload], top_k: int
@@ -114,29 +117,29 @@ class InferencePipeline:
         job = DecodeJob(payloads, "queries", collection, top_k)
         return cast(list[QueryAnswer], await self.decoder.submit(job))
 
-    def _decode_batch(self, jobs: list[DecodeJob]) -> list[np.ndarray | Exception | Handoff]:
-        outcomes: list[np.ndarray | Exception | Handoff] = []
+    def _decode_batch(self, jobs: list[DecodeJob]) -> list[StageOneBatch | Exception | Handoff]:
+        outcomes: list[StageOneBatch | Exception | Handoff] = []
         for job in jobs:
             try:
-                pixels = decode_payloads(job.payloads, job.field, self.encoder.to_pixels)
+                inputs = decode_payloads(job.payloads, job.field, self.encoder)
             except Exception as error:
                 outcomes.append(error)
                 continue
             if job.collection is None:
-                outcomes.append(pixels)
+                outcomes.append(inputs)
             else:
-                encode = EncodeJob(pixels, job.collection, job.top_k)
+                encode = EncodeJob(inputs, job.collection, job.top_k)
                 outcomes.append(Handoff(self.embedder, encode))
         return outcomes
 
     def _encode_batch(self, jobs: list[EncodeJob]) -> list[np.ndarray | Handoff]:
         """One encoder call for the rows of all jobs; queries go on to the rank stage."""
-        pixels = jobs[0].pixels if len(jobs) == 1 else np.concatenate([j.pixels for j in jobs])
+        inputs = self.encoder.join([job.inputs for job in jobs])
         started = time.perf_counter()
-        embeddings = self.encoder.embed_pixels(pixels)  # [rows, dim]
+        embeddings = self.encoder.embed_batch(inputs)  # [rows, dim]
         if self._on_encode is not None:
             self._on_encode(time.perf_counter() - started)
-        offsets = itertools.accumulate((len(job.pixels) for job in jobs), initial=0)
+        offsets = itertools.accumulate((len(job.inputs) for job in jobs), initial=0)
         rows = [embeddings[a:b] for a, b in itertools.pairwise(offsets)]
         return [
             rows[i]

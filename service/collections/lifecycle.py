@@ -1,30 +1,37 @@
-"""What a running app holds: settings, model, storage, collections, and readiness.
+"""What a running app holds: settings, models, storage, collections, and readiness.
 
-Opening (checkpoint + database schema) is quick and fails fast on bad configuration. Preparing
+Opening (checkpoints + database schema) is quick and fails fast on bad configuration: a
+checkpoint that does not load (a text model's base encoder that is not the one its head was
+trained on included), or a database whose collections are bound to a model that is not served.
+Preparing
 (re-embedding after a model change, rebuilding every index) may take long, so it runs in a
 background thread while ``/healthz`` already answers and ``/readyz`` says 503.
 """
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import faiss
 import torch
 
+from protonet.errors import CheckpointError
 from service.collections.batching import BatchStats
 from service.collections.diagnostics import DiagnosticsLimits
-from service.collections.encoder import Encoder
+from service.collections.encoder import Encoder, load_encoder
 from service.collections.inference import InferencePipeline
 from service.collections.ivf_index import IndexFiles
 from service.collections.live_collection import IndexPolicy
+from service.collections.models import ModelSet, ServedModel
 from service.collections.reembed import embed_stored_examples
 from service.collections.registry import AllTenantsSummary, CollectionRegistry
 from service.collections.sync import ChangeFeed, Heartbeat, new_replica
-from service.errors import NotReadyError
+from service.errors import NotReadyError, UnknownModelError
 from service.settings import Settings
 from service.storage.repository import Storage
 from service.threads import default_threads
@@ -36,13 +43,14 @@ Readiness = Literal["starting", "ready", "failed"]
 
 class Observer(Protocol):
     """What the running service reports while it works (the metrics: the edge's
-    ``ServiceMetrics`` implements it, so the domain need not know how they are exported)."""
+    ``ServiceMetrics`` implements it, so the domain need not know how they are exported),
+    each by model name."""
 
-    def observe_batch(self, stats: BatchStats) -> None: ...
+    def observe_batch(self, stats: BatchStats, model: str) -> None: ...
 
-    def observe_encoder(self, seconds: float) -> None: ...
+    def observe_encoder(self, seconds: float, model: str) -> None: ...
 
-    def observe_backfill(self, done: int, total: int) -> None: ...
+    def observe_backfill(self, done: int, total: int, model: str) -> None: ...
 
     def observe_feed(self, position: int, applied: int) -> None: ...
 
@@ -75,66 +83,139 @@ def freeze_startup_objects() -> None:
     gc.set_threshold(max(young, 20_000), middle, old)
 
 
+def serve_models(encoders: Sequence[Encoder], settings: Settings, metrics: Observer) -> ModelSet:
+    """Each encoder with its own inference pipeline, metrics labelled with its name."""
+    served = [
+        ServedModel(
+            encoder.name,
+            encoder,
+            InferencePipeline(
+                encoder,
+                settings.batch_max_rows,
+                settings.batch_max_wait_ms / 1000,
+                on_batch=functools.partial(metrics.observe_batch, model=encoder.name),
+                on_encode=functools.partial(metrics.observe_encoder, model=encoder.name),
+            ),
+        )
+        for encoder in encoders
+    ]
+    return ModelSet(served, settings.resolved_default_model())
+
+
+def check_bindings(storage: Storage, models: ModelSet) -> None:
+    """Refuse to serve a database whose collections are bound to models this configuration
+    does not serve (renamed or dropped from PROTONET_MODELS), or to a model whose modality
+    changed under its name: serving them with another model would answer with another
+    model's notion of similarity, or could not read their examples at all."""
+    unserved = {n: c for n, c in storage.collection_models().items() if n not in models.names}
+    if unserved:
+        bound = ", ".join(f"{name!r} ({count} collections)" for name, count in unserved.items())
+        raise UnknownModelError(
+            f"the database has collections bound to models that are not served: {bound}; "
+            f"served: {', '.join(models.names)}. Serve each under its name in PROTONET_MODELS "
+            f"(e.g. {next(iter(unserved))}=path/to/its/checkpoint.pt), or use another database"
+        )
+    for model in models:
+        other = storage.stored_input_kinds(model.name) - {model.encoder.modality}
+        if other:
+            raise CheckpointError(
+                f"model {model.name!r} is now a {model.encoder.modality} model, but its "
+                f"collections hold {', '.join(sorted(other))} examples: serve a checkpoint of "
+                "their modality under that name"
+            )
+
+
 class ServiceState:
     """Readiness goes ``starting`` -> ``ready`` (or ``failed``); ``detail`` says why not ready."""
 
     def __init__(
-        self, settings: Settings, encoder: Encoder, storage: Storage, metrics: Observer
+        self, settings: Settings, models: ModelSet, storage: Storage, metrics: Observer
     ) -> None:
         self.settings = settings
-        self.encoder = encoder
+        self.models = models
         self.storage = storage
         self.metrics = metrics
-        self.pipeline = InferencePipeline(
-            encoder,
-            settings.batch_max_rows,
-            settings.batch_max_wait_ms / 1000,
-            on_batch=metrics.observe_batch,
-            on_encode=metrics.observe_encoder,
-        )
         self.registry: CollectionRegistry | None = None
         self.feed: ChangeFeed | None = None
-        self.heartbeat = Heartbeat(storage, new_replica(encoder.version))
+        self.heartbeat = Heartbeat(storage, new_replica(models.versions()))
         self.status: Readiness = "starting"
         self.detail = "loading collections"
         self._stop = threading.Event()
         self._prepared = threading.Event()
 
+    @property
+    def encoder(self) -> Encoder:
+        """The default model's encoder."""
+        return self.models.default.encoder
+
+    @property
+    def pipeline(self) -> InferencePipeline:
+        """The default model's inference pipeline."""
+        return self.models.default.pipeline
+
     @classmethod
     def open(cls, settings: Settings, metrics: Observer) -> ServiceState:
-        """Load the checkpoint and open storage; raises on bad configuration."""
+        """Load the checkpoints and open storage; raises on bad configuration."""
         threads = configure_threads(settings.torch_threads, settings.workers)
         logger.info("torch intra-op threads: %d", threads)
-        encoder = Encoder.load(
-            settings.checkpoint,
-            settings.device,
-            settings.embed_batch_size,
-            settings.max_image_pixels,
+        encoders = [
+            load_encoder(
+                name,
+                path,
+                settings.device,
+                settings.embed_batch_size,
+                settings.max_image_pixels,
+            )
+            for name, path in settings.served_models().items()
+        ]
+        models = serve_models(encoders, settings, metrics)
+        storage = Storage(
+            settings.resolved_database_url(),
+            migrate=settings.migrate_on_start,
+            default_model=models.default_name,
         )
-        storage = Storage(settings.resolved_database_url(), migrate=settings.migrate_on_start)
-        return cls(settings, encoder, storage, metrics)
-
-    def prepare(self) -> None:
-        """Embed stored examples for this model version, build every collection's index,
-        then follow the change feed; never raises. Processes on other model versions keep
-        serving meanwhile (their embeddings stay)."""
         try:
-            self.heartbeat.beat()  # live from the start: its version must not be dropped
-            self.heartbeat.start()
+            check_bindings(storage, models)
+        except Exception:
+            storage.close()
+            raise
+        return cls(settings, models, storage, metrics)
+
+    def start_pipelines(self) -> None:
+        for model in self.models:
+            model.pipeline.start()
+
+    async def stop_pipelines(self) -> None:
+        for model in self.models:
+            await model.pipeline.stop()
+
+    def _embed_stored(self) -> None:
+        """Embed every served model's stored examples for its version (stops when asked)."""
+        for model in self.models:
+            if self._stop.is_set():
+                return
             embed_stored_examples(
                 self.storage,
-                self.encoder,
+                model.encoder,
                 self.settings.embed_batch_size,
-                on_progress=self._report_progress,
+                on_progress=functools.partial(self._report_progress, model.encoder),
                 should_stop=self._stop.is_set,
             )
+
+    def prepare(self) -> None:
+        """Embed stored examples for every served model's version, build every collection's
+        index, then follow the change feed; never raises. Processes on other model versions
+        keep serving meanwhile (their embeddings stay)."""
+        try:
+            self.heartbeat.beat()  # live from the start: its versions must not be dropped
+            self.heartbeat.start()
+            self._embed_stored()
             if self._stop.is_set():
                 return
             registry = CollectionRegistry(
                 self.storage,
-                self.encoder,
+                self.models,
                 self.settings.max_items_per_request,
-                self.pipeline,
                 self.settings.max_request_pixels,
                 self.settings.min_revision_timeout,
                 IndexPolicy(
@@ -158,16 +239,22 @@ class ServiceState:
             self.feed.start()
             self.registry, self.status, self.detail = registry, "ready", "ready"
             self.heartbeat.mark_ready()
-            logger.info("ready: model %s", self.encoder.version)
+            logger.info(
+                "ready: models %s",
+                ", ".join(f"{m.name} ({m.encoder.version})" for m in self.models),
+            )
         except Exception as error:
             logger.exception("startup failed")
             self.status, self.detail = "failed", f"startup failed: {error}"
         finally:
             self._prepared.set()
 
-    def _report_progress(self, done: int, total: int) -> None:
-        self.metrics.observe_backfill(done, total)
-        self.detail = f"embedding stored examples for model {self.encoder.version}: {done}/{total}"
+    def _report_progress(self, encoder: Encoder, done: int, total: int) -> None:
+        self.metrics.observe_backfill(done, total, model=encoder.name)
+        self.detail = (
+            f"embedding stored examples for model {encoder.name!r} ({encoder.version}): "
+            f"{done}/{total}"
+        )
 
     def wait_prepared(self, timeout: float | None = None) -> bool:
         """Block until :meth:`prepare` has finished (ready or failed)."""

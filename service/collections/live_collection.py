@@ -55,6 +55,7 @@ class CollectionStatus:
     index: IndexKind  # chosen at creation
     index_in_use: SearchKind  # what answers queries now
     rejection: RejectionSetting  # of unknown inputs, when a query does not say
+    model: str  # the served model it is bound to
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,11 @@ class LiveCollection:
         revision: int = 0,
         policy: IndexPolicy | None = None,
         rejection: RejectionSetting | None = None,
+        model: str = "default",
     ) -> None:
         self.id = collection_id
         self.name = name
+        self.model = model  # the served model's name: fixed at creation
         self.revision = revision  # set under write_lock
         self.policy = policy or IndexPolicy()
         self.rejection = rejection or RejectionSetting()  # replaced (not mutated) under write_lock
@@ -337,6 +340,7 @@ class LiveCollection:
                 self.policy.kind,
                 self._index.kind,
                 self.rejection,
+                self.model,
             )
 
     def contents(self) -> CollectionContents:
@@ -353,6 +357,7 @@ class LiveCollection:
             self.policy.kind,
             in_use,
             self.rejection,
+            self.model,
             classes,
         )
 

@@ -1,7 +1,8 @@
-"""Request inputs (base64 image files or pixel lists) -> stage-1 pixels, naming any bad item.
+"""Request inputs (base64 image files, pixel lists or text) -> stage 1, naming any bad item.
 
 Every item is decoded before anything else happens, so a request with one bad item is rejected
-as a whole with a message such as ``examples[3].image: not a decodable image (...)``.
+as a whole with a message such as ``examples[3].image: not a decodable image (...)``; an item
+of the wrong kind for the model (an image for a text model, text for an image model) too.
 """
 
 from __future__ import annotations
@@ -10,25 +11,29 @@ import base64
 import binascii
 import io
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
 from protonet.errors import InvalidInputError
-from protonet.preprocessing import ImageSource
-from service.errors import LimitExceededError
+from service.collections.encoder import Encoder, Source, StageOneBatch
+from service.errors import LimitExceededError, ModelMismatchError
 
 
 class InputPayload(Protocol):
-    """One input as it arrives: exactly one of ``image`` (base64 file) or ``pixels``."""
+    """One input as it arrives: exactly one of ``image`` (base64 file), ``pixels`` or
+    ``text``."""
 
     @property
     def image(self) -> str | None: ...
 
     @property
     def pixels(self) -> np.ndarray | None: ...  # float64 [H, W] (service/api/json_bodies.py)
+
+    @property
+    def text(self) -> str | None: ...
 
 
 def check_item_count(count: int, limit: int, field: str) -> None:
@@ -43,7 +48,7 @@ def source_pixel_count(payload: InputPayload) -> int:
     if payload.pixels is not None:
         return int(payload.pixels.size)
     if payload.image is None:
-        return 0
+        return 0  # text, or nothing
     try:
         with warnings.catch_warnings():  # a decompression bomb is reported when decoding
             warnings.simplefilter("ignore")
@@ -83,30 +88,44 @@ def decode_base64(text: str) -> bytes:
         raise InvalidInputError("not valid base64") from None
 
 
+SOURCE_FIELDS = ("image", "pixels", "text")
+
+
 def payload_field(payload: InputPayload) -> str:
-    """Which of ``image`` / ``pixels`` the payload carries."""
-    if (payload.image is None) == (payload.pixels is None):
-        raise InvalidInputError("give exactly one of 'image' or 'pixels'")
-    return "image" if payload.image is not None else "pixels"
+    """Which of ``image`` / ``pixels`` / ``text`` the payload carries."""
+    # getattr: callers' payload objects from before text inputs have no ``text``.
+    given = [name for name in SOURCE_FIELDS if getattr(payload, name, None) is not None]
+    if len(given) != 1:
+        raise InvalidInputError("give exactly one of 'image', 'pixels' or 'text'")
+    return given[0]
 
 
-def payload_source(payload: InputPayload) -> ImageSource:
-    """The decoded source: image file bytes or a pixel array ``[H, W]``."""
+def payload_source(payload: InputPayload) -> Source:
+    """The decoded source: image file bytes, a pixel array ``[H, W]``, or the raw text."""
     if payload.image is not None:
         return decode_base64(payload.image)
-    assert payload.pixels is not None
-    return payload.pixels
+    if payload.pixels is not None:
+        return payload.pixels
+    assert payload.text is not None
+    return payload.text
+
+
+def check_modality(kind: str, encoder: Encoder) -> None:
+    """:class:`ModelMismatchError` for text sent to an image model or an image to a text one."""
+    if (kind == "text") != (encoder.modality == "text"):
+        wanted = "'text'" if encoder.modality == "text" else "'image' or 'pixels'"
+        raise ModelMismatchError(
+            f"model {encoder.name!r} takes {encoder.modality} inputs, not {kind}: send {wanted}"
+        )
 
 
 def decode_payloads(
-    payloads: Sequence[InputPayload],
-    field: str,
-    to_pixels: Callable[[ImageSource], np.ndarray],
-) -> np.ndarray:
-    """Stage 1 for every item: ``uint8 [n, *pixel_shape]``.
+    payloads: Sequence[InputPayload], field: str, encoder: Encoder
+) -> StageOneBatch:
+    """Stage 1 for every item, by ``encoder`` (the collection's model): a stage-1 batch.
 
-    ``to_pixels`` is the encoder's stage 1 (spec and pixel cap bound in). The first bad item
-    raises :class:`InvalidInputError` prefixed with its location, e.g. ``queries[2].pixels``.
+    The first bad item raises :class:`InvalidInputError` (:class:`ModelMismatchError` for an
+    item of the wrong kind) prefixed with its location, e.g. ``queries[2].pixels``.
     """
     if not payloads:
         raise InvalidInputError(f"{field}: at least one item is required")
@@ -114,8 +133,10 @@ def decode_payloads(
     for position, payload in enumerate(payloads):
         location = f"{field}[{position}]"
         try:
-            location = f"{location}.{payload_field(payload)}"
-            decoded.append(to_pixels(payload_source(payload)))
+            kind = payload_field(payload)
+            location = f"{location}.{kind}"
+            check_modality(kind, encoder)
+            decoded.append(encoder.stage_one(payload_source(payload)))
         except InvalidInputError as error:
-            raise InvalidInputError(f"{location}: {error}") from None
-    return np.stack(decoded)
+            raise type(error)(f"{location}: {error}") from None
+    return encoder.stack(decoded)

@@ -4,7 +4,12 @@ Every write follows the same order, so a rejected request changes nothing: valid
 every item, embed them all, then one database transaction, then the in-memory index update.
 Synchronous methods do storage work: the HTTP layer runs them in worker threads. The async ones
 (``add_support``, ``query``, ``embed``) decode and embed through the micro-batching
-:class:`~service.collections.inference.InferencePipeline`, shared by all concurrent requests.
+:class:`~service.collections.inference.InferencePipeline` of the collection's model, shared by
+all concurrent requests to that model.
+
+Each collection is bound to one served model (service/collections/models.py) when it is
+created: its examples are embedded, its queries decoded and embedded, and its rejection
+calibrated by that model only.
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ from anyio import to_thread
 from protonet.errors import InvalidInputError
 from protonet.open_set import RejectionCalibration
 from service.collections.diagnostics import DiagnosticsLimits, SupportSetDiagnostics, diagnose
-from service.collections.encoder import Encoder
-from service.collections.inference import InferencePipeline
+from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.ivf_index import IndexFiles, snapshot
 from service.collections.live_collection import (
     CollectionContents,
@@ -35,8 +39,9 @@ from service.collections.live_collection import (
     QueryAnswer,
     SupportResult,
 )
+from service.collections.models import ModelSet, ServedModel
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
-from service.collections.reembed import conform_pixels
+from service.collections.reembed import conform_inputs
 from service.collections.rejection import (
     AppliedRejection,
     RejectionPolicy,
@@ -44,7 +49,12 @@ from service.collections.rejection import (
     ThresholdSource,
     judge,
 )
-from service.errors import ConflictError, NotFoundError, RevisionNotReachedError
+from service.errors import (
+    ConflictError,
+    NotFoundError,
+    RevisionNotReachedError,
+    UnknownModelError,
+)
 from service.storage.repository import Change, Storage, StoredClass, StoredCollection
 
 logger = logging.getLogger(__name__)
@@ -62,11 +72,13 @@ class LabelledPayload(InputPayload, Protocol):
 
 @dataclass(frozen=True)
 class QueryOutcome:
-    """A query's answers, the collection's revision they reflect (at least), and the
-    rejection of unknowns applied to them (``None``: none asked)."""
+    """A query's answers, the collection's revision they reflect (at least), the version of
+    the model that embedded the queries, and the rejection of unknowns applied to them
+    (``None``: none asked)."""
 
     revision: int
     answers: list[QueryAnswer]
+    model_version: str
     rejection: AppliedRejection | None = None
 
 
@@ -96,7 +108,8 @@ class CollectionRegistry:
     (service/collections/sync.py) calls :meth:`apply_change` for changes made elsewhere. Every
     update of an index reads the classes' current rows, under the collection's write lock, so
     applying a change twice, or late, is harmless. Examples that another model version stored are
-    embedded here, for this process's version, before they count.
+    embedded here, for the version of the collection's model in this process, before they
+    count.
 
     Locks: the registry lock (creating, loading and dropping collections) is taken before a
     collection's write lock, never after.
@@ -105,9 +118,8 @@ class CollectionRegistry:
     def __init__(
         self,
         storage: Storage,
-        encoder: Encoder,
+        models: ModelSet,
         max_items_per_request: int,
-        pipeline: InferencePipeline,
         max_request_pixels: int | None = None,
         min_revision_timeout: float = 5.0,
         index_policy: IndexPolicy | None = None,
@@ -115,8 +127,7 @@ class CollectionRegistry:
         diagnostics_limits: DiagnosticsLimits | None = None,
     ) -> None:
         self.storage = storage
-        self.encoder = encoder
-        self.pipeline = pipeline
+        self.models = models
         self.max_items = max_items_per_request
         self.max_request_pixels = max_request_pixels
         self.min_revision_timeout = min_revision_timeout
@@ -129,6 +140,18 @@ class CollectionRegistry:
         self._lock = threading.Lock()  # guards creating and dropping collections
         # Every change up to this id is applied here (set by load_all and the change feed).
         self.applied_through = 0
+
+    @property
+    def encoder(self) -> Encoder:
+        """The default model's encoder."""
+        return self.models.default.encoder
+
+    def model_of(self, live: LiveCollection) -> ServedModel:
+        """The served model the collection is bound to."""
+        return self.models.get(live.model)
+
+    def encoder_of(self, live: LiveCollection) -> Encoder:
+        return self.models.get(live.model).encoder
 
     # -- loading and keeping up with the database ------------------------------------------
 
@@ -160,19 +183,24 @@ class CollectionRegistry:
     def _load(self, stored: StoredCollection) -> LiveCollection:
         """A collection's index from storage; reflects at least ``stored.revision``."""
         live = self._new_live(stored)
-        self._embed_missing(collection_id=stored.id)
+        encoder = self.encoder_of(live)
+        self._embed_missing(encoder, collection_id=stored.id)
         classes = self.storage.list_classes(stored.id)
         if not self._load_persisted(live, classes):
-            embeddings = self.storage.collection_embeddings(stored.id, self.encoder.version)
+            embeddings = self.storage.collection_embeddings(stored.id, encoder.version)
             live.load(classes, embeddings)
         return live
 
     def _new_live(self, stored: StoredCollection) -> LiveCollection:
+        """:class:`UnknownModelError` if the collection's model is not served here."""
         kind = cast(IndexKind, stored.index_kind)
         policy = dataclasses.replace(self.index_policy, kind=kind)
-        dim = self.encoder.embedding_dim
+        model = self.models.get(stored.model)
+        dim = model.encoder.embedding_dim
         rejection = RejectionSetting.from_column(stored.rejection)
-        return LiveCollection(stored.id, stored.name, dim, stored.revision, policy, rejection)
+        return LiveCollection(
+            stored.id, stored.name, dim, stored.revision, policy, rejection, model.name
+        )
 
     def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
         """Start from the collection's persisted IVF index, if it has a usable one: applies
@@ -180,7 +208,7 @@ class CollectionRegistry:
         the stored classes (else: False, and the caller builds from the embeddings)."""
         if self.index_files is None or live.policy.kind == "exact":
             return False
-        persisted = self.index_files.load(live.id, self.encoder.version)
+        persisted = self.index_files.load(live.id, self.encoder_of(live).version)
         if persisted is None or persisted.revision > live.revision:
             return False
         live.load_persisted(classes, persisted.index)
@@ -205,42 +233,46 @@ class CollectionRegistry:
                 if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
                     continue
                 serialized = snapshot(index)
-            self.index_files.write(live.id, self.encoder.version, serialized, revision)
+            self.index_files.write(live.id, self.encoder_of(live).version, serialized, revision)
             self._saved_revisions[live.id] = revision
             written += 1
         return written
 
     def _embed_missing(
-        self, class_ids: list[int] | None = None, collection_id: int | None = None
+        self,
+        encoder: Encoder,
+        class_ids: list[int] | None = None,
+        collection_id: int | None = None,
     ) -> None:
-        """Embed, for this process's model version, the examples (of ``class_ids``, or of a
+        """Embed, for ``encoder``'s version here, the examples (of ``class_ids``, or of a
         collection) that a process on another version stored (during a rolling upgrade)."""
         if class_ids is not None and not class_ids:
             return
         while True:
             batch = self.storage.unembedded_pixels(
-                self.encoder.version,
-                self.encoder.batch_size,
+                encoder.version,
+                encoder.batch_size,
                 class_ids=class_ids,
                 collection_id=collection_id,
             )
             if not batch.example_ids:
                 return
-            embeddings = self.encoder.embed_pixels(conform_pixels(batch.pixels, self.encoder))
-            self.storage.add_embeddings(batch.example_ids, embeddings, self.encoder.version)
+            embeddings = encoder.embed_batch(conform_inputs(batch.inputs, encoder))
+            self.storage.add_embeddings(batch.example_ids, embeddings, encoder.version)
 
     def _refresh(self, live: LiveCollection, class_ids: set[int]) -> None:
         """Make the index's view of ``class_ids`` match storage (caller holds write_lock).
         Works in chunks, so that no statement binds more ids than SQLite allows."""
         ordered = sorted(class_ids)
+        encoder = self.encoder_of(live)
         for start in range(0, len(ordered), REFRESH_CHUNK):
             chunk = ordered[start : start + REFRESH_CHUNK]
             classes = self.storage.list_classes(live.id, chunk)
-            self._embed_missing([c.id for c in classes])
+            self._embed_missing(encoder, [c.id for c in classes])
             updated: list[int] = []
             if classes:
                 ids = [c.id for c in classes]
-                stored = self.storage.class_embeddings(ids, self.encoder.version)
+                stored = self.storage.class_embeddings(ids, encoder.version)
                 updated = live.update_classes({c.id: c.label for c in classes}, stored)
             live.remove_classes(set(chunk) - set(updated))
 
@@ -280,11 +312,20 @@ class CollectionRegistry:
                         with live.write_lock:
                             self._drop(key, live)
                 elif live is None or live.id != change.collection_id:
-                    self._sync_from_storage(key)
+                    self._sync_unless_unserved(key)
             return
         if live is None or live.id != change.collection_id or live.revision >= change.id:
             return
         self.catch_up(key, live)
+
+    def _sync_unless_unserved(self, key: tuple[str, str]) -> None:
+        """:meth:`_sync_from_storage` for the change feed: a collection that another process
+        created for a model this one does not serve is left out here (with a warning), not
+        retried forever; requests for it get 422 unknown_model."""
+        try:
+            self._sync_from_storage(key)
+        except UnknownModelError as error:
+            logger.warning("collection %r of tenant %r left out: %s", key[1], key[0], error)
 
     def catch_up(self, key: tuple[str, str], live: LiveCollection) -> None:
         with live.write_lock:
@@ -367,10 +408,9 @@ class CollectionRegistry:
             raise NotFoundError(f"collection {name!r} does not exist")
         return live
 
-    @property
-    def calibration(self) -> RejectionCalibration | None:
-        """The served model's rejection calibration, if it carries one."""
-        return self.encoder.checkpoint.rejection
+    def calibration_of(self, model: str) -> RejectionCalibration | None:
+        """The rejection calibration of the served model ``model``, if it carries one."""
+        return self.models.get(model).calibration
 
     def create(
         self,
@@ -379,16 +419,21 @@ class CollectionRegistry:
         tenant: str,
         index: IndexKind = "auto",
         rejection: RejectionSetting | None = None,
+        model: str | None = None,
     ) -> CollectionStatus:
-        """A new empty collection searched by ``index`` (auto, exact or ivf) that rejects
-        unknown inputs as ``rejection`` says (default: not at all); :class:`ConflictError` if
-        the tenant has ``name`` already, a 422 error if the model cannot reject as asked."""
+        """A new empty collection bound to the served ``model`` (None: the default), searched
+        by ``index`` (auto, exact or ivf), that rejects unknown inputs as ``rejection`` says
+        (default: not at all); :class:`ConflictError` if the tenant has ``name`` already, a
+        422 error for a model not served or one that cannot reject as asked."""
+        served = self.models.get(model)
         rejection = rejection or RejectionSetting()
-        rejection.resolve(self.calibration)  # refused before anything is stored
+        rejection.resolve(served.calibration)  # refused before anything is stored
         with self._lock:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
-            stored = self.storage.create_collection(name, tenant, index, rejection.to_column())
+            stored = self.storage.create_collection(
+                name, tenant, index, rejection.to_column(), served.name
+            )
             live = self._collections[tenant, name] = self._new_live(stored)
         return live.status()
 
@@ -397,8 +442,8 @@ class CollectionRegistry:
     ) -> CollectionStatus:
         """Change the collection's rejection of unknowns (the setting queries use when they
         name none); returns its summary at the change's revision."""
-        rejection.resolve(self.calibration)
         live = self._get(name, tenant)
+        rejection.resolve(self.model_of(live).calibration)
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
@@ -437,9 +482,10 @@ class CollectionRegistry:
     def describe(self, name: str, *, tenant: str) -> CollectionContents:
         return self._get(name, tenant).contents()
 
-    def diagnose(self, name: str, *, tenant: str) -> tuple[int, SupportSetDiagnostics]:
-        """Diagnostics of the collection's support set (service/collections/diagnostics.py)
-        and the revision they reflect at least; blocking (storage read, then the search).
+    def diagnose(self, name: str, *, tenant: str) -> tuple[int, str, SupportSetDiagnostics]:
+        """Diagnostics of the collection's support set (service/collections/diagnostics.py),
+        the revision they reflect at least and the model version whose embeddings they use;
+        blocking (storage read, then the search).
 
         The classes are those of this process's table at that revision; their examples are
         read from storage afterwards (one statement), so a class created elsewhere since is
@@ -447,8 +493,10 @@ class CollectionRegistry:
         live = self._get(name, tenant)
         revision, classes = live.revision, live.class_table()
         self.diagnostics_limits.check(name, [c.n_examples for c in classes.values()])
-        stored = self.storage.collection_embeddings(live.id, self.encoder.version)
-        return revision, diagnose(stored, {class_id: c.label for class_id, c in classes.items()})
+        version = self.encoder_of(live).version
+        stored = self.storage.collection_embeddings(live.id, version)
+        labels = {class_id: c.label for class_id, c in classes.items()}
+        return revision, version, diagnose(stored, labels)
 
     def delete(self, name: str, *, tenant: str) -> int:
         """Drop a collection with all its classes and examples; returns the change id."""
@@ -475,15 +523,20 @@ class CollectionRegistry:
         replaced in the index; other classes are untouched.
         """
         live = self._get(name, tenant)
+        pipeline = self.model_of(live).pipeline
         check_item_count(len(examples), self.max_items, "examples")
         check_pixel_budget(examples, self.max_request_pixels, "examples")
-        pixels = await self.pipeline.decode(examples, "examples")  # [n, H, W]
-        embeddings = await self.pipeline.embed(pixels)  # [n, dim]
+        inputs = await pipeline.decode(examples, "examples")  # [n, H, W] or n texts
+        embeddings = await pipeline.embed(inputs)  # [n, dim]
         labels = [example.label for example in examples]
-        return await to_thread.run_sync(self._store, live, labels, pixels, embeddings)
+        return await to_thread.run_sync(self._store, live, labels, inputs, embeddings)
 
     def _store(
-        self, live: LiveCollection, labels: list[str], pixels: np.ndarray, embeddings: np.ndarray
+        self,
+        live: LiveCollection,
+        labels: list[str],
+        inputs: StageOneBatch,
+        embeddings: np.ndarray,
     ) -> SupportResult:
         """One transaction for the examples, then the collection caught up to it."""
         with live.write_lock:
@@ -491,7 +544,7 @@ class CollectionRegistry:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
             try:
                 class_ids, _ = self.storage.add_examples(
-                    live.id, labels, pixels, embeddings, self.encoder.version
+                    live.id, labels, inputs, embeddings, self.encoder_of(live).version
                 )
             except NotFoundError:  # deleted through another process
                 live.deleted = True
@@ -531,23 +584,21 @@ class CollectionRegistry:
         (else the collection's setting) asks for it, judge whether it is known at all."""
         live = self._get(name, tenant)
         revision = live.revision
+        model = self.model_of(live)
         setting = live.rejection if rejection is None else rejection
-        policy = setting.resolve(self.calibration)  # a 422 before decoding anything
+        policy = setting.resolve(model.calibration)  # a 422 before decoding anything
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
         check_pixel_budget(queries, self.max_request_pixels, "queries")
-        answers = await self.pipeline.query(live, queries, top_k)
+        answers = await model.pipeline.query(live, queries, top_k)
+        outcome = QueryOutcome(revision, answers, model.encoder.version)
         if policy is None:
-            return QueryOutcome(revision, answers)
-        return await self._judged(live, revision, answers, policy)
+            return outcome
+        return await self._judged(live, outcome, policy)
 
     async def _judged(
-        self,
-        live: LiveCollection,
-        revision: int,
-        answers: list[QueryAnswer],
-        policy: RejectionPolicy,
+        self, live: LiveCollection, outcome: QueryOutcome, policy: RejectionPolicy
     ) -> QueryOutcome:
         """The answers with a verdict each: known, or of none of the classes."""
         known, scale = live.leave_one_out.cached(policy)
@@ -560,10 +611,11 @@ class CollectionRegistry:
                     policy, [r.distance for r in answer.ranked], list(answer.shots), scale
                 ),
             )
-            for answer in answers
+            for answer in outcome.answers
         ]
         source: ThresholdSource = "checkpoint" if scale is None else "collection"
-        return QueryOutcome(revision, judged, AppliedRejection(policy.acceptance, source))
+        applied = AppliedRejection(policy.acceptance, source)
+        return dataclasses.replace(outcome, answers=judged, rejection=applied)
 
     def _collection_scale(self, live: LiveCollection, policy: RejectionPolicy) -> float | None:
         """The collection's threshold scale (:mod:`service.collections.rejection`), its
@@ -571,12 +623,18 @@ class CollectionRegistry:
         if not live.leave_one_out.complete:
             with live.write_lock:  # no class update meanwhile: they would race the fill
                 if not live.leave_one_out.complete and not live.deleted:
-                    stored = self.storage.collection_embeddings(live.id, self.encoder.version)
+                    version = self.encoder_of(live).version
+                    stored = self.storage.collection_embeddings(live.id, version)
                     live.fill_leave_one_out(stored)
         return live.leave_one_out.scale(policy)
 
-    async def embed(self, inputs: Sequence[InputPayload]) -> np.ndarray:
-        """Embeddings ``[n, dim]`` float32 of raw inputs (no collection involved)."""
+    async def embed(
+        self, inputs: Sequence[InputPayload], model: str | None = None
+    ) -> tuple[str, np.ndarray]:
+        """The version of the served ``model`` (None: the default) and its embeddings
+        ``[n, dim]`` float32 of raw inputs (no collection involved)."""
+        served = self.models.get(model)
         check_item_count(len(inputs), self.max_items, "inputs")
         check_pixel_budget(inputs, self.max_request_pixels, "inputs")
-        return await self.pipeline.embed(await self.pipeline.decode(inputs, "inputs"))
+        embeddings = await served.pipeline.embed(await served.pipeline.decode(inputs, "inputs"))
+        return served.encoder.version, embeddings

@@ -1,5 +1,5 @@
 """A collection's stored examples as they were uploaded: their ids and labels, and their pixels
-(what the thumbnail routes serve).
+(what the thumbnail routes serve) or, in a text model's collection, their normalized texts.
 
 Read straight from storage, the source of truth, rather than from this process's in-memory
 index: an example stored through another replica a moment ago is listed too, with no
@@ -34,8 +34,14 @@ def list_examples(
 
 def example_pixels(storage: Storage, name: str, example_id: int, *, tenant: str) -> np.ndarray:
     """One example's stored stage-1 pixels, ``uint8 [H, W]`` (or ``[H, W, C]``);
-    :class:`NotFoundError` if the collection has no example ``example_id``."""
-    pixels = storage.example_pixels(_collection(storage, name, tenant).id, example_id)
-    if pixels is None:
+    :class:`NotFoundError` if the collection has no example ``example_id``, or it is a text
+    (which has no image: the listing carries it)."""
+    stored = storage.example_input(_collection(storage, name, tenant).id, example_id)
+    if stored is None:
         raise NotFoundError(f"example {example_id} does not exist in collection {name!r}")
-    return pixels
+    if isinstance(stored, str):
+        raise NotFoundError(
+            f"example {example_id} of collection {name!r} is a text and has no image: its "
+            f"text is in GET /v1/collections/{name}/examples"
+        )
+    return stored

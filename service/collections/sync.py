@@ -36,9 +36,11 @@ PRUNE_EVERY_SECONDS = 600.0
 BATCH = 1000
 
 
-def new_replica(model_version: str) -> Replica:
-    """This process, as it appears in ``replicas`` (not ready yet)."""
-    return Replica(str(uuid.uuid4()), model_version, socket.gethostname(), os.getpid(), False, None)
+def new_replica(model_versions: list[str]) -> Replica:
+    """This process, as it appears in ``replicas`` (not ready yet), with the versions of the
+    models it serves (``replicas.model_version`` lists them, separated by commas)."""
+    versions = ",".join(model_versions)
+    return Replica(str(uuid.uuid4()), versions, socket.gethostname(), os.getpid(), False, None)
 
 
 class ChangeFeed:

@@ -30,6 +30,7 @@ from service.errors import (
     ForbiddenError,
     LimitExceededError,
     MalformedJSONError,
+    ModelMismatchError,
     NotFoundError,
     NotReadyError,
     OverloadedError,
@@ -38,6 +39,7 @@ from service.errors import (
     RevisionNotReachedError,
     StorageUnavailableError,
     UnauthenticatedError,
+    UnknownModelError,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,9 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (MalformedJSONError, 400, "malformed_json"),
     (LimitExceededError, 413, "too_large"),
     (CollectionTooLargeError, 422, "collection_too_large"),
+    (ModelMismatchError, 422, "wrong_modality"),  # an InvalidInputError: first
     (InvalidInputError, 422, "invalid_input"),
+    (UnknownModelError, 422, "unknown_model"),
     (RejectionUnavailableError, 422, "rejection_unavailable"),
     (AcceptanceOutOfRangeError, 422, "acceptance_out_of_range"),
     (NotReadyError, 503, "not_ready"),
@@ -107,7 +111,9 @@ ERROR_DESCRIPTIONS = {
     "PROTONET_MAX_ITEMS_PER_REQUEST.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image). "
     "rejection_unavailable: calibrated rejection asked of a model without a calibration; "
-    "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range.",
+    "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range; "
+    "unknown_model: a model that is not served (GET /v1/models); wrong_modality: an image "
+    "for a text model or text for an image model (the item is named).",
     429: "Too many requests from this API key (or client address); see Retry-After.",
     503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
     "many requests in flight); the database is unreachable; or this replica has not reached "

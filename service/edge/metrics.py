@@ -5,9 +5,10 @@ Each app has its own ``CollectorRegistry`` (tests run many apps in one process).
 * ``protonet_http_requests_total`` and ``protonet_http_request_duration_seconds``, by method,
   route template (``/v1/collections/{name}/query``; ``unmatched`` for unknown paths) and status;
 * ``protonet_batch_size`` (rows per batch), ``protonet_batch_queue_wait_seconds`` (submit to
-  batch start, per job) and ``protonet_batch_duration_seconds``, by stage (decode, encode,
-  rank);
-* ``protonet_encoder_duration_seconds``: one encoder forward pass over a whole batch;
+  batch start, per job) and ``protonet_batch_duration_seconds``, by model (its name in
+  PROTONET_MODELS) and stage (decode, encode, rank);
+* ``protonet_encoder_duration_seconds``: one encoder forward pass over a whole batch, by model;
+* ``protonet_embedding_backfill_examples``: startup re-embedding, by model and state;
 * ``protonet_tenants`` (tenants with at least one collection), ``protonet_collections``,
   ``protonet_classes``, ``protonet_examples``: totals over all tenants, read at scrape time
   (no per-tenant labels: tenants are unbounded).
@@ -85,27 +86,28 @@ class ServiceMetrics:
         self.batch_size = Histogram(
             "protonet_batch_size",
             "Rows per batch.",
-            ["stage"],
+            ["model", "stage"],
             buckets=ROWS,
             registry=self.registry,
         )
         self.queue_wait = Histogram(
             "protonet_batch_queue_wait_seconds",
             "Time a request's job waited for its batch to start.",
-            ["stage"],
+            ["model", "stage"],
             buckets=SECONDS,
             registry=self.registry,
         )
         self.batch_seconds = Histogram(
             "protonet_batch_duration_seconds",
             "Time to process one batch.",
-            ["stage"],
+            ["model", "stage"],
             buckets=SECONDS,
             registry=self.registry,
         )
         self.encoder_seconds = Histogram(
             "protonet_encoder_duration_seconds",
             "Time of one encoder forward pass over a batch.",
+            ["model"],
             buckets=SECONDS,
             registry=self.registry,
         )
@@ -121,9 +123,9 @@ class ServiceMetrics:
         )
         self.embedding_backfill = Gauge(
             "protonet_embedding_backfill_examples",
-            "Model upgrade at startup: stored examples to embed for this process's model "
+            "Model upgrade at startup: stored examples to embed for a served model's "
             "version ('total') and embedded so far ('done').",
-            ["state"],
+            ["model", "state"],
             registry=self.registry,
         )
         # ``labels()`` takes a lock and hashes: cache the children per label tuple.
@@ -139,10 +141,10 @@ class ServiceMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def observe_batch(self, stats: BatchStats) -> None:
-        self.batch_size.labels(stats.stage).observe(stats.rows)
-        self.batch_seconds.labels(stats.stage).observe(stats.seconds)
-        waits = self.queue_wait.labels(stats.stage)
+    def observe_batch(self, stats: BatchStats, model: str) -> None:
+        self.batch_size.labels(model, stats.stage).observe(stats.rows)
+        self.batch_seconds.labels(model, stats.stage).observe(stats.seconds)
+        waits = self.queue_wait.labels(model, stats.stage)
         for wait in stats.queue_waits:
             waits.observe(wait)
 
@@ -150,12 +152,12 @@ class ServiceMetrics:
         self.feed_position.set(position)
         self.changes_applied.inc(applied)
 
-    def observe_backfill(self, done: int, total: int) -> None:
-        self.embedding_backfill.labels("done").set(done)
-        self.embedding_backfill.labels("total").set(total)
+    def observe_backfill(self, done: int, total: int, model: str) -> None:
+        self.embedding_backfill.labels(model, "done").set(done)
+        self.embedding_backfill.labels(model, "total").set(total)
 
-    def observe_encoder(self, seconds: float) -> None:
-        self.encoder_seconds.observe(seconds)
+    def observe_encoder(self, seconds: float, model: str) -> None:
+        self.encoder_seconds.labels(model).observe(seconds)
 
     def watch_collections(self, totals: Callable[[], AllTenantsSummary]) -> None:
         """Serve the all-tenant collection gauges from ``totals`` (called at each scrape)."""

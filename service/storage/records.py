@@ -46,6 +46,9 @@ class CollectionRecord(Base):
     # none | default | an acceptance such as 0.99: the rejection of unknown inputs
     # (service/collections/rejection.py RejectionSetting)
     rejection: Mapped[str] = mapped_column(String(32), default="none", server_default="none")
+    # The served model it is bound to, by name (PROTONET_MODELS); rows made before models had
+    # names were bound to the default model of the migrating process (migration 0006).
+    model: Mapped[str] = mapped_column(String(64), server_default="default")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -69,6 +72,9 @@ class ExampleRecord(Base):
     height: Mapped[int]
     width: Mapped[int]
     channels: Mapped[int]
+    # A text model's example: its normalized text (stage 1), with empty pixels and zero
+    # sizes; None for an image.
+    text: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -107,7 +113,7 @@ class ReplicaRecord(Base):
     __tablename__ = "replicas"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    model_version: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(1024))  # every served one, by commas
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     ready: Mapped[bool]

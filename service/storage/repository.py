@@ -1,7 +1,8 @@
 """The repository over the tables (:class:`Storage`): every public method is one transaction.
 
 SQLite (embedded default) or PostgreSQL (shared by several service processes;
-docs/scaling.md). Each example keeps its stage-1 pixels (``uint8`` bytes plus shape); its
+docs/scaling.md). Each collection is bound to one served model, by name. Each example keeps its
+stage-1 input: an image's ``uint8`` pixels (bytes plus shape), a text's normalized text; its
 embeddings are stored per model version, so processes on an old and a new model serve side by
 side during an upgrade and a new model can embed everything without the original uploads.
 Deletes cascade in the database.
@@ -55,6 +56,7 @@ class StoredCollection:
     revision: int = 0
     index_kind: str = "auto"
     rejection: str = "none"  # service/collections/rejection.py RejectionSetting.to_column
+    model: str = "default"  # the served model's name
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,11 @@ class StoredClass:
 
 @dataclass(frozen=True)
 class StoredExample:
-    """One stored example: its id and its class's label."""
+    """One stored example: its id, its class's label, and its text (None for an image)."""
 
     id: int
     label: str
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,12 +85,15 @@ class StoredEmbeddings:
     example_ids: np.ndarray
 
 
+StoredInput = np.ndarray | str  # an image's stage-1 pixels, or a text's normalized text
+
+
 @dataclass(frozen=True)
-class StoredPixels:
-    """A batch of examples' ids ``[m]`` and stage-1 pixels (a list: shapes may differ)."""
+class StoredInputs:
+    """A batch of examples' ids ``[m]`` and stage-1 inputs (a list: shapes may differ)."""
 
     example_ids: list[int]
-    pixels: list[np.ndarray]
+    inputs: list[StoredInput]
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,21 @@ class Replica:
     pid: int
     ready: bool
     seen_at: datetime | None  # None until written
+
+
+def input_to_columns(item: StoredInput) -> dict[str, Any]:
+    """Pixels ``uint8 [H, W]`` or ``[H, W, C]``, or a text -> the example's input columns (a
+    text's pixel columns are empty)."""
+    if isinstance(item, str):
+        return {"pixels": b"", "height": 0, "width": 0, "channels": 0, "text": item}
+    return pixels_to_columns(item)
+
+
+def columns_to_input(row: Any) -> StoredInput:
+    """Inverse of :func:`input_to_columns` (``row`` has the five columns)."""
+    if row.text is not None:
+        return str(row.text)
+    return columns_to_pixels(row.pixels, row.height, row.width, row.channels)
 
 
 def pixels_to_columns(pixels: np.ndarray) -> dict[str, Any]:
@@ -138,11 +159,11 @@ class Storage:
     that start together do not race); if false, refuse an outdated schema instead.
     """
 
-    def __init__(self, url: str, migrate: bool = True) -> None:
+    def __init__(self, url: str, migrate: bool = True, default_model: str = "default") -> None:
         self.engine = create_storage_engine(url)
         self.dialect = self.engine.dialect.name
-        if migrate:
-            upgrade_database(self.engine)
+        if migrate:  # collections made before models had names go to ``default_model``
+            upgrade_database(self.engine, default_model)
         else:
             check_schema_current(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -232,13 +253,23 @@ class Storage:
     # -- collections and classes -----------------------------------------------------------
 
     def create_collection(
-        self, name: str, tenant: str, index_kind: str = "auto", rejection: str = "none"
+        self,
+        name: str,
+        tenant: str,
+        index_kind: str = "auto",
+        rejection: str = "none",
+        model: str = "default",
     ) -> StoredCollection:
-        """Insert a collection; :class:`ConflictError` if the tenant has one of that name."""
+        """Insert a collection bound to ``model``; :class:`ConflictError` if the tenant has one
+        of that name."""
         try:
             with self._writes.begin() as session:
                 record = CollectionRecord(
-                    name=name, tenant=tenant, index_kind=index_kind, rejection=rejection
+                    name=name,
+                    tenant=tenant,
+                    index_kind=index_kind,
+                    rejection=rejection,
+                    model=model,
                 )
                 session.add(record)
                 session.flush()
@@ -306,10 +337,23 @@ class Storage:
         with self._sessions() as session:
             return [StoredClass(i, label, n) for i, label, n in session.execute(query)]
 
+    def collection_models(self) -> dict[str, int]:
+        """``model name -> number of collections bound to it``."""
+        query = select(CollectionRecord.model, func.count()).group_by(CollectionRecord.model)
+        with self._sessions() as session:
+            return {model: count for model, count in session.execute(query)}
+
+    def stored_input_kinds(self, model: str) -> set[str]:
+        """The kinds of input ("image", "text") stored in the collections bound to ``model``."""
+        is_text = ExampleRecord.text.is_not(None)
+        query = select(is_text).where(_of_model(model)).distinct()
+        with self._sessions() as session:
+            return {"text" if text else "image" for text in session.scalars(query)}
+
     def list_examples(self, collection_id: int, label: str | None = None) -> list[StoredExample]:
         """One collection's examples (of the class ``label`` only, if given), by id."""
         query = (
-            select(ExampleRecord.id, ClassRecord.label)
+            select(ExampleRecord.id, ClassRecord.label, ExampleRecord.text)
             .join(ClassRecord, ClassRecord.id == ExampleRecord.class_id)
             .where(ClassRecord.collection_id == collection_id)
             .order_by(ExampleRecord.id)
@@ -317,44 +361,37 @@ class Storage:
         if label is not None:
             query = query.where(ClassRecord.label == label)
         with self._sessions() as session:
-            return [StoredExample(i, text) for i, text in session.execute(query)]
+            return [StoredExample(i, label, text) for i, label, text in session.execute(query)]
 
-    def example_pixels(self, collection_id: int, example_id: int) -> np.ndarray | None:
-        """The stage-1 pixels (``uint8 [H, W]`` or ``[H, W, C]``) of one example of the
-        collection; ``None`` if it has no example ``example_id``."""
+    def example_input(self, collection_id: int, example_id: int) -> StoredInput | None:
+        """The stage-1 input (pixels ``uint8 [H, W]`` or ``[H, W, C]``, or a text) of one
+        example of the collection; ``None`` if it has no example ``example_id``."""
         query = (
-            select(
-                ExampleRecord.pixels,
-                ExampleRecord.height,
-                ExampleRecord.width,
-                ExampleRecord.channels,
-            )
+            select(*INPUT_COLUMNS)
             .join(ClassRecord, ClassRecord.id == ExampleRecord.class_id)
             .where(ExampleRecord.id == example_id, ClassRecord.collection_id == collection_id)
         )
         with self._sessions() as session:
             row = session.execute(query).first()
-        if row is None:
-            return None
-        return columns_to_pixels(row.pixels, row.height, row.width, row.channels)
+        return None if row is None else columns_to_input(row)
 
     def add_examples(
         self,
         collection_id: int,
         labels: Sequence[str],
-        pixels: np.ndarray,
+        inputs: np.ndarray | Sequence[str],
         embeddings: np.ndarray,
         model_version: str,
     ) -> tuple[dict[str, int], int]:
-        """Store examples (``pixels [n, ...]`` uint8, ``embeddings [n, dim]`` float32 made by
-        ``model_version``) in one transaction, creating missing classes. Returns ``label ->
-        class id`` for ``labels``, and the change id."""
+        """Store examples (stage-1 ``inputs``: pixels ``[n, ...]`` uint8 or ``n`` texts;
+        ``embeddings [n, dim]`` float32 made by ``model_version``) in one transaction, creating
+        missing classes. Returns ``label -> class id`` for ``labels``, and the change id."""
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
             class_ids = self._class_ids_for(session, collection_id, set(labels))
             rows = [
-                {"class_id": class_ids[label], **pixels_to_columns(image)}
-                for label, image in zip(labels, pixels, strict=True)
+                {"class_id": class_ids[label], **input_to_columns(item)}
+                for label, item in zip(labels, inputs, strict=True)
             ]
             example_ids = session.scalars(
                 insert(ExampleRecord).returning(ExampleRecord.id, sort_by_parameter_order=True),
@@ -425,9 +462,12 @@ class Storage:
         with self._sessions() as session:
             return int(session.scalar(select(func.count(ExampleRecord.id))) or 0)
 
-    def count_unembedded(self, model_version: str) -> int:
-        """Examples with no embedding by ``model_version`` (one statement: one snapshot)."""
+    def count_unembedded(self, model_version: str, model: str | None = None) -> int:
+        """Examples (of the collections bound to ``model``, if given) with no embedding by
+        ``model_version`` (one statement: one snapshot)."""
         query = select(func.count(ExampleRecord.id)).where(_not_embedded_by(model_version))
+        if model is not None:
+            query = query.where(_of_model(model))
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
@@ -446,18 +486,13 @@ class Storage:
         after_id: int = 0,
         class_ids: Sequence[int] | None = None,
         collection_id: int | None = None,
-    ) -> StoredPixels:
-        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, or of one
-        collection, if given) that have no embedding by ``model_version``, by id (keyset
-        pagination)."""
+        model: str | None = None,
+    ) -> StoredInputs:
+        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, of one
+        collection, or of the collections bound to ``model``, if given) that have no embedding
+        by ``model_version``, by id (keyset pagination)."""
         query = (
-            select(
-                ExampleRecord.id,
-                ExampleRecord.pixels,
-                ExampleRecord.height,
-                ExampleRecord.width,
-                ExampleRecord.channels,
-            )
+            select(ExampleRecord.id, *INPUT_COLUMNS)
             .where(ExampleRecord.id > after_id, _not_embedded_by(model_version))
             .order_by(ExampleRecord.id)
             .limit(limit)
@@ -467,12 +502,11 @@ class Storage:
         if collection_id is not None:
             in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
             query = query.where(ExampleRecord.class_id.in_(in_collection.scalar_subquery()))
+        if model is not None:
+            query = query.where(_of_model(model))
         with self._sessions() as session:
             rows = session.execute(query).all()
-        return StoredPixels(
-            [row.id for row in rows],
-            [columns_to_pixels(row.pixels, row.height, row.width, row.channels) for row in rows],
-        )
+        return StoredInputs([row.id for row in rows], [columns_to_input(row) for row in rows])
 
     def add_embeddings(
         self, example_ids: Sequence[int], embeddings: np.ndarray, model_version: str
@@ -549,6 +583,25 @@ class Storage:
             ]
 
 
+INPUT_COLUMNS = (
+    ExampleRecord.pixels,
+    ExampleRecord.height,
+    ExampleRecord.width,
+    ExampleRecord.channels,
+    ExampleRecord.text,
+)
+
+
+def _of_model(model: str) -> Any:
+    """The condition "this example is in a collection bound to ``model``"."""
+    classes = (
+        select(ClassRecord.id)
+        .join(CollectionRecord, CollectionRecord.id == ClassRecord.collection_id)
+        .where(CollectionRecord.model == model)
+    )
+    return ExampleRecord.class_id.in_(classes.scalar_subquery())
+
+
 def _not_embedded_by(model_version: str) -> Any:
     """The condition "this example has no embedding by ``model_version``"."""
     embedded = select(EmbeddingRecord.example_id).where(
@@ -560,7 +613,13 @@ def _not_embedded_by(model_version: str) -> Any:
 
 def _stored(record: CollectionRecord) -> StoredCollection:
     return StoredCollection(
-        record.id, record.name, record.tenant, record.revision, record.index_kind, record.rejection
+        record.id,
+        record.name,
+        record.tenant,
+        record.revision,
+        record.index_kind,
+        record.rejection,
+        record.model,
     )
 
 

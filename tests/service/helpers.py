@@ -17,8 +17,10 @@ import torch
 from fastapi import FastAPI
 
 from protonet.checkpoint import Checkpoint, save_checkpoint
-from protonet.model import EncoderConfig, build_encoder
+from protonet.model import EncoderConfig, build_encoder, text_head_config
+from protonet.open_set import RejectionCalibration
 from protonet.preprocessing import InputSpec
+from protonet.text import TextSpec
 from service.app import create_app
 from service.client import AsyncProtonetClient
 from service.collections.lifecycle import ServiceState
@@ -33,6 +35,32 @@ def write_checkpoint(path: Path, seed: int, input_spec: InputSpec | None = None)
         encoder_config=EncoderConfig(),
         input_spec=input_spec or InputSpec(),
         state_dict=build_encoder(EncoderConfig()).state_dict(),
+        metadata={"seed": seed},
+    )
+    return save_checkpoint(checkpoint, path)
+
+
+def write_text_checkpoint(
+    path: Path,
+    spec: TextSpec,
+    seed: int = 0,
+    rejection: RejectionCalibration | None = None,
+) -> Path:
+    """A text checkpoint over the installed MiniLM base that ``spec`` records: the identity
+    head (seed 0: embeds as the base does) or, for other seeds, the identity slightly
+    perturbed (another version that still embeds much like the base)."""
+    config = text_head_config(spec.base_dim)
+    head = build_encoder(config)
+    if seed:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            head.linear.weight.add_(0.01 * torch.randn_like(head.linear.weight))
+    checkpoint = Checkpoint(
+        config,
+        InputSpec(),
+        head.state_dict(),
+        text_spec=spec,
+        rejection=rejection,
         metadata={"seed": seed},
     )
     return save_checkpoint(checkpoint, path)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Path, Query, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
-from protonet.open_set import RejectionCalibration
 from service.api import schemas
 from service.api.dependencies import ReadTenant, RegistryDep, WriteTenant
 from service.api.json_bodies import BoundedJSONRoute
@@ -19,6 +18,7 @@ from service.api.schemas import COLLECTION_NAME_PATTERN
 from service.collections.diagnostics import SupportSetDiagnostics
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import ClassCount, CollectionStatus
+from service.collections.registry import CollectionRegistry
 from service.edge.error_responses import error_responses
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedJSONRoute)
@@ -60,10 +60,11 @@ def with_revision(response: Response, revision: int) -> Response:
 
 
 def summary_of(
-    collection: CollectionStatus, calibration: RejectionCalibration | None
+    collection: CollectionStatus, registry: CollectionRegistry
 ) -> schemas.CollectionSummary:
-    """A collection's summary; its rejection described with the served model's
-    ``calibration`` (which the default acceptance stands for)."""
+    """A collection's summary; its rejection described with its model's calibration (which
+    the default acceptance stands for)."""
+    calibration = registry.calibration_of(collection.model)
     return schemas.CollectionSummary.model_validate(
         {
             "name": collection.name,
@@ -73,6 +74,7 @@ def summary_of(
             "index": collection.index,
             "index_in_use": collection.index_in_use,
             "rejection": collection.rejection.describe(calibration),
+            "model": collection.model,
         }
     )
 
@@ -100,18 +102,18 @@ async def create_collection(
             tenant=tenant,
             index=request.index,
             rejection=schemas.rejection_setting(request.rejection),
+            model=request.model,
         )
     )
     with_revision(response, summary.revision)
-    return summary_of(summary, registry.calibration)
+    return summary_of(summary, registry)
 
 
 @router.get("", summary="List collections", responses=error_responses(422, 503))
 async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas.CollectionList:
     # takes per-collection locks
     collections = await run_in_threadpool(registry.list_all, tenant=tenant)
-    calibration = registry.calibration
-    return schemas.CollectionList(collections=[summary_of(c, calibration) for c in collections])
+    return schemas.CollectionList(collections=[summary_of(c, registry) for c in collections])
 
 
 @router.get(
@@ -130,7 +132,7 @@ async def get_collection(
     detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
     with_revision(response, detail.revision)
     return schemas.CollectionDetail(
-        **summary_of(detail, registry.calibration).model_dump(), classes=classes_of(detail.classes)
+        **summary_of(detail, registry).model_dump(), classes=classes_of(detail.classes)
     )
 
 
@@ -166,9 +168,9 @@ async def diagnose_collection(
     """From the stored embeddings (nothing is re-encoded); the work grows with examples x
     classes (docs/service.md, "Diagnostics of a support set")."""
     await registry.require_revision(name, min_revision, tenant=tenant)
-    revision, report = await run_in_threadpool(registry.diagnose, name, tenant=tenant)
+    revision, version, report = await run_in_threadpool(registry.diagnose, name, tenant=tenant)
     with_revision(response, revision)
-    return diagnostics_of(report, registry.encoder.version, revision)
+    return diagnostics_of(report, version, revision)
 
 
 @router.patch(
@@ -193,7 +195,7 @@ async def update_collection(
         )
     )
     with_revision(response, summary.revision)
-    return summary_of(summary, registry.calibration)
+    return summary_of(summary, registry)
 
 
 @router.delete(
@@ -243,7 +245,7 @@ async def delete_class(
 
 @router.post(
     "/{name}/query",
-    summary="Classify images against the collection's class prototypes",
+    summary="Classify images (or texts) against the collection's class prototypes",
     response_model=schemas.QueryResponse,
     responses=error_responses(400, 404, 409, 413, 422, 503),
 )
@@ -261,7 +263,7 @@ async def query_collection(
         name, request.queries, request.top_k, tenant=tenant, rejection=rejection
     )
     body: dict[str, Any] = {
-        "model_version": registry.encoder.version,
+        "model_version": outcome.model_version,
         "revision": outcome.revision,
         "index": outcome.answers[0].index,
         "results": [query_answer_body(answer) for answer in outcome.answers],

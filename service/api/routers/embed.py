@@ -15,12 +15,12 @@ router = APIRouter(prefix="/v1", tags=["embed"], route_class=BoundedJSONRoute)
 
 @router.post(
     "/embed",
-    summary="Embed images with the served model",
+    summary="Embed images (or texts) with a served model (default: the default model)",
     response_model=EmbedResponse,
     responses=error_responses(400, 413, 422, 503),
 )
 async def embed_inputs(
     request: EmbedRequest, registry: RegistryDep, _tenant: ReadTenant
 ) -> Response:
-    embeddings = await registry.embed(request.inputs)  # [n, dim]
-    return json_response({"model_version": registry.encoder.version, "embeddings": embeddings})
+    version, embeddings = await registry.embed(request.inputs, request.model)  # [n, dim]
+    return json_response({"model_version": version, "embeddings": embeddings})

@@ -1,7 +1,9 @@
-"""A collection's stored examples: their ids and labels, and each one's image (thumbnails).
+"""A collection's stored examples: their ids and labels (and texts, for a text model), and
+each one's image (thumbnails).
 
 The image is the example as stored: the stage-1 pixels (protonet/preprocessing.py), resized to
-the model's input size and not inverted, so black ink on white paper as it was drawn.
+the model's input size and not inverted, so black ink on white paper as it was drawn. A text
+example has no image (404): the listing carries its text, as stored (cleaned).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 @router.get(
     "/{name}/examples",
-    summary="List the stored examples (ids and labels), by id",
+    summary="List the stored examples (ids, labels, and texts of a text model), by id",
     responses=error_responses(404, 422, 503),
 )
 async def list_examples(
@@ -70,7 +72,7 @@ async def list_examples(
         stored_examples.list_examples, registry.storage, name, tenant=tenant, label=label
     )
     return schemas.ExampleList(
-        examples=[schemas.StoredExampleInfo(id=e.id, label=e.label) for e in examples]
+        examples=[schemas.StoredExampleInfo(id=e.id, label=e.label, text=e.text) for e in examples]
     )
 
 

@@ -42,10 +42,18 @@ class MigrationError(RuntimeError):
     """The database schema is not what this service can run on (and was not migrated)."""
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+# The model of collections made before models had names (migration 0006), unless the caller
+# names the configured default model.
+UNNAMED_MODEL = "default"
+
+
+def alembic_config(
+    connection: Connection | None = None, default_model: str = UNNAMED_MODEL
+) -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE))
     config.attributes["connection"] = connection
+    config.attributes["default_model"] = default_model
     return config
 
 
@@ -85,17 +93,18 @@ def check_schema_current(engine: Engine) -> None:
         )
 
 
-def upgrade_database(engine: Engine) -> bool:
-    """Migrate to the newest revision; returns whether anything was done."""
+def upgrade_database(engine: Engine, default_model: str = UNNAMED_MODEL) -> bool:
+    """Migrate to the newest revision; returns whether anything was done. Collections made
+    before models had names are bound to ``default_model`` (the configured default)."""
     if engine.dialect.name == "sqlite":
-        return _upgrade_sqlite(engine)
+        return _upgrade_sqlite(engine, default_model)
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             connection.commit()
         try:
             with connection.begin():
-                return _upgrade(connection)
+                return _upgrade(connection, default_model)
         finally:
             if engine.dialect.name == "postgresql":
                 connection.execute(
@@ -104,14 +113,14 @@ def upgrade_database(engine: Engine) -> bool:
                 connection.commit()
 
 
-def _upgrade_sqlite(engine: Engine) -> bool:
+def _upgrade_sqlite(engine: Engine, default_model: str) -> bool:
     connection = engine.connect()
     try:
         # Outside any transaction (foreign_keys cannot change inside one): the engine
         # (service/storage/engine.py) runs SQLite in autocommit mode and begins transactions.
         connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
         with connection.execution_options(**{WRITE: True}).begin():
-            changed = _upgrade(connection)
+            changed = _upgrade(connection, default_model)
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:
                 raise MigrationError(f"migration broke foreign keys: {broken[:5]}")
@@ -121,9 +130,9 @@ def _upgrade_sqlite(engine: Engine) -> bool:
         connection.close()
 
 
-def _upgrade(connection: Connection) -> bool:
+def _upgrade(connection: Connection, default_model: str) -> bool:
     """Stamp a pre-Alembic database, then upgrade to head; in the caller's transaction."""
-    config = alembic_config(connection)
+    config = alembic_config(connection, default_model)
     revision = current_revision(connection)
     if revision is None and (legacy := legacy_revision(connection)) is not None:
         logger.info("database made before schema revisions: it matches revision %s", legacy)

@@ -259,6 +259,15 @@ function describeClass(diagnosis) {
 function thumbnail(example, suspect) {
   const figure = element("figure", suspect ? "thumb suspect" : "thumb");
   figure.dataset.exampleId = String(example.id);
+  if (example.text != null) {
+    // A text model's example has no image: its stored (cleaned) text stands in.
+    figure.classList.add("text");
+    figure.append(element("span", "", example.text));
+    figure.title = suspect
+      ? `example ${example.id}: labelled "${suspect.label}" but closer to "${suspect.closer_to}"`
+      : `example ${example.id}`;
+    return figure;
+  }
   const image = document.createElement("img");
   image.alt = `example ${example.id} of ${example.label}`;
   figure.title = suspect

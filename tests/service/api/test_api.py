@@ -46,6 +46,7 @@ async def test_collection_lifecycle(settings):
             "index": "auto",  # exact until PROTONET_EXACT_MAX_CLASSES classes, then ivf
             "index_in_use": "exact",
             "rejection": {"mode": "none"},  # the default: no rejection of unknowns
+            "model": "default",  # the one model of PROTONET_CHECKPOINT
         }
         assert created.headers["Protonet-Revision"] == "1"
         duplicate = await http.post("/v1/collections", json={"name": "letters"})
@@ -75,6 +76,7 @@ async def test_collection_lifecycle(settings):
                 "index": "auto",
                 "index_in_use": "exact",
                 "rejection": {"mode": "none"},
+                "model": "default",
             }
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
@@ -88,6 +90,7 @@ async def test_collection_lifecycle(settings):
             "index": "auto",
             "index_in_use": "exact",
             "rejection": {"mode": "none"},
+            "model": "default",
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404
@@ -184,6 +187,7 @@ async def test_openapi_documents_every_field_and_error(settings):
         "/healthz",
         "/readyz",
         "/v1/model",
+        "/v1/models",
         "/v1/collections",
         "/v1/collections/{name}",
         "/v1/collections/{name}/support",
@@ -206,10 +210,12 @@ async def test_openapi_states_exactly_one_image_source_and_strict_types(settings
     schemas = spec["components"]["schemas"]
     for name in ("InputItem", "SupportExample"):
         item = schemas[name]
-        assert item["oneOf"] == [{"required": ["image"]}, {"required": ["pixels"]}], name
+        sources = [{"required": ["image"]}, {"required": ["pixels"]}, {"required": ["text"]}]
+        assert item["oneOf"] == sources, name
         assert item["properties"]["image"]["type"] == "string"
         assert item["properties"]["pixels"]["items"]["items"] == {"type": "number"}
         assert "anyOf" not in item["properties"]["image"]  # no null
+        assert item["properties"]["text"]["type"] == "string"
     assert "NFC" in schemas["SupportExample"]["properties"]["label"]["description"]
     assert schemas["QueryRequest"]["properties"]["top_k"]["type"] == "integer"
 

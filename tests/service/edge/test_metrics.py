@@ -72,14 +72,16 @@ async def test_metrics_after_some_requests(settings):
     unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
     assert value(parsed, "protonet_http_requests_total", **unmatched) == 1
 
-    # 6 support images in one batch, then 3 batches of 2 query images (ranked too).
-    assert value(parsed, "protonet_batch_size_count", stage="encode") == 4
-    assert value(parsed, "protonet_batch_size_sum", stage="encode") == 12
-    assert value(parsed, "protonet_batch_size_sum", stage="decode") == 12
-    assert value(parsed, "protonet_batch_size_sum", stage="rank") == 6
-    assert value(parsed, "protonet_batch_queue_wait_seconds_count", stage="encode") == 4
-    assert value(parsed, "protonet_batch_duration_seconds_count", stage="decode") == 4
-    assert value(parsed, "protonet_encoder_duration_seconds_count") == 4
+    # 6 support images in one batch, then 3 batches of 2 query images (ranked too), all by
+    # the one model, named "default" (PROTONET_CHECKPOINT).
+    model = {"model": "default"}
+    assert value(parsed, "protonet_batch_size_count", stage="encode", **model) == 4
+    assert value(parsed, "protonet_batch_size_sum", stage="encode", **model) == 12
+    assert value(parsed, "protonet_batch_size_sum", stage="decode", **model) == 12
+    assert value(parsed, "protonet_batch_size_sum", stage="rank", **model) == 6
+    assert value(parsed, "protonet_batch_queue_wait_seconds_count", stage="encode", **model) == 4
+    assert value(parsed, "protonet_batch_duration_seconds_count", stage="decode", **model) == 4
+    assert value(parsed, "protonet_encoder_duration_seconds_count", **model) == 4
 
     assert value(parsed, "protonet_tenants") == 1
     assert value(parsed, "protonet_collections") == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -14,6 +15,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from service.errors import ConflictError
+from service.settings import Settings
 from service.storage.engine import create_storage_engine
 from service.storage.migrations import (
     MigrationError,
@@ -22,7 +24,7 @@ from service.storage.migrations import (
     schema_revision,
 )
 from service.storage.records import Base
-from service.storage.repository import Storage
+from service.storage.repository import Replica, Storage
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -188,3 +190,37 @@ async def test_a_0004_database_gains_the_rejection_setting(tmp_path, checkpoint_
             "kept": {"mode": "calibrated", "acceptance": 0.99},  # as set above
             "new": {"mode": "none"},
         }
+
+
+def check_models_migrated(url: str) -> None:
+    """A 0005 database gains ``collections.model`` (its collections bound to the default
+    model of the migrating process), ``examples.text`` and room for several versions per
+    process in ``replicas``."""
+    database_at(url, "0005")
+    storage = Storage(url, default_model="omniglot")
+    try:
+        assert schema_revision(storage.engine) == head_revision()
+        with storage.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        [kept] = storage.list_collections()
+        assert (kept.name, kept.model) == ("kept", "omniglot")
+        assert storage.collection_models() == {"omniglot": 1}
+        texts = storage.create_collection("faq", "default", model="intents")
+        assert texts.model == "intents"
+        storage.add_examples(texts.id, ["a"], ["a text"], np.zeros((1, 4), np.float32), "v")
+        assert storage.stored_input_kinds("intents") == {"text"}
+        assert storage.unembedded_pixels("w", 10, model="intents").inputs == ["a text"]
+        assert storage.unembedded_pixels("w", 10, model="omniglot").inputs == []
+        storage.heartbeat(Replica("r", ",".join(["0123456789abcdef"] * 8), "h", 1, True, None))
+        storage.delete_collection(texts.id)
+    finally:
+        storage.close()
+
+
+async def test_a_0005_database_binds_its_collections_to_the_default_model(tmp_path, checkpoint_a):
+    data = tmp_path / "data"
+    check_models_migrated(f"sqlite:///{data / 'protonet.sqlite3'}")
+    settings = Settings(models=f"omniglot={checkpoint_a}", data_dir=data, torch_threads=1)
+    async with serve(settings) as running:
+        [kept] = await running.client.list_collections()
+        assert (kept["name"], kept["model"]) == ("kept", "omniglot")

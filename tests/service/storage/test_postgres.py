@@ -15,7 +15,7 @@ from service.storage.migrations import head_revision, schema_revision
 from service.storage.records import Base
 from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
-from tests.service.storage.test_migrations import check_rejection_migrated
+from tests.service.storage.test_migrations import check_models_migrated, check_rejection_migrated
 
 pytestmark = pytest.mark.anyio
 
@@ -68,6 +68,10 @@ def test_a_pre_tenant_database_is_migrated(postgres_url):
 
 def test_a_0004_database_gains_the_rejection_setting(postgres_url):
     check_rejection_migrated(postgres_url)
+
+
+def test_a_0005_database_binds_its_collections_to_the_default_model(postgres_url):
+    check_models_migrated(postgres_url)
 
 
 def test_replicas_starting_together_migrate_once(postgres_url):
