@@ -27,6 +27,7 @@ from protonet.preprocessing import InputSpec
 FORMAT_NAME = "protonet-checkpoint"
 FORMAT_VERSION = 1
 METRIC = "squared_euclidean"
+PROTONET = "protonet"
 
 
 def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
@@ -64,6 +65,14 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Open-set rejection thresholds measured on training/validation classes (open_set.py).
     rejection: RejectionCalibration | None = None
+    # A MAML-family model's linear head (weight ``[way, dim]``, bias ``[way]``), which the
+    # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``.
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """How the encoder was meta-trained: ``protonet``, or ``maml``/``fomaml``/``anil``."""
+        return str(self.metadata.get("method", PROTONET))
 
     @property
     def version(self) -> str:
@@ -92,6 +101,8 @@ class Checkpoint:
             "evaluation": _primitives(self.evaluation),
             "metadata": _primitives(self.metadata),
             "rejection": self.rejection.to_dict() if self.rejection else None,
+            # Only MAML-family checkpoints have the key: prototype ones stay as they were.
+            **({"head": {k: v.detach().cpu() for k, v in self.head.items()}} if self.head else {}),
         }
 
 
@@ -139,6 +150,17 @@ def _rejection(values: dict[str, Any] | None) -> RejectionCalibration | None:
     return RejectionCalibration.from_dict(values) if values else None
 
 
+def _head(values: Any) -> dict[str, torch.Tensor]:
+    """A MAML-family head: absent in prototype checkpoints (and in older files)."""
+    if not values:
+        return {}
+    if not isinstance(values, dict) or not all(
+        isinstance(v, torch.Tensor) for v in values.values()
+    ):
+        raise ValueError("head must map names to tensors")
+    return dict(values)
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read and validate a checkpoint; every failure is a :class:`CheckpointError`."""
     path = Path(path)
@@ -154,6 +176,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             evaluation=payload.get("evaluation", {}),
             metadata=payload.get("metadata", {}),
             rejection=_rejection(payload.get("rejection")),
+            head=_head(payload.get("head")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None
