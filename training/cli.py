@@ -284,9 +284,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"classes: {selection.description}")
     images = selection.classes.images
-    encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
     finetune = _finetuning(args, checkpoint)
+    if finetune is None:  # fine-tuned episodes embed their own images
+        encoder = checkpoint.build_encoder(pick_device(args.device))
+        embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
     results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
         result: EvaluationResult | OpenSetResult
