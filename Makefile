@@ -4,6 +4,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The bundled image model (the default: named first) and the bundled text head.
+MODELS ?= omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt
 
 .PHONY: install run test lint format typecheck pytest bench bench-serve chromium screenshot clean
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: install
-	PROTONET_HOST=$(HOST) PROTONET_PORT=$(PORT) $(BIN)/python -m service
+	PROTONET_MODELS=$(MODELS) PROTONET_HOST=$(HOST) PROTONET_PORT=$(PORT) HF_HUB_OFFLINE=1 $(BIN)/python -m service
 
 lint: install
 	$(BIN)/ruff check .

@@ -32,6 +32,7 @@ FORMAT_NAME = "protonet-checkpoint"
 FORMAT_VERSION = 1
 METRIC = "squared_euclidean"
 MODALITIES = ("image", "text")
+PROTONET = "protonet"
 
 
 def weights_version(state_dict: dict[str, torch.Tensor]) -> str:
@@ -74,6 +75,14 @@ class Checkpoint:
     # Open-set rejection thresholds measured on training/validation classes (open_set.py).
     rejection: RejectionCalibration | None = None
     text_spec: TextSpec | None = None
+    # A MAML-family model's linear head (weight ``[way, dim]``, bias ``[way]``), which the
+    # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``.
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def method(self) -> str:
+        """How the encoder was meta-trained: ``protonet``, or ``maml``/``fomaml``/``anil``."""
+        return str(self.metadata.get("method", PROTONET))
 
     @property
     def version(self) -> str:
@@ -115,6 +124,8 @@ class Checkpoint:
             "evaluation": _primitives(self.evaluation),
             "metadata": _primitives(self.metadata),
             "rejection": self.rejection.to_dict() if self.rejection else None,
+            # Only MAML-family checkpoints have the key: prototype ones stay as they were.
+            **({"head": {k: v.detach().cpu() for k, v in self.head.items()}} if self.head else {}),
         }
 
 
@@ -175,12 +186,24 @@ def _input_spec(payload: dict[str, Any]) -> InputSpec:
     return InputSpec() if values is None else InputSpec.from_dict(values)
 
 
+def _head(values: Any) -> dict[str, torch.Tensor]:
+    """A MAML-family head: absent in prototype checkpoints (and in older files)."""
+    if not values:
+        return {}
+    if not isinstance(values, dict) or not all(
+        isinstance(v, torch.Tensor) for v in values.values()
+    ):
+        raise ValueError("head must map names to tensors")
+    return dict(values)
+
+
 def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpoint:
     """Read and validate a checkpoint; every failure is a :class:`CheckpointError`.
 
     ``modality`` is what the caller can use: a checkpoint of another modality is refused
     (an image-only consumer never mistakes a text head for an image encoder); None takes
     either."""
+
     path = Path(path)
     payload = _read_payload(path)
     try:
@@ -195,6 +218,7 @@ def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpo
             evaluation=payload.get("evaluation", {}),
             metadata=payload.get("metadata", {}),
             rejection=_rejection(payload.get("rejection")),
+            head=_head(payload.get("head")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None

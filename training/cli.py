@@ -44,6 +44,12 @@ from training.evaluate import (
     select_folder_classes,
 )
 from training.folder import load_folder
+from training.meta_learning import (
+    PROTONET,
+    MetaLearner,
+    evaluate_finetuned,
+    learner_from_checkpoint,
+)
 
 PROG = "python -m training"
 
@@ -182,8 +188,10 @@ def command_train(args: argparse.Namespace) -> int:
     from training.trainer import Trainer
 
     config = config_from_args(args)
-    trainer = TextTrainer if config.split in TEXT_SPLITS else Trainer
-    best = trainer(config).train()
+    trainer = (TextTrainer if config.split in TEXT_SPLITS else Trainer)(config)
+    best = trainer.train()
+    if not trainer.dist.is_main:  # under torchrun: rank 0 reports
+        return 0
     checkpoint = load_checkpoint(best, modality=None)
     validation = checkpoint.metadata["validation"]
     print(
@@ -251,6 +259,23 @@ def _open_set_scoring(
     return method, calibration
 
 
+def _finetuning(args: argparse.Namespace, checkpoint: Checkpoint) -> tuple[MetaLearner, int] | None:
+    """A MAML-family checkpoint's learner and fine-tuning steps; None where episodes are
+    classified by the nearest prototype (protonet, or --finetune-steps 0: as served)."""
+    if checkpoint.method == PROTONET:
+        if args.finetune_steps:
+            raise ValueError("--finetune-steps is for MAML-family checkpoints, not protonet")
+        return None
+    steps = args.finetune_steps
+    if steps is None:
+        steps = int(checkpoint.training_config.get("finetune_steps", 3))
+    if steps == 0:
+        return None
+    if args.open_set:
+        raise ValueError("--open-set scores distances to prototypes: add --finetune-steps 0")
+    return learner_from_checkpoint(checkpoint, pick_device(args.device)), steps
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     import torch
 
@@ -275,12 +300,27 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"classes: {selection.description}")
     images = selection.classes.images
-    encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
+    finetune = _finetuning(args, checkpoint)
+    if finetune is None:  # fine-tuned episodes embed their own images
+        encoder = checkpoint.build_encoder(pick_device(args.device))
+        embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
     results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
         result: EvaluationResult | OpenSetResult
-        if args.open_set:
+        if finetune is not None:  # MAML family: fine-tuned on each episode's support set
+            learner, steps = finetune
+            result = evaluate_finetuned(
+                learner,
+                images,
+                checkpoint.input_spec,
+                shape,
+                args.episodes,
+                args.seed,
+                steps,
+                within,
+                progress,
+            )
+        elif args.open_set:
             result = evaluate_open_set(
                 embeddings,
                 images,
@@ -440,6 +480,7 @@ def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
         **{
             k: checkpoint.metadata.get(k)
             for k in (
+                "method",
                 "seed",
                 "commit",
                 "training_wall_seconds",
@@ -658,6 +699,13 @@ def _add_evaluate_command(commands: Any) -> None:
         type=float,
         help="--open-set: the known acceptance whose threshold judges the queries (default: "
         "the calibration's default, 0.95)",
+    )
+    ev.add_argument(
+        "--finetune-steps",
+        type=int,
+        help="MAML-family checkpoints: inner-loop steps on each episode's support set "
+        "(default: the checkpoint's --finetune-steps; 0: nearest prototype of the backbone's "
+        "embeddings, as the service classifies)",
     )
     ev.add_argument(
         "--json",

@@ -126,6 +126,19 @@ class TrainConfig:
     resume: bool = setting(False, "continue the run in --out from its resume_state.pt")
     overwrite: bool = setting(False, "delete the run already in --out and start afresh")
     progress: bool = setting(True, "show a progress bar")
+    # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family baseline on
+    # the same backbone and episodes. The MAML family's head has --way outputs.
+    method: str = setting(
+        "protonet",
+        "protonet; maml (second order), fomaml (first order) or anil (inner loop on the head "
+        "only): a linear head of --way outputs fine-tuned on each episode's support set",
+        ("protonet", "maml", "fomaml", "anil"),
+    )
+    inner_steps: int = setting(1, "MAML family: inner-loop SGD steps per training episode")
+    inner_lr: float = setting(0.4, "MAML family: inner-loop SGD step size")
+    finetune_steps: int = setting(
+        3, "MAML family: inner-loop steps when validating and evaluating (evaluate's default)"
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,7 +251,7 @@ def validate(config: TrainConfig) -> None:
     for name in (*positive, "image_size", "hidden_channels", "out_channels"):
         if getattr(config, name) < 1:
             raise ValueError(f"{flag(name)} must be >= 1")
-    for name in ("val_way", "val_query", "patience", "threads", "max_minutes"):
+    for name in ("val_way", "val_query", "patience", "threads", "max_minutes", "finetune_steps"):
         if getattr(config, name) < 0:
             raise ValueError(f"{flag(name)} must be >= 0")
     blocks = EncoderConfig().n_blocks
@@ -259,6 +272,8 @@ def validate(config: TrainConfig) -> None:
         )
     if config.split in TEXT_SPLITS:
         _refuse_image_settings(config)
+    if config.inner_steps < 1 or config.inner_lr <= 0:
+        raise ValueError("--inner-steps must be >= 1 and --inner-lr above 0")
     if config.resume and config.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite deletes it: pick one")
 
@@ -268,3 +283,5 @@ def _refuse_image_settings(config: TrainConfig) -> None:
     for name in ("augment_shift", "augment_rotate", "augment_scale", "within_alphabet"):
         if getattr(config, name):
             raise ValueError(f"{flag(name)} is for images; --split {config.split} is text")
+    if config.method != "protonet":
+        raise ValueError(f"--method {config.method} is for images; text heads train as protonet")

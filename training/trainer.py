@@ -20,10 +20,9 @@ from tqdm import tqdm
 
 from protonet.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
 from protonet.embedding import pick_device
-from protonet.model import EncoderConfig, build_encoder
+from protonet.model import EncoderConfig, build_encoder, embedding_dim
 from protonet.preprocessing import InputSpec, pixels_to_tensor
-from protonet.prototypes import episode_loss
-from training import folder, omniglot
+from training import distributed, folder, meta_learning, omniglot
 from training.augment import random_rotate_scale, random_shift
 from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
@@ -168,21 +167,27 @@ class Trainer:
         validate(config)
         check_out_dir(config)
         self.out = Path(config.out)
-        torch.set_num_threads(config.threads or os.cpu_count() or 1)
+        torch.set_num_threads(config.threads or distributed.default_threads())
         torch.manual_seed(config.seed)
-        self.device = pick_device(config.device)
+        # Under torchrun: join the process group (one process: no group, device unchanged).
+        self.dist, self.device = distributed.start(pick_device(config.device))
         self.data = self._load_data(config)
         config, notes = fit_to_data(config, self.data.train, self.data.validation)
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         self.config = config  # with the validation settings that fit the data filled in
+        meta_learning.check_validation_way(config.method, config.way, config.val_way)
         self.encoder_config = self._encoder_config()
         self.encoder = self._build_encoder()
-        self.optimizer = torch.optim.Adam(self.encoder.parameters(), lr=config.lr)
-        self.scheduler = self._make_scheduler()
         self.amp_dtype = self._amp_dtype()
+        self.learner = self._build_learner()
+        # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
+        self.model = distributed.wrap(self.learner, self.dist, self.device)
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.lr)
+        self.scheduler = self._make_scheduler()
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
-        self.episode = 0
+        self.episode = 0  # optimizer steps: each trains one episode per process
+        self.episodes_seen = 0  # episodes of all processes together
         self.best_accuracy = -1.0
         self.validations_without_improvement = 0
         self.elapsed_before = 0.0
@@ -193,7 +198,8 @@ class Trainer:
 
     def _load_data(self, config: TrainConfig) -> TrainingData:
         self.spec = InputSpec(image_size=config.image_size, channels=config.channels)
-        self.augment_generator = torch.Generator().manual_seed(config.seed)
+        seed = distributed.augment_seed(config.seed, self.dist.rank)  # each rank its own
+        self.augment_generator = torch.Generator().manual_seed(seed)
         data = load_training_data(config, self.spec)
         self.train_pixels = torch.from_numpy(data.train.images.pixels)
         return data
@@ -211,6 +217,22 @@ class Trainer:
 
     def _amp_dtype(self) -> torch.dtype | None:
         return autocast_dtype(self.config.precision, self.device)
+
+    def _build_learner(self) -> nn.Module:
+        """What turns an episode into its (loss, accuracy) for ``--method``."""
+        config = self.config
+        meta = config.method != meta_learning.PROTONET  # only the MAML family needs the width
+        dim = embedding_dim(self.encoder_config, config.image_size) if meta else 0
+        learner = meta_learning.build_learner(
+            config.method,
+            self.encoder,
+            dim,
+            config.way,
+            config.inner_steps,
+            config.inner_lr,
+            self.amp_dtype,
+        )
+        return learner.to(self.device)
 
     def _validation_embeddings(self) -> torch.Tensor:
         """``[n_validation, dim]``, in eval mode."""
@@ -232,9 +254,11 @@ class Trainer:
     def _load_resume_state(self) -> None:
         state = torch.load(self.out / RESUME_STATE, map_location=self.device, weights_only=True)
         self.encoder.load_state_dict(state["encoder"])
+        meta_learning.load_head(self.learner, state.get("head", {}))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.episode = int(state["episode"])
+        self.episodes_seen = int(state.get("episodes_seen", self.episode))
         self.best_accuracy = float(state["best_accuracy"])
         self.validations_without_improvement = int(state["validations_without_improvement"])
         self.elapsed_before = float(state["elapsed_seconds"])
@@ -249,6 +273,8 @@ class Trainer:
                 "best_accuracy": self.best_accuracy,
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed_seconds": elapsed,
+                "head": meta_learning.head_state(self.learner),
+                "episodes_seen": self.episodes_seen,
             },
             self.out / RESUME_STATE,
         )
@@ -267,20 +293,10 @@ class Trainer:
         return images, support_labels, query_labels
 
     def train_step(self, episode: Episode) -> tuple[float, float]:
-        """One episode: embed support and query together, prototype loss, Adam step."""
+        """One episode: the method's loss on it (meta_learning.py), Adam step. Under torchrun
+        the gradients are the average over every process's episode."""
         images, support_labels, query_labels = self._batch(episode)
-        n_support = support_labels.shape[0]
-        with torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype or torch.float32,
-            enabled=self.amp_dtype is not None,
-        ):
-            embeddings = self.encoder(images)
-        # Distances and the loss in fp32: they are cheap, and bf16 rounding would blur them.
-        embeddings = embeddings.float()
-        loss, accuracy = episode_loss(
-            embeddings[:n_support], support_labels, embeddings[n_support:], query_labels
-        )
+        loss, accuracy = self.model(images, support_labels, query_labels)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -289,13 +305,21 @@ class Trainer:
 
     def validate(self) -> tuple[float, float]:
         config = self.config
-        result = evaluate(
-            self._validation_embeddings(),
-            self.data.validation.images,
-            EpisodeShape(config.val_way, config.val_shot, config.val_query),
-            n_episodes=config.val_episodes,
-            seed=config.seed + 1,
-        )
+        validation = self.data.validation.images
+        shape = EpisodeShape(config.val_way, config.val_shot, config.val_query)
+        if isinstance(self.learner, meta_learning.MetaLearner):  # fine-tuned on each episode
+            result = meta_learning.evaluate_finetuned(
+                self.learner,
+                validation,
+                self.spec,
+                shape,
+                config.val_episodes,
+                config.seed + 1,
+                config.finetune_steps,
+            )
+            return result.accuracy, result.ci95
+        embeddings = self._validation_embeddings()
+        result = evaluate(embeddings, validation, shape, config.val_episodes, config.seed + 1)
         return result.accuracy, result.ci95
 
     def checkpoint(self, wall_seconds: float, validation: dict[str, Any]) -> Checkpoint:
@@ -305,11 +329,16 @@ class Trainer:
             state_dict={k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
             training_config=self.config.to_dict(),
             data_fingerprint=self.data.fingerprint,
+            head=meta_learning.head_state(self.learner),
             metadata={
                 **self._split_metadata(),
+                "method": self.config.method,
+                "world_size": self.dist.world_size,
+                "backend": self.dist.backend,
                 "seed": self.config.seed,
                 "commit": self.commit,
-                "episodes_trained": self.episode,
+                "episodes_trained": self.episodes_seen,
+                "steps_trained": self.episode,
                 "training_wall_seconds": round(wall_seconds, 1),
                 "validation": validation,
                 "train_classes": self.data.train.images.n_classes,
@@ -332,6 +361,8 @@ class Trainer:
         }
 
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.out / METRICS_LOG, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -380,21 +411,28 @@ class Trainer:
 
         A run that fails or is interrupted before its first checkpoint leaves nothing behind,
         so rerunning it needs no --overwrite."""
-        created = prepare_out_dir(self.config)
+        # Every rank has checked --out (and read --resume's state) before rank 0 touches it.
+        distributed.barrier(self.dist)
+        created = prepare_out_dir(self.config) if self.dist.is_main else None
         try:
-            return self._train()
+            best = self._train()
+            distributed.barrier(self.dist)  # the other ranks return once best.pt is written
+            return best
         except BaseException:
-            if not (self.out / BEST_CHECKPOINT).exists():
+            if self.dist.is_main and not (self.out / BEST_CHECKPOINT).exists():
                 discard_run(self.out, created)
             raise
+        finally:
+            distributed.stop(self.dist)
 
     def _train(self) -> Path:
         config = self.config
-        (self.out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+        if self.dist.is_main:
+            (self.out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         sampler = EpisodeSampler(
             self.data.train.images,
             EpisodeShape(config.way, config.shot, config.query),
-            seed=[config.seed, self.episode],
+            seed=distributed.episode_seed(config.seed, self.episode, self.dist.rank),
             within_group=config.within_alphabet,
         )
         self.encoder.train()
@@ -407,12 +445,13 @@ class Trainer:
             initial=self.episode,
             desc="training",
             unit="ep",
-            disable=not config.progress,
+            disable=not config.progress or not self.dist.is_main,
             dynamic_ncols=True,
         )
-        while not self._should_stop(time.perf_counter() - start):
+        while not distributed.agree(self.dist, self._should_stop(time.perf_counter() - start)):
             loss, accuracy = self.train_step(sampler.sample())
             self.episode += 1
+            self.episodes_seen += self.dist.world_size
             losses.append(loss)
             accuracies.append(accuracy)
             bar.update()
@@ -430,9 +469,9 @@ class Trainer:
                 )
                 losses.clear()
                 accuracies.clear()
-            if self.episode % config.val_every == 0:
+            if self.episode % config.val_every == 0 and self.dist.is_main:
                 val_text = self._after_validation(time.perf_counter() - start)
-        if self.episode % config.val_every != 0 or self.best_accuracy < 0:
+        if (self.episode % config.val_every != 0 or self.best_accuracy < 0) and self.dist.is_main:
             self._after_validation(time.perf_counter() - start)
         bar.close()
         return self.out / BEST_CHECKPOINT

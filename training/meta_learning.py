@@ -1,0 +1,257 @@
+"""The trainer's methods: Prototypical Networks and the MAML family as baselines.
+
+Every method is a module whose ``forward(images, support_labels, query_labels)`` returns
+an episode's ``(loss, accuracy)``: the trainer (and ``DistributedDataParallel`` around it)
+runs them all alike, on the same Conv-4 backbone and the same episode sampler.
+
+* ``protonet``: squared distances to the support prototypes (Snell et al. 2017).
+* ``maml``: a linear head of ``--way`` outputs on the backbone; the inner loop takes
+  ``--inner-steps`` SGD steps of size ``--inner-lr`` on the support set, for every weight;
+  the outer loss is the adapted model's on the queries, differentiated through the inner loop
+  (second order: ``torch.autograd.grad(create_graph=True)``) (Finn et al. 2017).
+* ``fomaml``: the same, with the inner gradients taken as constants (first order).
+* ``anil``: only the head adapts in the inner loop; second order (Raghu et al. 2020).
+
+MAML-family batch norm uses each batch's own statistics, in training and when fine-tuning at
+evaluation (support and queries are normalised as separate batches), as in Finn et al.'s code.
+Class ``c`` of an episode is head row ``c``'s position among the episode's sorted class
+indices, so an N-way evaluation uses the head's first N rows (N <= ``--way``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm import tqdm
+
+from protonet.checkpoint import Checkpoint
+from protonet.preprocessing import InputSpec, pixels_to_tensor
+from protonet.prototypes import episode_loss
+from training.episodes import EpisodeSampler, EpisodeShape
+from training.evaluate import EvaluationResult, mean_and_ci95
+from training.imageset import ImageSet
+
+PROTONET = "protonet"
+METHODS = (PROTONET, "maml", "fomaml", "anil")
+SECOND_ORDER = ("maml", "anil")
+
+Params = dict[str, torch.Tensor]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+class PrototypeLearner(nn.Module):
+    """Prototypical Networks: the loss the trainer has always computed."""
+
+    def __init__(self, encoder: nn.Module, amp_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.amp_dtype = amp_dtype
+
+    def forward(
+        self, images: torch.Tensor, support_labels: torch.Tensor, query_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images ``[n_support + n_query, C, H, W]`` (support first) -> (loss, accuracy)."""
+        n_support = support_labels.shape[0]
+        with _autocast(images.device, self.amp_dtype):
+            embeddings = self.encoder(images)
+        # Distances and the loss in fp32: they are cheap, and bf16 rounding would blur them.
+        embeddings = embeddings.float()
+        return episode_loss(
+            embeddings[:n_support], support_labels, embeddings[n_support:], query_labels
+        )
+
+
+class MetaLearner(nn.Module):
+    """The MAML family: backbone + linear head ``[way, dim]``, adapted per episode."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embedding_dim: int,
+        way: int,
+        method: str,
+        inner_steps: int,
+        inner_lr: float,
+        amp_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS[1:]:
+            raise ValueError(f"{method!r} is not a MAML-family method ({', '.join(METHODS[1:])})")
+        self.encoder = encoder
+        self.head = nn.Linear(embedding_dim, way)
+        self.method, self.inner_steps, self.inner_lr = method, inner_steps, inner_lr
+        self.amp_dtype = amp_dtype
+
+    def _features(self, params: Params, images: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, dim]`` fp32, the backbone run with ``params``."""
+        prefix = "encoder."
+        weights = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        with _autocast(images.device, self.amp_dtype):
+            features = functional_call(self.encoder, weights, (images,))
+        return features.float()
+
+    def _logits(
+        self, params: Params, images: torch.Tensor, n_way: int, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``[B, n_way]``, from the head's first ``n_way`` rows."""
+        if features is None:
+            features = self._features(params, images)
+        return F.linear(features, params["head.weight"][:n_way], params["head.bias"][:n_way])
+
+    def adapt(
+        self, support: torch.Tensor, targets: torch.Tensor, n_way: int, steps: int, graph: bool
+    ) -> Params:
+        """The inner loop: ``steps`` SGD steps on the support loss; ``graph`` keeps them
+        differentiable (second order). support ``[S, C, H, W]``, targets ``[S]`` in 0..n_way-1."""
+        params: Params = dict(self.named_parameters())
+        names = [n for n in params if n.startswith("head.") or self.method != "anil"]
+        # ANIL's backbone does not change in the inner loop: its support features are fixed.
+        features = self._features(params, support) if self.method == "anil" else None
+        for _ in range(steps):
+            loss = F.cross_entropy(self._logits(params, support, n_way, features), targets)
+            grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=graph)
+            steps_taken = zip(names, grads, strict=True)
+            params = params | {n: params[n] - self.inner_lr * g for n, g in steps_taken}
+        return params
+
+    def forward(
+        self, images: torch.Tensor, support_labels: torch.Tensor, query_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images ``[n_support + n_query, C, H, W]`` (support first) -> the adapted model's
+        query (loss, accuracy)."""
+        n_support = support_labels.shape[0]
+        classes, targets = torch.unique(support_labels, return_inverse=True)
+        graph = self.method in SECOND_ORDER
+        params = self.adapt(images[:n_support], targets, len(classes), self.inner_steps, graph)
+        logits = self._logits(params, images[n_support:], len(classes), None)
+        query_targets = torch.searchsorted(classes, query_labels)
+        loss = F.cross_entropy(logits, query_targets)
+        accuracy = (logits.argmax(dim=1) == query_targets).float().mean().detach()
+        return loss, accuracy
+
+    def predict(
+        self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, steps: int
+    ) -> torch.Tensor:
+        """Fine-tune on the support set for ``steps`` steps, then the class label ``[Q]`` of
+        each query."""
+        classes, targets = torch.unique(support_labels, return_inverse=True)
+        with torch.enable_grad():
+            params = self.adapt(support, targets, len(classes), steps, graph=False)
+        with torch.no_grad():
+            logits = self._logits(params, query, len(classes), None)
+        return classes[logits.argmax(dim=1)]
+
+
+def build_learner(
+    method: str,
+    encoder: nn.Module,
+    embedding_dim: int,
+    way: int,
+    inner_steps: int,
+    inner_lr: float,
+    amp_dtype: torch.dtype | None,
+) -> nn.Module:
+    """The module that turns one episode into its (loss, accuracy) for ``method``."""
+    if method == PROTONET:
+        return PrototypeLearner(encoder, amp_dtype)
+    return MetaLearner(encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype)
+
+
+def head_state(learner: nn.Module) -> dict[str, torch.Tensor]:
+    """The MAML-family head's weights for the checkpoint (``{}`` for protonet)."""
+    if not isinstance(learner, MetaLearner):
+        return {}
+    return {k: v.detach().cpu().clone() for k, v in learner.head.state_dict().items()}
+
+
+def learner_from_checkpoint(checkpoint: Checkpoint, device: torch.device) -> MetaLearner:
+    """The MAML-family learner a checkpoint holds, fp32, ready to fine-tune on ``device``."""
+    config: dict[str, Any] = checkpoint.training_config
+    if not checkpoint.head:
+        raise ValueError(f"a {checkpoint.method} checkpoint must hold its head; this one does not")
+    way, dim = checkpoint.head["weight"].shape
+    encoder = checkpoint.build_encoder(device)
+    learner = MetaLearner(
+        encoder, dim, way, checkpoint.method, config["inner_steps"], config["inner_lr"]
+    )
+    learner.head.load_state_dict(checkpoint.head)
+    return learner.to(device)
+
+
+def finetuned_accuracies(
+    learner: MetaLearner,
+    images: ImageSet,
+    spec: InputSpec,
+    shape: EpisodeShape,
+    n_episodes: int,
+    seed: int,
+    steps: int,
+    within_group: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
+    """Query accuracy ``[n_episodes]`` of the learner fine-tuned on each seeded episode's
+    support set; the same episodes :func:`training.evaluate.evaluate` draws for a seed."""
+    way = learner.head.out_features
+    if shape.n_way > way:
+        raise ValueError(
+            f"this {learner.method} model's head has {way} outputs: it evaluates at most "
+            f"{way}-way episodes, not {shape.n_way}-way (train with --way {shape.n_way})"
+        )
+    learner = copy.deepcopy(learner).train()  # batch statistics; the caller's stats untouched
+    device = next(learner.parameters()).device
+    sampler = EpisodeSampler(images, shape, seed=seed, within_group=within_group)
+    pixels = torch.from_numpy(images.pixels)
+    accuracies = np.empty(n_episodes)
+    for i in tqdm(range(n_episodes), desc="episodes", disable=not progress, leave=False):
+        episode = sampler.sample()
+        support = pixels_to_tensor(pixels[episode.support_indices], spec).to(device)
+        query = pixels_to_tensor(pixels[episode.query_indices], spec).to(device)
+        labels = torch.from_numpy(episode.support_labels).to(device)
+        predicted = learner.predict(support, labels, query, steps).cpu()
+        accuracies[i] = (predicted == torch.from_numpy(episode.query_labels)).float().mean()
+    return accuracies
+
+
+def evaluate_finetuned(
+    learner: MetaLearner,
+    images: ImageSet,
+    spec: InputSpec,
+    shape: EpisodeShape,
+    n_episodes: int,
+    seed: int,
+    steps: int,
+    within_group: bool = False,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Mean accuracy and 95% interval over fine-tuned episodes (:func:`finetuned_accuracies`)."""
+    accuracies = finetuned_accuracies(
+        learner, images, spec, shape, n_episodes, seed, steps, within_group, progress
+    )
+    accuracy, ci95 = mean_and_ci95(accuracies)
+    return EvaluationResult(
+        shape.n_way, shape.n_shot, shape.n_query, n_episodes, within_group, accuracy, ci95
+    )
+
+
+def check_validation_way(method: str, way: int, val_way: int) -> None:
+    """A MAML-family head of ``way`` outputs validates at most ``way``-way episodes."""
+    if method != PROTONET and val_way > way:
+        raise ValueError(
+            f"--method {method}: the head has --way {way} outputs, so validation episodes "
+            f"can be at most {way}-way, not {val_way}-way: pass --val-way {way} (or less)"
+        )
+
+
+def load_head(learner: nn.Module, head: dict[str, torch.Tensor]) -> None:
+    """Restore a MAML-family head saved by :func:`head_state` (nothing for protonet)."""
+    if isinstance(learner, MetaLearner) and head:
+        learner.head.load_state_dict(head)
