@@ -6,7 +6,7 @@ import torch
 
 from protonet.checkpoint import load_checkpoint, save_checkpoint
 from protonet.model import EncoderConfig, build_encoder
-from service.collections.encoder import Encoder
+from service.collections.encoder import ImageEncoder, load_encoder
 from training.meta_learning import MetaLearner
 from training.trainer import Trainer
 
@@ -107,7 +107,8 @@ def test_the_service_serves_a_maml_checkpoint_through_the_prototype_head(dataset
     """The service embeds with the backbone and classifies by nearest prototype: a MAML-family
     checkpoint loads like any other; its head is only for the trainer's evaluator."""
     best = Trainer(meta_config(dataset, tmp_path / "run", "anil", episodes=2)).train()
-    encoder = Encoder.load(best, "cpu", batch_size=8, max_pixels=10**6)
+    encoder = load_encoder("maml", best, "cpu", batch_size=8, max_pixels=10**6)
+    assert isinstance(encoder, ImageEncoder)
     pixels = np.zeros((3, 28, 28), dtype=np.uint8)
     assert encoder.embed_pixels(pixels).shape == (3, 64)
     assert encoder.card()["metadata"]["method"] == "anil"
