@@ -46,6 +46,7 @@ import torch
 
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
+from service.collections.rejection import leave_one_out_distances
 from service.errors import CollectionTooLargeError
 from service.storage.repository import StoredEmbeddings
 
@@ -268,9 +269,9 @@ def leave_one_out(support: SupportSet, chunk_rows: int) -> LeaveOneOut:
     rows = np.flatnonzero(counts >= 2)
     own_rows = support.class_rows[rows]
     embeddings = support.embeddings[torch.from_numpy(rows)]  # [M, D]
-    to_mean = (embeddings - support.prototypes[torch.from_numpy(own_rows)]).pow(2).sum(dim=1)
-    n = counts[rows].astype(np.float64)
-    own = to_mean.double().numpy() * (n / (n - 1)) ** 2
+    own = leave_one_out_distances(  # the same held-out distance rejection adapts to
+        embeddings.numpy(), own_rows, support.prototypes.numpy(), support.counts
+    )
     if len(support.labels) == 1:  # nothing to confuse it with
         other = np.full(len(rows), -1)
         return LeaveOneOut(rows, np.ones(len(rows), bool), own, other, np.full(len(rows), np.inf))
