@@ -8,7 +8,9 @@ are measured on the meta-training side (training and validation classes only) an
 the checkpoint (``Checkpoint.rejection``), one threshold per shot count, because prototypes of
 1 example sit farther from their queries than prototypes of 5.
 
-Shared by the evaluator (open-set episodes) and the service (rejection per query).
+Shared by the evaluator (open-set episodes), the service (rejection per query) and the
+trainer, whose open-set episodes (``--unknown-way``) train the encoder so that this very score
+ranks unknown queries above known ones (:func:`open_set_ranking_loss`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+
+from protonet.prototypes import compute_prototypes, squared_euclidean
 
 ScoreFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -46,6 +51,28 @@ def open_set_score(
     if distances.shape[1] == 0:
         return torch.full((distances.shape[0],), float("inf"))
     return SCORES[method](distances.float(), shots.to(distances.device))
+
+
+def open_set_ranking_loss(
+    support_embeddings: torch.Tensor,
+    support_labels: torch.Tensor,
+    known_queries: torch.Tensor,
+    unknown_queries: torch.Tensor,
+) -> torch.Tensor:
+    """A smooth ``1 - AUROC`` of the served score on one open-set episode.
+
+    Support ``[n_support, dim]`` / ``[n_support]``, queries of the support's classes
+    ``[n_known, dim]`` and of classes outside it ``[n_unknown, dim]`` -> a scalar: the
+    logistic loss of every (known, unknown) pair on the difference of their log scores.
+    AUROC is exactly the share of such pairs ranked right, and the logarithm makes the loss
+    blind to the embedding's scale, so it cannot be lowered by inflating every distance.
+    """
+    prototypes, classes = compute_prototypes(support_embeddings, support_labels)
+    shots = torch.bincount(torch.searchsorted(classes, support_labels), minlength=len(classes))
+    known = open_set_score(squared_euclidean(known_queries, prototypes), shots)
+    unknown = open_set_score(squared_euclidean(unknown_queries, prototypes), shots)
+    gaps = known.clamp_min(1e-12).log()[:, None] - unknown.clamp_min(1e-12).log()[None, :]
+    return F.softplus(gaps).mean()
 
 
 @dataclass(frozen=True)

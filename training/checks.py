@@ -198,7 +198,7 @@ def fit_to_data(
     config, notes = fit_validation(config, validation)
     notes += check_episodes(
         train,
-        EpisodeShape(config.way, config.shot, config.query),
+        EpisodeShape(config.way, config.shot, config.query, config.unknown_way),
         TRAINING_FLAGS,
         config.within_alphabet,
     )
@@ -207,4 +207,11 @@ def fit_to_data(
         EpisodeShape(config.val_way, config.val_shot, config.val_query),
         VALIDATION_FLAGS,
     )
+    if config.unknown_way:  # open-set validation: as many unknown classes as known
+        notes += check_episodes(
+            validation,
+            EpisodeShape(config.val_way, config.val_shot, config.val_query, config.val_way),
+            VALIDATION_FLAGS,
+            config.within_alphabet,
+        )
     return config, notes

@@ -66,6 +66,16 @@ class TrainConfig:
     within_alphabet: bool = setting(
         False, "draw each training episode's classes from one alphabet (Omniglot)"
     )
+    unknown_way: int = setting(
+        0,
+        "open-set training: classes per episode that give --query queries and no support "
+        "(from the known classes' alphabet with --within-alphabet); 0 = closed-set episodes",
+    )
+    open_set_weight: float = setting(
+        1.0,
+        "with --unknown-way: weight of the loss that ranks unknown queries' nearest-prototype "
+        "distance above known ones' (the score the service rejects on)",
+    )
     augment_shift: int = setting(
         0, "shift training images at random by up to this many pixels (0 = off)"
     )
@@ -124,6 +134,11 @@ class TrainConfig:
     )
     threads: int = setting(0, "torch intra-op threads (0 = all cores)")
     resume: bool = setting(False, "continue the run in --out from its resume_state.pt")
+    init: str = setting(
+        "",
+        "start from this checkpoint's encoder weights (fine-tuning); its architecture and input "
+        "must match the run's ('' = random weights)",
+    )
     overwrite: bool = setting(False, "delete the run already in --out and start afresh")
     progress: bool = setting(True, "show a progress bar")
     # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family baseline on
@@ -276,6 +291,19 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("--inner-steps must be >= 1 and --inner-lr above 0")
     if config.resume and config.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite deletes it: pick one")
+    if config.resume and config.init:
+        raise ValueError("--resume continues from the run's own state; --init starts afresh")
+    _check_open_set(config)
+
+
+def _check_open_set(config: TrainConfig) -> None:
+    if config.unknown_way < 0 or config.open_set_weight < 0:
+        raise ValueError("--unknown-way and --open-set-weight must be >= 0")
+    if config.unknown_way and config.method != "protonet":
+        raise ValueError(
+            f"--unknown-way trains the prototype distance as a rejection score: --method "
+            f"protonet, not {config.method}"
+        )
 
 
 def _refuse_image_settings(config: TrainConfig) -> None:

@@ -31,6 +31,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from protonet.checkpoint import Checkpoint
+from protonet.open_set import open_set_ranking_loss
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training.episodes import EpisodeSampler, EpisodeShape
@@ -42,6 +43,8 @@ METHODS = (PROTONET, "maml", "fomaml", "anil")
 SECOND_ORDER = ("maml", "anil")
 
 Params = dict[str, torch.Tensor]
+# The label of an open-set episode's queries of no support class (class indices are >= 0).
+UNKNOWN_LABEL = -1
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
@@ -49,25 +52,36 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast
 
 
 class PrototypeLearner(nn.Module):
-    """Prototypical Networks: the loss the trainer has always computed."""
+    """Prototypical Networks: the loss the trainer has always computed, plus, on open-set
+    episodes, ``open_set_weight`` times the ranking loss of unknown against known queries."""
 
-    def __init__(self, encoder: nn.Module, amp_dtype: torch.dtype | None) -> None:
+    def __init__(
+        self, encoder: nn.Module, amp_dtype: torch.dtype | None, open_set_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.amp_dtype = amp_dtype
+        self.open_set_weight = open_set_weight
 
     def forward(
         self, images: torch.Tensor, support_labels: torch.Tensor, query_labels: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images ``[n_support + n_query, C, H, W]`` (support first) -> (loss, accuracy)."""
+        """images ``[n_support + n_query, C, H, W]`` (support first) -> (loss, accuracy).
+
+        Queries labelled ``UNKNOWN_LABEL`` belong to no support class: they take no part in
+        the classification loss or the accuracy, only in the open-set ranking loss."""
         n_support = support_labels.shape[0]
         with _autocast(images.device, self.amp_dtype):
             embeddings = self.encoder(images)
         # Distances and the loss in fp32: they are cheap, and bf16 rounding would blur them.
-        embeddings = embeddings.float()
-        return episode_loss(
-            embeddings[:n_support], support_labels, embeddings[n_support:], query_labels
-        )
+        support, queries = embeddings.float().split([n_support, len(query_labels)])
+        known = query_labels != UNKNOWN_LABEL
+        known_queries, unknown_queries = queries[known], queries[~known]
+        loss, accuracy = episode_loss(support, support_labels, known_queries, query_labels[known])
+        if self.open_set_weight and len(unknown_queries):
+            ranking = open_set_ranking_loss(support, support_labels, known_queries, unknown_queries)
+            loss = loss + self.open_set_weight * ranking
+        return loss, accuracy
 
 
 class MetaLearner(nn.Module):
@@ -159,10 +173,11 @@ def build_learner(
     inner_steps: int,
     inner_lr: float,
     amp_dtype: torch.dtype | None,
+    open_set_weight: float = 0.0,
 ) -> nn.Module:
     """The module that turns one episode into its (loss, accuracy) for ``method``."""
     if method == PROTONET:
-        return PrototypeLearner(encoder, amp_dtype)
+        return PrototypeLearner(encoder, amp_dtype, open_set_weight)
     return MetaLearner(encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype)
 
 

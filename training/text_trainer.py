@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +31,7 @@ from training.textset import (
     select_embedded,
     split_intents,
 )
-from training.trainer import Trainer, TrainingData
+from training.trainer import Trainer, TrainingData, episode_items
 
 
 class TextTrainer(Trainer):
@@ -84,9 +83,8 @@ class TextTrainer(Trainer):
         return None  # a 384 x 384 head: nothing for bf16 to speed up
 
     def _batch(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        indices = torch.from_numpy(np.concatenate([episode.support_indices, episode.query_indices]))
+        indices, query_labels = episode_items(episode, self.device)
         support_labels = torch.from_numpy(episode.support_labels).to(self.device)
-        query_labels = torch.from_numpy(episode.query_labels).to(self.device)
         return self.train_embeddings[indices].to(self.device), support_labels, query_labels
 
     def _validation_embeddings(self) -> torch.Tensor:

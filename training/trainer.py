@@ -18,16 +18,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from protonet.checkpoint import Checkpoint, atomic_torch_save, save_checkpoint
+from protonet.checkpoint import Checkpoint, atomic_torch_save, load_checkpoint, save_checkpoint
 from protonet.embedding import pick_device
 from protonet.model import EncoderConfig, build_encoder, embedding_dim
+from protonet.open_set import DEFAULT_SCORE
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from training import distributed, folder, meta_learning, omniglot
 from training.augment import random_rotate_scale, random_shift
 from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
-from training.evaluate import embed_imageset, evaluate
+from training.evaluate import embed_imageset, evaluate, evaluate_open_set
 from training.plots import plot_learning_curve
 
 BEST_CHECKPOINT = "best.pt"
@@ -159,6 +160,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def episode_items(episode: Episode, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """An episode's item indices ``[n_support + n_query + n_unknown]`` (support first, then
+    known queries, then unknown ones) and query labels ``[n_query + n_unknown]`` on
+    ``device``, the unknown queries labelled ``UNKNOWN_LABEL``."""
+    indices = np.concatenate(
+        [episode.support_indices, episode.query_indices, episode.unknown_indices]
+    )
+    unknown = np.full(len(episode.unknown_indices), meta_learning.UNKNOWN_LABEL)
+    query_labels = np.concatenate([episode.query_labels, unknown])
+    return torch.from_numpy(indices), torch.from_numpy(query_labels).to(device)
+
+
 class Trainer:
     """Owns the model, optimiser, sampler and logs of one training run."""
 
@@ -179,6 +192,7 @@ class Trainer:
         meta_learning.check_validation_way(config.method, config.way, config.val_way)
         self.encoder_config = self._encoder_config()
         self.encoder = self._build_encoder()
+        self.init_version = self._load_init(config.init) if config.init else None
         self.amp_dtype = self._amp_dtype()
         self.learner = self._build_learner()
         # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
@@ -188,7 +202,7 @@ class Trainer:
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0  # optimizer steps: each trains one episode per process
         self.episodes_seen = 0  # episodes of all processes together
-        self.best_accuracy = -1.0
+        self.best_score = -1.0  # the best validation's selection figure
         self.validations_without_improvement = 0
         self.elapsed_before = 0.0
         if config.resume:
@@ -231,6 +245,7 @@ class Trainer:
             config.inner_steps,
             config.inner_lr,
             self.amp_dtype,
+            config.open_set_weight if config.unknown_way else 0.0,
         )
         return learner.to(self.device)
 
@@ -251,6 +266,20 @@ class Trainer:
             self.optimizer, step_size=self.config.lr_step, gamma=self.config.lr_gamma
         )
 
+    def _load_init(self, path: str) -> str:
+        """Copy ``--init``'s encoder weights into the encoder; return their model version.
+        Refused unless the checkpoint's architecture and input are this run's."""
+        checkpoint = load_checkpoint(path, modality=None)
+        wanted = {"encoder_config": self.encoder_config, **self._model_fields()}
+        for name, value in wanted.items():
+            if getattr(checkpoint, name) != value:
+                raise ValueError(
+                    f"--init {path}: its {name} is {getattr(checkpoint, name)}, this run's is "
+                    f"{value}; start from a checkpoint of the same architecture and input"
+                )
+        self.encoder.load_state_dict(checkpoint.state_dict)
+        return checkpoint.version
+
     def _load_resume_state(self) -> None:
         state = torch.load(self.out / RESUME_STATE, map_location=self.device, weights_only=True)
         self.encoder.load_state_dict(state["encoder"])
@@ -259,7 +288,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.episode = int(state["episode"])
         self.episodes_seen = int(state.get("episodes_seen", self.episode))
-        self.best_accuracy = float(state["best_accuracy"])
+        # Runs saved before open-set training called the selection figure best_accuracy.
+        self.best_score = float(state.get("best_score", state.get("best_accuracy", -1.0)))
         self.validations_without_improvement = int(state["validations_without_improvement"])
         self.elapsed_before = float(state["elapsed_seconds"])
 
@@ -270,7 +300,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "episode": self.episode,
-                "best_accuracy": self.best_accuracy,
+                "best_score": self.best_score,
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed_seconds": elapsed,
                 "head": meta_learning.head_state(self.learner),
@@ -280,7 +310,7 @@ class Trainer:
         )
 
     def _batch(self, episode: Episode) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        indices = torch.from_numpy(np.concatenate([episode.support_indices, episode.query_indices]))
+        indices, query_labels = episode_items(episode, self.device)
         images = pixels_to_tensor(self.train_pixels[indices], self.spec)
         images = random_rotate_scale(
             images, self.config.augment_rotate, self.config.augment_scale, self.augment_generator
@@ -289,7 +319,6 @@ class Trainer:
         images = images.to(self.device)
         images = images.contiguous(memory_format=torch.channels_last)
         support_labels = torch.from_numpy(episode.support_labels).to(self.device)
-        query_labels = torch.from_numpy(episode.query_labels).to(self.device)
         return images, support_labels, query_labels
 
     def train_step(self, episode: Episode) -> tuple[float, float]:
@@ -303,7 +332,9 @@ class Trainer:
         self.scheduler.step()
         return loss.item(), accuracy.item()
 
-    def validate(self) -> tuple[float, float]:
+    def validate(self) -> dict[str, float]:
+        """Validation's ``accuracy`` and ``ci95``, for open-set runs its ``auroc`` and
+        ``auroc_ci95`` too, and ``selection``: the figure the best checkpoint is chosen by."""
         config = self.config
         validation = self.data.validation.images
         shape = EpisodeShape(config.val_way, config.val_shot, config.val_query)
@@ -317,10 +348,33 @@ class Trainer:
                 config.seed + 1,
                 config.finetune_steps,
             )
-            return result.accuracy, result.ci95
+            return {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         embeddings = self._validation_embeddings()
         result = evaluate(embeddings, validation, shape, config.val_episodes, config.seed + 1)
-        return result.accuracy, result.ci95
+        scores = {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
+        if config.unknown_way:
+            scores |= self._open_set_validation(embeddings, result.accuracy)
+        return scores
+
+    def _open_set_validation(self, embeddings: torch.Tensor, accuracy: float) -> dict[str, float]:
+        """AUROC of the served score on open-set validation episodes (as many unknown classes
+        as known, from their alphabet with --within-alphabet). Open-set runs are selected on
+        accuracy + AUROC: a ranking bought with accuracy is not wanted."""
+        c = self.config
+        result = evaluate_open_set(
+            embeddings,
+            self.data.validation.images,
+            EpisodeShape(c.val_way, c.val_shot, c.val_query, c.val_way),
+            DEFAULT_SCORE,
+            n_episodes=c.val_episodes,
+            seed=c.seed + 1,
+            within_group=c.within_alphabet,
+        )
+        return {
+            "auroc": result.auroc,
+            "auroc_ci95": result.auroc_ci95,
+            "selection": accuracy + result.auroc,
+        }
 
     def checkpoint(self, wall_seconds: float, validation: dict[str, Any]) -> Checkpoint:
         return Checkpoint(
@@ -333,6 +387,7 @@ class Trainer:
             metadata={
                 **self._split_metadata(),
                 "method": self.config.method,
+                "initialized_from": self.init_version,
                 "world_size": self.dist.world_size,
                 "backend": self.dist.backend,
                 "seed": self.config.seed,
@@ -375,19 +430,14 @@ class Trainer:
         return bool(config.patience) and self.validations_without_improvement >= config.patience
 
     def _after_validation(self, elapsed: float) -> str:
-        accuracy, ci95 = self.validate()
-        improved = accuracy > self.best_accuracy
+        scores = self.validate()
+        selection = scores.pop("selection")
+        improved = selection > self.best_score
         self._log(
-            {
-                "kind": "val",
-                "episode": self.episode,
-                "accuracy": accuracy,
-                "ci95": ci95,
-                "elapsed_seconds": round(elapsed, 1),
-            }
+            {"kind": "val", "episode": self.episode, **scores, "elapsed_seconds": round(elapsed, 1)}
         )
         if improved:
-            self.best_accuracy = accuracy
+            self.best_score = selection
             self.validations_without_improvement = 0
             c = self.config
             validation = {
@@ -395,16 +445,18 @@ class Trainer:
                 "shot": c.val_shot,
                 "query": c.val_query,
                 "episodes": c.val_episodes,
-                "accuracy": accuracy,
-                "ci95": ci95,
+                **scores,
                 "episode": self.episode,
             }
+            if c.unknown_way:
+                validation |= {"unknown_way": c.val_way, "within_alphabet": c.within_alphabet}
             save_checkpoint(self.checkpoint(elapsed, validation), self.out / BEST_CHECKPOINT)
         else:
             self.validations_without_improvement += 1
         self._save_resume_state(elapsed)
         plot_learning_curve(self.out / METRICS_LOG, self.out / LEARNING_CURVE)
-        return f"{100 * accuracy:.2f}%" + (" *" if improved else "")
+        auroc = f" AUROC {scores['auroc']:.3f}" if "auroc" in scores else ""
+        return f"{100 * scores['accuracy']:.2f}%{auroc}" + (" *" if improved else "")
 
     def train(self) -> Path:
         """Train until the episode budget, time budget or early stop; return the best checkpoint.
@@ -431,7 +483,7 @@ class Trainer:
             (self.out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         sampler = EpisodeSampler(
             self.data.train.images,
-            EpisodeShape(config.way, config.shot, config.query),
+            EpisodeShape(config.way, config.shot, config.query, config.unknown_way),
             seed=distributed.episode_seed(config.seed, self.episode, self.dist.rank),
             within_group=config.within_alphabet,
         )
@@ -471,7 +523,7 @@ class Trainer:
                 accuracies.clear()
             if self.episode % config.val_every == 0 and self.dist.is_main:
                 val_text = self._after_validation(time.perf_counter() - start)
-        if (self.episode % config.val_every != 0 or self.best_accuracy < 0) and self.dist.is_main:
+        if (self.episode % config.val_every != 0 or self.best_score < 0) and self.dist.is_main:
             self._after_validation(time.perf_counter() - start)
         bar.close()
         return self.out / BEST_CHECKPOINT
