@@ -1,6 +1,8 @@
 """The open-set interface the service uses: scores, thresholds by shot and acceptance, and a
 calibration carried by the checkpoint."""
 
+import math
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from protonet.open_set import (
     SCORES,
     RejectionCalibration,
     is_known,
+    open_set_ranking_loss,
     open_set_score,
 )
 from protonet.preprocessing import InputSpec
@@ -63,3 +66,32 @@ def test_calibration_round_trips_through_a_weights_only_checkpoint(tmp_path):
     assert torch.load(path, weights_only=True)["rejection"]["source"] == CALIBRATION.source
     loaded = load_checkpoint(path)
     assert loaded.rejection == CALIBRATION and loaded.version == version
+
+
+def ranking_episode(unknown_offset: float) -> tuple[torch.Tensor, ...]:
+    """Two classes of 1 support each at 0 and 10 on the first axis; known queries close to
+    them; unknown queries ``unknown_offset`` away from the first class."""
+    support = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    labels = torch.tensor([3, 7])  # any label values, as the trainer's class indices
+    known = torch.tensor([[0.5, 0.0], [10.0, 0.5]])
+    unknown = torch.tensor([[0.0, unknown_offset], [0.0, -unknown_offset]])
+    return support, labels, known, unknown
+
+
+def test_the_ranking_loss_is_low_when_unknowns_lie_far_and_blind_to_scale():
+    far = open_set_ranking_loss(*ranking_episode(4.0))
+    near = open_set_ranking_loss(*ranking_episode(0.3))
+    assert far < 0.1 < math.log(2) < near  # log 2: known and unknown scored alike
+    scaled = open_set_ranking_loss(
+        *(t * 10 if t.is_floating_point() else t for t in ranking_episode(4.0))
+    )
+    assert torch.isclose(far, scaled, atol=1e-6)  # inflating every distance buys nothing
+
+
+def test_the_ranking_loss_pushes_unknown_queries_away_from_the_prototypes():
+    support, labels, known, unknown = ranking_episode(0.3)
+    unknown.requires_grad_(True)
+    open_set_ranking_loss(support, labels, known, unknown).backward()
+    assert unknown.grad is not None
+    # Descending the gradient moves each unknown query away from its nearest prototype.
+    assert (-unknown.grad[:, 1] * unknown[:, 1].detach().sign() > 0).all()

@@ -6,8 +6,9 @@ import torch
 
 from protonet.checkpoint import load_checkpoint, save_checkpoint
 from protonet.model import EncoderConfig, build_encoder
+from protonet.open_set import open_set_ranking_loss
 from service.collections.encoder import ImageEncoder, load_encoder
-from training.meta_learning import MetaLearner
+from training.meta_learning import UNKNOWN_LABEL, MetaLearner, PrototypeLearner
 from training.trainer import Trainer
 
 from .evaluate_cli import evaluate_json
@@ -112,3 +113,21 @@ def test_the_service_serves_a_maml_checkpoint_through_the_prototype_head(dataset
     pixels = np.zeros((3, 28, 28), dtype=np.uint8)
     assert encoder.embed_pixels(pixels).shape == (3, 64)
     assert encoder.card()["metadata"]["method"] == "anil"
+
+
+def test_protonet_queries_of_no_support_class_only_feed_the_ranking_loss():
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig(hidden_channels=8, out_channels=8)).eval()
+    images, support_labels, query_labels = episode()  # eval: batch norm sees no batch
+    unknown_images = torch.randn(3, 1, 28, 28)
+    all_images = torch.cat([images, unknown_images])
+    with_unknown = torch.cat([query_labels, torch.full((3,), UNKNOWN_LABEL)])
+    closed_loss, closed_accuracy = PrototypeLearner(encoder, None)(
+        images, support_labels, query_labels
+    )
+    ignored, accuracy = PrototypeLearner(encoder, None)(all_images, support_labels, with_unknown)
+    assert torch.isclose(ignored, closed_loss) and accuracy == closed_accuracy
+    weighted, _ = PrototypeLearner(encoder, None, 2.0)(all_images, support_labels, with_unknown)
+    embeddings = encoder(all_images)
+    ranking = open_set_ranking_loss(embeddings[:4], support_labels, embeddings[4:8], embeddings[8:])
+    assert torch.isclose(weighted, closed_loss + 2.0 * ranking, atol=1e-5)

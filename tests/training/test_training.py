@@ -136,3 +136,33 @@ def test_augmented_training_runs_and_records_the_setting(dataset, tmp_path):
     assert trainer.episode == 10
     training_config = load_checkpoint(best).training_config
     assert {name: training_config[name] for name in augment} == augment
+
+
+def test_open_set_training_fine_tunes_from_a_checkpoint_and_reports_auroc(dataset, tmp_path):
+    first = Trainer(quick_config(dataset, tmp_path / "first", episodes=10, val_every=10)).train()
+    start = load_checkpoint(first)
+    open_set = {"way": 5, "unknown_way": 5, "val_way": 4, "init": str(first)}
+    config = quick_config(dataset, tmp_path / "open", episodes=20, val_every=10, **open_set)
+    trainer = Trainer(config)
+    for name, weights in start.state_dict.items():  # --init: the first run's weights
+        assert torch.equal(trainer.encoder.state_dict()[name], weights), name
+    checkpoint = load_checkpoint(trainer.train())
+    assert checkpoint.metadata["initialized_from"] == start.version
+    assert checkpoint.training_config["unknown_way"] == 5
+    validation = checkpoint.metadata["validation"]
+    assert validation["unknown_way"] == 4 and 0.0 <= validation["auroc"] <= 1.0
+    log = [json.loads(line) for line in (tmp_path / "open" / "metrics.jsonl").open()]
+    assert all("auroc" in record for record in log if record["kind"] == "val")
+
+
+def test_open_set_and_init_settings_that_cannot_work_are_refused(dataset, tmp_path):
+    first = Trainer(quick_config(dataset, tmp_path / "first", episodes=10, val_every=10)).train()
+    with pytest.raises(ValueError, match=r"--init .*encoder_config"):
+        Trainer(quick_config(dataset, tmp_path / "a", init=str(first), hidden_channels=8))
+    with pytest.raises(ValueError, match="--method protonet, not maml"):
+        Trainer(quick_config(dataset, tmp_path / "b", unknown_way=5, method="maml"))
+    with pytest.raises(ValueError, match="--init starts afresh"):
+        Trainer(quick_config(dataset, tmp_path / "c", init=str(first), resume=True))
+    # 9 validation classes cannot hold 5 known + 5 unknown: the flag to lower is named.
+    with pytest.raises(ValueError, match="--val-way must be <= 4"):
+        Trainer(quick_config(dataset, tmp_path / "d", unknown_way=5))
