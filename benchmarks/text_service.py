@@ -162,7 +162,8 @@ def main() -> None:
                     f"  draw {draw}: " + ", ".join(f"{m} {v[-1]:.4f}" for m, v in results.items())
                 )
             for model, values in results.items():
-                print(f"  {model:8s} {interval(values)}  ({len(values)} draws)")
+                if values:  # --draws 0: throughput alone
+                    print(f"  {model:8s} {interval(values)}  ({len(values)} draws)")
             print("(b) query throughput, sentences/s (HTTP vs the encoder alone)")
             client.create_collection("banking77-speed", index="exact", model="intents")
             support = draw_support(train, args.shots, args.seed)
