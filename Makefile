@@ -33,7 +33,7 @@ typecheck: install
 	$(BIN)/mypy protonet protonet_cli training service
 
 pytest: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test: lint typecheck pytest
 
