@@ -76,8 +76,9 @@ class Checkpoint:
     rejection: RejectionCalibration | None = None
     text_spec: TextSpec | None = None
     # A MAML-family model's linear head (weight ``[way, dim]``, bias ``[way]``), which the
-    # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``.
-    head: dict[str, torch.Tensor] = field(default_factory=dict)
+    # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``. (Not a
+    # text checkpoint's head: that is its encoder, in ``state_dict``.)
+    classifier_head: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
@@ -125,7 +126,11 @@ class Checkpoint:
             "metadata": _primitives(self.metadata),
             "rejection": self.rejection.to_dict() if self.rejection else None,
             # Only MAML-family checkpoints have the key: prototype ones stay as they were.
-            **({"head": {k: v.detach().cpu() for k, v in self.head.items()}} if self.head else {}),
+            **(
+                {"classifier_head": {k: v.detach().cpu() for k, v in self.classifier_head.items()}}
+                if self.classifier_head
+                else {}
+            ),
         }
 
 
@@ -186,14 +191,16 @@ def _input_spec(payload: dict[str, Any]) -> InputSpec:
     return InputSpec() if values is None else InputSpec.from_dict(values)
 
 
-def _head(values: Any) -> dict[str, torch.Tensor]:
-    """A MAML-family head: absent in prototype checkpoints (and in older files)."""
+def _classifier_head(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A MAML-family classifier head: absent in prototype checkpoints (and in older files;
+    files of 2026-11-27 called it ``head``)."""
+    values = payload.get("classifier_head", payload.get("head"))
     if not values:
         return {}
     if not isinstance(values, dict) or not all(
         isinstance(v, torch.Tensor) for v in values.values()
     ):
-        raise ValueError("head must map names to tensors")
+        raise ValueError("classifier_head must map names to tensors")
     return dict(values)
 
 
@@ -218,7 +225,7 @@ def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpo
             evaluation=payload.get("evaluation", {}),
             metadata=payload.get("metadata", {}),
             rejection=_rejection(payload.get("rejection")),
-            head=_head(payload.get("head")),
+            classifier_head=_classifier_head(payload),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None

@@ -101,7 +101,7 @@ class MetaLearner(nn.Module):
         if method not in METHODS[1:]:
             raise ValueError(f"{method!r} is not a MAML-family method ({', '.join(METHODS[1:])})")
         self.encoder = encoder
-        self.head = nn.Linear(embedding_dim, way)
+        self.classifier_head = nn.Linear(embedding_dim, way)
         self.method, self.inner_steps, self.inner_lr = method, inner_steps, inner_lr
         self.amp_dtype = amp_dtype
 
@@ -119,7 +119,8 @@ class MetaLearner(nn.Module):
         """``[B, n_way]``, from the head's first ``n_way`` rows."""
         if features is None:
             features = self._features(params, images)
-        return F.linear(features, params["head.weight"][:n_way], params["head.bias"][:n_way])
+        weight, bias = params["classifier_head.weight"], params["classifier_head.bias"]
+        return F.linear(features, weight[:n_way], bias[:n_way])
 
     def adapt(
         self, support: torch.Tensor, targets: torch.Tensor, n_way: int, steps: int, graph: bool
@@ -127,7 +128,7 @@ class MetaLearner(nn.Module):
         """The inner loop: ``steps`` SGD steps on the support loss; ``graph`` keeps them
         differentiable (second order). support ``[S, C, H, W]``, targets ``[S]`` in 0..n_way-1."""
         params: Params = dict(self.named_parameters())
-        names = [n for n in params if n.startswith("head.") or self.method != "anil"]
+        names = [n for n in params if n.startswith("classifier_head.") or self.method != "anil"]
         # ANIL's backbone does not change in the inner loop: its support features are fixed.
         features = self._features(params, support) if self.method == "anil" else None
         for _ in range(steps):
@@ -181,24 +182,24 @@ def build_learner(
     return MetaLearner(encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype)
 
 
-def head_state(learner: nn.Module) -> dict[str, torch.Tensor]:
+def classifier_head_state(learner: nn.Module) -> dict[str, torch.Tensor]:
     """The MAML-family head's weights for the checkpoint (``{}`` for protonet)."""
     if not isinstance(learner, MetaLearner):
         return {}
-    return {k: v.detach().cpu().clone() for k, v in learner.head.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in learner.classifier_head.state_dict().items()}
 
 
 def learner_from_checkpoint(checkpoint: Checkpoint, device: torch.device) -> MetaLearner:
     """The MAML-family learner a checkpoint holds, fp32, ready to fine-tune on ``device``."""
     config: dict[str, Any] = checkpoint.training_config
-    if not checkpoint.head:
+    if not checkpoint.classifier_head:
         raise ValueError(f"a {checkpoint.method} checkpoint must hold its head; this one does not")
-    way, dim = checkpoint.head["weight"].shape
+    way, dim = checkpoint.classifier_head["weight"].shape
     encoder = checkpoint.build_encoder(device)
     learner = MetaLearner(
         encoder, dim, way, checkpoint.method, config["inner_steps"], config["inner_lr"]
     )
-    learner.head.load_state_dict(checkpoint.head)
+    learner.classifier_head.load_state_dict(checkpoint.classifier_head)
     return learner.to(device)
 
 
@@ -215,7 +216,7 @@ def finetuned_accuracies(
 ) -> np.ndarray:
     """Query accuracy ``[n_episodes]`` of the learner fine-tuned on each seeded episode's
     support set; the same episodes :func:`training.evaluate.evaluate` draws for a seed."""
-    way = learner.head.out_features
+    way = learner.classifier_head.out_features
     if shape.n_way > way:
         raise ValueError(
             f"this {learner.method} model's head has {way} outputs: it evaluates at most "
@@ -266,7 +267,7 @@ def check_validation_way(method: str, way: int, val_way: int) -> None:
         )
 
 
-def load_head(learner: nn.Module, head: dict[str, torch.Tensor]) -> None:
-    """Restore a MAML-family head saved by :func:`head_state` (nothing for protonet)."""
+def load_classifier_head(learner: nn.Module, head: dict[str, torch.Tensor]) -> None:
+    """Restore a MAML-family head saved by :func:`classifier_head_state` (nothing for protonet)."""
     if isinstance(learner, MetaLearner) and head:
-        learner.head.load_state_dict(head)
+        learner.classifier_head.load_state_dict(head)

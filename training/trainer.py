@@ -283,7 +283,9 @@ class Trainer:
     def _load_resume_state(self) -> None:
         state = torch.load(self.out / RESUME_STATE, map_location=self.device, weights_only=True)
         self.encoder.load_state_dict(state["encoder"])
-        meta_learning.load_head(self.learner, state.get("head", {}))
+        meta_learning.load_classifier_head(
+            self.learner, state.get("classifier_head", state.get("head", {}))
+        )
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.episode = int(state["episode"])
@@ -303,7 +305,7 @@ class Trainer:
                 "best_score": self.best_score,
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed_seconds": elapsed,
-                "head": meta_learning.head_state(self.learner),
+                "classifier_head": meta_learning.classifier_head_state(self.learner),
                 "episodes_seen": self.episodes_seen,
             },
             self.out / RESUME_STATE,
@@ -383,7 +385,7 @@ class Trainer:
             state_dict={k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
             training_config=self.config.to_dict(),
             data_fingerprint=self.data.fingerprint,
-            head=meta_learning.head_state(self.learner),
+            classifier_head=meta_learning.classifier_head_state(self.learner),
             metadata={
                 **self._split_metadata(),
                 "method": self.config.method,

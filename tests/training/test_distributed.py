@@ -80,7 +80,7 @@ def assert_same_weights(encoder, head, reference):
         if name.startswith("encoder."):
             stored = encoder[name.removeprefix("encoder.")]
         else:
-            stored = head[name.removeprefix("head.")]
+            stored = head[name.removeprefix("classifier_head.")]
         torch.testing.assert_close(stored, value.detach(), rtol=1e-4, atol=1e-5, msg=name)
 
 
@@ -100,7 +100,7 @@ def test_two_processes_train_the_single_process_model_with_averaged_gradients(da
     assert val_episodes(tmp_path / "run") == [STEPS]  # rank 0 alone validated and logged
 
     reference = averaged_run(replace(config, out=str(tmp_path / "reference")), [(0, STEPS)])
-    assert_same_weights(checkpoint.state_dict, checkpoint.head, reference)
+    assert_same_weights(checkpoint.state_dict, checkpoint.classifier_head, reference)
     # Not trivially equal: one rank's episodes alone train other weights.
     alone = averaged_run(replace(config, out=str(tmp_path / "alone")), [(0, STEPS)], 1)
     first = next(alone.encoder.parameters()).detach()
@@ -120,7 +120,7 @@ def test_a_two_process_maml_run_resumes_where_it_stopped(dataset, tmp_path):
     state = torch.load(out / "resume_state.pt", weights_only=True)
     assert (state["episode"], state["episodes_seen"]) == (4, 8)
     reference = averaged_run(replace(config, out=str(tmp_path / "ref")), [(0, 2), (2, 2)])
-    assert_same_weights(state["encoder"], state["head"], reference)  # the last weights
+    assert_same_weights(state["encoder"], state["classifier_head"], reference)  # the last weights
 
 
 def test_rank_episode_streams_are_disjoint_and_rank_zero_is_the_single_process_stream():

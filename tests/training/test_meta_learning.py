@@ -49,7 +49,8 @@ def test_each_method_trains_and_its_checkpoint_is_evaluated_fine_tuned(
 
     payload = torch.load(best, weights_only=True)  # plain tensors and primitives only
     assert payload["metadata"]["method"] == method
-    assert payload["head"]["weight"].shape == (5, 64) and payload["head"]["bias"].shape == (5,)
+    head = payload["classifier_head"]
+    assert head["weight"].shape == (5, 64) and head["bias"].shape == (5,)
     checkpoint = load_checkpoint(best)
     assert checkpoint.method == method and checkpoint.training_config["inner_lr"] == 0.4
 
