@@ -1,7 +1,8 @@
-// The web page of the protonet service: draw or drop symbols, add them to a collection as
-// labelled examples, classify new ones. Plain JavaScript, no dependencies, no build step; it
-// talks only to the public HTTP API (docs/service.md), with the API key (when auth is on) kept
-// in sessionStorage: this tab only, gone when it closes.
+// The web page of the protonet service: draw or drop symbols (or type texts, for a collection
+// of a text model), add them to a collection as labelled examples, classify new ones. Plain
+// JavaScript, no dependencies, no build step; it talks only to the public HTTP API
+// (docs/service.md), with the API key (when auth is on) kept in sessionStorage: this tab only,
+// gone when it closes.
 "use strict";
 
 const KEY_ITEM = "protonet.apiKey";
@@ -10,6 +11,9 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   collection: null, // the selected collection's name
+  models: new Map(), // served model name -> its summary in GET /v1/models
+  collectionModels: new Map(), // collection name -> the name of the model it is bound to
+  model: null, // the selected collection's model: what the input panel offers
   revisions: new Map(), // collection -> revision of this page's last write (read-your-writes)
   thumbnails: new Map(), // "collection|id|label" -> Promise of an object URL
   drops: [], // dropped image files, as data URLs
@@ -133,12 +137,14 @@ function forgetKey() {
 // Start, collections
 
 async function start() {
-  const model = await api("GET", "/v1/model");
-  const { image_size: size, channels } = model.input;
-  const mode = channels === 1 ? "grayscale" : "RGB";
-  $("model").textContent = `model ${model.version} · inputs ${size}×${size} ${mode}`;
-  // Rejection of unknowns: offered when the model has a calibration (GET /v1/model says so).
-  $("rejection-choice").hidden = !model.rejection;
+  // Every served model, not just the default one (GET /v1/model): each collection is bound to
+  // one, and its modality, input size and calibration are that model's.
+  const { models } = await api("GET", "/v1/models");
+  state.models = new Map(models.map((model) => [model.name, model]));
+  const choice = $("create-model");
+  choice.replaceChildren(...models.map((model) =>
+    new Option(`${model.name} (${model.modality})`, model.name, model.default, model.default)));
+  choice.hidden = models.length < 2; // nothing to choose
   $("key-form").hidden = true;
   $("app").hidden = false;
   $("forget-key").hidden = !sessionStorage.getItem(KEY_ITEM);
@@ -148,30 +154,78 @@ async function start() {
 
 async function loadCollections(wanted) {
   const { collections } = await api("GET", "/v1/collections");
+  state.collectionModels = new Map(collections.map((c) => [c.name, c.model]));
   const select = $("collection-select");
-  select.replaceChildren(
-    ...collections.map((c) => new Option(`${c.name} (${c.n_classes} classes)`, c.name)),
-  );
+  select.replaceChildren(...collections.map((c) => new Option(collectionText(c), c.name)));
   if (!collections.length) select.append(new Option("no collections yet: create one", ""));
   const names = collections.map((c) => c.name);
   await selectCollection(names.includes(wanted) ? wanted : names[0] || null);
+}
+
+/** "name (n classes)", with the collection's model where the service serves several. */
+function collectionText(summary) {
+  const model = state.models.size > 1 && summary.model ? `${summary.model}, ` : "";
+  return `${summary.name} (${model}${summary.n_classes} classes)`;
 }
 
 async function selectCollection(name) {
   state.collection = name;
   $("collection-select").value = name || "";
   if (name) sessionStorage.setItem(COLLECTION_ITEM, name);
-  $("results").replaceChildren(note("Draw a symbol and press Classify."));
+  const bound = state.models.get(state.collectionModels.get(name));
+  useModel(bound || [...state.models.values()].find((model) => model.default));
+  $("results").replaceChildren(note(words().start));
   await refresh();
 }
 
 async function createCollection(event) {
   event.preventDefault();
   const name = $("create-name").value.trim();
-  await api("POST", "/v1/collections", { name }, { writes: name });
+  const model = $("create-model").value;
+  await api("POST", "/v1/collections", { name, model }, { writes: name });
   $("create-name").value = "";
   say(`Created collection "${name}".`);
   await loadCollections(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The input panel, by the modality of the selected collection's model
+
+const WORDS = {
+  image: {
+    heading: "Draw, or drop images",
+    label: "label, e.g. ring",
+    start: "Draw a symbol and press Classify.",
+    missing: "Draw a symbol on the pad (or drop image files) first.",
+    noClasses: "No classes yet: draw a symbol, give it a label, add it.",
+  },
+  text: {
+    heading: "Type texts, one per line",
+    label: "label, e.g. card_arrival",
+    start: "Type a text and press Classify.",
+    missing: "Type a text first (one per line).",
+    noClasses: "No classes yet: type some texts, give them a label, add them.",
+  },
+};
+const isText = () => Boolean(state.model && state.model.modality === "text");
+const words = () => WORDS[isText() ? "text" : "image"];
+
+/** Offer what `model` takes: the pad and drop zone for images, a textarea for texts. */
+function useModel(model) {
+  state.model = model;
+  const text = isText();
+  for (const id of ["pad", "drop-hint"]) $(id).hidden = text;
+  $("text-input").hidden = !text;
+  showDrops(); // kept for when an image collection is picked again, but not shown meanwhile
+  $("input-heading").textContent = words().heading;
+  $("label").placeholder = words().label;
+  const accepts = text
+    ? `texts of up to ${model.text.max_chars} characters`
+    : `inputs ${model.input.image_size}×${model.input.image_size} ` +
+      (model.input.channels === 1 ? "grayscale" : "RGB");
+  $("model").textContent = `model ${model.name} ${model.version} · ${accepts}`;
+  // Rejection of unknowns: offered when this model has a calibration.
+  $("rejection-choice").hidden = !model.rejection;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -191,7 +245,7 @@ async function refresh() {
   ]);
   if (name !== state.collection) return; // another collection was picked meanwhile
   const option = [...$("collection-select").options].find((each) => each.value === name);
-  if (option) option.text = `${name} (${detail.n_classes} classes)`;
+  if (option) option.text = collectionText(detail);
   showClasses(detail, listing.examples, diagnostics);
   showDiagnostics(diagnostics);
 }
@@ -221,7 +275,7 @@ function showClasses(detail, examples, diagnostics) {
     : [];
   $("classes").replaceChildren(
     ...rejection,
-    ...(cards.length ? cards : [note("No classes yet: draw a symbol, give it a label, add it.")]),
+    ...(cards.length ? cards : [note(words().noClasses)]),
   );
 }
 
@@ -414,7 +468,7 @@ async function addFiles(files) {
 
 function showDrops() {
   const drops = $("drops");
-  drops.hidden = !state.drops.length;
+  drops.hidden = !state.drops.length || isText();
   drops.replaceChildren(...state.drops.map((drop) => {
     const image = document.createElement("img");
     image.src = drop.url;
@@ -427,15 +481,27 @@ function clearInput() {
   clearPad();
   state.drops = [];
   showDrops();
+  $("text-input").value = "";
 }
 
-/** What the next action sends: the drawing (if any) and the dropped files, as PNG/... data URLs. */
-function pendingImages() {
-  const images = state.drops.map((drop) => drop.url);
-  if (state.drawn) images.unshift(pad.toDataURL("image/png"));
-  if (!images.length) throw new Error("Draw a symbol on the pad (or drop image files) first.");
+/**
+ * What the next action sends, as the API's inputs: for a text model each non-blank line of the
+ * textarea (several examples or queries at once); else the drawing (if any) and the dropped
+ * files, as PNG/... data URLs.
+ */
+function pendingInputs() {
+  let inputs;
+  if (isText()) {
+    const lines = $("text-input").value.split("\n").map((line) => line.trim());
+    inputs = lines.filter(Boolean).map((text) => ({ text }));
+  } else {
+    const images = state.drops.map((drop) => drop.url);
+    if (state.drawn) images.unshift(pad.toDataURL("image/png"));
+    inputs = images.map((image) => ({ image }));
+  }
+  if (!inputs.length) throw new Error(words().missing);
   if (!state.collection) throw new Error("Create or pick a collection first.");
-  return images;
+  return inputs;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -443,10 +509,10 @@ function pendingImages() {
 
 async function addExamples(event) {
   event.preventDefault();
-  const images = pendingImages();
+  const inputs = pendingInputs();
   const label = $("label").value.trim();
   const name = state.collection;
-  const examples = images.map((image) => ({ label, image }));
+  const examples = inputs.map((input) => ({ label, ...input }));
   const answer = await api("POST", collectionPath(name, "support"), { examples }, { writes: name });
   clearInput();
   say(`Added ${answer.n_added} example(s) of "${label}".`);
@@ -454,23 +520,23 @@ async function addExamples(event) {
 }
 
 async function classify() {
-  const images = pendingImages();
+  const inputs = pendingInputs();
   const name = state.collection;
   const topK = Number($("top-k").value) || 5;
-  const body = { queries: images.map((image) => ({ image })), top_k: topK };
+  const body = { queries: inputs, top_k: topK };
   if (!$("rejection-choice").hidden && $("rejection").value) body.rejection = $("rejection").value;
   const answer = await api("POST", collectionPath(name, "query"), body, { reads: name });
   quiet();
   $("results").replaceChildren(
-    ...answer.results.map((result, index) => resultView(result, images[index])),
+    ...answer.results.map((result, index) => resultView(result, inputs[index])),
   );
 }
 
-function resultView(result, image) {
+function resultView(result, input) {
   const view = element("article", "result");
-  const preview = document.createElement("img");
-  preview.src = image;
-  preview.alt = "query";
+  const preview = input.text === undefined
+    ? Object.assign(document.createElement("img"), { src: input.image, alt: "query" })
+    : element("blockquote", "query-text", input.text);
   const headline = element("p", "headline");
   // With rejection (when the service has it), "known", "score" and "threshold" are present.
   const limit = `${number(result.score)} ${result.known ? "within" : "above"} the threshold ` +
@@ -544,8 +610,12 @@ input.addEventListener("dragover", (event) => {
 });
 input.addEventListener("dragleave", () => input.classList.remove("dropping"));
 input.addEventListener("drop", guarded(async (event) => {
-  event.preventDefault();
   input.classList.remove("dropping");
+  // For a text model, dragged text lands in the textarea as usual; files are refused (unhandled,
+  // the browser would leave the page to open them).
+  if (isText() && !event.dataTransfer.files.length) return;
+  event.preventDefault();
+  if (isText()) throw new Error("This collection's model reads text: type or paste it.");
   await addFiles(event.dataTransfer.files);
 }));
 

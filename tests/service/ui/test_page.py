@@ -4,7 +4,9 @@ Playwright against a real ``python -m service`` on a free port, with the bundled
 Strokes are drawn with mouse events on the page's canvas: two made-up symbols (the quickstart's
 ring and fork, examples/make_images.py), three drawings of each as support examples, then new
 drawings as queries, whose predicted label must be right; every request the page makes goes to
-the service itself. With auth on, a bad key shows the API's own message.
+the service itself. With auth on, a bad key shows the API's own message. A service serving an
+image and a text model offers both when creating a collection, and a text collection's examples
+and queries are typed, one per line.
 
 The screenshot in the README (docs/ui.png) is taken by this test: run it with
 ``UPDATE_SCREENSHOT=1`` (``make screenshot``) to rewrite it; otherwise it goes to a
@@ -309,17 +311,18 @@ def test_rejection_and_diagnostics_are_shown_when_the_service_has_them(browser, 
     }
     sent: list[Any] = []
 
-    def model(route: Any) -> None:
+    def models(route: Any) -> None:
         response = route.fetch()
-        calibration = {"score": "nearest_distance", "default_acceptance": 0.95}
-        route.fulfill(response=response, json={**response.json(), "rejection": calibration})
+        calibration = {"method": "nearest_distance", "default_acceptance": 0.95}
+        served = [{**model, "rejection": calibration} for model in response.json()["models"]]
+        route.fulfill(response=response, json={"models": served})
 
     def query(route: Any) -> None:
         sent.append(route.request.post_data_json)
         route.fulfill(json=answer)
 
     page = browser.new_page()
-    page.route("**/v1/model", model)
+    page.route("**/v1/models", models)
     page.route("**/diagnostics*", lambda route: route.fulfill(json=diagnostics))
     page.route("**/query*", query)
     page.goto(server.url + "/ui")
@@ -343,6 +346,93 @@ def test_rejection_and_diagnostics_are_shown_when_the_service_has_them(browser, 
     expect(page.locator(".result .headline")).to_contain_text("threshold 24.25")
     expect(page.locator(".result .bars li")).to_have_count(1)
     assert sent[0]["rejection"] == "default" and sent[0]["top_k"] == 5
+
+
+INTENTS = {
+    "card_arrival": [
+        "My card has not arrived yet",
+        "When will my new card be delivered?",
+        "I am still waiting for my card to come",
+    ],
+    "exchange_rate": [
+        "What exchange rate do you use?",
+        "How much is one euro in dollars today?",
+        "Is your currency conversion rate fair?",
+    ],
+}
+
+
+@pytest.fixture
+def two_model_server(tmp_path: Path) -> Iterator[LocalServer]:
+    """The image and the text model side by side, as ``make run`` serves them."""
+    models = REPO_ROOT / "models"
+    yield from start_server(
+        tmp_path,
+        PROTONET_MODELS=f"omniglot={models / 'omniglot-conv4.pt'},"
+        f"intents={models / 'banking77-minilm.pt'}",
+        HF_HUB_OFFLINE="1",  # the text model's base encoder comes from site-packages
+    )
+
+
+def test_a_text_collection_is_typed_and_an_image_one_still_drawn(browser, two_model_server):
+    from playwright.sync_api import expect
+
+    server = two_model_server
+    page = browser.new_page()
+    problems = watch(page, server.url)
+    page.goto(server.url + "/ui")
+    choice = page.locator("#create-model")
+    expect(choice).to_be_visible()
+    expect(choice).to_have_value("omniglot")  # the default model, preselected
+    assert choice.locator("option").all_inner_texts() == ["omniglot (image)", "intents (text)"]
+
+    page.fill("#create-name", "banking")
+    choice.select_option("intents")
+    page.click("#create-form button")
+    expect(page.locator("#collection-select")).to_have_value("banking")
+    expect(page.locator("#text-input")).to_be_visible()
+    expect(page.locator("#pad")).to_be_hidden()
+    expect(page.locator("#model")).to_contain_text("model intents")
+    expect(page.locator("#rejection-choice")).to_be_hidden()  # no calibration in this model
+
+    for label, sentences in INTENTS.items():
+        page.fill("#text-input", "\n".join(sentences) + "\n\n")  # blank lines are skipped
+        page.fill("#label", label)
+        page.click("#add")
+        expect(page.locator(f'.class-card[data-label="{label}"] .thumb.text')).to_have_count(3)
+    expect(page.locator("#message")).to_have_text('Added 3 example(s) of "exchange_rate".')
+    expect(page.locator('.class-card[data-label="card_arrival"] .thumb.text').first).to_have_text(
+        INTENTS["card_arrival"][0]
+    )
+
+    # Two lines: two queries, each answered with its own bars.
+    page.fill("#text-input", "my new card still hasn't come\nwhat rate do you convert pounds at")
+    page.click("#classify")
+    results = page.locator(".result")
+    expect(results).to_have_count(2)
+    expect(results.nth(0).locator(".headline .label")).to_have_text("card_arrival")
+    expect(results.nth(1).locator(".headline .label")).to_have_text("exchange_rate")
+    expect(results.nth(0).locator(".query-text")).to_have_text("my new card still hasn't come")
+    expect(results.nth(0).locator(".bars li")).to_have_count(2)  # top 5 of 2 classes
+    assert results.nth(0).locator(".distance").first.inner_text().startswith("d ")
+
+    # An image collection of the same service: the pad is back, and a drawing is added.
+    page.fill("#create-name", "glyphs")
+    choice.select_option("omniglot")
+    page.click("#create-form button")
+    expect(page.locator("#collection-select")).to_have_value("glyphs")
+    expect(page.locator("#pad")).to_be_visible()
+    expect(page.locator("#text-input")).to_be_hidden()
+    expect(page.locator("#rejection-choice")).to_be_visible()
+    draw(page, strokes_of(shapes().ring, "page-two-models"))
+    page.fill("#label", "ring")
+    page.click("#add")
+    expect(page.locator('.class-card[data-label="ring"] .thumb img[src^="blob:"]')).to_have_count(1)
+
+    page.select_option("#collection-select", "banking")  # and back to the texts
+    expect(page.locator("#text-input")).to_be_visible()
+    expect(page.locator(".class-card")).to_have_count(2)
+    assert problems == []
 
 
 def test_with_auth_on_a_bad_key_shows_the_apis_message(browser, secured_server):
