@@ -4,6 +4,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Test processes side by side (pytest-xdist); 0 runs the suite in the make process alone.
+PYTEST_WORKERS ?= 2
 # The bundled image model (the default: named first) and the bundled text head.
 MODELS ?= omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt
 
@@ -33,7 +35,7 @@ typecheck: install
 	$(BIN)/mypy protonet protonet_cli training service
 
 pytest: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
 
 test: lint typecheck pytest
 
