@@ -88,7 +88,11 @@ def curl_that_fails(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     data_dir = tmp_path_factory.mktemp("docs-data")
-    with local_server({"PROTONET_DATA_DIR": str(data_dir)}) as running:
+    # What `make run` serves (Makefile's MODELS): the Omniglot model, the default, and the
+    # text model `intents`, so the docs' text examples run as written too.
+    models = f"omniglot={BUNDLED_MODEL},intents={REPO_ROOT / 'models' / 'banking77-minilm.pt'}"
+    env = {"PROTONET_DATA_DIR": str(data_dir), "PROTONET_MODELS": models, "HF_HUB_OFFLINE": "1"}
+    with local_server(env) as running:
         yield running
 
 
