@@ -85,12 +85,54 @@ def known_scores(
     n_episodes: int,
     seed: int,
     progress: bool = False,
-) -> np.ndarray:
-    """``[n_episodes * n_way * n_query]`` unknown-ness scores of known queries."""
-    episodes = scored_episodes(
-        embeddings, classes.images, shape, n_episodes, seed, False, method, progress=progress
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unknown-ness scores of known queries and each one's group (alphabet), both
+    ``[n_episodes * n_way * n_query]``."""
+    episodes = list(
+        scored_episodes(
+            embeddings, classes.images, shape, n_episodes, seed, False, method, progress=progress
+        )
     )
-    return np.concatenate([episode.known for episode in episodes])
+    groups = np.array(classes.images.class_groups)
+    labels = np.concatenate([episode.known_labels for episode in episodes])
+    return np.concatenate([episode.known for episode in episodes]), groups[labels]
+
+
+def held_out_acceptance(scores: np.ndarray, groups: np.ndarray, level: float) -> float:
+    """The mean over groups of the share of a group's scores under the ``level``-quantile of
+    the other groups' scores: what a threshold taken at ``level`` accepts in a group it was
+    not measured on."""
+    shares = []
+    for group in np.unique(groups):
+        inside = groups == group
+        threshold = np.quantile(scores[~inside], level)
+        shares.append(float(np.mean(scores[inside] <= threshold)))
+    return float(np.mean(shares))
+
+
+def cross_validated_levels(
+    scores: np.ndarray, groups: np.ndarray, acceptances: tuple[float, ...]
+) -> list[float]:
+    """For each wanted acceptance ``a``, the quantile level (``a`` or above) whose threshold
+    accepts ``a`` of the queries of a group left out of the measurement, averaged over groups
+    (bisection). Groups differ (some alphabets are drawn more loosely than others), so the
+    pooled ``a``-quantile accepts less than ``a`` in a new group on average; with one group
+    there is nothing to correct."""
+    if len(np.unique(groups)) < 2:
+        return list(acceptances)
+    levels = []
+    for wanted in acceptances:
+        low, high = wanted, 1.0
+        if held_out_acceptance(scores, groups, low) < wanted:
+            for _ in range(20):
+                middle = (low + high) / 2
+                if held_out_acceptance(scores, groups, middle) < wanted:
+                    low = middle
+                else:
+                    high = middle
+            low = high
+        levels.append(low)
+    return levels
 
 
 def calibrate(
@@ -123,8 +165,10 @@ def calibrate(
         shape = EpisodeShape(way, shot, fitted)
         notes += check_episodes(classes, shape, CALIBRATE_FLAGS)
         # Another seed per shot: each row is measured on episodes of its own.
-        scores = known_scores(embeddings, classes, shape, method, n_episodes, seed + shot, progress)
-        rows.append(np.quantile(scores, acceptances))
+        scores, groups = known_scores(
+            embeddings, classes, shape, method, n_episodes, seed + shot, progress
+        )
+        rows.append(np.quantile(scores, cross_validated_levels(scores, groups, acceptances)))
         queries[shot] = fitted
     if not rows:
         raise ValueError(f"{classes.label} cannot hold a 1-shot episode: no calibration")
@@ -146,6 +190,7 @@ def _source(
     classes: ClassSet, n_episodes: int, way: int, queries: dict[int, int], seed: int
 ) -> str:
     """What a calibration was measured on, for the model card."""
+    n_groups = len(set(classes.images.class_groups))
     first = next(iter(queries.values()))
     fewer = [f"{q} at {shot}-shot" for shot, q in queries.items() if q != first]
     return (
@@ -153,4 +198,5 @@ def _source(
         f"{way}-way episodes per shot count, {first} known queries per class"
         + (f" ({', '.join(fewer)})" if fewer else "")
         + f"; seed {seed}"
+        + (f"; quantiles cross-validated over {n_groups} groups" if n_groups > 1 else "")
     )

@@ -230,6 +230,7 @@ class ScoredEpisode:
 
     ``correct``: ``[n_way * n_query]`` nearest prototype is the query's class; ``known`` /
     ``unknown``: ``[n_way * n_query]`` / ``[n_unknown * n_query]`` unknown-ness scores;
+    ``known_labels``: ``[n_way * n_query]`` the known queries' classes;
     ``known_accepted`` / ``unknown_accepted``: the same queries judged by a calibration
     (None without one).
     """
@@ -237,6 +238,7 @@ class ScoredEpisode:
     correct: np.ndarray
     known: np.ndarray
     unknown: np.ndarray
+    known_labels: np.ndarray
     known_accepted: np.ndarray | None = None
     unknown_accepted: np.ndarray | None = None
 
@@ -271,6 +273,7 @@ def scored_episodes(
             ).numpy(),
             known=open_set_score(known, shots, method).numpy(),
             unknown=open_set_score(unknown, shots, method).numpy(),
+            known_labels=episode.query_labels,
             known_accepted=_accepted(known, shots, calibration),
             unknown_accepted=_accepted(unknown, shots, calibration),
         )

@@ -136,7 +136,7 @@ QUERY_ANSWER = example(
         "revision": 2,
         "index": "exact",
         "results": [
-            {**RING, "top_k": [RING, FORK], "known": True, "score": 0.926, "threshold": 9.797},
+            {**RING, "top_k": [RING, FORK], "known": True, "score": 0.926, "threshold": 10.188},
             {
                 "label": None,
                 "probability": None,
@@ -147,7 +147,7 @@ QUERY_ANSWER = example(
                 ],
                 "known": False,
                 "score": 25.75,
-                "threshold": 12.96,
+                "threshold": 13.676,
             },
         ],
         "rejection": {"mode": "calibrated", "acceptance": 0.95, "threshold_source": "checkpoint"},

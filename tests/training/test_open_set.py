@@ -12,6 +12,7 @@ from protonet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from protonet.model import EncoderConfig, build_encoder
 from protonet.preprocessing import InputSpec
 from training import omniglot
+from training.calibrate import cross_validated_levels, held_out_acceptance
 from training.cli import main
 from training.evaluate import auroc
 
@@ -166,3 +167,17 @@ def test_an_omniglot_model_is_calibrated_on_its_validation_alphabets_only(
         "closed-set 5-way episodes per shot count, 3 known queries per class"
     )
     assert "no 5-shot thresholds" in capsys.readouterr().err
+
+
+def test_thresholds_are_cross_validated_over_groups_so_a_new_group_gets_the_acceptance():
+    rng = np.random.default_rng(0)
+    # Three alphabets drawn more or less loosely: their known queries score apart.
+    scores = np.concatenate([rng.normal(shift, 1.0, 2000) for shift in (0.0, 0.5, 1.5)])
+    groups = np.repeat(["a", "b", "c"], 2000)
+    pooled = held_out_acceptance(scores, groups, 0.95)
+    assert pooled < 0.94  # the pooled 95% quantile accepts less in a group it never saw
+    [level] = cross_validated_levels(scores, groups, (0.95,))
+    assert level > 0.95
+    assert held_out_acceptance(scores, groups, level) == pytest.approx(0.95, abs=0.002)
+    one_group = np.repeat(["a"], len(scores))
+    assert cross_validated_levels(scores, one_group, (0.9, 0.95)) == [0.9, 0.95]
