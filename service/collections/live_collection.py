@@ -150,9 +150,10 @@ class LiveCollection:
         self.id = collection_id
         self.name = name
         self.model = model  # the served model's name: fixed at creation
-        self.revision = revision  # set under write_lock
+        self.revision = revision  # set under write_lock and the state lock (advance)
         self.policy = policy or IndexPolicy()
-        self.rejection = rejection or RejectionSetting()  # replaced (not mutated) under write_lock
+        # Replaced (not mutated) under write_lock and the state lock (advance).
+        self.rejection = rejection or RejectionSetting()
         # Held-out scores of the support set, to adapt rejection thresholds to it.
         self.leave_one_out = LeaveOneOutScores()
         self.write_lock = threading.Lock()
@@ -330,6 +331,14 @@ class LiveCollection:
         with self._state_lock:
             return [self._classes[class_id] for class_id in class_ids]
 
+    def advance(self, revision: int, rejection: RejectionSetting | None = None) -> None:
+        """Move to ``revision`` and, where it changed one, its rejection setting, as one step
+        for readers (who read both under the state lock). Caller holds write_lock."""
+        with self._state_lock:
+            if rejection is not None:
+                self.rejection = rejection
+            self.revision = revision
+
     def status(self) -> CollectionStatus:
         with self._state_lock:
             return CollectionStatus(
@@ -347,7 +356,7 @@ class LiveCollection:
         """The status plus every class, in the order they were created."""
         with self._state_lock:
             classes = [self._classes[class_id] for class_id in sorted(self._classes)]
-            revision, in_use = self.revision, self.index_in_use
+            revision, in_use, rejection = self.revision, self.index_in_use, self.rejection
         n_examples = sum(c.n_examples for c in classes)
         return CollectionContents(
             self.name,
@@ -356,7 +365,7 @@ class LiveCollection:
             revision,
             self.policy.kind,
             in_use,
-            self.rejection,
+            rejection,
             self.model,
             classes,
         )

@@ -283,15 +283,18 @@ class CollectionRegistry:
         if any(change.kind == "delete" for change in changes):
             live.deleted = True
             return False
+        rejection = None
         if any(change.kind == "settings" for change in changes):
             stored = self.storage.get_collection(live.id)
             if stored is None:  # deleted meanwhile: its delete change comes next
                 live.deleted = True
                 return False
-            live.rejection = RejectionSetting.from_column(stored.rejection)
+            rejection = RejectionSetting.from_column(stored.rejection)
         if changes:
             self._refresh(live, {i for change in changes for i in change.class_ids})
-            live.revision = changes[-1].id
+            # The setting and the revision that made it become visible together: a reader
+            # never sees the new setting at an older revision, nor the revision without it.
+            live.advance(changes[-1].id, rejection)
         return True
 
     def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:

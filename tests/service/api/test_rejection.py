@@ -249,6 +249,33 @@ async def test_another_process_on_the_database_sees_a_patch(calibrated):
         assert response.json()["rejection"] == {"mode": "none"}
 
 
+async def test_a_reader_never_sees_a_new_setting_at_an_older_revision(calibrated, monkeypatch):
+    """While this process applies another's PATCH (re-reading the touched classes), a read
+    of the collection shows the old setting at the old revision, then the new setting at the
+    new revision: never the new setting with the old revision (min_revision and the
+    X-Revision header would then vouch for a state that mixes two revisions)."""
+    async with serve(calibrated) as first, serve(calibrated) as second:
+        await rings(first.http, "shapes")
+        second.state.feed.stop()  # this test applies the change itself, at a chosen moment
+        assert (await second.http.get("/v1/collections/shapes")).status_code == 200
+        registry = second.state.registry
+        live = registry._collections["default", "shapes"]
+        before = live.contents()
+        patched = await first.client.set_rejection("shapes", "default")
+        midway = []
+        refresh = registry._refresh
+
+        def refresh_then_read(collection, class_ids):
+            midway.append(collection.contents())  # a reader in the middle of the catch-up
+            refresh(collection, class_ids)
+
+        monkeypatch.setattr(registry, "_refresh", refresh_then_read)
+        registry.catch_up(("default", "shapes"), live)
+        assert [(m.revision, m.rejection) for m in midway] == [(before.revision, before.rejection)]
+        after = live.contents()
+        assert after.revision == patched["revision"] and after.rejection != before.rejection
+
+
 async def test_thresholds_adapt_to_a_collection_with_enough_examples(calibrated):
     """12 classes of 3 drawings: 36 held-out scores, so the thresholds are the checkpoint's
     scaled to this collection, also after a restart that loads a persisted IVF index (which
