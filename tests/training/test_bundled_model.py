@@ -6,8 +6,6 @@ room for sampling noise while any real regression (wrong preprocessing, inverted
 broken checkpoint: all land near 70% / 45%) fails loudly.
 """
 
-import pytest
-
 from protonet.checkpoint import load_checkpoint
 
 from .evaluate_cli import evaluate_json
@@ -19,22 +17,25 @@ def evaluate_bundled(capsys, bundled_model, omniglot_dir, *args: str) -> dict:
     return evaluate_json(capsys, *common, "--split", "evaluation", *args)
 
 
-@pytest.mark.parametrize("way,threshold", [(5, 0.96), (20, 0.91)])
-def test_bundled_model_on_100_real_episodes(bundled_model, omniglot_dir, way, threshold, capsys):
+def test_bundled_model_on_100_real_episodes_per_setting(bundled_model, omniglot_dir, capsys):
+    """One embedding of images_evaluation (the slow part) for the whole table: the four
+    settings, random and within-alphabet, 100 episodes each."""
     summary = evaluate_bundled(
         capsys,
         bundled_model,
         omniglot_dir,
-        "--way",
-        str(way),
-        "--shot",
-        "1",
+        "--table",
+        "--within-alphabet",
         "--episodes",
         "100",
         "--seed",
         "123",
     )
-    assert summary["accuracy"] >= threshold, summary
+    results = {(r["way"], r["shot"], r["within_alphabet"]): r for r in summary["results"]}
+    assert set(results) == {(w, s, a) for w in (5, 20) for s in (1, 5) for a in (False, True)}
+    for way, threshold in ((5, 0.96), (20, 0.91)):
+        assert results[way, 1, False]["accuracy"] >= threshold, results[way, 1, False]
+        assert results[way, 1, False]["episodes"] == 100
 
 
 def test_bundled_model_was_trained_on_background_only(bundled_model):
@@ -42,12 +43,3 @@ def test_bundled_model_was_trained_on_background_only(bundled_model):
     assert checkpoint.training_config["split"] == "lake"
     assert checkpoint.metadata["validation_classes"] > 0
     assert checkpoint.input_spec.image_size == 28 and checkpoint.input_spec.invert
-
-
-def test_table_reports_four_settings_with_within_alphabet(bundled_model, omniglot_dir, capsys):
-    summary = evaluate_bundled(
-        capsys, bundled_model, omniglot_dir, "--table", "--within-alphabet", "--episodes", "20"
-    )
-    results = summary["results"]
-    settings = {(r["way"], r["shot"], r["within_alphabet"]) for r in results}
-    assert settings == {(w, s, a) for w in (5, 20) for s in (1, 5) for a in (False, True)}
