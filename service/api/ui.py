@@ -1,4 +1,4 @@
-"""The web page: draw, register and classify symbols in a browser (issue 17).
+"""The web page: register examples (drawings, images or texts) and classify in a browser.
 
 Three static files shipped in the package (service/ui/static: one HTML, one CSS, one script),
 no build step and nothing loaded from elsewhere: ``GET /ui`` is the page, ``/ui/assets/...``
