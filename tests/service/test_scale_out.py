@@ -337,6 +337,14 @@ def test_workers_on_one_sqlite_database_stay_in_sync(checkpoint_a, tmp_path):
                 ).stdout
                 assert output.count("127") + output.count(":") >= 2 and "(starting)" not in output
 
+            def every_connection_ready() -> None:
+                # Each new connection may reach either worker: 20 in a row answering 200 means
+                # both are (start() returned once one of them was).
+                for _ in range(20):
+                    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+
+            # A request that lands on a worker still loading gets 503 not_ready.
+            eventually(every_connection_ready, timeout=STARTUP)
             c.create_collection("c")
             for n in range(20):  # each request may land on either worker
                 c.add_support("c", [(f"k{n}", drawings.png(n % 2))])
