@@ -120,19 +120,21 @@ def cross_validated_levels(
     there is nothing to correct."""
     if len(np.unique(groups)) < 2:
         return list(acceptances)
-    levels = []
-    for wanted in acceptances:
-        low, high = wanted, 1.0
-        if held_out_acceptance(scores, groups, low) < wanted:
-            for _ in range(20):
-                middle = (low + high) / 2
-                if held_out_acceptance(scores, groups, middle) < wanted:
-                    low = middle
-                else:
-                    high = middle
-            low = high
-        levels.append(low)
-    return levels
+    return [_held_out_level(scores, groups, wanted) for wanted in acceptances]
+
+
+def _held_out_level(scores: np.ndarray, groups: np.ndarray, wanted: float) -> float:
+    """The lowest level in [``wanted``, 1] (to 2**-20) whose held-out acceptance is ``wanted``."""
+    if held_out_acceptance(scores, groups, wanted) >= wanted:
+        return wanted
+    low, high = wanted, 1.0  # held-out acceptance below wanted at low, at least wanted at high
+    for _ in range(20):
+        middle = (low + high) / 2
+        if held_out_acceptance(scores, groups, middle) < wanted:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def calibrate(

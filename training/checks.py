@@ -214,4 +214,5 @@ def fit_to_data(
             VALIDATION_FLAGS,
             config.within_alphabet,
         )
-    return config, notes
+    # The open-set check repeats the closed-set one's notes on class sizes: say each once.
+    return config, list(dict.fromkeys(notes))
