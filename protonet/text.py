@@ -17,7 +17,6 @@ are imported only when a base is loaded, so an image-only install never needs th
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import unicodedata
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protonet.errors import CheckpointError, InvalidInputError
+from protonet.files import file_sha256
 from protonet.minilm import BertConfig, BertModel, load_bert, mean_pool
 
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -106,11 +106,6 @@ def text_inputs(texts: Sequence[object], tokenizer: Any, spec: TextSpec) -> Toke
         ids[row, : len(encoding.ids)] = torch.tensor(encoding.ids)
         mask[row, : len(encoding.ids)] = 1
     return TokenBatch(ids, mask)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def base_model_dir(name: str) -> Path:
