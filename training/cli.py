@@ -23,6 +23,7 @@ from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
     DEVICES,
+    PICTURE_SPLITS,
     PRESETS,
     TEXT_SPLITS,
     TrainConfig,
@@ -184,11 +185,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from training.text_trainer import TextTrainer  # heavy imports only when training
+    from training.picture_trainer import PictureTrainer  # heavy imports only when training
+    from training.text_trainer import TextTrainer
     from training.trainer import Trainer
 
     config = config_from_args(args)
-    trainer = (TextTrainer if config.split in TEXT_SPLITS else Trainer)(config)
+    if config.split in TEXT_SPLITS:
+        trainer: Trainer = TextTrainer(config)
+    else:
+        trainer = PictureTrainer(config) if config.split in PICTURE_SPLITS else Trainer(config)
     best = trainer.train()
     if not trainer.dist.is_main:  # under torchrun: rank 0 reports
         return 0

@@ -12,9 +12,11 @@ from typing import Any, TypeVar
 from protonet.model import EncoderConfig
 
 DEFAULT_DATA = "../shared/data/omniglot"
-SPLITS = ("lake", "vinyals", "folder", "banking77")
+SPLITS = ("lake", "vinyals", "folder", "banking77", "emoji")
 # Splits of text data: a head meta-learned over a frozen base sentence encoder.
 TEXT_SPLITS = ("banking77",)
+# Splits of colour pictures: a head meta-learned over a frozen ImageNet base (MobileNetV2).
+PICTURE_SPLITS = ("emoji",)
 DEVICES = ("auto", "cpu", "cuda")
 # Validation episodes when --val-way / --val-query are left at 0 ("fit the data"): the
 # paper's 20-way 15-query, or less where the held-out classes cannot fill that.
@@ -42,7 +44,8 @@ class TrainConfig:
         "lake",
         "lake: train on images_background, validate on 5 held-out alphabets; vinyals: the "
         "Vinyals et al. split files; folder: your own ROOT/<class>/<images>; banking77: text "
-        "intents (40 train, 10 validate, 27 held out, chosen by --seed)",
+        "intents (40 train, 10 validate, 27 held out, chosen by --seed); emoji: colour "
+        "pictures, a head over a frozen ImageNet MobileNetV2 (emoji subcategories split)",
         SPLITS,
     )
     out: str = setting(
@@ -281,7 +284,7 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("--augment-scale must be at least 0 and below 0.5")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError("--val-fraction must be between 0 and 1")
-    if config.channels != 1 and config.split != "folder":
+    if config.channels != 1 and config.split not in ("folder", *PICTURE_SPLITS):
         raise ValueError(
             f"--channels {config.channels} needs --split folder: Omniglot is grayscale"
         )

@@ -2,7 +2,6 @@
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,8 @@ from PIL import Image
 
 from protonet.preprocessing import picture_spec
 from training.emoji import emoji_key, load_emoji, split_emoji, subcategory_split
+
+from .emoji_data import iconify_set
 
 SPEC = picture_spec(16)
 CATALOGUE = [
@@ -26,20 +27,6 @@ def png(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGBA", (8, 8), (*colour, 255)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def add_json(archive: tarfile.TarFile, name: str, value: object) -> None:
-    data = json.dumps(value).encode()
-    info = tarfile.TarInfo(f"package/{name}")
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
-
-
-def iconify_set(path: Path, icons: dict, chars: dict | None) -> None:
-    with tarfile.open(path, "w:gz") as archive:
-        add_json(archive, "icons.json", {"prefix": path.stem, "width": 16, "height": 16, **icons})
-        if chars is not None:
-            add_json(archive, "chars.json", chars)
 
 
 @pytest.fixture()
