@@ -140,13 +140,18 @@ def mean_and_ci95(accuracies: np.ndarray) -> tuple[float, float]:
 
 
 def embed_imageset(
-    encoder: nn.Module, images: ImageSet, spec: InputSpec, batch_size: int = 512
+    encoder: nn.Module,
+    images: ImageSet,
+    spec: InputSpec,
+    batch_size: int = 512,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Embeddings ``[n_images, dim]`` of every image of the set, in eval mode."""
     was_training = encoder.training
     encoder.eval()
     chunks = []
-    for start in range(0, len(images.pixels), batch_size):
+    starts = range(0, len(images.pixels), batch_size)
+    for start in tqdm(starts, desc="embedding", unit="batch", disable=not progress):
         batch = pixels_to_tensor(images.pixels[start : start + batch_size], spec)
         chunks.append(embed(encoder, batch, batch_size))
     encoder.train(was_training)

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from protonet.embedding import embed
 from protonet.mobilenet import ImageBaseSpec, load_base
 from protonet.model import EncoderConfig, linear_head_config
-from protonet.preprocessing import InputSpec, picture_spec, pixels_to_tensor
+from protonet.preprocessing import InputSpec, picture_spec
 from training.cache import cached_tensor, default_cache_dir
 from training.checks import ClassSet
 from training.config import TrainConfig
 from training.emoji import load_emoji, split_emoji
+from training.evaluate import embed_imageset
 from training.head_trainer import HeadTrainer
 from training.imageset import ImageSet
 from training.trainer import TrainingData
@@ -44,13 +43,7 @@ def base_features(
     path = (cache_dir or default_cache_dir()) / f"features-{digest.hexdigest()[:20]}.pt"
 
     def build() -> torch.Tensor:
-        base = load_base(base_spec)
-        chunks = []
-        batches = range(0, len(images.pixels), FEATURE_BATCH)
-        for start in tqdm(batches, desc="base features", unit="batch", disable=not progress):
-            pixels = torch.from_numpy(images.pixels[start : start + FEATURE_BATCH])
-            chunks.append(embed(base, pixels_to_tensor(pixels, spec)))
-        return torch.cat(chunks)
+        return embed_imageset(load_base(base_spec), images, spec, FEATURE_BATCH, progress)
 
     return cached_tensor(path, build)
 
