@@ -43,9 +43,12 @@ def shape_svg(colour: str, index: int) -> dict:
     return {"body": f'<rect x="2" y="2" width="12" height="12" fill="#{colour}"/>'}
 
 
-def write_emoji_folder(root: Path, subcategories: list[str], per_subcategory: int = 2) -> Path:
+def write_emoji_folder(
+    root: Path, subcategories: list[str], per_subcategory: int = 2, icon_sets: int = 2
+) -> Path:
     """Emoji ``1f300 + i`` in ``subcategories`` (``per_subcategory`` each), drawn by two PNG
-    vendors and two Iconify sets (one joined by code point, one by icon name)."""
+    vendors and ``icon_sets`` Iconify sets (the first joined by code point, the others by
+    icon name)."""
     (root / "iconify").mkdir(parents=True)
     catalogue, icons, chars = [], {}, {}
     for i in range(len(subcategories) * per_subcategory):
@@ -57,6 +60,8 @@ def write_emoji_folder(root: Path, subcategories: list[str], per_subcategory: in
             (root / vendor / f"{code}.png").write_bytes(shape_png(colour, i, size, outline))
         icons[name], chars[code] = shape_svg(colour, i), name
     (root / "emoji.json").write_text(json.dumps(catalogue))
-    iconify_set(root / "iconify" / "a.tgz", {"icons": icons}, chars)
-    iconify_set(root / "iconify" / "b.tgz", {"icons": icons}, None)
+    for index in range(icon_sets):
+        iconify_set(
+            root / "iconify" / f"set{index}.tgz", {"icons": icons}, None if index else chars
+        )
     return root
