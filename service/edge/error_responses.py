@@ -179,10 +179,23 @@ def format_location(location: Sequence[int | str]) -> str:
     return text or "body"
 
 
+# Errors whose message names the limit but not the value: the value sent is added, in full
+# (``repr``: 0.9999999999999999 is not "1").
+BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def validation_message(error: Any) -> str:
+    """pydantic's message, with the value sent where the message gives only the bound."""
+    if error["type"] not in BOUND_ERRORS:
+        return str(error["msg"])
+    sent = error.get("input")
+    return f"{error['msg']} (got {sent if isinstance(sent, str) else repr(sent)})"
+
+
 def describe_validation_errors(errors: Sequence[Any], shown: int) -> list[FieldError]:
     """The first ``shown`` errors, each with its location in request terms."""
     return [
-        FieldError(location=format_location(error["loc"]), message=error["msg"])
+        FieldError(location=format_location(error["loc"]), message=validation_message(error))
         for error in errors[:shown]
     ]
 

@@ -261,3 +261,21 @@ async def test_images_in_unusual_modes_are_accepted(tmp_path, checkpoint_a):
                 answers[name] = response.json()["results"][1]
     assert not failures, "\n".join(failures)
     assert answers["LAB TIFF"] == answers["L PNG"] == answers["La TIFF"]
+
+
+async def test_min_revision_beyond_what_storage_holds_is_422_in_the_schema_too(settings):
+    """Revisions are BIGINTs: the schema says so, and a larger one is refused naming it."""
+    too_large = 2**63
+    async with serve(settings) as running:
+        document = (await running.http.get("/openapi.json")).json()
+        response = await running.http.get(f"/v1/collections/c?min_revision={too_large}")
+    parameters = document["paths"]["/v1/collections/{name}"]["get"]["parameters"]
+    (min_revision,) = [p for p in parameters if p["name"] == "min_revision"]
+    assert {"type": "integer", "minimum": 0, "maximum": too_large - 1} in min_revision["schema"][
+        "anyOf"
+    ]
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"query.min_revision: Input should be less than or equal to {too_large - 1} "
+        f"(got {too_large})"
+    )
