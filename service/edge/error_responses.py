@@ -107,8 +107,8 @@ ERROR_DESCRIPTIONS = {
     "tenant.",
     404: "Unknown collection or class.",
     409: "Conflict: the collection exists already, or has no classes to query.",
-    413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
-    "PROTONET_MAX_ITEMS_PER_REQUEST.",
+    413: "Body larger than PROTONET_MAX_BODY_BYTES, more items than "
+    "PROTONET_MAX_ITEMS_PER_REQUEST, or an object of more than 64 keys.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image). "
     "rejection_unavailable: calibrated rejection asked of a model without a calibration; "
     "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range; "
