@@ -23,6 +23,7 @@ from types import FrameType  # noqa: E402
 
 import uvicorn  # noqa: E402
 
+from service.edge.http_limits import HeaderLimits, bounded_http_protocol  # noqa: E402
 from service.edge.logs import logging_config  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
@@ -75,6 +76,10 @@ def serve(settings: Settings) -> None:
         workers=settings.workers,
         # SIGTERM stops accepting connections and waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        # httptools bounds neither the size nor the arrival time of a request's headers.
+        http=bounded_http_protocol(
+            HeaderLimits(max_bytes=settings.max_header_bytes, timeout=settings.header_timeout)
+        ),
     )
 
 

@@ -171,6 +171,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest a micro-batch waits for requests still being decoded.",
     )
+    max_header_bytes: PositiveInt = Field(
+        default=64 * 1024,
+        description="Largest request line and headers of one request together (431 and the "
+        "connection closed above).",
+    )
+    header_timeout: PositiveFloat = Field(
+        default=10.0,
+        description="Seconds a connection (or a kept-alive connection's next request) has to "
+        "send its complete headers; then 408 and the connection is closed.",
+    )
     max_body_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."
     )

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from protonet.open_set import ACCEPTANCES
 from service.api import examples as openapi_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import IndexKind
@@ -172,9 +173,10 @@ class AcceptanceTarget(StrictModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.ACCEPTANCE_TARGET)
 
     acceptance: float = Field(
-        gt=0,
-        lt=1,
-        description="Share of known inputs to accept, e.g. 0.99; within the served model's "
+        ge=ACCEPTANCES[0],
+        le=ACCEPTANCES[-1],
+        description=f"Share of known inputs to accept, e.g. 0.99: from {ACCEPTANCES[0]} to "
+        f"{ACCEPTANCES[-1]} (what a calibration measures), and within the served model's "
         "calibrated range (GET /v1/model: rejection.acceptances), else 422.",
     )
 

@@ -100,7 +100,7 @@ class RejectionSetting:
         low, high = calibration.acceptances[0], calibration.acceptances[-1]
         if not low <= acceptance <= high:
             raise AcceptanceOutOfRangeError(
-                f"rejection acceptance {acceptance:g} is outside the served model's calibrated "
+                f"rejection acceptance {acceptance!r} is outside the served model's calibrated "
                 f"range [{low:g}, {high:g}]: pick one within it (GET /v1/model shows it)"
             )
         return RejectionPolicy(calibration, acceptance)

@@ -107,8 +107,8 @@ ERROR_DESCRIPTIONS = {
     "tenant.",
     404: "Unknown collection or class.",
     409: "Conflict: the collection exists already, or has no classes to query.",
-    413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
-    "PROTONET_MAX_ITEMS_PER_REQUEST.",
+    413: "Body larger than PROTONET_MAX_BODY_BYTES, more items than "
+    "PROTONET_MAX_ITEMS_PER_REQUEST, or an object of more than 64 keys.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image). "
     "rejection_unavailable: calibrated rejection asked of a model without a calibration; "
     "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range; "
@@ -179,10 +179,23 @@ def format_location(location: Sequence[int | str]) -> str:
     return text or "body"
 
 
+# Errors whose message names the limit but not the value: the value sent is added, in full
+# (``repr``: 0.9999999999999999 is not "1").
+BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def validation_message(error: Any) -> str:
+    """pydantic's message, with the value sent where the message gives only the bound."""
+    if error["type"] not in BOUND_ERRORS:
+        return str(error["msg"])
+    sent = error.get("input")
+    return f"{error['msg']} (got {sent if isinstance(sent, str) else repr(sent)})"
+
+
 def describe_validation_errors(errors: Sequence[Any], shown: int) -> list[FieldError]:
     """The first ``shown`` errors, each with its location in request terms."""
     return [
-        FieldError(location=format_location(error["loc"]), message=error["msg"])
+        FieldError(location=format_location(error["loc"]), message=validation_message(error))
         for error in errors[:shown]
     ]
 

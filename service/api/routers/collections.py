@@ -42,10 +42,13 @@ LabelPath = Annotated[
     ),
     AfterValidator(normalize_label),
 ]
+# Revisions are the ids of changes, BIGINT columns (service/storage/records.py).
+MAX_REVISION = 2**63 - 1
 MinRevision = Annotated[
     int | None,
     Query(
         ge=0,
+        le=MAX_REVISION,
         description="Answer only once this process has applied the collection's changes up "
         "to this revision (one that a write returned): read-your-writes across replicas. "
         "Waits up to PROTONET_MIN_REVISION_TIMEOUT, then 503 revision_not_reached.",

@@ -93,7 +93,12 @@ CASES: list[tuple[str, Any, int, str]] = [
         400,
         "malformed JSON body at character 41: number is infinity",
     ),
-    (SUPPORT, b'{"examples": [{"label": "\xff"}]}', 400, "not valid UTF-8"),
+    (
+        SUPPORT,
+        b'{"examples": [{"label": "\xff"}]}',
+        400,
+        "the body is not valid UTF-8 (at byte 25: invalid start byte)",
+    ),
     (SUPPORT, b"[" * 5000 + b"]" * 5000, 400, "malformed JSON body"),
     (SUPPORT, b'{"examples": [{"label": "x", "pixels": [[' + b"[" * 30, 400, "malformed JSON"),
     (SUPPORT, support(bad_example(pixels=[[True]])), 422, "examples[1].pixels[0][0]: Input"),
@@ -137,6 +142,17 @@ CASES: list[tuple[str, Any, int, str]] = [
     ("/v1/collections", {"name": "x" * 65}, 422, "name: String should match pattern"),
     ("/v1/collections", {"name": "ok", "x": 1}, 422, "x: Extra inputs"),
     ("/v1/embed", {"inputs": [GOOD, {"pixels": [[0.1, -1]]}]}, 422, "inputs[1].pixels: pixels"),
+    # Pixels deeper than rows of numbers: a 500 ([[[1, 1]]]), or silently taken as 2-D.
+    (QUERY, {"queries": [{"pixels": [[[1, 1]]]}]}, 422, "queries[0].pixels: must be a 2-D list"),
+    (SUPPORT, support(bad_example(pixels=[[[0.5]]])), 422, "examples[1].pixels: must be a 2-D"),
+    (
+        "/v1/embed",
+        {"inputs": [GOOD, {"pixels": [[[0.1], [0.9]], [[0.9], [0.1]]]}]},
+        422,
+        "inputs[1].pixels: must be a 2-D list of rows of numbers",
+    ),
+    # 100,000 keys took 14-27 s (a linear lookup per key) before its 422.
+    (QUERY, {f"k{i}": 1 for i in range(100_000)}, 413, "body: 100000 keys; at most 64"),
     ("/v1/embed", {"inputs": [GOOD, {"image": 3}]}, 422, "inputs[1].image: Input should be"),
 ]
 
@@ -245,3 +261,21 @@ async def test_images_in_unusual_modes_are_accepted(tmp_path, checkpoint_a):
                 answers[name] = response.json()["results"][1]
     assert not failures, "\n".join(failures)
     assert answers["LAB TIFF"] == answers["L PNG"] == answers["La TIFF"]
+
+
+async def test_min_revision_beyond_what_storage_holds_is_422_in_the_schema_too(settings):
+    """Revisions are BIGINTs: the schema says so, and a larger one is refused naming it."""
+    too_large = 2**63
+    async with serve(settings) as running:
+        document = (await running.http.get("/openapi.json")).json()
+        response = await running.http.get(f"/v1/collections/c?min_revision={too_large}")
+    parameters = document["paths"]["/v1/collections/{name}"]["get"]["parameters"]
+    (min_revision,) = [p for p in parameters if p["name"] == "min_revision"]
+    assert {"type": "integer", "minimum": 0, "maximum": too_large - 1} in min_revision["schema"][
+        "anyOf"
+    ]
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"query.min_revision: Input should be less than or equal to {too_large - 1} "
+        f"(got {too_large})"
+    )

@@ -61,9 +61,10 @@ def test_settings_resolve_against_the_calibration():
     assert RejectionSetting(True, 0.999).resolve(CALIBRATION) is not None
     with pytest.raises(RejectionUnavailableError, match="no rejection calibration"):
         RejectionSetting(True).resolve(None)
-    for outside in (0.5, 0.9999):
-        with pytest.raises(AcceptanceOutOfRangeError, match=r"range \[0.8, 0.999\]"):
+    for outside in (0.5, 0.9999, 0.9999999999999999):
+        with pytest.raises(AcceptanceOutOfRangeError, match=r"range \[0.8, 0.999\]") as refused:
             RejectionSetting(True, outside).resolve(CALIBRATION)
+        assert f"acceptance {outside!r} is outside" in str(refused.value)  # not "acceptance 1"
     other = RejectionCalibration("softmax", SHOTS, ACCEPTANCES, CALIBRATION.thresholds)
     with pytest.raises(RejectionUnavailableError, match="softmax"):
         RejectionSetting(True).resolve(other)
