@@ -335,9 +335,10 @@ class ModelInfo(ModelSummary):
 
 
 REVISION_DESCRIPTION = (
-    "The collection's revision that this answer reflects: the id of its latest change that "
-    "the answering process has applied. Send it as min_revision to read your own writes "
-    "through any replica (docs/scaling.md)."
+    "The collection's revision that this answer reflects: the revision of its latest write "
+    "that the answering process has applied (revisions count the tenant's writes: 1, 2, "
+    "3...). Send it as min_revision to read your own writes through any replica "
+    "(docs/scaling.md)."
 )
 
 

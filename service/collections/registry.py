@@ -135,11 +135,14 @@ class CollectionRegistry:
         self.index_policy = index_policy or IndexPolicy()
         self.index_files = index_files
         self.diagnostics_limits = diagnostics_limits or DiagnosticsLimits()
-        self._saved_revisions: dict[int, int] = {}  # collection id -> revision of its file
+        self._saved_change_ids: dict[int, int] = {}  # collection id -> change id of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
-        # Every change up to this id is applied here (set by load_all and the change feed).
+        # Every change up to this id is applied here (set by load_all and the change feed)...
         self.applied_through = 0
+        # ... and so is every change of a tenant up to its revision here (the same position,
+        # in each tenant's numbers: what min_revision is compared with).
+        self.applied_revisions: dict[str, int] = {}
 
     @property
     def encoder(self) -> Encoder:
@@ -158,7 +161,9 @@ class CollectionRegistry:
     def load_all(self) -> int:
         """Build every collection's index from storage (at startup). Returns the change id
         that the indexes reflect at least: the change feed starts after it."""
-        cursor = self.storage.last_change_id()  # before reading: later changes are re-applied
+        # Both before reading: later changes are re-applied.
+        revisions = self.storage.tenant_revisions()
+        cursor = self.storage.last_change_id()
         for stored in self.storage.list_collections():
             live = self._load(stored)
             self._collections[stored.tenant, stored.name] = live
@@ -170,7 +175,7 @@ class CollectionRegistry:
                 summary.n_classes,
                 summary.n_examples,
             )
-        self.applied_through = cursor
+        self.applied_through, self.applied_revisions = cursor, revisions
         return cursor
 
     def reload_all(self) -> int:
@@ -199,17 +204,24 @@ class CollectionRegistry:
         dim = model.encoder.embedding_dim
         rejection = RejectionSetting.from_column(stored.rejection)
         return LiveCollection(
-            stored.id, stored.name, dim, stored.revision, policy, rejection, model.name
+            stored.id,
+            stored.name,
+            dim,
+            stored.revision,
+            policy,
+            rejection,
+            model.name,
+            stored.change_id,
         )
 
     def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
         """Start from the collection's persisted IVF index, if it has a usable one: applies
-        the changes made after the index's revision, then checks that the index holds exactly
+        the changes made after the index's change id, then checks that the index holds exactly
         the stored classes (else: False, and the caller builds from the embeddings)."""
         if self.index_files is None or live.policy.kind == "exact":
             return False
         persisted = self.index_files.load(live.id, self.encoder_of(live).version)
-        if persisted is None or persisted.revision > live.revision:
+        if persisted is None or persisted.revision > live.change_id:
             return False
         live.load_persisted(classes, persisted.index)
         changes = self.storage.collection_changes_after(live.id, persisted.revision)
@@ -217,7 +229,7 @@ class CollectionRegistry:
         if not persisted.index.holds_exactly(live.indexed_ids()):
             logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
             return False
-        self._saved_revisions[live.id] = persisted.revision
+        self._saved_change_ids[live.id] = persisted.revision
         logger.info("collection %r: persisted IVF index loaded", live.name)
         return True
 
@@ -228,13 +240,14 @@ class CollectionRegistry:
             return 0
         written = 0
         for live in list(self._collections.values()):
-            with live.write_lock:  # no update between reading the revision and the index
-                index, revision = live.ivf_index(), live.revision
-                if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
+            with live.write_lock:  # no update between reading the change id and the index
+                index, change_id = live.ivf_index(), live.change_id
+                saved = self._saved_change_ids.get(live.id) == change_id
+                if live.deleted or index is None or saved:
                     continue
                 serialized = snapshot(index)
-            self.index_files.write(live.id, self.encoder_of(live).version, serialized, revision)
-            self._saved_revisions[live.id] = revision
+            self.index_files.write(live.id, self.encoder_of(live).version, serialized, change_id)
+            self._saved_change_ids[live.id] = change_id
             written += 1
         return written
 
@@ -277,9 +290,9 @@ class CollectionRegistry:
             live.remove_classes(set(chunk) - set(updated))
 
     def _catch_up(self, live: LiveCollection) -> bool:
-        """Apply the collection's changes after ``live.revision`` (caller holds write_lock).
+        """Apply the collection's changes after ``live.change_id`` (caller holds write_lock).
         Returns False if the collection was deleted (``live.deleted`` is then set)."""
-        changes = self.storage.collection_changes_after(live.id, live.revision)
+        changes = self.storage.collection_changes_after(live.id, live.change_id)
         if any(change.kind == "delete" for change in changes):
             live.deleted = True
             return False
@@ -294,7 +307,7 @@ class CollectionRegistry:
             self._refresh(live, {i for change in changes for i in change.class_ids})
             # The setting and the revision that made it become visible together: a reader
             # never sees the new setting at an older revision, nor the revision without it.
-            live.advance(changes[-1].id, rejection)
+            live.advance(changes[-1], rejection)
         return True
 
     def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
@@ -304,7 +317,13 @@ class CollectionRegistry:
             del self._collections[key]
 
     def apply_change(self, change: Change) -> None:
-        """Apply a change that the feed delivered (maybe made here; then it is a no-op)."""
+        """Apply a change that the feed delivered (maybe made here; then it is a no-op), the
+        feed's next in order: every change up to it is then applied here."""
+        self._apply(change)
+        self.applied_through = change.id
+        self.applied_revisions[change.tenant] = change.revision
+
+    def _apply(self, change: Change) -> None:
         key = (change.tenant, change.name)
         live = self._collections.get(key)
         if change.kind in ("create", "delete"):
@@ -317,7 +336,7 @@ class CollectionRegistry:
                 elif live is None or live.id != change.collection_id:
                     self._sync_unless_unserved(key)
             return
-        if live is None or live.id != change.collection_id or live.revision >= change.id:
+        if live is None or live.id != change.collection_id or live.change_id >= change.id:
             return
         self.catch_up(key, live)
 
@@ -365,9 +384,10 @@ class CollectionRegistry:
 
     async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
         """Return once this process reflects every change of the collection up to
-        ``min_revision`` (a revision some write returned), catching it up from storage if
-        needed. :class:`RevisionNotReachedError` if that takes longer than the timeout;
-        :class:`InvalidInputError` for a revision that no write has made yet."""
+        ``min_revision`` (a revision some write of the tenant returned: revisions number each
+        tenant's writes), catching it up from storage if needed.
+        :class:`RevisionNotReachedError` if that takes longer than the timeout;
+        :class:`InvalidInputError` for a revision that no write of the tenant has made yet."""
         if min_revision is None or self._reflects(name, tenant, min_revision):
             return
         with anyio.move_on_after(self.min_revision_timeout):
@@ -376,8 +396,8 @@ class CollectionRegistry:
             )
             if min_revision > synced_through:
                 raise InvalidInputError(
-                    f"min_revision {min_revision} is ahead of every change in the database "
-                    f"(the latest is {synced_through}): send a revision that a write returned"
+                    f"min_revision {min_revision} is ahead of your latest write (revision "
+                    f"{synced_through}): send a revision that one of your writes returned"
                 )
             return
         raise RevisionNotReachedError(
@@ -387,15 +407,17 @@ class CollectionRegistry:
         )
 
     def _reflects(self, name: str, tenant: str, revision: int) -> bool:
-        """Whether the collection (or its absence) here reflects every change up to
-        ``revision``: its own latest applied change, or the feed's position, is that far."""
+        """Whether the collection (or its absence) here reflects every change of the tenant up
+        to ``revision``: its own latest applied change, or the feed's position in the tenant's
+        revisions, is that far."""
         live = self._collections.get((tenant, name))
-        return self.applied_through >= revision or (live is not None and live.revision >= revision)
+        applied = self.applied_revisions.get(tenant, 0)
+        return applied >= revision or (live is not None and live.revision >= revision)
 
     def _sync_through(self, name: str, tenant: str) -> int:
-        """Catch the collection up with storage; returns the change id it now reflects at
-        least (the latest change id in storage when the catch-up began)."""
-        latest = self.storage.last_change_id()
+        """Catch the collection up with storage; returns the tenant's revision it now reflects
+        at least (the tenant's latest in storage when the catch-up began)."""
+        latest = self.storage.tenant_revision(tenant)
         self.sync(name, tenant)
         return latest
 
@@ -502,7 +524,7 @@ class CollectionRegistry:
         return revision, version, diagnose(stored, labels)
 
     def delete(self, name: str, *, tenant: str) -> int:
-        """Drop a collection with all its classes and examples; returns the change id."""
+        """Drop a collection with all its classes and examples; returns its revision."""
         live = self._get(name, tenant)
         with self._lock, live.write_lock:  # let in-flight writes to it finish first
             if live.deleted:
@@ -558,7 +580,7 @@ class CollectionRegistry:
             return SupportResult(len(labels), classes, live.revision)
 
     def delete_class(self, name: str, label: str, *, tenant: str) -> int:
-        """Drop one class and its examples; returns the change id."""
+        """Drop one class and its examples; returns its revision."""
         live = self._get(name, tenant)
         with live.write_lock:
             if live.deleted or not self._catch_up(live):  # the class may be new elsewhere

@@ -93,7 +93,7 @@ class ChangeFeed:
             changes = self.storage.changes_after(self.cursor, BATCH)
             for change in changes:
                 self.registry.apply_change(change)
-                self.cursor = self.registry.applied_through = change.id
+                self.cursor = change.id
             applied += len(changes)
             if len(changes) < BATCH:
                 break

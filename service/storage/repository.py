@@ -12,7 +12,10 @@ collection's ``revision`` to that row's id: the change feed that keeps every pro
 in-memory indexes in sync (service/collections/sync.py). Change ids are handed out and
 committed in one order across all writers (a transaction-scoped advisory lock on PostgreSQL;
 SQLite has one writer at a time), so a reader that has seen change ``n`` has seen every change
-before it. ``replicas`` lists live processes and the model version each serves.
+before it. Change ids are global and stay internal: what a write returns, and clients see, is
+its tenant's revision (``tenant_revisions``: each tenant numbers its own writes 1, 2, 3...,
+handed out under the same lock, so they follow the change ids' order). ``replicas`` lists live
+processes and the model version each serves.
 
 Opening a :class:`Storage` migrates the schema (service/storage/migrations) or checks that it
 is current. Methods are synchronous; callers run them off the event loop.
@@ -35,12 +38,14 @@ from service.errors import ConflictError, NotFoundError
 from service.storage.engine import WRITE, create_storage_engine
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
+    Base,
     ChangeRecord,
     ClassRecord,
     CollectionRecord,
     EmbeddingRecord,
     ExampleRecord,
     ReplicaRecord,
+    TenantRevisionRecord,
     utcnow,
 )
 
@@ -50,6 +55,9 @@ CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with co
 
 @dataclass(frozen=True)
 class StoredCollection:
+    """``revision``: its tenant's revision of the collection's latest change (what clients
+    see); ``change_id``: that change's id (global, for the change feed)."""
+
     id: int
     name: str
     tenant: str
@@ -57,6 +65,7 @@ class StoredCollection:
     index_kind: str = "auto"
     rejection: str = "none"  # service/collections/rejection.py RejectionSetting.to_column
     model: str = "default"  # the served model's name
+    change_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,7 +107,8 @@ class StoredInputs:
 
 @dataclass(frozen=True)
 class Change:
-    """One committed write, as the change feed delivers it."""
+    """One committed write, as the change feed delivers it: ``id`` orders every change,
+    ``revision`` is the tenant's number of it (what clients see)."""
 
     id: int
     collection_id: int
@@ -106,6 +116,7 @@ class Change:
     name: str
     kind: str  # create | support | delete_class | settings | delete
     class_ids: tuple[int, ...]
+    revision: int
 
 
 @dataclass(frozen=True)
@@ -182,34 +193,64 @@ class Storage:
         kind: str,
         class_ids: Sequence[int] = (),
     ) -> int:
-        """Append the change of this transaction's write; returns its id (the new revision).
+        """Append the change of this transaction's write; returns its tenant's revision (the
+        write's revision, as clients see it).
 
         Call last in the transaction, after the collection's row is locked: on PostgreSQL the
-        advisory lock then orders change ids like commits without waiting on any row lock.
+        advisory lock then orders change ids and tenant revisions like commits without waiting
+        on any row lock.
         """
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_ORDER_LOCK})
+        revision = self._next_revision(session, collection.tenant)
         change = ChangeRecord(
             collection_id=collection.id,
             tenant=collection.tenant,
             name=collection.name,
             kind=kind,
             class_ids=json.dumps(sorted(class_ids)),
+            tenant_revision=revision,
         )
         session.add(change)
         session.flush()
         if kind != "delete":
             collection.revision = change.id
+            collection.tenant_revision = revision
         if self.dialect == "postgresql":  # delivered to listeners at commit
             session.execute(
                 text("SELECT pg_notify(:channel, :id)"),
                 {"channel": CHANGES_CHANNEL, "id": str(change.id)},
             )
-        return change.id
+        return revision
+
+    def _next_revision(self, session: Session, tenant: str) -> int:
+        """Count one more write of ``tenant``; returns the count (its first write: 1)."""
+        table = TenantRevisionRecord
+        upsert = (
+            _dialect_insert(self.dialect, table)
+            .values(tenant=tenant, revision=1)
+            .on_conflict_do_update(
+                index_elements=[table.tenant], set_={"revision": table.revision + 1}
+            )
+            .returning(table.revision)
+        )
+        return int(session.scalars(upsert).one())
 
     def last_change_id(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.max(ChangeRecord.id))) or 0)
+
+    def tenant_revision(self, tenant: str) -> int:
+        """The revision of the tenant's latest write (0: none yet)."""
+        query = select(TenantRevisionRecord.revision).where(TenantRevisionRecord.tenant == tenant)
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def tenant_revisions(self) -> dict[str, int]:
+        """``tenant -> revision of its latest write``, for every tenant that wrote."""
+        query = select(TenantRevisionRecord.tenant, TenantRevisionRecord.revision)
+        with self._sessions() as session:
+            return {tenant: int(revision) for tenant, revision in session.execute(query)}
 
     def changes_after(self, change_id: int, limit: int = 1000) -> list[Change]:
         """Changes with ids above ``change_id``, oldest first."""
@@ -234,7 +275,13 @@ class Storage:
         with self._sessions() as session:
             return [
                 Change(
-                    r.id, r.collection_id, r.tenant, r.name, r.kind, tuple(json.loads(r.class_ids))
+                    r.id,
+                    r.collection_id,
+                    r.tenant,
+                    r.name,
+                    r.kind,
+                    tuple(json.loads(r.class_ids)),
+                    r.tenant_revision,
                 )
                 for r in session.scalars(query)
             ]
@@ -279,7 +326,7 @@ class Storage:
             raise ConflictError(f"collection {name!r} already exists") from None
 
     def delete_collection(self, collection_id: int) -> int:
-        """Drop a collection with its classes and examples; returns the change id."""
+        """Drop a collection with its classes and examples; returns the write's revision."""
         with self._writes.begin() as session:
             record = self._locked_collection(session, collection_id)
             revision = self._record_change(session, record, "delete")
@@ -287,8 +334,8 @@ class Storage:
             return revision
 
     def set_rejection(self, collection_id: int, rejection: str) -> int:
-        """Change a collection's rejection setting; returns the change id (a ``settings``
-        change, so other processes re-read the setting)."""
+        """Change a collection's rejection setting; returns the write's revision (a
+        ``settings`` change, so other processes re-read the setting)."""
         with self._writes.begin() as session:
             record = self._locked_collection(session, collection_id)
             record.rejection = rejection
@@ -385,7 +432,8 @@ class Storage:
     ) -> tuple[dict[str, int], int]:
         """Store examples (stage-1 ``inputs``: pixels ``[n, ...]`` uint8 or ``n`` texts;
         ``embeddings [n, dim]`` float32 made by ``model_version``) in one transaction, creating
-        missing classes. Returns ``label -> class id`` for ``labels``, and the change id."""
+        missing classes. Returns ``label -> class id`` for ``labels``, and the write's
+        revision."""
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
             class_ids = self._class_ids_for(session, collection_id, set(labels))
@@ -426,7 +474,7 @@ class Storage:
         return class_ids
 
     def delete_class(self, collection_id: int, class_id: int) -> int:
-        """Drop one class with its examples; returns the change id."""
+        """Drop one class with its examples; returns the write's revision."""
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
             session.execute(delete(ClassRecord).where(ClassRecord.id == class_id))
@@ -616,21 +664,27 @@ def _stored(record: CollectionRecord) -> StoredCollection:
         record.id,
         record.name,
         record.tenant,
-        record.revision,
+        record.tenant_revision,
         record.index_kind,
         record.rejection,
         record.model,
+        record.revision,
     )
 
 
 def _insert_new(dialect: str) -> Any:
     """An INSERT into ``embeddings`` that skips rows another process inserted meanwhile."""
+    return _dialect_insert(dialect, EmbeddingRecord).on_conflict_do_nothing()
+
+
+def _dialect_insert(dialect: str, record: type[Base]) -> Any:
+    """The dialect's INSERT into ``record``'s table (it has ``ON CONFLICT`` clauses)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
-        return postgresql_insert(EmbeddingRecord).on_conflict_do_nothing()
+        return postgresql_insert(record)
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(EmbeddingRecord).on_conflict_do_nothing()
-    return insert(EmbeddingRecord)
+        return sqlite_insert(record)
+    raise NotImplementedError(f"database {dialect!r}: the service runs on SQLite or PostgreSQL")

@@ -139,7 +139,7 @@ def test_read_your_writes_through_another_replica(postgres_url, checkpoint_a, tm
         # A revision that no write has made: 422 at once, not a wait.
         response = httpx.get(f"{b.url}/v1/collections/c", params={"min_revision": 10**9})
         assert response.status_code == 422
-        assert "ahead of every change" in response.json()["detail"]
+        assert "ahead of your latest write" in response.json()["detail"]
 
 
 def test_concurrent_writes_through_every_replica_converge(postgres_url, checkpoint_a, tmp_path):

@@ -15,7 +15,11 @@ from service.storage.migrations import head_revision, schema_revision
 from service.storage.records import Base
 from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
-from tests.service.storage.test_migrations import check_models_migrated, check_rejection_migrated
+from tests.service.storage.test_migrations import (
+    check_models_migrated,
+    check_rejection_migrated,
+    check_tenant_revisions_migrated,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +87,10 @@ def test_replicas_starting_together_migrate_once(postgres_url):
     finally:
         for storage in storages:
             storage.close()
+
+
+def test_a_0006_database_numbers_revisions_per_tenant(postgres_url):
+    check_tenant_revisions_migrated(postgres_url)
 
 
 def test_sqlite_processes_starting_together_migrate_once(tmp_path):
