@@ -38,6 +38,12 @@ logger = logging.getLogger("service.startup")
 STARTUP_FAILURE = 3
 # Invalid settings, as argparse exits on invalid arguments.
 USAGE_ERROR = 2
+# Seconds a worker of PROTONET_WORKERS > 1 may take to answer its supervisor's ping before it
+# is killed and replaced. A worker answers only once it has imported torch: uvicorn's 5 s is
+# less than that takes on a busy machine (8-16 s on 2 shared cores), where workers were killed
+# while starting, again and again, and never served. The cost: a worker that dies while a
+# ping is pending is noticed up to this late.
+WORKER_HEALTHCHECK_TIMEOUT = 30
 
 
 def exit_quietly(_signal: int, _frame: FrameType | None) -> None:
@@ -89,6 +95,7 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         # SIGTERM stops accepting connections and waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
     )
     return run_uvicorn(config)
 

@@ -142,7 +142,7 @@ class StartupFailureReport:
             await self.app(scope, receive, hold_the_failure)
         except ProtonetError as error:
             if failure is not None:
-                failure = {**failure, "message": f"startup failed: {' '.join(str(error).split())}"}
+                failure = {**failure, "message": f"startup failed: {error}"}
             raise
         finally:
             if failure is not None:
