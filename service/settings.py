@@ -28,6 +28,7 @@ DATABASE_FILE = "protonet.sqlite3"
 SINGLE_MODEL_NAME = "default"
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ENV_PREFIX = "PROTONET_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 HELP_WIDTH = 92  # characters per line of the settings' help
 # The settings `python -m service --help` shows; docs/service.md has them all.
 MAIN_SETTINGS = (
@@ -69,6 +70,14 @@ def model_list(value: str) -> dict[str, Path]:
 def check_model_list(value: str) -> str:
     """PROTONET_MODELS checked at start (a malformed entry fails it)."""
     model_list(value)
+    return value
+
+
+def check_log_level(value: str) -> str:
+    """PROTONET_LOG_LEVEL, in any case, one of uvicorn's levels (checked here: a wrong one
+    would fail the start inside the logging configuration, in a traceback)."""
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
     return value
 
 
@@ -170,7 +179,9 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, ge=0, le=65535, description="Port `python -m service` binds to."
     )
-    log_level: str = Field(default="info", description="Python/uvicorn log level.")
+    log_level: Annotated[str, AfterValidator(check_log_level)] = Field(
+        default="info", description="Python/uvicorn log level."
+    )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log lines as JSON objects (with request ids) or plain text."
     )

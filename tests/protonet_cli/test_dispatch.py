@@ -90,3 +90,14 @@ def test_an_unreadable_api_key_file_is_refused_like_a_setting(
     assert capsys.readouterr().err == (
         f"error: PROTONET_API_KEYS_FILE {tmp_path / 'keys.txt'}: No such file or directory\n"
     )
+
+
+def test_an_unknown_log_level_is_a_setting_error_not_a_logging_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROTONET_LOG_LEVEL", "loud")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        "error: PROTONET_LOG_LEVEL: log level 'loud' is not one of critical, error, warning, "
+        "info, debug, trace\n"
+    )
