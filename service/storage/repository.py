@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.errors import ConflictError, NotFoundError
-from service.storage.engine import WRITE, create_storage_engine
+from service.storage.engine import WRITE, create_storage_engine, reported_as_unavailable
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
     Base,
@@ -171,12 +171,13 @@ class Storage:
     """
 
     def __init__(self, url: str, migrate: bool = True, default_model: str = "default") -> None:
-        self.engine = create_storage_engine(url)
+        with reported_as_unavailable(url):
+            self.engine = create_storage_engine(url)
+            if migrate:  # collections made before models had names go to ``default_model``
+                upgrade_database(self.engine, default_model)
+            else:
+                check_schema_current(self.engine)
         self.dialect = self.engine.dialect.name
-        if migrate:  # collections made before models had names go to ``default_model``
-            upgrade_database(self.engine, default_model)
-        else:
-            check_schema_current(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(**{WRITE: True})
         self._writes = sessionmaker(writer, expire_on_commit=False)

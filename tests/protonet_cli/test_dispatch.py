@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from protonet_cli import main
+from service.settings import BUNDLED_CHECKPOINT, MAIN_SETTINGS, Settings, shown, variable_of
 from tests.conftest import REPO_ROOT
 
 
@@ -53,3 +54,50 @@ def test_the_installed_script_runs() -> None:
     assert script.exists(), "the protonet script is not installed: run make install"
     result = subprocess.run([script, "evaluate", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--no-progress" in result.stdout
+
+
+def test_serve_help_says_what_it_serves_and_the_main_settings_with_their_defaults(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_of(capsys, "serve")
+    default = Settings.model_construct()
+    for name in MAIN_SETTINGS:  # read from the settings class: the help cannot drift from it
+        assert f"  {variable_of(name)}={shown(getattr(default, name))}\n" in text
+    flowing = " ".join(text.split())
+    assert f"serves the bundled model {BUNDLED_CHECKPOINT} (as model 'default')" in flowing
+    assert "on http://127.0.0.1:8000" in flowing
+    assert Settings.model_fields["port"].description in flowing
+    assert "docs/service.md" in flowing
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate", "embeddings"])
+def test_invalid_settings_are_one_line_without_a_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    monkeypatch.setenv("PROTONET_MODELS", "runs/mine/best.pt")
+    assert main([command]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: PROTONET_MODELS: model entry 'runs/mine/best.pt' is not")
+    assert error.count("\n") == 1
+
+
+def test_an_unreadable_api_key_file_is_refused_like_a_setting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROTONET_AUTH_ENABLED", "true")
+    monkeypatch.setenv("PROTONET_API_KEYS_FILE", str(tmp_path / "keys.txt"))
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: PROTONET_API_KEYS_FILE {tmp_path / 'keys.txt'}: No such file or directory\n"
+    )
+
+
+def test_an_unknown_log_level_is_a_setting_error_not_a_logging_traceback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROTONET_LOG_LEVEL", "loud")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        "error: PROTONET_LOG_LEVEL: log level 'loud' is not one of critical, error, warning, "
+        "info, debug, trace\n"
+    )

@@ -11,9 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from service.app import create_app
+from service.collections.lifecycle import ServiceState
 from service.edge.logs import (
+    MAX_MESSAGE,
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
@@ -145,3 +148,48 @@ async def test_an_unexpected_error_is_a_500_with_its_request_id_logged(settings,
     assert logged[0].request_id == "boom-1"  # type: ignore[attr-defined]
     access = [r for r in caplog.records if r.name == "service.access"]
     assert [r.status for r in access] == [500]  # type: ignore[attr-defined]
+
+
+def test_a_cut_message_keeps_its_end_where_a_traceback_names_its_exception():
+    traceback = "Traceback (most recent call last):\n" + '  File "x.py", line 1\n' * 500
+    text = traceback + "ValueError: what went wrong"
+    cut = truncated(text)
+    assert cut.startswith("Traceback") and cut.endswith("ValueError: what went wrong")
+    assert f"[{len(text) - MAX_MESSAGE} characters cut]" in cut and len(cut) < 2100
+
+
+async def startup_failure_message(app: FastAPI) -> str:
+    """Drive the app's ASGI lifespan as uvicorn does; the message its failed start sends."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    with pytest.raises(Exception):  # noqa: B017 (re-raised for uvicorn, whatever it is)
+        await app(scope, receive, send)
+    [failed] = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    return failed["message"]
+
+
+@pytest.mark.anyio
+async def test_a_start_that_fails_on_purpose_is_one_line(tmp_path):
+    missing = tmp_path / "nope.pt"
+    message = await startup_failure_message(create_app(make_settings(tmp_path, missing)))
+    assert message == (
+        f"startup failed: model 'default' ({missing}): checkpoint not found: {missing}"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_start_that_fails_on_a_bug_keeps_its_traceback(settings, monkeypatch):
+    def broken(*_args: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ServiceState, "open", broken)
+    message = await startup_failure_message(create_app(settings))
+    assert message.startswith("Traceback") and message.endswith("RuntimeError: disk on fire\n")

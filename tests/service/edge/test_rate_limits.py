@@ -350,7 +350,8 @@ def test_python_m_service_leaves_forwarded_headers_to_the_app(monkeypatch):
     import service.__main__ as entry
 
     calls: list[dict] = []
-    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(entry.uvicorn, "Config", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(entry, "run_uvicorn", lambda config: 0)
     monkeypatch.setattr(entry.signal, "signal", lambda *args: None)
     entry.main([])
     assert calls and calls[0]["proxy_headers"] is False
