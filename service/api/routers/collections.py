@@ -157,8 +157,8 @@ def detail_response(registry: CollectionRegistry, name: str, tenant: str) -> Res
     return with_revision(json_response(body), detail.revision)
 
 
-# Listings are built and serialized in a worker thread: at 50,000 classes (3 MB of JSON) doing
-# it on the event loop held every other request, /healthz included, for tens of milliseconds.
+# Listings are built and serialized in a worker thread: at 50,000 classes (3 MB of JSON), on the
+# event loop, 4 clients raised /healthz p50 to over a second (benchmarks/event_loop_stalls.py).
 @router.get(
     "",
     summary="List collections",
