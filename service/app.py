@@ -44,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
     app.state.metrics.watch_collections(state.all_tenants_summary)
+    app.state.metrics.watch_database(state.database.up)
     state.start_pipelines()
 
     def prepare() -> None:

@@ -286,6 +286,19 @@ class Settings(BaseSettings):
     shutdown_timeout: PositiveInt = Field(
         default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
+    idempotency_key_retention_seconds: PositiveInt = Field(
+        default=86_400,
+        description="How long the answer of a write sent with an Idempotency-Key is kept: a "
+        "retry with the same key within it gets that answer instead of writing again.",
+    )
+    diagnostics_max_concurrent: PositiveInt = Field(
+        default=2,
+        description="Diagnostics computed at once by this process; more get 429 "
+        "diagnostics_busy with Retry-After.",
+    )
+    diagnostics_max_concurrent_per_tenant: PositiveInt = Field(
+        default=1, description="Diagnostics computed at once for one tenant in this process."
+    )
 
     @model_validator(mode="after")
     def _one_model_configuration(self) -> Self:

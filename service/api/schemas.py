@@ -264,6 +264,11 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready", "starting", "failed"] = Field(description="Readiness state.")
     detail: str = Field(description="What the service is doing while not ready.")
+    database: Literal["up", "down"] = Field(
+        description="Whether the database answered this process's last round trip (about "
+        "every second). Down: queries are still answered from memory, writes get 503 "
+        "database_unavailable; ready stays 200 unless the probe asks ?require=database."
+    )
 
 
 class InputSpecInfo(BaseModel):

@@ -15,6 +15,7 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Literal, Protocol
 
 import faiss
@@ -33,6 +34,7 @@ from service.collections.registry import AllTenantsSummary, CollectionRegistry
 from service.collections.sync import ChangeFeed, Heartbeat, new_replica
 from service.errors import NotReadyError, UnknownModelError
 from service.settings import Settings
+from service.storage.probe import DatabaseProbe
 from service.storage.repository import Storage
 from service.threads import default_threads
 
@@ -138,6 +140,7 @@ class ServiceState:
         self.registry: CollectionRegistry | None = None
         self.feed: ChangeFeed | None = None
         self.heartbeat = Heartbeat(storage, new_replica(models.versions()))
+        self.database = DatabaseProbe(storage)  # for /readyz and the metrics
         self.status: Readiness = "starting"
         self.detail = "loading collections"
         self._stop = threading.Event()
@@ -173,6 +176,7 @@ class ServiceState:
             settings.resolved_database_url(),
             migrate=settings.migrate_on_start,
             default_model=models.default_name,
+            idempotency_retention=timedelta(seconds=settings.idempotency_key_retention_seconds),
         )
         try:
             check_bindings(storage, models)
@@ -209,6 +213,7 @@ class ServiceState:
         try:
             self.heartbeat.beat()  # live from the start: its versions must not be dropped
             self.heartbeat.start()
+            self.database.start()
             self._embed_stored()
             if self._stop.is_set():
                 return
@@ -226,6 +231,8 @@ class ServiceState:
                 DiagnosticsLimits(
                     self.settings.diagnostics_max_examples,
                     self.settings.diagnostics_max_distances,
+                    self.settings.diagnostics_max_concurrent,
+                    self.settings.diagnostics_max_concurrent_per_tenant,
                 ),
             )
             self.feed = ChangeFeed(
@@ -283,4 +290,5 @@ class ServiceState:
         if self.registry is not None:
             self.registry.save_indexes()  # a quick start next time
         self.heartbeat.stop()
+        self.database.stop()
         self.storage.close()

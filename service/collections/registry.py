@@ -27,10 +27,16 @@ from anyio import to_thread
 
 from protonet.errors import InvalidInputError
 from protonet.open_set import RejectionCalibration
-from service.collections.diagnostics import DiagnosticsLimits, SupportSetDiagnostics, diagnose
+from service.collections.diagnostics import (
+    DiagnosticsLimits,
+    DiagnosticsSlots,
+    SupportSetDiagnostics,
+    diagnose,
+)
 from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.ivf_index import IndexFiles, snapshot
 from service.collections.live_collection import (
+    ClassCount,
     CollectionContents,
     CollectionStatus,
     IndexKind,
@@ -55,7 +61,14 @@ from service.errors import (
     RevisionNotReachedError,
     UnknownModelError,
 )
-from service.storage.repository import Change, Storage, StoredClass, StoredCollection
+from service.storage.repository import (
+    AddedExamples,
+    Change,
+    IdempotencyClaim,
+    Storage,
+    StoredClass,
+    StoredCollection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +106,13 @@ class AllTenantsSummary:
     collections: int = 0
     classes: int = 0
     examples: int = 0
+
+
+def support_result(added: AddedExamples, labels: list[str]) -> SupportResult:
+    """The answer of a support write: the classes it touched in request order, each with its
+    size after the write, at the write's own revision."""
+    classes = [ClassCount(label, added.sizes[label]) for label in dict.fromkeys(labels)]
+    return SupportResult(added.n_added, classes, added.revision)
 
 
 class CollectionRegistry:
@@ -134,7 +154,10 @@ class CollectionRegistry:
         # Settings of every collection's index but its kind (which each collection has).
         self.index_policy = index_policy or IndexPolicy()
         self.index_files = index_files
-        self.diagnostics_limits = diagnostics_limits or DiagnosticsLimits()
+        self.diagnostics_limits = limits = diagnostics_limits or DiagnosticsLimits()
+        self.diagnostics_slots = DiagnosticsSlots(
+            limits.max_concurrent, limits.max_concurrent_per_tenant
+        )
         self._saved_change_ids: dict[int, int] = {}  # collection id -> change id of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
@@ -473,12 +496,15 @@ class CollectionRegistry:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
             try:
-                self.storage.set_rejection(live.id, rejection.to_column())
+                revision = self.storage.set_rejection(live.id, rejection.to_column())
             except NotFoundError:  # deleted through another process
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._catch_up(live)  # applies the setting with this change
-            return live.status()
+            if self._catch_up_after_commit(live):  # applies the setting with this change
+                return live.status()
+            # Committed, not applied here yet: the answer says what was written, with this
+            # process's counts.
+            return dataclasses.replace(live.status(), revision=revision, rejection=rejection)
 
     def list_all(self, *, tenant: str) -> list[CollectionStatus]:
         """Every collection of the tenant, by name."""
@@ -514,14 +540,16 @@ class CollectionRegistry:
 
         The classes are those of this process's table at that revision; their examples are
         read from storage afterwards (one statement), so a class created elsewhere since is
-        left out, and examples added elsewhere since to a listed class count."""
+        left out, and examples added elsewhere since to a listed class count. At most
+        :class:`DiagnosticsSlots` allows run at once (429 diagnostics_busy beyond)."""
         live = self._get(name, tenant)
         revision, classes = live.revision, live.class_table()
         self.diagnostics_limits.check(name, [c.n_examples for c in classes.values()])
-        version = self.encoder_of(live).version
-        stored = self.storage.collection_embeddings(live.id, version)
-        labels = {class_id: c.label for class_id, c in classes.items()}
-        return revision, version, diagnose(stored, labels)
+        with self.diagnostics_slots.admit(tenant):
+            version = self.encoder_of(live).version
+            stored = self.storage.collection_embeddings(live.id, version)
+            labels = {class_id: c.label for class_id, c in classes.items()}
+            return revision, version, diagnose(stored, labels)
 
     def delete(self, name: str, *, tenant: str) -> int:
         """Drop a collection with all its classes and examples; returns its revision."""
@@ -540,21 +568,32 @@ class CollectionRegistry:
             return revision
 
     async def add_support(
-        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str
+        self,
+        name: str,
+        examples: Sequence[LabelledPayload],
+        *,
+        tenant: str,
+        claim: IdempotencyClaim | None = None,
     ) -> SupportResult:
         """Add labelled examples, creating classes as needed; all-or-nothing.
 
         Each affected class's prototype is recomputed from all its stored embeddings and
-        replaced in the index; other classes are untouched.
+        replaced in the index; other classes are untouched. With an idempotency ``claim``
+        whose key came with this request before, nothing is written or embedded: the first
+        write's answer comes back.
         """
         live = self._get(name, tenant)
+        if claim is not None:
+            replay = await to_thread.run_sync(self.storage.replayed_examples, claim)
+            if replay is not None:
+                return support_result(replay, [example.label for example in examples])
         pipeline = self.model_of(live).pipeline
         check_item_count(len(examples), self.max_items, "examples")
         check_pixel_budget(examples, self.max_request_pixels, "examples")
         inputs = await pipeline.decode(examples, "examples")  # [n, H, W] or n texts
         embeddings = await pipeline.embed(inputs)  # [n, dim]
         labels = [example.label for example in examples]
-        return await to_thread.run_sync(self._store, live, labels, inputs, embeddings)
+        return await to_thread.run_sync(self._store, live, labels, inputs, embeddings, claim)
 
     def _store(
         self,
@@ -562,22 +601,43 @@ class CollectionRegistry:
         labels: list[str],
         inputs: StageOneBatch,
         embeddings: np.ndarray,
+        claim: IdempotencyClaim | None = None,
     ) -> SupportResult:
-        """One transaction for the examples, then the collection caught up to it."""
+        """One transaction for the examples, then the collection caught up to it. The answer
+        is what the transaction committed (its revision, the classes' sizes), whether or not
+        the catch-up succeeds."""
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
             try:
-                class_ids, _ = self.storage.add_examples(
-                    live.id, labels, inputs, embeddings, self.encoder_of(live).version
+                added = self.storage.add_examples(
+                    live.id, labels, inputs, embeddings, self.encoder_of(live).version, claim
                 )
             except NotFoundError:  # deleted through another process
                 live.deleted = True
                 raise NotFoundError(f"collection {live.name!r} does not exist") from None
-            self._catch_up(live)  # this write's change, and any earlier ones made elsewhere
-            in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
-            classes = live.class_counts(in_request_order)
-            return SupportResult(len(labels), classes, live.revision)
+            if not added.replayed:
+                self._catch_up_after_commit(live)
+            return support_result(added, labels)
+
+    def _catch_up_after_commit(self, live: LiveCollection) -> bool:
+        """:meth:`_catch_up` after a write committed (caller holds write_lock); False if it
+        failed. The write is stored whatever happens here, so a failure (the database gone
+        a moment after the commit) must not make its answer an error, which would invite a
+        duplicating retry. Nothing is lost: ``live.change_id`` stays below the write's change
+        until the change feed applies it (its cursor passes a change only once applied), and
+        reads with ``min_revision`` wait for that; queries meanwhile answer the older revision
+        they do reflect."""
+        try:
+            return self._catch_up(live)
+        except Exception:
+            logger.warning(
+                "collection %r: reading back a committed write failed; the change feed "
+                "will apply it",
+                live.name,
+                exc_info=True,
+            )
+            return False
 
     def delete_class(self, name: str, label: str, *, tenant: str) -> int:
         """Drop one class and its examples; returns its revision."""
@@ -589,12 +649,12 @@ class CollectionRegistry:
             if class_id is None:
                 raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
             try:
-                self.storage.delete_class(live.id, class_id)
+                revision = self.storage.delete_class(live.id, class_id)
             except NotFoundError:
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._catch_up(live)
-            return live.revision
+            self._catch_up_after_commit(live)
+            return revision
 
     async def query(
         self,

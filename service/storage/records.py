@@ -1,6 +1,7 @@
 """The tables, as SQLAlchemy ORM classes: ``collections`` -> ``classes`` -> ``examples`` ->
 ``embeddings``, plus ``changes`` (the change feed), ``tenant_revisions`` (each tenant's count of
-its writes) and ``replicas`` (live processes).
+its writes), ``replicas`` (live processes) and ``idempotency_keys`` (first answers of keyed
+writes).
 
 The schema itself is made by the migrations (service/storage/migrations); these classes
 describe it, and a test checks that the two agree.
@@ -135,3 +136,16 @@ class ReplicaRecord(Base):
     ready: Mapped[bool]
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKeyRecord(Base):
+    """The first answer of a write sent with an ``Idempotency-Key`` (per tenant), stored in
+    the write's own transaction: a retry finds it if and only if the write committed."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex
+    answer: Mapped[str] = mapped_column(Text)  # JSON, as the repository wrote it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -17,6 +17,10 @@ its tenant's revision (``tenant_revisions``: each tenant numbers its own writes 
 handed out under the same lock, so they follow the change ids' order). ``replicas`` lists live
 processes and the model version each serves.
 
+A write sent with an idempotency key (:class:`IdempotencyClaim`) stores its answer in its own
+transaction, so a retry finds that answer if and only if the write committed, and gets it again
+instead of writing twice; answers are kept for ``idempotency_retention``.
+
 Opening a :class:`Storage` migrates the schema (service/storage/migrations) or checks that it
 is current. Methods are synchronous; callers run them off the event loop.
 """
@@ -34,7 +38,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import ConflictError, NotFoundError
+from service.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError
 from service.storage.engine import WRITE, create_storage_engine, reported_as_unavailable
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
@@ -44,6 +48,7 @@ from service.storage.records import (
     CollectionRecord,
     EmbeddingRecord,
     ExampleRecord,
+    IdempotencyKeyRecord,
     ReplicaRecord,
     TenantRevisionRecord,
     utcnow,
@@ -51,6 +56,7 @@ from service.storage.records import (
 
 CHANGES_CHANNEL = "protonet_changes"  # PostgreSQL NOTIFY channel of new changes
 CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with commits
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,38 @@ class Change:
 
 
 @dataclass(frozen=True)
+class IdempotencyClaim:
+    """A write's idempotency key (per tenant) and the fingerprint of the request it came
+    with (a hex SHA-256: the same key with another request is refused)."""
+
+    tenant: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class AddedExamples:
+    """What one :meth:`Storage.add_examples` committed: ``label -> class id`` and ``label ->
+    the class's number of examples`` after it, how many examples it added, and its change id.
+    ``replayed``: the answer of an earlier write with the same idempotency key (nothing was
+    written this time)."""
+
+    class_ids: dict[str, int]
+    sizes: dict[str, int]
+    n_added: int
+    revision: int
+    replayed: bool = False
+
+    def to_json(self) -> str:
+        fields = {"class_ids": self.class_ids, "sizes": self.sizes, "n_added": self.n_added}
+        return json.dumps({**fields, "revision": self.revision})
+
+    @classmethod
+    def replay(cls, answer: str) -> AddedExamples:
+        return cls(**json.loads(answer), replayed=True)
+
+
+@dataclass(frozen=True)
 class Replica:
     id: str
     model_version: str
@@ -170,7 +208,14 @@ class Storage:
     that start together do not race); if false, refuse an outdated schema instead.
     """
 
-    def __init__(self, url: str, migrate: bool = True, default_model: str = "default") -> None:
+    def __init__(
+        self,
+        url: str,
+        migrate: bool = True,
+        default_model: str = "default",
+        idempotency_retention: timedelta = IDEMPOTENCY_RETENTION,
+    ) -> None:
+        self.idempotency_retention = idempotency_retention
         with reported_as_unavailable(url):
             self.engine = create_storage_engine(url)
             if migrate:  # collections made before models had names go to ``default_model``
@@ -184,6 +229,11 @@ class Storage:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database; raises (``OperationalError``) if it is away."""
+        with self._sessions() as session:
+            session.execute(text("SELECT 1"))
 
     # -- the change feed -------------------------------------------------------------------
 
@@ -430,13 +480,42 @@ class Storage:
         inputs: np.ndarray | Sequence[str],
         embeddings: np.ndarray,
         model_version: str,
-    ) -> tuple[dict[str, int], int]:
+        claim: IdempotencyClaim | None = None,
+    ) -> AddedExamples:
         """Store examples (stage-1 ``inputs``: pixels ``[n, ...]`` uint8 or ``n`` texts;
         ``embeddings [n, dim]`` float32 made by ``model_version``) in one transaction, creating
-        missing classes. Returns ``label -> class id`` for ``labels``, and the write's
-        revision."""
+        missing classes; the answer carries the write's (tenant) revision. With a ``claim``
+        whose key came with this request before, nothing is written: the first write's answer
+        comes back (:class:`IdempotencyKeyReusedError` if the key came with another request)."""
+        try:
+            return self._add_examples(
+                collection_id, labels, inputs, embeddings, model_version, claim
+            )
+        except IntegrityError:
+            # A concurrent request with the same key committed first (other collections do
+            # not wait on this one's lock): answer as it did.
+            replay = None if claim is None else self.replayed_examples(claim)
+            if replay is None:
+                raise
+            return replay
+
+    def _add_examples(
+        self,
+        collection_id: int,
+        labels: Sequence[str],
+        inputs: np.ndarray | Sequence[str],
+        embeddings: np.ndarray,
+        model_version: str,
+        claim: IdempotencyClaim | None,
+    ) -> AddedExamples:
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
+            remembered = None
+            if claim is not None:
+                if (answer := self._recall(session, claim)) is not None:
+                    return AddedExamples.replay(answer)
+                # Claimed before the change-order lock: a duplicate waits here, holding none.
+                remembered = self._claim(session, claim)
             class_ids = self._class_ids_for(session, collection_id, set(labels))
             rows = [
                 {"class_id": class_ids[label], **input_to_columns(item)}
@@ -453,8 +532,75 @@ class Storage:
                 )
             ]
             session.execute(insert(EmbeddingRecord), vectors)
+            sizes = self._class_sizes(session, class_ids)
             revision = self._record_change(session, collection, "support", list(class_ids.values()))
-            return class_ids, revision
+            added = AddedExamples(class_ids, sizes, len(labels), revision)
+            if remembered is not None:
+                remembered.answer = added.to_json()  # written at the commit
+            return added
+
+    @staticmethod
+    def _class_sizes(session: Session, class_ids: dict[str, int]) -> dict[str, int]:
+        """``label -> number of examples`` of the given classes, in this transaction."""
+        counts = dict(
+            session.execute(
+                select(ExampleRecord.class_id, func.count())
+                .where(ExampleRecord.class_id.in_(list(class_ids.values())))
+                .group_by(ExampleRecord.class_id)
+            ).all()
+        )
+        return {label: int(counts.get(class_id, 0)) for label, class_id in class_ids.items()}
+
+    # -- idempotency keys ------------------------------------------------------------------
+
+    def replayed_examples(self, claim: IdempotencyClaim) -> AddedExamples | None:
+        """The answer of the write that ``claim``'s key came with before, if it committed
+        within the retention (:class:`IdempotencyKeyReusedError` for another request)."""
+        with self._sessions() as session:
+            answer = self._recall(session, claim)
+        return None if answer is None else AddedExamples.replay(answer)
+
+    def _recall(self, session: Session, claim: IdempotencyClaim) -> str | None:
+        row = session.execute(
+            select(IdempotencyKeyRecord.fingerprint, IdempotencyKeyRecord.answer).where(
+                IdempotencyKeyRecord.tenant == claim.tenant,
+                IdempotencyKeyRecord.key == claim.key,
+                IdempotencyKeyRecord.created_at >= utcnow() - self.idempotency_retention,
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.fingerprint != claim.fingerprint:
+            raise IdempotencyKeyReusedError(
+                f"Idempotency-Key {claim.key!r} was sent before with another request (body or "
+                "collection): send a new key for a new request"
+            )
+        return str(row.answer)
+
+    def _claim(self, session: Session, claim: IdempotencyClaim) -> IdempotencyKeyRecord:
+        """Insert the key's row (its answer is set before the commit); an expired row of the
+        same key, not purged yet, goes first. A live row committed meanwhile by another
+        request stays: the insert then fails (IntegrityError) and that request's answer counts."""
+        session.execute(
+            delete(IdempotencyKeyRecord).where(
+                IdempotencyKeyRecord.tenant == claim.tenant,
+                IdempotencyKeyRecord.key == claim.key,
+                IdempotencyKeyRecord.created_at < utcnow() - self.idempotency_retention,
+            )
+        )
+        record = IdempotencyKeyRecord(
+            tenant=claim.tenant, key=claim.key, fingerprint=claim.fingerprint, answer=""
+        )
+        session.add(record)
+        session.flush()
+        return record
+
+    def prune_idempotency_keys(self) -> int:
+        """Forget answers older than the retention; returns how many."""
+        cutoff = utcnow() - self.idempotency_retention
+        return self._delete(
+            delete(IdempotencyKeyRecord).where(IdempotencyKeyRecord.created_at < cutoff)
+        )
 
     @staticmethod
     def _class_ids_for(session: Session, collection_id: int, labels: set[str]) -> dict[str, int]:
