@@ -25,7 +25,7 @@ def check_revisions_per_tenant(url: str) -> None:
         def write(tenant: str) -> int:
             collection = collections[tenant]
             pixels = np.zeros((1, 28, 28), np.uint8)
-            return storage.add_examples(collection.id, ["x"], pixels, embeddings, "v")[1]
+            return storage.add_examples(collection.id, ["x"], pixels, embeddings, "v").revision
 
         tenants = ["a", "b"] * WRITES_PER_TENANT
         with ThreadPoolExecutor(4) as pool:
