@@ -182,6 +182,7 @@ async def test_inputs_that_do_not_fit_the_model_are_refused_naming_the_item(
             running, "/v1/collections", {"name": "r", "model": "intents", "rejection": "default"}
         )
         assert rejecting.status_code == 422 and rejecting.json()["error"] == "rejection_unavailable"
+        assert rejecting.json()["detail"].startswith("model 'intents' is a text model")
         assert (await running.client.get_collection("faq"))["n_examples"] == 0  # nothing stored
 
 
@@ -238,7 +239,7 @@ async def test_a_database_bound_to_models_not_served_is_refused_at_start(
             pass
     # The name kept, but now an image model: its collections' texts cannot be read by it.
     swapped = Settings(models=f"omniglot={checkpoint_a},intents={checkpoint_a}", data_dir=tmp_path)
-    with pytest.raises(CheckpointError, match="'intents' is now a image model, but its"):
+    with pytest.raises(CheckpointError, match="'intents' is now an image model, but its"):
         async with serve(swapped):
             pass
 
