@@ -64,6 +64,12 @@ def load_training_data(config: TrainConfig, spec: InputSpec) -> TrainingData:
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     if config.split == "folder":
         return _folder_data(config, spec, cache_dir)
+    if not omniglot.is_omniglot_dir(data_dir) and folder.holds_class_folders(data_dir):
+        # Not "download Omniglot into it": a folder of class folders is the user's own data.
+        raise ValueError(
+            f"{data_dir} holds folders of images, not the Omniglot zips that --split "
+            f"{config.split} reads: to train on your own classes, add --split folder"
+        )
     if config.split == "lake":
         train, validation = omniglot.lake_train_val(data_dir, spec, cache_dir, config.progress)
         train_origin = "the background alphabets outside validation, at 4 rotations each"
@@ -493,7 +499,7 @@ class Trainer:
         start = time.perf_counter() - self.elapsed_before
         losses: list[float] = []
         accuracies: list[float] = []
-        val_text = "-"
+        shown = {"loss": "-", "acc": "-", "val": "-"}  # the bar's postfix
         bar = tqdm(
             total=config.episodes,
             initial=self.episode,
@@ -518,14 +524,15 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                 }
                 self._log(record)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", val=val_text
-                )
+                shown |= {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.3f}"}
+                bar.set_postfix(shown)
                 losses.clear()
                 accuracies.clear()
             if self.episode % config.val_every == 0 and self.dist.is_main:
-                val_text = self._after_validation(time.perf_counter() - start)
+                shown["val"] = self._after_validation(time.perf_counter() - start)
+                bar.set_postfix(shown)  # now, not at the next training record: it may be the last
         if (self.episode % config.val_every != 0 or self.best_score < 0) and self.dist.is_main:
-            self._after_validation(time.perf_counter() - start)
+            shown["val"] = self._after_validation(time.perf_counter() - start)
+            bar.set_postfix(shown)
         bar.close()
         return self.out / BEST_CHECKPOINT
