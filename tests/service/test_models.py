@@ -85,6 +85,8 @@ async def test_image_and_text_collections_side_by_side(tmp_path, checkpoint_a, t
         assert text["input"] is None and text["embedding_dim"] == 384
         assert text["text"]["max_chars"] == 1000 and text["rejection"] is None
         assert (await running.http.get("/v1/model")).json()["name"] == "omniglot"
+        # The client's listing is the list the answer wraps, as documented in docs/service.md.
+        assert await running.client.models() == models
 
         symbols = await post(running, "/v1/collections", {"name": "symbols"})
         assert symbols.json()["model"] == "omniglot"  # the default model
