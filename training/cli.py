@@ -303,7 +303,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     finetune = _finetuning(args, checkpoint)
     if finetune is None:  # fine-tuned episodes embed their own images
         encoder = checkpoint.build_encoder(pick_device(args.device))
-        embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
+        embeddings = embed_imageset(encoder, images, checkpoint.input_spec, progress=progress)
     results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
         result: EvaluationResult | OpenSetResult
@@ -520,7 +520,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         )
     classes = validation_classes(checkpoint, Path(args.data), progress)
     encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec)
+    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
     measured = calibrate(
         embeddings,
         classes,

@@ -122,6 +122,13 @@ def test_evaluate_defaults_to_the_held_out_classes(readme_run, mydata, tmp_path,
     )
 
 
+def test_evaluate_shows_a_bar_while_it_embeds(readme_run, mydata, capsys):
+    best = str(readme_run[0] / "best.pt")
+    flags = ["--checkpoint", best, "--data", str(mydata), "--way", "2", "--episodes", "5"]
+    assert main(["evaluate", *flags]) == 0
+    assert "embedding: 100%" in capsys.readouterr().err  # 60 held-out images, 1 batch
+
+
 def test_evaluate_on_another_folder_uses_all_its_classes(readme_run, tmp_path, capsys):
     other = write_folder_dataset(tmp_path / "other", n_classes=6, per_class=20, seed=5)
     common = ["--checkpoint", str(readme_run[0] / "best.pt"), "--data", str(other)]
