@@ -466,6 +466,12 @@ class Trainer:
         auroc = f" AUROC {scores['auroc']:.3f}" if "auroc" in scores else ""
         return f"{100 * scores['accuracy']:.2f}%{auroc}" + (" *" if improved else "")
 
+    def _validate_and_show(self, elapsed: float, bar: tqdm, shown: dict[str, str]) -> None:
+        """Validate, and show the result in the bar at once: not at the next training record,
+        which the last validation never gets."""
+        shown["val"] = self._after_validation(elapsed)
+        bar.set_postfix(shown)
+
     def train(self) -> Path:
         """Train until the episode budget, time budget or early stop; return the best checkpoint.
 
@@ -529,10 +535,8 @@ class Trainer:
                 losses.clear()
                 accuracies.clear()
             if self.episode % config.val_every == 0 and self.dist.is_main:
-                shown["val"] = self._after_validation(time.perf_counter() - start)
-                bar.set_postfix(shown)  # now, not at the next training record: it may be the last
+                self._validate_and_show(time.perf_counter() - start, bar, shown)
         if (self.episode % config.val_every != 0 or self.best_score < 0) and self.dist.is_main:
-            shown["val"] = self._after_validation(time.perf_counter() - start)
-            bar.set_postfix(shown)
+            self._validate_and_show(time.perf_counter() - start, bar, shown)
         bar.close()
         return self.out / BEST_CHECKPOINT
