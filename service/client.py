@@ -10,7 +10,10 @@
 
 Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
-:class:`ProtonetAPIError` carrying the server's message.
+:class:`ProtonetAPIError` carrying the server's message. The listings (``models()``,
+``list_collections()``, ``list_examples()``) return the list itself, not the one-key object
+the HTTP answer wraps it in (``{"models": [...]}``); every other method returns the answer's
+JSON as it is.
 
 Rejection of unknown inputs: ``create_collection(..., rejection="default")``,
 ``set_rejection(name, 0.99)`` or ``query(..., rejection=...)``; each result then says
@@ -341,7 +344,8 @@ class ProtonetClient:
         return self.send(Call("GET", "/v1/model"))
 
     def models(self) -> list[dict[str, Any]]:
-        """Every served model's summary (name, modality, version, input or text spec...)."""
+        """Every served model's summary (name, modality, version, input or text spec...): the
+        list itself, which ``GET /v1/models`` answers as ``{"models": [...]}``."""
         return self.send(Call("GET", "/v1/models"))["models"]
 
     def create_collection(

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import faiss
 import torch
 
+from protonet.checkpoint import with_article
 from protonet.errors import CheckpointError
 from service.collections.batching import BatchStats
 from service.collections.diagnostics import DiagnosticsLimits
@@ -121,8 +122,8 @@ def check_bindings(storage: Storage, models: ModelSet) -> None:
         other = storage.stored_input_kinds(model.name) - {model.encoder.modality}
         if other:
             raise CheckpointError(
-                f"model {model.name!r} is now a {model.encoder.modality} model, but its "
-                f"collections hold {', '.join(sorted(other))} examples: serve a checkpoint of "
+                f"model {model.name!r} is now {with_article(model.encoder.modality)} model, but "
+                f"its collections hold {', '.join(sorted(other))} examples: serve a checkpoint of "
                 "their modality under that name"
             )
 

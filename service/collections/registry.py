@@ -475,7 +475,7 @@ class CollectionRegistry:
         422 error for a model not served or one that cannot reject as asked."""
         served = self.models.get(model)
         rejection = rejection or RejectionSetting()
-        rejection.resolve(served.calibration)  # refused before anything is stored
+        served.rejection_policy(rejection)  # refused before anything is stored
         with self._lock:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
@@ -491,7 +491,7 @@ class CollectionRegistry:
         """Change the collection's rejection of unknowns (the setting queries use when they
         name none); returns its summary at the change's revision."""
         live = self._get(name, tenant)
-        rejection.resolve(self.model_of(live).calibration)
+        self.model_of(live).rejection_policy(rejection)
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
@@ -671,7 +671,7 @@ class CollectionRegistry:
         revision = live.revision
         model = self.model_of(live)
         setting = live.rejection if rejection is None else rejection
-        policy = setting.resolve(model.calibration)  # a 422 before decoding anything
+        policy = model.rejection_policy(setting)  # a 422 before decoding anything
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")

@@ -149,7 +149,7 @@ def test_text_checkpoints_round_trip_with_weights_only(tmp_path, identity, base)
 
 def test_image_only_callers_refuse_text_checkpoints(tmp_path, identity):
     path = save_checkpoint(text_checkpoint(identity), tmp_path / "text.pt")
-    with pytest.raises(CheckpointError, match="is a text checkpoint; a image one is needed"):
+    with pytest.raises(CheckpointError, match="is a text checkpoint; an image one is needed"):
         load_checkpoint(path)
     assert load_checkpoint(path, modality=None).modality == "text"
 
@@ -172,5 +172,5 @@ def test_checkpoints_from_before_modalities_load_as_image(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")
     assert loaded.modality == "image" and loaded.text_spec is None
-    with pytest.raises(CheckpointError, match="is a image checkpoint; a text one is needed"):
+    with pytest.raises(CheckpointError, match="is an image checkpoint; a text one is needed"):
         load_checkpoint(tmp_path / "old.pt", modality="text")

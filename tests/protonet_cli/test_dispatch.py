@@ -43,7 +43,25 @@ def test_each_command_shows_its_help_under_the_protonet_name(
 
 def test_an_unknown_command_is_refused_with_the_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tarin"]) == 2
-    assert "unknown command 'tarin'" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("error: unknown command 'tarin'\n")
+
+
+def test_calibrate_refuses_a_text_checkpoint_in_the_one_error_form() -> None:
+    """The advice of a text model's rejection_unavailable: calibrate says plainly that it
+    measures image checkpoints only, as ``error: <message>`` and exit 2, not a traceback."""
+    protonet = Path(sys.executable).parent / "protonet"
+    text_model = "models/banking77-minilm.pt"
+    result = subprocess.run(
+        [protonet, "calibrate", "--checkpoint", text_model, "--no-progress"],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: {text_model} is a text checkpoint: calibrate measures image checkpoints only "
+        "(rejection of unknown inputs is not available for text models yet)\n",
+    )
 
 
 def test_the_installed_script_runs() -> None:

@@ -195,6 +195,7 @@ async def test_a_model_without_calibration_refuses_calibrated_rejection(settings
         assert created.status_code == 422
         assert created.json()["error"] == "rejection_unavailable"
         assert "rejection 'none'" in created.json()["detail"]
+        assert created.json()["detail"].startswith("model 'default' has no rejection")
         await http.post("/v1/collections", json={"name": "c"})
         patched = await http.patch("/v1/collections/c", json={"rejection": {"acceptance": 0.9}})
         assert patched.json()["error"] == "rejection_unavailable"
