@@ -299,6 +299,17 @@ class Settings(BaseSettings):
     diagnostics_max_concurrent_per_tenant: PositiveInt = Field(
         default=1, description="Diagnostics computed at once for one tenant in this process."
     )
+    max_image_side: PositiveInt = Field(
+        default=16384,
+        description="Longest image side (width or height) accepted, checked before decoding: "
+        "a long, thin image costs far more to decode and resize than its pixels suggest.",
+    )
+    batch_max_tokens: PositiveInt = Field(
+        default=512,
+        description="Most word pieces (estimated from the texts' lengths) in one micro-batch "
+        "of a text model's encoder; larger requests are encoded in parts that take turns with "
+        "other requests'.",
+    )
 
     @model_validator(mode="after")
     def _one_model_configuration(self) -> Self:

@@ -98,6 +98,7 @@ def serve_models(encoders: Sequence[Encoder], settings: Settings, metrics: Obser
                 settings.batch_max_wait_ms / 1000,
                 on_batch=functools.partial(metrics.observe_batch, model=encoder.name),
                 on_encode=functools.partial(metrics.observe_encoder, model=encoder.name),
+                max_tokens=settings.batch_max_tokens,
             ),
         )
         for encoder in encoders
@@ -169,6 +170,7 @@ class ServiceState:
                 settings.device,
                 settings.embed_batch_size,
                 settings.max_image_pixels,
+                settings.max_image_side,
             )
             for name, path in settings.served_models().items()
         ]

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.service.helpers import Drawings, image_item, make_settings, pixels_item, serve
+from tests.training.synthetic import truncated_png
 
 pytestmark = pytest.mark.anyio
 
@@ -137,6 +138,15 @@ CASES: list[tuple[str, Any, int, str]] = [
     (QUERY, {"queries": [{}]}, 422, "queries[0]: give exactly one of 'image'"),
     (QUERY, {"queries": [GOOD, GOOD, {"image": "@@@"}]}, 422, "queries[2].image: not valid"),
     (QUERY, {"queries": [GOOD] * (MAX_ITEMS + 1)}, 413, "queries: 9 items"),
+    # Refused by the header (the truncated data would not decode): a long, thin image within
+    # the pixel limit costs seconds to decode, so its side is limited too.
+    (
+        QUERY,
+        {"queries": [GOOD, image_item(truncated_png(1, 60_000))]},
+        422,
+        "queries[1].image: image is 1x60000; a side may be at most 16384 pixels",
+    ),
+    (QUERY, {"queries": [image_item(truncated_png(400, 400))]}, 422, "image is 400x400 = 160000"),
     ("/v1/collections/nope/query", {"queries": [GOOD]}, 404, "collection 'nope'"),
     ("/v1/collections", {"name": "a b"}, 422, "name: String should match pattern"),
     ("/v1/collections", {"name": "x" * 65}, 422, "name: String should match pattern"),
@@ -191,6 +201,18 @@ async def test_bad_inputs_are_4xx_naming_the_item_and_change_nothing(tmp_path, c
                 failures.append(f"{path} {str(body)[:80]}: {response.status_code} {detail!r}")
         assert not failures, "\n".join(failures)
         assert await snapshot(running, probe) == before
+
+
+async def test_the_image_side_limit_is_a_setting(tmp_path, checkpoint_a):
+    settings = make_settings(tmp_path, checkpoint_a, max_image_side=50)
+    async with serve(settings) as running:
+        await running.client.create_collection("c")
+        body = support(bad_example(**image_item(png((51, 10)))))
+        response = await running.http.post(SUPPORT, json=body)
+        assert response.status_code == 422
+        assert "examples[1].image: image is 51x10; a side may be at most 50" in response.text
+        body = support(bad_example(**image_item(png((50, 10)))))
+        assert (await running.http.post(SUPPORT, json=body)).status_code == 200
 
 
 async def test_error_body_lists_every_invalid_field(settings):
