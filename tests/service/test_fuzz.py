@@ -31,6 +31,7 @@ import pytest
 pytest.importorskip("schemathesis")
 
 from service.launcher import start, stop
+from tests.service.helpers import PATIENCE
 
 CLI = Path(__file__).with_name("schemathesis_cli.py")
 
@@ -108,7 +109,8 @@ def seed_example_collection(url: str) -> None:
 
 
 def test_schemathesis_finds_nothing_against_the_live_server(tmp_path: Path, checkpoint_a: Path):
-    server = start(server_env(tmp_path / "data", checkpoint_a), cwd=tmp_path, ready_timeout=60)
+    env = server_env(tmp_path / "data", checkpoint_a)
+    server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
         seed_example_collection(server.url)
         result, report = run_schemathesis(server.url, tmp_path)
