@@ -58,6 +58,13 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 LARGE_BLOCK = 128 * 1024
 
+# With PROTONET_WORKERS > 1, uvicorn's supervisor pings each worker every half second and kills
+# (then restarts from scratch) one that does not answer within this many seconds. Its default,
+# 5 s, is shorter than a loaded machine can keep a starting worker off the CPU (or holding the
+# GIL while it loads torch), so under load start-up could loop: each try killed and begun again.
+# A hung worker is still replaced, after a minute.
+WORKER_HEALTHCHECK_SECONDS = 60
+
 
 def return_freed_memory_to_the_os() -> None:
     """Keep glibc from holding on to the memory of large request bodies after they are freed.
@@ -94,6 +101,7 @@ def serve(settings: Settings) -> int:
         proxy_headers=False,
         # Each worker process keeps its own indexes, in sync through the change feed.
         workers=settings.workers,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         # SIGTERM stops accepting connections and waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.shutdown_timeout,
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,

@@ -16,7 +16,7 @@ from protonet.checkpoint import load_checkpoint, save_checkpoint
 from service.client import Calls
 from service.collections.rejection import MIN_LOO_SCORES
 from tests.conftest import REPO_ROOT
-from tests.service.helpers import Drawings, make_settings, serve
+from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -263,7 +263,7 @@ async def test_another_process_on_the_database_sees_a_patch(calibrated):
         async def seen() -> dict:
             return (await second.http.get("/v1/collections/shapes")).json()["rejection"]
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(PATIENCE):
             while await seen() != {"mode": "calibrated", "acceptance": 0.95}:
                 await anyio.sleep(0.02)
         assert (

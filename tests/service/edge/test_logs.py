@@ -24,7 +24,7 @@ from service.edge.logs import (
     truncated,
 )
 from service.launcher import local_server
-from tests.service.helpers import Drawings, make_settings, serve
+from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 
 KEY = "log-test-secret-key-0123456789abcdef"
 WRONG_KEY = "log-test-wrong-key-0123456789abcdef"
@@ -102,7 +102,7 @@ def test_real_server_writes_json_lines_with_request_ids(tmp_path: Path, checkpoi
         "PROTONET_API_KEYS": f"{KEY}:t:write",
     }
     with (
-        local_server(env, cwd=tmp_path, ready_timeout=60, log_file=log_file) as server,
+        local_server(env, cwd=tmp_path, ready_timeout=PATIENCE, log_file=log_file) as server,
         httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as http,
     ):
         created = http.post("/v1/collections", json={"name": "c"})
