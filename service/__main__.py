@@ -39,12 +39,6 @@ logger = logging.getLogger("service.startup")
 STARTUP_FAILURE = 3
 # Invalid settings, as argparse exits on invalid arguments.
 USAGE_ERROR = 2
-# Seconds a worker of PROTONET_WORKERS > 1 may take to answer its supervisor's ping before it
-# is killed and replaced. A worker answers only once it has imported torch: uvicorn's 5 s is
-# less than that takes on a busy machine (8-16 s on 2 shared cores), where workers were killed
-# while starting, again and again, and never served. The cost: a worker that dies while a
-# ping is pending is noticed up to this late.
-WORKER_HEALTHCHECK_TIMEOUT = 30
 
 
 def exit_quietly(_signal: int, _frame: FrameType | None) -> None:
@@ -62,7 +56,8 @@ LARGE_BLOCK = 128 * 1024
 # (then restarts from scratch) one that does not answer within this many seconds. Its default,
 # 5 s, is shorter than a loaded machine can keep a starting worker off the CPU (or holding the
 # GIL while it loads torch), so under load start-up could loop: each try killed and begun again.
-# A hung worker is still replaced, after a minute.
+# A hung worker is still replaced, after a minute; a worker that dies while a ping is pending is
+# noticed that late too.
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
@@ -104,7 +99,6 @@ def serve(settings: Settings) -> int:
         timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
         # SIGTERM stops accepting connections and waits this long for in-flight requests.
         timeout_graceful_shutdown=settings.shutdown_timeout,
-        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT,
         # httptools bounds neither the size nor the arrival time of a request's headers.
         http=bounded_http_protocol(
             HeaderLimits(max_bytes=settings.max_header_bytes, timeout=settings.header_timeout)
