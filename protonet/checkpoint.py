@@ -219,6 +219,11 @@ def _image_base(payload: dict[str, Any]) -> ImageBaseSpec | None:
     return ImageBaseSpec.from_dict(values) if values else None
 
 
+def with_article(word: str) -> str:
+    """``"an image"``, ``"a text"``: messages name a modality with its article."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpoint:
     """Read and validate a checkpoint; every failure is a :class:`CheckpointError`.
 
@@ -247,7 +252,8 @@ def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpo
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None
     if modality is not None and checkpoint.modality != modality:
         raise CheckpointError(
-            f"{path} is a {checkpoint.modality} checkpoint; a {modality} one is needed here"
+            f"{path} is {with_article(checkpoint.modality)} checkpoint; "
+            f"{with_article(modality)} one is needed here"
         )
     if checkpoint.metric != METRIC:
         raise CheckpointError(

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from protonet.prototypes import compute_prototypes, squared_euclidean
 
 ScoreFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# The known acceptances a calibration measures (``protonet calibrate``): every calibration's
+# range lies within the first and last, and so does every acceptance the service's API takes.
+ACCEPTANCES = (0.80, 0.90, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 def nearest_distance(distances: torch.Tensor, shots: torch.Tensor) -> torch.Tensor:

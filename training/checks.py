@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from training.config import DEFAULT_VAL_QUERY, DEFAULT_VAL_WAY, TrainConfig
+from training.config import DEFAULT_VAL_QUERY, DEFAULT_VAL_WAY, DEFAULT_WAY, TrainConfig
 from training.episodes import EpisodeShape, LabelledSet
 
 SetT = TypeVar("SetT", bound=LabelledSet)
@@ -83,11 +83,12 @@ def _too_few_images(
         remedies.append(f"lower {flags.shot} + {flags.query} to <= {fits}")
     if _max_way(shape, eligible) >= 1:
         remedies.append(f"lower {flags.way} to <= {_max_way(shape, eligible)}")
+    enough = f"only {eligible}" if eligible else "none"
     return (
-        f"{_classes(shape, flags)} needs {shape.n_classes} classes with {flags.shot} + "
-        f"{flags.query} = {shape.n_shot} + {shape.n_query} = {need} images each; "
-        f"{classes.label} has {eligible} (its classes hold {_size_range(sizes)}): "
-        + (" or ".join(remedies) or "add images")
+        f"{_classes(shape, flags)} needs {shape.n_classes} classes of at least {flags.shot} + "
+        f"{flags.query} = {shape.n_shot} + {shape.n_query} = {need} images; {classes.label} "
+        f"has {len(sizes)} classes, {enough} of them that large (they hold "
+        f"{_size_range(sizes)}): " + (" or ".join(remedies) or "add images")
     )
 
 
@@ -187,15 +188,52 @@ def fit_validation(config: TrainConfig, validation: ClassSet) -> tuple[TrainConf
     return replace(config, val_way=way, val_query=query), notes
 
 
+def fit_training_way(config: TrainConfig, train: ClassSet) -> tuple[TrainConfig, list[str]]:
+    """Fill in ``way`` left at 0: :data:`DEFAULT_WAY`, or fewer where the training classes
+    that hold ``shot + query`` images (in one alphabet with ``within_alphabet``, beside the
+    ``unknown_way`` classes) cannot fill that, with a note. A way given stays as given. Where
+    not even 2 classes are large enough, the way is what the number of classes allows, so that
+    :func:`check_episodes` says which flags to lower for the images the classes hold.
+    """
+    if config.way:
+        return config, []
+    shape = EpisodeShape(1, config.shot, config.query)
+    sizes = class_sizes(train.images)
+    enough = int((sizes >= shape.n_shot + shape.n_query).sum())
+    if config.within_alphabet:
+        enough = max(_group_sizes(train, shape).values())
+    way = min(DEFAULT_WAY, enough - config.unknown_way)
+    if way < 2:  # too few large classes: episodes of all of them, refused for their size
+        return replace(config, way=max(2, min(DEFAULT_WAY, len(sizes) - config.unknown_way))), []
+    notes = [_fitted_way_note(config, train, enough, way)] if way < DEFAULT_WAY else []
+    return replace(config, way=way), notes
+
+
+def _fitted_way_note(config: TrainConfig, train: ClassSet, enough: int, way: int) -> str:
+    n = train.images.n_classes
+    where = " in one alphabet (--within-alphabet)" if config.within_alphabet else ""
+    large = f", {enough} of them{where} with --shot + --query = {config.shot + config.query} images"
+    if enough == n and not where:
+        large = ""
+    unknown = f", less --unknown-way {config.unknown_way}" if config.unknown_way else ""
+    return (
+        f"{train.label} holds {n} classes ({train.origin}){large}{unknown}: training "
+        f"{way}-way, not {DEFAULT_WAY}-way (--way sets it)"
+    )
+
+
 def fit_to_data(
     config: TrainConfig, train: ClassSet, validation: ClassSet
 ) -> tuple[TrainConfig, list[str]]:
-    """``config`` with its open validation settings filled in, and notes for the user.
+    """``config`` with its open settings (``way``, ``val_way``, ``val_query``) filled in, and
+    notes for the user.
 
     Raises ``ValueError`` naming the flag when training or validation episodes of the
     configured shape cannot be drawn from the data.
     """
+    config, way_notes = fit_training_way(config, train)
     config, notes = fit_validation(config, validation)
+    notes = way_notes + notes
     notes += check_episodes(
         train,
         EpisodeShape(config.way, config.shot, config.query, config.unknown_way),

@@ -308,7 +308,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     finetune = _finetuning(args, checkpoint)
     if finetune is None:  # fine-tuned episodes embed their own images
         encoder = checkpoint.build_encoder(pick_device(args.device))
-        embeddings = embed_imageset(encoder, images, checkpoint.input_spec)
+        embeddings = embed_imageset(encoder, images, checkpoint.input_spec, progress=progress)
     results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
         result: EvaluationResult | OpenSetResult
@@ -517,10 +517,15 @@ def command_calibrate(args: argparse.Namespace) -> int:
             f"calibrated range; not {args.acceptance}"
         )
     progress = args.progress and not args.json
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_checkpoint(args.checkpoint, modality=None)
+    if checkpoint.modality == "text":
+        raise ValueError(
+            f"{args.checkpoint} is a text checkpoint: calibrate measures image checkpoints only "
+            "(rejection of unknown inputs is not available for text models yet)"
+        )
     classes = validation_classes(checkpoint, Path(args.data), progress)
     encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec)
+    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
     measured = calibrate(
         embeddings,
         classes,
@@ -821,10 +826,19 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
-    """Run one command; ``argv`` defaults to ``sys.argv[1:]``. Returns the exit status."""
+    """Run one command; ``argv`` defaults to ``sys.argv[1:]``. Returns the exit status: 2
+    with one line ``error: <message>`` on stderr for anything the user can fix (bad settings
+    or data, a missing or unreadable file, a failed download), not a traceback."""
     args = build_parser(prog).parse_args(argv)
     try:
         return int(args.run(args))
-    except (ProtonetError, ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ProtonetError, ValueError, OSError, KeyError) as error:
+        print(f"error: {error_message(error)}", file=sys.stderr)
         return 2
+
+
+def error_message(error: Exception) -> str:
+    """The message of ``error`` as a user reads it (``str(KeyError)`` quotes it)."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    return str(error)

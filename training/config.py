@@ -22,6 +22,9 @@ DEVICES = ("auto", "cpu", "cuda")
 # paper's 20-way 15-query, or less where the held-out classes cannot fill that.
 DEFAULT_VAL_WAY = 20
 DEFAULT_VAL_QUERY = 15
+# Training episodes when --way is left at 0: the paper's 60-way, or as many classes as the
+# training data can fill (a small folder of your own holds fewer).
+DEFAULT_WAY = 60
 
 T = TypeVar("T")
 
@@ -63,7 +66,11 @@ class TrainConfig:
         1, "1: grayscale; 3: RGB colour (folder data only; Omniglot is grayscale)", (1, 3)
     )
     # Episodes (the paper: 60-way 5-shot 5-query for Omniglot training).
-    way: int = setting(60, "classes per training episode (at most the number of training classes)")
+    way: int = setting(
+        0,
+        f"classes per training episode (0 = {DEFAULT_WAY}, or all the training classes that "
+        "hold --shot + --query images where there are fewer)",
+    )
     shot: int = setting(5, "support images per class in a training episode")
     query: int = setting(5, "query images per class in a training episode")
     within_alphabet: bool = setting(
@@ -265,11 +272,12 @@ def validate(config: TrainConfig) -> None:
         if allowed and value not in allowed:
             listed = ", ".join(map(str, allowed))
             raise ValueError(f"{flag(spec.name)} must be one of {listed}, not {value!r}")
-    positive = ("way", "shot", "query", "episodes", "val_every", "val_episodes", "val_shot")
+    positive = ("shot", "query", "episodes", "val_every", "val_episodes", "val_shot")
     for name in (*positive, "image_size", "hidden_channels", "out_channels"):
         if getattr(config, name) < 1:
             raise ValueError(f"{flag(name)} must be >= 1")
-    for name in ("val_way", "val_query", "patience", "threads", "max_minutes", "finetune_steps"):
+    at_least_zero = ("way", "val_way", "val_query", "patience", "threads", "max_minutes")
+    for name in (*at_least_zero, "finetune_steps"):
         if getattr(config, name) < 0:
             raise ValueError(f"{flag(name)} must be >= 0")
     blocks = EncoderConfig().n_blocks

@@ -47,14 +47,27 @@ def check_zip_content(path: Path) -> None:
         )
 
 
+class DownloadError(OSError):
+    """A file could not be fetched (no network, refused, HTTP error): the message says which
+    and what to do instead."""
+
+
 def _download(url: str, target: Path) -> None:
     temp = target.with_suffix(target.suffix + ".part")
-    with urllib.request.urlopen(url, timeout=60) as response, open(temp, "wb") as out:
-        total = int(response.headers.get("Content-Length", 0)) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
-            for block in iter(lambda: response.read(1 << 16), b""):
-                out.write(block)
-                bar.update(len(block))
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(temp, "wb") as out:
+            total = int(response.headers.get("Content-Length", 0)) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                for block in iter(lambda: response.read(1 << 16), b""):
+                    out.write(block)
+                    bar.update(len(block))
+    except OSError as error:  # URLError, HTTPError, timeouts and resets are all OSErrors
+        temp.unlink(missing_ok=True)
+        reason = getattr(error, "reason", None) or error
+        raise DownloadError(
+            f"download failed: {url}: {reason}; use --from DIR with a copy of the zips "
+            "fetched elsewhere"
+        ) from None
     temp.replace(target)
 
 
@@ -78,6 +91,20 @@ def download_omniglot(dest: Path) -> list[str]:
     return report
 
 
+def _content_verdict(name: str, same_md5: bool) -> str:
+    """What the check of a local zip found, and whether a differing MD5 matters."""
+    alphabets, characters, drawings = ZIP_CONTENT[name]
+    found = f"content ok ({alphabets} alphabets, {characters} characters, {drawings} drawings)"
+    if same_md5:
+        return f"{found}; md5 matches the public zip (a byte-identical copy)"
+    # A zip packed again (other timestamps, compression or PNG encoder) has other bytes around
+    # the same drawings; what training reads is checked above.
+    return (
+        f"{found}, fine to use; its md5 differs from the public zip's, which means it was "
+        "packed or encoded again, not that drawings are missing"
+    )
+
+
 def copy_omniglot(source: Path, dest: Path) -> list[str]:
     """Validate a local copy (layout and counts; MD5 compared and reported) and copy it."""
     report = []
@@ -87,9 +114,7 @@ def copy_omniglot(source: Path, dest: Path) -> list[str]:
             raise FileNotFoundError(f"{path} not found")
         check_zip_content(path)
         same = file_hexdigest(path, "md5") == ZIP_MD5[name]
-        report.append(
-            f"{name}: content ok; md5 {'matches' if same else 'differs from'} the public zip"
-        )
+        report.append(f"{name}: {_content_verdict(name, same)}")
     dest.mkdir(parents=True, exist_ok=True)
     if source.resolve() != dest.resolve():
         for name in ZIP_MD5:

@@ -33,6 +33,15 @@ def list_folder(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
+def holds_class_folders(root: Path) -> bool:
+    """Whether ``root`` is ``ROOT/<class>/<image files>`` (a user's own images)."""
+    try:
+        list_folder(root)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def folder_fingerprint(classes: dict[str, list[Path]]) -> str:
     digest = hashlib.sha256()
     for name, paths in classes.items():

@@ -64,6 +64,12 @@ def load_training_data(config: TrainConfig, spec: InputSpec) -> TrainingData:
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     if config.split == "folder":
         return _folder_data(config, spec, cache_dir)
+    if not omniglot.is_omniglot_dir(data_dir) and folder.holds_class_folders(data_dir):
+        # Not "download Omniglot into it": a folder of class folders is the user's own data.
+        raise ValueError(
+            f"{data_dir} holds folders of images, not the Omniglot zips that --split "
+            f"{config.split} reads: to train on your own classes, add --split folder"
+        )
     if config.split == "lake":
         train, validation = omniglot.lake_train_val(data_dir, spec, cache_dir, config.progress)
         train_origin = "the background alphabets outside validation, at 4 rotations each"
@@ -460,6 +466,12 @@ class Trainer:
         auroc = f" AUROC {scores['auroc']:.3f}" if "auroc" in scores else ""
         return f"{100 * scores['accuracy']:.2f}%{auroc}" + (" *" if improved else "")
 
+    def _validate_and_show(self, elapsed: float, bar: tqdm, shown: dict[str, str]) -> None:
+        """Validate, and show the result in the bar at once: not at the next training record,
+        which the last validation never gets."""
+        shown["val"] = self._after_validation(elapsed)
+        bar.set_postfix(shown)
+
     def train(self) -> Path:
         """Train until the episode budget, time budget or early stop; return the best checkpoint.
 
@@ -493,7 +505,7 @@ class Trainer:
         start = time.perf_counter() - self.elapsed_before
         losses: list[float] = []
         accuracies: list[float] = []
-        val_text = "-"
+        shown = {"loss": "-", "acc": "-", "val": "-"}  # the bar's postfix
         bar = tqdm(
             total=config.episodes,
             initial=self.episode,
@@ -518,14 +530,13 @@ class Trainer:
                     "lr": self.scheduler.get_last_lr()[0],
                 }
                 self._log(record)
-                bar.set_postfix(
-                    loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", val=val_text
-                )
+                shown |= {"loss": f"{record['loss']:.3f}", "acc": f"{record['accuracy']:.3f}"}
+                bar.set_postfix(shown)
                 losses.clear()
                 accuracies.clear()
             if self.episode % config.val_every == 0 and self.dist.is_main:
-                val_text = self._after_validation(time.perf_counter() - start)
+                self._validate_and_show(time.perf_counter() - start, bar, shown)
         if (self.episode % config.val_every != 0 or self.best_score < 0) and self.dist.is_main:
-            self._after_validation(time.perf_counter() - start)
+            self._validate_and_show(time.perf_counter() - start, bar, shown)
         bar.close()
         return self.out / BEST_CHECKPOINT

@@ -47,7 +47,7 @@ QUERY = example(
 EMBED = example({"inputs": [{"image": RING_PNG}], "model": "omniglot"})
 
 HEALTH = example({"status": "ok"})
-READY = example({"status": "ready", "detail": "ready"})
+READY = example({"status": "ready", "detail": "ready", "database": "up"})
 INPUT_SPEC = example(
     {"image_size": 28, "channels": 1, "invert": True, "fit": "stretch", "mean": [], "std": []}
 )

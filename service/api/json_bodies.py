@@ -13,7 +13,12 @@ floats and lists, and 550,000 tiny examples ~900 MB of dicts, all before the 413
 
 Errors name the offending place (``examples: 300 items; at most 256 per request``), 413 for
 limits, 400 ``malformed_json`` for anything that is not valid JSON (invalid UTF-8, nesting
-deeper than the API ever needs, duplicate-free or not).
+deeper than the API ever needs, duplicate-free or not), 422 for a ``pixels`` array that is not
+2-D.
+
+Objects are bounded too (``MAX_KEYS_PER_OBJECT``), from their size alone: simdjson looks a key
+up by a linear scan, and its only one-pass iteration (``items()``) builds every value, so an
+unbounded object of n keys cost n^2/2 comparisons (100,000 keys: 14-27 s before the 422).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from anyio import to_thread
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
+from protonet.errors import InvalidInputError
 from service.errors import LimitExceededError, MalformedJSONError
 
 PIXELS_KEY = "pixels"
@@ -37,6 +43,10 @@ PIXELS_KEY = "pixels"
 # generous, so that only bodies far from any valid request are refused on the comma count.
 VALUES_PER_ITEM = 16
 MAX_DEPTH = 16  # the API's deepest value is at depth 5 (body.examples[i].pixels[r][c])
+# No request object has more than 4 fields; any more are errors anyway (extra fields are
+# refused), so this only decides how cheaply such a body is refused.
+MAX_KEYS_PER_OBJECT = 64
+NOT_2D = "must be a 2-D list of rows of numbers"
 # Larger bodies are parsed in a worker thread. The parser holds the GIL either way, but on the
 # event loop ten 25 ms parses that are ready together stall every other request (/healthz)
 # for all ten; from threads the loop gets the GIL back between them. Small bodies (< 1 ms)
@@ -74,12 +84,20 @@ def parse_json_body(body: bytes, limits: BodyLimits) -> Any:
         document = simdjson.Parser().parse(body)
     except (ValueError, RuntimeError) as error:  # UnicodeDecodeError is a ValueError
         raise MalformedJSONError(malformed_json_message(body, error)) from None
-    return Converter(limits).convert(document, "body", depth=0)
+    converter = Converter(limits)
+    parsed = converter.convert(document, "body", depth=0)
+    converter.check_pixels_are_2d(body)
+    return parsed
 
 
 def malformed_json_message(body: bytes, error: Exception) -> str:
-    """Where and why the body is not JSON. simdjson says only what kind of error; orjson
-    (only on this error path, on a body the comma count has bounded) says where."""
+    """Where and why the body is not JSON. simdjson says only what kind of error; Python's
+    decoder (for UTF-8) and orjson (only on this error path, on a body the comma count has
+    bounded) say where."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as invalid:
+        return f"the body is not valid UTF-8 (at byte {invalid.start}: {invalid.reason})"
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError as located:
@@ -94,15 +112,14 @@ class Converter:
     def __init__(self, limits: BodyLimits) -> None:
         self.limits = limits
         self.pixel_values = 0
+        self.arrays = 0  # arrays converted, for check_pixels_are_2d
+        self.numeric_pixels: list[tuple[str, Any, int]] = []  # (location, array, rows)
 
     def convert(self, node: Any, location: str, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise MalformedJSONError(f"malformed JSON body: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, simdjson.Object):
-            keys = list(node.keys())
-            if any("\x00" in key for key in keys):  # no API field has one, and simdjson cannot
-                return node.as_dict()  # look it up: convert eagerly (the commas bound the size)
-            return {key: self.convert(node[key], join(location, key), depth + 1) for key in keys}
+            return self.object(node, location, depth)
         if isinstance(node, simdjson.Array):
             if location.endswith("." + PIXELS_KEY) or location == PIXELS_KEY:
                 return self.pixels(node, location)
@@ -110,25 +127,62 @@ class Converter:
                 raise LimitExceededError(
                     f"{location}: {len(node)} items; at most {self.limits.max_items} per request"
                 )
+            self.arrays += 1
             return [
                 self.convert(item, f"{location}[{i}]", depth + 1) for i, item in enumerate(node)
             ]
         return node  # str, int, float, bool or None: simdjson returns scalars as Python values
 
+    def object(self, node: Any, location: str, depth: int) -> dict[str, Any]:
+        if len(node) > MAX_KEYS_PER_OBJECT:  # the size is on simdjson's tape: no key is read
+            raise LimitExceededError(
+                f"{location}: {len(node)} keys; at most {MAX_KEYS_PER_OBJECT} per object (no "
+                "request object has more than a few fields)"
+            )
+        keys = list(node.keys())
+        if any("\x00" in key for key in keys):  # no API field has one, and simdjson cannot
+            return node.as_dict()  # look it up: convert eagerly (the commas bound the size)
+        # Each lookup scans the keys before it: at most MAX_KEYS_PER_OBJECT^2 / 2 comparisons.
+        return {key: self.convert(node[key], join(location, key), depth + 1) for key in keys}
+
     def pixels(self, node: Any, location: str) -> Any:
         """A rectangular array of numbers -> float64 ``[H, W]``; anything else becomes lists
-        (bounded by the counts above) for the request model to report precisely."""
+        (bounded by the counts above) for the request model to report precisely, except
+        arrays nested deeper than rows of numbers (422 here)."""
         rows = list(node)
         widths = [len(row) if isinstance(row, simdjson.Array) else -1 for row in rows]
         self.count_pixels(sum(max(width, 1) for width in widths), location)
+        self.arrays += 1 + sum(width >= 0 for width in widths)
         if len(set(widths)) <= 1 and min(widths, default=0) >= 0:
-            try:
+            try:  # as_buffer flattens nested arrays: the size and check_pixels_are_2d tell
                 flat = np.frombuffer(node.as_buffer(of_type="d"), dtype=np.float64)
-            except (TypeError, ValueError):  # a string, bool, null or nested array inside
+            except (TypeError, ValueError):  # a string, bool, null or object inside
                 pass
             else:
-                return flat.reshape(len(rows), widths[0] if rows else 0)
-        return node.as_list()
+                width = widths[0] if rows else 0
+                if flat.size != len(rows) * width:
+                    raise InvalidInputError(f"{location}: {NOT_2D}")
+                self.numeric_pixels.append((location, node, len(rows)))
+                return flat.reshape(len(rows), width)
+        values = node.as_list()
+        if any(isinstance(value, list) for row in values if isinstance(row, list) for value in row):
+            raise InvalidInputError(f"{location}: {NOT_2D}")
+        return values
+
+    def check_pixels_are_2d(self, body: bytes) -> None:
+        """Refuse a numeric ``pixels`` array nested deeper than rows of numbers whose flattened
+        size still fits its shape (``[[[0.5]]]``): simdjson's buffer flattens any depth.
+
+        Every array of the body was counted while converting, so a body with as many '['
+        as counted arrays has no deeper one: one C-speed count. Only otherwise (a '[' in a
+        string, or a deeper array somewhere) is each numeric ``pixels`` array re-read: its
+        minified form has one '[' per row plus its own exactly when it is 2-D.
+        """
+        if body.count(b"[") == self.arrays:
+            return
+        for location, node, rows in self.numeric_pixels:
+            if node.mini.count(b"[") != rows + 1:
+                raise InvalidInputError(f"{location}: {NOT_2D}")
 
     def count_pixels(self, values: int, location: str) -> None:
         self.pixel_values += values

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError, core_schema
 
+from protonet.open_set import ACCEPTANCES
 from service.api import examples as openapi_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import IndexKind
@@ -172,9 +173,10 @@ class AcceptanceTarget(StrictModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.ACCEPTANCE_TARGET)
 
     acceptance: float = Field(
-        gt=0,
-        lt=1,
-        description="Share of known inputs to accept, e.g. 0.99; within the served model's "
+        ge=ACCEPTANCES[0],
+        le=ACCEPTANCES[-1],
+        description=f"Share of known inputs to accept, e.g. 0.99: from {ACCEPTANCES[0]} to "
+        f"{ACCEPTANCES[-1]} (what a calibration measures), and within the served model's "
         "calibrated range (GET /v1/model: rejection.acceptances), else 422.",
     )
 
@@ -262,6 +264,11 @@ class ReadyResponse(BaseModel):
 
     status: Literal["ready", "starting", "failed"] = Field(description="Readiness state.")
     detail: str = Field(description="What the service is doing while not ready.")
+    database: Literal["up", "down"] = Field(
+        description="Whether the database answered this process's last round trip (about "
+        "every second). Down: queries are still answered from memory, writes get 503 "
+        "database_unavailable; ready stays 200 unless the probe asks ?require=database."
+    )
 
 
 class InputSpecInfo(BaseModel):
@@ -344,9 +351,10 @@ class ModelInfo(ModelSummary):
 
 
 REVISION_DESCRIPTION = (
-    "The collection's revision that this answer reflects: the id of its latest change that "
-    "the answering process has applied. Send it as min_revision to read your own writes "
-    "through any replica (docs/scaling.md)."
+    "The collection's revision that this answer reflects: the revision of its latest write "
+    "that the answering process has applied (revisions count the tenant's writes: 1, 2, "
+    "3...). Send it as min_revision to read your own writes through any replica "
+    "(docs/scaling.md)."
 )
 
 

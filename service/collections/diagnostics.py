@@ -33,12 +33,18 @@ classes 0.4 s; 200,000 in 1,000 6 s; 50,000 in 5,000 8 s; 20,000 singletons 9 s;
 25,000 30 s (about 4e7 distances a second). Memory: the embeddings and prototypes
 (``O((N + C) * D)``) plus one chunk of rows at a time, whose distance matrix is bounded by
 ``CHUNK_ELEMENTS`` numbers whatever the collection's size. :class:`DiagnosticsLimits` refuses
-collections beyond a number of examples or of distances (the service's settings).
+collections beyond a number of examples or of distances (the service's settings), and
+:class:`DiagnosticsSlots` bounds how many run at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +53,7 @@ import torch
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
 from service.collections.rejection import leave_one_out_distances
-from service.errors import CollectionTooLargeError
+from service.errors import CollectionTooLargeError, DiagnosticsBusyError
 from service.storage.repository import StoredEmbeddings
 
 MAX_CONFUSABLE_PAIRS = 10
@@ -56,6 +62,7 @@ MAX_CONFUSABLE_PAIRS = 10
 REFINED_MARGIN = 4
 # Numbers in one chunk's distance matrix (float32: 16 MiB), whatever the collection's size.
 CHUNK_ELEMENTS = 1 << 22
+MAX_RETRY_AFTER = 60  # seconds: a Retry-After beyond this would read as "never"
 
 
 def distances_needed(class_sizes: Sequence[int]) -> int:
@@ -73,6 +80,8 @@ class DiagnosticsLimits:
 
     max_examples: int = 200_000
     max_distances: int = 1_000_000_000
+    max_concurrent: int = 2  # DiagnosticsSlots
+    max_concurrent_per_tenant: int = 1
 
     def check(self, name: str, class_sizes: Sequence[int]) -> None:
         """:class:`CollectionTooLargeError`, naming the limit and its setting, if the
@@ -90,6 +99,52 @@ class DiagnosticsLimits:
                 f"{self.max_distances} (PROTONET_DIAGNOSTICS_MAX_DISTANCES): the work grows "
                 "with examples x classes"
             )
+
+
+class DiagnosticsSlots:
+    """At most ``per_process`` diagnostics at once in this process, and ``per_tenant`` for
+    one tenant: each takes seconds of CPU on large collections, so a few clients with any
+    read key could otherwise occupy every core. Beyond: :class:`DiagnosticsBusyError`, whose
+    retry delay is the duration of the last diagnostics that finished (at least 1 s)."""
+
+    def __init__(self, per_process: int = 2, per_tenant: int = 1) -> None:
+        self.per_process = per_process
+        self.per_tenant = per_tenant
+        self._running: Counter[str] = Counter()
+        self._last_seconds = 1.0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def admit(self, tenant: str) -> Iterator[None]:
+        """Hold a slot while the block runs; refuses at once if none is free."""
+        self._take(tenant)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[tenant] -= 1
+                if not self._running[tenant]:
+                    del self._running[tenant]  # tenants come and go: keep only those running
+                self._last_seconds = time.monotonic() - started
+
+    def _take(self, tenant: str) -> None:
+        with self._lock:
+            if self._running.total() >= self.per_process:
+                self._refuse(
+                    f"{self.per_process} diagnostics are running in this process, as many as "
+                    "PROTONET_DIAGNOSTICS_MAX_CONCURRENT allows"
+                )
+            if self._running[tenant] >= self.per_tenant:
+                self._refuse(
+                    f"{self.per_tenant} diagnostics of this tenant are running, as many as "
+                    "PROTONET_DIAGNOSTICS_MAX_CONCURRENT_PER_TENANT allows"
+                )
+            self._running[tenant] += 1
+
+    def _refuse(self, why: str) -> None:
+        retry_after = min(MAX_RETRY_AFTER, max(1, math.ceil(self._last_seconds)))
+        raise DiagnosticsBusyError(f"{why}: retry after {retry_after} s", retry_after)
 
 
 @dataclass(frozen=True)

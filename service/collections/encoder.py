@@ -28,8 +28,14 @@ from protonet.checkpoint import Checkpoint, load_checkpoint
 from protonet.embedding import embed, optimize_for_inference, pick_device
 from protonet.errors import CheckpointError
 from protonet.model import embedding_dim
-from protonet.preprocessing import ImageSource, InputSpec, pixels_to_tensor, to_pixels
-from protonet.text import TextEncoder, TextSpec, normalize_text
+from protonet.preprocessing import (
+    DEFAULT_MAX_SIDE,
+    ImageSource,
+    InputSpec,
+    pixels_to_tensor,
+    to_pixels,
+)
+from protonet.text import TextEncoder, TextSpec, normalize_text, token_estimate
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +77,12 @@ class Encoder(Protocol):
         """Stage 2: a batch -> float32 ``[n, embedding_dim]`` (C-contiguous)."""
         ...
 
+    def costs(self, batch: StageOneBatch) -> list[int]:
+        """What embedding each row costs, in the unit of this modality's encoder batch
+        budget: an image 1 (``PROTONET_BATCH_MAX_ROWS``), a text its word pieces, estimated
+        (``PROTONET_BATCH_MAX_TOKENS``)."""
+        ...
+
     def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
         """Stored stage-1 items (maybe of an older spec) -> a batch for :meth:`embed_batch`."""
         ...
@@ -79,7 +91,12 @@ class Encoder(Protocol):
 
 
 def load_encoder(
-    name: str, path: Path, device: str, batch_size: int, max_pixels: int
+    name: str,
+    path: Path,
+    device: str,
+    batch_size: int,
+    max_pixels: int,
+    max_side: int = DEFAULT_MAX_SIDE,
 ) -> ImageEncoder | TextModelEncoder:
     """The served model ``name`` from the checkpoint at ``path``, of either modality; raises
     :class:`~protonet.errors.CheckpointError` naming the model (a text model also when the
@@ -88,7 +105,7 @@ def load_encoder(
         checkpoint = load_checkpoint(path, modality=None)
         if checkpoint.modality == "text":
             return TextModelEncoder.build(name, checkpoint, device, batch_size)
-        return ImageEncoder.build(name, checkpoint, device, batch_size, max_pixels)
+        return ImageEncoder.build(name, checkpoint, device, batch_size, max_pixels, max_side)
     except CheckpointError as error:
         raise CheckpointError(f"model {name!r} ({path}): {error}") from None
 
@@ -115,10 +132,17 @@ class ImageEncoder:
     network: nn.Module
     batch_size: int
     max_pixels: int
+    max_side: int = DEFAULT_MAX_SIDE
 
     @classmethod
     def build(
-        cls, name: str, checkpoint: Checkpoint, device: str, batch_size: int, max_pixels: int
+        cls,
+        name: str,
+        checkpoint: Checkpoint,
+        device: str,
+        batch_size: int,
+        max_pixels: int,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> ImageEncoder:
         """The checkpoint's encoder, optimized for inference (checked against the plain one
         on a probe batch)."""
@@ -130,7 +154,7 @@ class ImageEncoder:
         )
         network = optimize_for_inference(network, pixels_to_tensor(probe, spec))
         logger.info("loaded image model %r, version %s", name, checkpoint.version)
-        return cls(name, checkpoint, network, batch_size, max_pixels)
+        return cls(name, checkpoint, network, batch_size, max_pixels, max_side)
 
     @property
     def modality(self) -> Modality:
@@ -153,7 +177,7 @@ class ImageEncoder:
     def to_pixels(self, source: ImageSource) -> np.ndarray:
         """Stage 1: an encoded image (bytes) or ``[H, W]`` array -> ``uint8`` pixels of the spec's
         ``pixel_shape``. Raises :class:`~protonet.errors.InvalidInputError`."""
-        return to_pixels(source, self.input_spec, self.max_pixels)
+        return to_pixels(source, self.input_spec, self.max_pixels, self.max_side)
 
     def stage_one(self, source: Source) -> StageOneItem:
         assert not isinstance(source, str), "payloads route text to text models only"
@@ -176,6 +200,9 @@ class ImageEncoder:
     def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
         assert isinstance(batch, np.ndarray)
         return self.embed_pixels(batch)
+
+    def costs(self, batch: StageOneBatch) -> list[int]:
+        return [1] * len(batch)
 
     def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
         """Re-runs stage 1 only for pixels stored under a different spec."""
@@ -239,6 +266,9 @@ class TextModelEncoder:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         embeddings = self.encoder.embed(list(batch), self.batch_size)
         return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
+
+    def costs(self, batch: StageOneBatch) -> list[int]:
+        return [token_estimate(str(text), self.text_spec) for text in batch]
 
     def conform(self, stored: list[StageOneItem]) -> StageOneBatch:
         return [str(text) for text in stored]

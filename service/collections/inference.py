@@ -7,6 +7,14 @@ micro-batcher. Each served model has its own pipeline (its own batches and threa
 * ``encode`` (a thread): one encoder call for the rows of every request in the batch.
 * ``rank`` (a thread): for queries, one ranking per collection in the batch.
 
+Decode and encode cut a large request into parts that take turns with other requests' parts
+(:class:`~service.collections.batching.Split`): a batch decodes about ``max_rows`` small items
+(a large image counts as many: :func:`~service.collections.payloads.decode_cost`), and encodes
+at most ``max_rows`` images or about ``max_tokens`` word pieces of text (a long text costs the
+encoder up to a hundred times what a short one does). So a small query beside a
+request of 256 long texts waits for about one batch, not for all of them, and the encoder's
+memory stays that of one batch.
+
 A query crosses the stages by :class:`~service.collections.batching.Handoff` from thread to thread
 and comes back to the event loop once. Separate threads keep the encoder (torch, which releases the
 GIL) busy while the next batch is decoded and the last one ranked (Python, which holds it); the
@@ -18,7 +26,7 @@ request is served); two models' encoders may run side by side.
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +34,10 @@ from typing import cast
 
 import numpy as np
 
-from service.collections.batching import BatchStats, Handoff, MicroBatcher
+from service.collections.batching import BatchStats, Handoff, MicroBatcher, Split
 from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.live_collection import LiveCollection, QueryAnswer
-from service.collections.payloads import InputPayload, decode_payloads
+from service.collections.payloads import InputPayload, decode_cost, decode_payloads
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class DecodeJob:
     field: str  # request field, for error locations: "queries", "examples", "inputs"
     collection: LiveCollection | None = None  # a query: go on to encode and rank against it
     top_k: int = 1
+    first: int = 0  # position of payloads[0] in the request (a part of it), for error locations
 
 
 @dataclass(frozen=True)
@@ -64,30 +73,32 @@ class InferencePipeline:
         max_wait: float,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_encode: Callable[[float], None] | None = None,
+        *,
+        max_tokens: int,
     ) -> None:
         self.encoder = encoder
         self._on_encode = on_encode
         self.decoder: MicroBatcher[DecodeJob, StageOneBatch] = MicroBatcher(
             "decode",
             self._decode_batch,
-            rows_of=lambda job: len(job.payloads),
-            max_rows=max_rows,
+            budget=max_rows,
             on_batch=on_batch,
+            split=Split(_decode_costs, _decode_part, self._finish_decode),
         )
         self.embedder: MicroBatcher[EncodeJob, np.ndarray] = MicroBatcher(
             "encode",
             self._encode_batch,
-            rows_of=lambda job: len(job.inputs),
-            max_rows=max_rows,
+            budget=max_tokens if encoder.modality == "text" else max_rows,
             max_wait=max_wait,
             incoming=lambda: self.decoder.in_flight,
             on_batch=on_batch,
+            split=Split(lambda job: encoder.costs(job.inputs), _encode_part, self._finish_encode),
         )
         self.ranker: MicroBatcher[RankJob, list[QueryAnswer]] = MicroBatcher(
             "rank",
             rank_by_collection,
             rows_of=lambda job: len(job.embeddings),
-            max_rows=max_rows,
+            budget=max_rows,
             on_batch=on_batch,
         )
         self._stages = (self.decoder, self.embedder, self.ranker)  # upstream first
@@ -117,36 +128,51 @@ class InferencePipeline:
         job = DecodeJob(payloads, "queries", collection, top_k)
         return cast(list[QueryAnswer], await self.decoder.submit(job))
 
-    def _decode_batch(self, jobs: list[DecodeJob]) -> list[StageOneBatch | Exception | Handoff]:
-        outcomes: list[StageOneBatch | Exception | Handoff] = []
+    def _decode_batch(self, jobs: list[DecodeJob]) -> list[StageOneBatch | Exception]:
+        outcomes: list[StageOneBatch | Exception] = []
         for job in jobs:
             try:
-                inputs = decode_payloads(job.payloads, job.field, self.encoder)
+                outcomes.append(decode_payloads(job.payloads, job.field, self.encoder, job.first))
             except Exception as error:
                 outcomes.append(error)
-                continue
-            if job.collection is None:
-                outcomes.append(inputs)
-            else:
-                encode = EncodeJob(inputs, job.collection, job.top_k)
-                outcomes.append(Handoff(self.embedder, encode))
         return outcomes
 
-    def _encode_batch(self, jobs: list[EncodeJob]) -> list[np.ndarray | Handoff]:
-        """One encoder call for the rows of all jobs; queries go on to the rank stage."""
+    def _finish_decode(self, job: DecodeJob, parts: list[StageOneBatch]) -> StageOneBatch | Handoff:
+        """A request's decoded items; a query goes on to encode."""
+        inputs = self.encoder.join(parts)
+        if job.collection is None:
+            return inputs
+        return Handoff(self.embedder, EncodeJob(inputs, job.collection, job.top_k))
+
+    def _encode_batch(self, jobs: list[EncodeJob]) -> list[np.ndarray]:
+        """One encoder call for the rows of all jobs (or parts of jobs)."""
         inputs = self.encoder.join([job.inputs for job in jobs])
         started = time.perf_counter()
         embeddings = self.encoder.embed_batch(inputs)  # [rows, dim]
         if self._on_encode is not None:
             self._on_encode(time.perf_counter() - started)
-        offsets = itertools.accumulate((len(job.inputs) for job in jobs), initial=0)
-        rows = [embeddings[a:b] for a, b in itertools.pairwise(offsets)]
-        return [
-            rows[i]
-            if job.collection is None
-            else Handoff(self.ranker, RankJob(rows[i], job.collection, job.top_k))
-            for i, job in enumerate(jobs)
-        ]
+        ends = np.cumsum([len(job.inputs) for job in jobs])
+        return np.split(embeddings, ends[:-1])
+
+    def _finish_encode(self, job: EncodeJob, parts: list[np.ndarray]) -> np.ndarray | Handoff:
+        """A request's embeddings; a query goes on to rank."""
+        embeddings = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if job.collection is None:
+            return embeddings
+        return Handoff(self.ranker, RankJob(embeddings, job.collection, job.top_k))
+
+
+def _decode_costs(job: DecodeJob) -> list[int]:
+    # Reads each image's header (base64 decoded once more): small next to decoding it.
+    return [decode_cost(payload) for payload in job.payloads]
+
+
+def _decode_part(job: DecodeJob, start: int, stop: int) -> DecodeJob:
+    return dataclasses.replace(job, payloads=job.payloads[start:stop], first=job.first + start)
+
+
+def _encode_part(job: EncodeJob, start: int, stop: int) -> EncodeJob:
+    return dataclasses.replace(job, inputs=job.inputs[start:stop])
 
 
 def rank_by_collection(jobs: list[RankJob]) -> list[list[QueryAnswer] | Exception]:

@@ -238,7 +238,7 @@ def snapshot(index: IVFIndex) -> Snapshot:
 @dataclass(frozen=True)
 class PersistedIndex:
     index: IVFIndex
-    revision: int  # the collection's revision that the index reflects (at least)
+    revision: int  # the id of the collection's latest change that it reflects (at least)
 
 
 class IndexFiles:

@@ -15,11 +15,13 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Literal, Protocol
 
 import faiss
 import torch
 
+from protonet.checkpoint import with_article
 from protonet.errors import CheckpointError
 from service.collections.batching import BatchStats
 from service.collections.diagnostics import DiagnosticsLimits
@@ -33,6 +35,7 @@ from service.collections.registry import AllTenantsSummary, CollectionRegistry
 from service.collections.sync import ChangeFeed, Heartbeat, new_replica
 from service.errors import NotReadyError, UnknownModelError
 from service.settings import Settings
+from service.storage.probe import DatabaseProbe
 from service.storage.repository import Storage
 from service.threads import default_threads
 
@@ -95,6 +98,7 @@ def serve_models(encoders: Sequence[Encoder], settings: Settings, metrics: Obser
                 settings.batch_max_wait_ms / 1000,
                 on_batch=functools.partial(metrics.observe_batch, model=encoder.name),
                 on_encode=functools.partial(metrics.observe_encoder, model=encoder.name),
+                max_tokens=settings.batch_max_tokens,
             ),
         )
         for encoder in encoders
@@ -119,8 +123,8 @@ def check_bindings(storage: Storage, models: ModelSet) -> None:
         other = storage.stored_input_kinds(model.name) - {model.encoder.modality}
         if other:
             raise CheckpointError(
-                f"model {model.name!r} is now a {model.encoder.modality} model, but its "
-                f"collections hold {', '.join(sorted(other))} examples: serve a checkpoint of "
+                f"model {model.name!r} is now {with_article(model.encoder.modality)} model, but "
+                f"its collections hold {', '.join(sorted(other))} examples: serve a checkpoint of "
                 "their modality under that name"
             )
 
@@ -138,6 +142,7 @@ class ServiceState:
         self.registry: CollectionRegistry | None = None
         self.feed: ChangeFeed | None = None
         self.heartbeat = Heartbeat(storage, new_replica(models.versions()))
+        self.database = DatabaseProbe(storage)  # for /readyz and the metrics
         self.status: Readiness = "starting"
         self.detail = "loading collections"
         self._stop = threading.Event()
@@ -165,6 +170,7 @@ class ServiceState:
                 settings.device,
                 settings.embed_batch_size,
                 settings.max_image_pixels,
+                settings.max_image_side,
             )
             for name, path in settings.served_models().items()
         ]
@@ -173,6 +179,7 @@ class ServiceState:
             settings.resolved_database_url(),
             migrate=settings.migrate_on_start,
             default_model=models.default_name,
+            idempotency_retention=timedelta(seconds=settings.idempotency_key_retention_seconds),
         )
         try:
             check_bindings(storage, models)
@@ -209,6 +216,7 @@ class ServiceState:
         try:
             self.heartbeat.beat()  # live from the start: its versions must not be dropped
             self.heartbeat.start()
+            self.database.start()
             self._embed_stored()
             if self._stop.is_set():
                 return
@@ -226,6 +234,8 @@ class ServiceState:
                 DiagnosticsLimits(
                     self.settings.diagnostics_max_examples,
                     self.settings.diagnostics_max_distances,
+                    self.settings.diagnostics_max_concurrent,
+                    self.settings.diagnostics_max_concurrent_per_tenant,
                 ),
             )
             self.feed = ChangeFeed(
@@ -283,4 +293,5 @@ class ServiceState:
         if self.registry is not None:
             self.registry.save_indexes()  # a quick start next time
         self.heartbeat.stop()
+        self.database.stop()
         self.storage.close()

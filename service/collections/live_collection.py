@@ -27,7 +27,7 @@ from service.collections.exact_index import ExactIndex
 from service.collections.ivf_index import DEFAULT_NPROBE, IVFIndex
 from service.collections.rejection import LeaveOneOutScores, RejectionSetting, Verdict
 from service.errors import ConflictError
-from service.storage.repository import StoredClass, StoredEmbeddings
+from service.storage.repository import Change, StoredClass, StoredEmbeddings
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class ClassCount:
 
 @dataclass(frozen=True)
 class CollectionStatus:
-    """``revision``: the id of the collection's latest change that this process has applied."""
+    """``revision``: its tenant's revision of the collection's latest change that this process
+    has applied (service/storage/repository.py: revisions number each tenant's writes)."""
 
     name: str
     n_classes: int
@@ -133,8 +134,9 @@ def prototypes_of(stored: StoredEmbeddings) -> tuple[np.ndarray, np.ndarray, np.
 class LiveCollection:
     """Index + class table of one collection (see the module docstring for the locking).
 
-    ``revision`` is the id of the latest of the collection's changes applied here: the index
-    reflects at least every change up to it (service/collections/registry.py applies them).
+    ``change_id`` is the id of the latest of the collection's changes applied here: the index
+    reflects at least every change up to it (service/collections/registry.py applies them);
+    ``revision`` is that change's revision, the number its tenant's clients see.
     """
 
     def __init__(
@@ -146,11 +148,14 @@ class LiveCollection:
         policy: IndexPolicy | None = None,
         rejection: RejectionSetting | None = None,
         model: str = "default",
+        change_id: int = 0,
     ) -> None:
         self.id = collection_id
         self.name = name
         self.model = model  # the served model's name: fixed at creation
-        self.revision = revision  # set under write_lock and the state lock (advance)
+        # Both set under write_lock and the state lock (advance).
+        self.revision = revision
+        self.change_id = change_id
         self.policy = policy or IndexPolicy()
         # Replaced (not mutated) under write_lock and the state lock (advance).
         self.rejection = rejection or RejectionSetting()
@@ -331,13 +336,14 @@ class LiveCollection:
         with self._state_lock:
             return [self._classes[class_id] for class_id in class_ids]
 
-    def advance(self, revision: int, rejection: RejectionSetting | None = None) -> None:
-        """Move to ``revision`` and, where it changed one, its rejection setting, as one step
-        for readers (who read both under the state lock). Caller holds write_lock."""
+    def advance(self, latest: Change, rejection: RejectionSetting | None = None) -> None:
+        """Move to the change ``latest`` (applied) and, where it changed one, its rejection
+        setting, as one step for readers (who read both under the state lock). Caller holds
+        write_lock."""
         with self._state_lock:
             if rejection is not None:
                 self.rejection = rejection
-            self.revision = revision
+            self.change_id, self.revision = latest.id, latest.revision
 
     def status(self) -> CollectionStatus:
         with self._state_lock:

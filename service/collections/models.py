@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from protonet.open_set import RejectionCalibration
 from service.collections.encoder import Encoder
 from service.collections.inference import InferencePipeline
+from service.collections.rejection import RejectionPolicy, RejectionSetting
 from service.errors import UnknownModelError
 
 
@@ -24,6 +25,10 @@ class ServedModel:
     def calibration(self) -> RejectionCalibration | None:
         """The model's rejection calibration, if its checkpoint carries one."""
         return self.encoder.checkpoint.rejection
+
+    def rejection_policy(self, setting: RejectionSetting) -> RejectionPolicy | None:
+        """What ``setting`` means for this model (see :meth:`RejectionSetting.resolve`)."""
+        return setting.resolve(self.calibration, model=self.name, modality=self.encoder.modality)
 
 
 class ModelSet:

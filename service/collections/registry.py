@@ -27,10 +27,16 @@ from anyio import to_thread
 
 from protonet.errors import InvalidInputError
 from protonet.open_set import RejectionCalibration
-from service.collections.diagnostics import DiagnosticsLimits, SupportSetDiagnostics, diagnose
+from service.collections.diagnostics import (
+    DiagnosticsLimits,
+    DiagnosticsSlots,
+    SupportSetDiagnostics,
+    diagnose,
+)
 from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.ivf_index import IndexFiles, snapshot
 from service.collections.live_collection import (
+    ClassCount,
     CollectionContents,
     CollectionStatus,
     IndexKind,
@@ -55,7 +61,14 @@ from service.errors import (
     RevisionNotReachedError,
     UnknownModelError,
 )
-from service.storage.repository import Change, Storage, StoredClass, StoredCollection
+from service.storage.repository import (
+    AddedExamples,
+    Change,
+    IdempotencyClaim,
+    Storage,
+    StoredClass,
+    StoredCollection,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +106,13 @@ class AllTenantsSummary:
     collections: int = 0
     classes: int = 0
     examples: int = 0
+
+
+def support_result(added: AddedExamples, labels: list[str]) -> SupportResult:
+    """The answer of a support write: the classes it touched in request order, each with its
+    size after the write, at the write's own revision."""
+    classes = [ClassCount(label, added.sizes[label]) for label in dict.fromkeys(labels)]
+    return SupportResult(added.n_added, classes, added.revision)
 
 
 class CollectionRegistry:
@@ -134,12 +154,18 @@ class CollectionRegistry:
         # Settings of every collection's index but its kind (which each collection has).
         self.index_policy = index_policy or IndexPolicy()
         self.index_files = index_files
-        self.diagnostics_limits = diagnostics_limits or DiagnosticsLimits()
-        self._saved_revisions: dict[int, int] = {}  # collection id -> revision of its file
+        self.diagnostics_limits = limits = diagnostics_limits or DiagnosticsLimits()
+        self.diagnostics_slots = DiagnosticsSlots(
+            limits.max_concurrent, limits.max_concurrent_per_tenant
+        )
+        self._saved_change_ids: dict[int, int] = {}  # collection id -> change id of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
-        # Every change up to this id is applied here (set by load_all and the change feed).
+        # Every change up to this id is applied here (set by load_all and the change feed)...
         self.applied_through = 0
+        # ... and so is every change of a tenant up to its revision here (the same position,
+        # in each tenant's numbers: what min_revision is compared with).
+        self.applied_revisions: dict[str, int] = {}
 
     @property
     def encoder(self) -> Encoder:
@@ -158,7 +184,9 @@ class CollectionRegistry:
     def load_all(self) -> int:
         """Build every collection's index from storage (at startup). Returns the change id
         that the indexes reflect at least: the change feed starts after it."""
-        cursor = self.storage.last_change_id()  # before reading: later changes are re-applied
+        # Both before reading: later changes are re-applied.
+        revisions = self.storage.tenant_revisions()
+        cursor = self.storage.last_change_id()
         for stored in self.storage.list_collections():
             live = self._load(stored)
             self._collections[stored.tenant, stored.name] = live
@@ -170,7 +198,7 @@ class CollectionRegistry:
                 summary.n_classes,
                 summary.n_examples,
             )
-        self.applied_through = cursor
+        self.applied_through, self.applied_revisions = cursor, revisions
         return cursor
 
     def reload_all(self) -> int:
@@ -199,17 +227,24 @@ class CollectionRegistry:
         dim = model.encoder.embedding_dim
         rejection = RejectionSetting.from_column(stored.rejection)
         return LiveCollection(
-            stored.id, stored.name, dim, stored.revision, policy, rejection, model.name
+            stored.id,
+            stored.name,
+            dim,
+            stored.revision,
+            policy,
+            rejection,
+            model.name,
+            stored.change_id,
         )
 
     def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
         """Start from the collection's persisted IVF index, if it has a usable one: applies
-        the changes made after the index's revision, then checks that the index holds exactly
+        the changes made after the index's change id, then checks that the index holds exactly
         the stored classes (else: False, and the caller builds from the embeddings)."""
         if self.index_files is None or live.policy.kind == "exact":
             return False
         persisted = self.index_files.load(live.id, self.encoder_of(live).version)
-        if persisted is None or persisted.revision > live.revision:
+        if persisted is None or persisted.revision > live.change_id:
             return False
         live.load_persisted(classes, persisted.index)
         changes = self.storage.collection_changes_after(live.id, persisted.revision)
@@ -217,7 +252,7 @@ class CollectionRegistry:
         if not persisted.index.holds_exactly(live.indexed_ids()):
             logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
             return False
-        self._saved_revisions[live.id] = persisted.revision
+        self._saved_change_ids[live.id] = persisted.revision
         logger.info("collection %r: persisted IVF index loaded", live.name)
         return True
 
@@ -228,13 +263,14 @@ class CollectionRegistry:
             return 0
         written = 0
         for live in list(self._collections.values()):
-            with live.write_lock:  # no update between reading the revision and the index
-                index, revision = live.ivf_index(), live.revision
-                if live.deleted or index is None or self._saved_revisions.get(live.id) == revision:
+            with live.write_lock:  # no update between reading the change id and the index
+                index, change_id = live.ivf_index(), live.change_id
+                saved = self._saved_change_ids.get(live.id) == change_id
+                if live.deleted or index is None or saved:
                     continue
                 serialized = snapshot(index)
-            self.index_files.write(live.id, self.encoder_of(live).version, serialized, revision)
-            self._saved_revisions[live.id] = revision
+            self.index_files.write(live.id, self.encoder_of(live).version, serialized, change_id)
+            self._saved_change_ids[live.id] = change_id
             written += 1
         return written
 
@@ -277,9 +313,9 @@ class CollectionRegistry:
             live.remove_classes(set(chunk) - set(updated))
 
     def _catch_up(self, live: LiveCollection) -> bool:
-        """Apply the collection's changes after ``live.revision`` (caller holds write_lock).
+        """Apply the collection's changes after ``live.change_id`` (caller holds write_lock).
         Returns False if the collection was deleted (``live.deleted`` is then set)."""
-        changes = self.storage.collection_changes_after(live.id, live.revision)
+        changes = self.storage.collection_changes_after(live.id, live.change_id)
         if any(change.kind == "delete" for change in changes):
             live.deleted = True
             return False
@@ -294,7 +330,7 @@ class CollectionRegistry:
             self._refresh(live, {i for change in changes for i in change.class_ids})
             # The setting and the revision that made it become visible together: a reader
             # never sees the new setting at an older revision, nor the revision without it.
-            live.advance(changes[-1].id, rejection)
+            live.advance(changes[-1], rejection)
         return True
 
     def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
@@ -304,7 +340,13 @@ class CollectionRegistry:
             del self._collections[key]
 
     def apply_change(self, change: Change) -> None:
-        """Apply a change that the feed delivered (maybe made here; then it is a no-op)."""
+        """Apply a change that the feed delivered (maybe made here; then it is a no-op), the
+        feed's next in order: every change up to it is then applied here."""
+        self._apply(change)
+        self.applied_through = change.id
+        self.applied_revisions[change.tenant] = change.revision
+
+    def _apply(self, change: Change) -> None:
         key = (change.tenant, change.name)
         live = self._collections.get(key)
         if change.kind in ("create", "delete"):
@@ -317,7 +359,7 @@ class CollectionRegistry:
                 elif live is None or live.id != change.collection_id:
                     self._sync_unless_unserved(key)
             return
-        if live is None or live.id != change.collection_id or live.revision >= change.id:
+        if live is None or live.id != change.collection_id or live.change_id >= change.id:
             return
         self.catch_up(key, live)
 
@@ -365,9 +407,10 @@ class CollectionRegistry:
 
     async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
         """Return once this process reflects every change of the collection up to
-        ``min_revision`` (a revision some write returned), catching it up from storage if
-        needed. :class:`RevisionNotReachedError` if that takes longer than the timeout;
-        :class:`InvalidInputError` for a revision that no write has made yet."""
+        ``min_revision`` (a revision some write of the tenant returned: revisions number each
+        tenant's writes), catching it up from storage if needed.
+        :class:`RevisionNotReachedError` if that takes longer than the timeout;
+        :class:`InvalidInputError` for a revision that no write of the tenant has made yet."""
         if min_revision is None or self._reflects(name, tenant, min_revision):
             return
         with anyio.move_on_after(self.min_revision_timeout):
@@ -376,8 +419,8 @@ class CollectionRegistry:
             )
             if min_revision > synced_through:
                 raise InvalidInputError(
-                    f"min_revision {min_revision} is ahead of every change in the database "
-                    f"(the latest is {synced_through}): send a revision that a write returned"
+                    f"min_revision {min_revision} is ahead of your latest write (revision "
+                    f"{synced_through}): send a revision that one of your writes returned"
                 )
             return
         raise RevisionNotReachedError(
@@ -387,15 +430,17 @@ class CollectionRegistry:
         )
 
     def _reflects(self, name: str, tenant: str, revision: int) -> bool:
-        """Whether the collection (or its absence) here reflects every change up to
-        ``revision``: its own latest applied change, or the feed's position, is that far."""
+        """Whether the collection (or its absence) here reflects every change of the tenant up
+        to ``revision``: its own latest applied change, or the feed's position in the tenant's
+        revisions, is that far."""
         live = self._collections.get((tenant, name))
-        return self.applied_through >= revision or (live is not None and live.revision >= revision)
+        applied = self.applied_revisions.get(tenant, 0)
+        return applied >= revision or (live is not None and live.revision >= revision)
 
     def _sync_through(self, name: str, tenant: str) -> int:
-        """Catch the collection up with storage; returns the change id it now reflects at
-        least (the latest change id in storage when the catch-up began)."""
-        latest = self.storage.last_change_id()
+        """Catch the collection up with storage; returns the tenant's revision it now reflects
+        at least (the tenant's latest in storage when the catch-up began)."""
+        latest = self.storage.tenant_revision(tenant)
         self.sync(name, tenant)
         return latest
 
@@ -430,7 +475,7 @@ class CollectionRegistry:
         422 error for a model not served or one that cannot reject as asked."""
         served = self.models.get(model)
         rejection = rejection or RejectionSetting()
-        rejection.resolve(served.calibration)  # refused before anything is stored
+        served.rejection_policy(rejection)  # refused before anything is stored
         with self._lock:
             if (tenant, name) in self._collections:
                 raise ConflictError(f"collection {name!r} already exists")
@@ -446,17 +491,20 @@ class CollectionRegistry:
         """Change the collection's rejection of unknowns (the setting queries use when they
         name none); returns its summary at the change's revision."""
         live = self._get(name, tenant)
-        rejection.resolve(self.model_of(live).calibration)
+        self.model_of(live).rejection_policy(rejection)
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
             try:
-                self.storage.set_rejection(live.id, rejection.to_column())
+                revision = self.storage.set_rejection(live.id, rejection.to_column())
             except NotFoundError:  # deleted through another process
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._catch_up(live)  # applies the setting with this change
-            return live.status()
+            if self._catch_up_after_commit(live):  # applies the setting with this change
+                return live.status()
+            # Committed, not applied here yet: the answer says what was written, with this
+            # process's counts.
+            return dataclasses.replace(live.status(), revision=revision, rejection=rejection)
 
     def list_all(self, *, tenant: str) -> list[CollectionStatus]:
         """Every collection of the tenant, by name."""
@@ -492,17 +540,19 @@ class CollectionRegistry:
 
         The classes are those of this process's table at that revision; their examples are
         read from storage afterwards (one statement), so a class created elsewhere since is
-        left out, and examples added elsewhere since to a listed class count."""
+        left out, and examples added elsewhere since to a listed class count. At most
+        :class:`DiagnosticsSlots` allows run at once (429 diagnostics_busy beyond)."""
         live = self._get(name, tenant)
         revision, classes = live.revision, live.class_table()
         self.diagnostics_limits.check(name, [c.n_examples for c in classes.values()])
-        version = self.encoder_of(live).version
-        stored = self.storage.collection_embeddings(live.id, version)
-        labels = {class_id: c.label for class_id, c in classes.items()}
-        return revision, version, diagnose(stored, labels)
+        with self.diagnostics_slots.admit(tenant):
+            version = self.encoder_of(live).version
+            stored = self.storage.collection_embeddings(live.id, version)
+            labels = {class_id: c.label for class_id, c in classes.items()}
+            return revision, version, diagnose(stored, labels)
 
     def delete(self, name: str, *, tenant: str) -> int:
-        """Drop a collection with all its classes and examples; returns the change id."""
+        """Drop a collection with all its classes and examples; returns its revision."""
         live = self._get(name, tenant)
         with self._lock, live.write_lock:  # let in-flight writes to it finish first
             if live.deleted:
@@ -518,21 +568,32 @@ class CollectionRegistry:
             return revision
 
     async def add_support(
-        self, name: str, examples: Sequence[LabelledPayload], *, tenant: str
+        self,
+        name: str,
+        examples: Sequence[LabelledPayload],
+        *,
+        tenant: str,
+        claim: IdempotencyClaim | None = None,
     ) -> SupportResult:
         """Add labelled examples, creating classes as needed; all-or-nothing.
 
         Each affected class's prototype is recomputed from all its stored embeddings and
-        replaced in the index; other classes are untouched.
+        replaced in the index; other classes are untouched. With an idempotency ``claim``
+        whose key came with this request before, nothing is written or embedded: the first
+        write's answer comes back.
         """
         live = self._get(name, tenant)
+        if claim is not None:
+            replay = await to_thread.run_sync(self.storage.replayed_examples, claim)
+            if replay is not None:
+                return support_result(replay, [example.label for example in examples])
         pipeline = self.model_of(live).pipeline
         check_item_count(len(examples), self.max_items, "examples")
         check_pixel_budget(examples, self.max_request_pixels, "examples")
         inputs = await pipeline.decode(examples, "examples")  # [n, H, W] or n texts
         embeddings = await pipeline.embed(inputs)  # [n, dim]
         labels = [example.label for example in examples]
-        return await to_thread.run_sync(self._store, live, labels, inputs, embeddings)
+        return await to_thread.run_sync(self._store, live, labels, inputs, embeddings, claim)
 
     def _store(
         self,
@@ -540,25 +601,46 @@ class CollectionRegistry:
         labels: list[str],
         inputs: StageOneBatch,
         embeddings: np.ndarray,
+        claim: IdempotencyClaim | None = None,
     ) -> SupportResult:
-        """One transaction for the examples, then the collection caught up to it."""
+        """One transaction for the examples, then the collection caught up to it. The answer
+        is what the transaction committed (its revision, the classes' sizes), whether or not
+        the catch-up succeeds."""
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
             try:
-                class_ids, _ = self.storage.add_examples(
-                    live.id, labels, inputs, embeddings, self.encoder_of(live).version
+                added = self.storage.add_examples(
+                    live.id, labels, inputs, embeddings, self.encoder_of(live).version, claim
                 )
             except NotFoundError:  # deleted through another process
                 live.deleted = True
                 raise NotFoundError(f"collection {live.name!r} does not exist") from None
-            self._catch_up(live)  # this write's change, and any earlier ones made elsewhere
-            in_request_order = [class_ids[label] for label in dict.fromkeys(labels)]
-            classes = live.class_counts(in_request_order)
-            return SupportResult(len(labels), classes, live.revision)
+            if not added.replayed:
+                self._catch_up_after_commit(live)
+            return support_result(added, labels)
+
+    def _catch_up_after_commit(self, live: LiveCollection) -> bool:
+        """:meth:`_catch_up` after a write committed (caller holds write_lock); False if it
+        failed. The write is stored whatever happens here, so a failure (the database gone
+        a moment after the commit) must not make its answer an error, which would invite a
+        duplicating retry. Nothing is lost: ``live.change_id`` stays below the write's change
+        until the change feed applies it (its cursor passes a change only once applied), and
+        reads with ``min_revision`` wait for that; queries meanwhile answer the older revision
+        they do reflect."""
+        try:
+            return self._catch_up(live)
+        except Exception:
+            logger.warning(
+                "collection %r: reading back a committed write failed; the change feed "
+                "will apply it",
+                live.name,
+                exc_info=True,
+            )
+            return False
 
     def delete_class(self, name: str, label: str, *, tenant: str) -> int:
-        """Drop one class and its examples; returns the change id."""
+        """Drop one class and its examples; returns its revision."""
         live = self._get(name, tenant)
         with live.write_lock:
             if live.deleted or not self._catch_up(live):  # the class may be new elsewhere
@@ -567,12 +649,12 @@ class CollectionRegistry:
             if class_id is None:
                 raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
             try:
-                self.storage.delete_class(live.id, class_id)
+                revision = self.storage.delete_class(live.id, class_id)
             except NotFoundError:
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._catch_up(live)
-            return live.revision
+            self._catch_up_after_commit(live)
+            return revision
 
     async def query(
         self,
@@ -589,7 +671,7 @@ class CollectionRegistry:
         revision = live.revision
         model = self.model_of(live)
         setting = live.rejection if rejection is None else rejection
-        policy = setting.resolve(model.calibration)  # a 422 before decoding anything
+        policy = model.rejection_policy(setting)  # a 422 before decoding anything
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from protonet.open_set import RejectionCalibration, open_set_score
+from service.collections.encoder import Modality
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
 
@@ -80,27 +81,26 @@ class RejectionSetting:
     def from_column(cls, value: str) -> RejectionSetting:
         return cls.from_choice(value if value in (NONE, DEFAULT) else float(value))
 
-    def resolve(self, calibration: RejectionCalibration | None) -> RejectionPolicy | None:
-        """The policy this setting means with the served model's ``calibration`` (``None``:
-        no rejection). :class:`RejectionUnavailableError` if the model has no usable
+    def resolve(
+        self, calibration: RejectionCalibration | None, *, model: str, modality: Modality
+    ) -> RejectionPolicy | None:
+        """The policy this setting means with the calibration of the served ``model``
+        (``None``: no rejection). :class:`RejectionUnavailableError` if the model has no usable
         calibration, :class:`AcceptanceOutOfRangeError` outside its calibrated range."""
         if not self.calibrated:
             return None
         if calibration is None:
-            raise RejectionUnavailableError(
-                "the served model has no rejection calibration: ask for rejection 'none', or "
-                "serve a calibrated checkpoint (protonet calibrate --write-card)"
-            )
+            raise RejectionUnavailableError(_no_calibration(model, modality))
         if calibration.method not in NEAREST_CLASS_SCORES:
             raise RejectionUnavailableError(
-                f"the served model's rejection score {calibration.method!r} needs every "
+                f"model {model!r}'s rejection score {calibration.method!r} needs every "
                 "class's distance, which the service does not compute: ask for rejection 'none'"
             )
         acceptance = calibration.default_acceptance if self.acceptance is None else self.acceptance
         low, high = calibration.acceptances[0], calibration.acceptances[-1]
         if not low <= acceptance <= high:
             raise AcceptanceOutOfRangeError(
-                f"rejection acceptance {acceptance:g} is outside the served model's calibrated "
+                f"rejection acceptance {acceptance!r} is outside the served model's calibrated "
                 f"range [{low:g}, {high:g}]: pick one within it (GET /v1/model shows it)"
             )
         return RejectionPolicy(calibration, acceptance)
@@ -114,6 +114,22 @@ class RejectionSetting:
         if acceptance is None and calibration is not None:
             acceptance = calibration.default_acceptance
         return {"mode": "calibrated", "acceptance": acceptance}
+
+
+def _no_calibration(model: str, modality: Modality) -> str:
+    """Why ``model`` cannot reject, and the advice that works for its kind: ``protonet
+    calibrate`` measures image checkpoints only."""
+    if modality == "text":
+        return (
+            f"model {model!r} is a text model, and rejection of unknown inputs is not "
+            "available for text models yet (protonet calibrate measures image checkpoints "
+            "only): ask for rejection 'none'"
+        )
+    return (
+        f"model {model!r} has no rejection calibration: ask for rejection 'none', or serve it "
+        "from a calibrated checkpoint (protonet calibrate --checkpoint CKPT --data DIR "
+        "--write-card, then restart the service)"
+    )
 
 
 @dataclass(frozen=True)

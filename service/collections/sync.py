@@ -5,7 +5,8 @@ registry; change ids are committed in order (service/storage/repository.py), so 
 On PostgreSQL a second thread LISTENs on the changes channel and wakes the poller the moment a write
 commits; polling stays on as the fallback (and is the only mechanism on SQLite, whose processes
 share one WAL database on one host). The same thread refreshes this process's heartbeat in
-``replicas`` and now and then prunes changes older than the retention.
+``replicas`` and now and then prunes changes older than the retention (and idempotency keys older
+than theirs).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class ChangeFeed:
             changes = self.storage.changes_after(self.cursor, BATCH)
             for change in changes:
                 self.registry.apply_change(change)
-                self.cursor = self.registry.applied_through = change.id
+                self.cursor = change.id
             applied += len(changes)
             if len(changes) < BATCH:
                 break
@@ -164,6 +165,7 @@ class Heartbeat:
                 if pruned := self.storage.prune_changes(CHANGE_RETENTION):
                     logger.info("pruned %d changes older than %s", pruned, CHANGE_RETENTION)
                 self.storage.prune_replicas(CHANGE_RETENTION)
+                self.storage.prune_idempotency_keys()
         except Exception:
             logger.warning("heartbeat failed; retrying", exc_info=True)
 

@@ -27,7 +27,9 @@ from service.errors import (
     AcceptanceOutOfRangeError,
     CollectionTooLargeError,
     ConflictError,
+    DiagnosticsBusyError,
     ForbiddenError,
+    IdempotencyKeyReusedError,
     LimitExceededError,
     MalformedJSONError,
     ModelMismatchError,
@@ -81,6 +83,7 @@ class ErrorResponse(BaseModel):
 DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (UnauthenticatedError, 401, "unauthenticated"),
     (ForbiddenError, 403, "forbidden"),
+    (DiagnosticsBusyError, 429, "diagnostics_busy"),  # a RateLimitedError: first
     (RateLimitedError, 429, "rate_limited"),
     (OverloadedError, 503, "overloaded"),
     (RevisionNotReachedError, 503, "revision_not_reached"),
@@ -92,6 +95,7 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (CollectionTooLargeError, 422, "collection_too_large"),
     (ModelMismatchError, 422, "wrong_modality"),  # an InvalidInputError: first
     (InvalidInputError, 422, "invalid_input"),
+    (IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
     (UnknownModelError, 422, "unknown_model"),
     (RejectionUnavailableError, 422, "rejection_unavailable"),
     (AcceptanceOutOfRangeError, 422, "acceptance_out_of_range"),
@@ -107,14 +111,17 @@ ERROR_DESCRIPTIONS = {
     "tenant.",
     404: "Unknown collection or class.",
     409: "Conflict: the collection exists already, or has no classes to query.",
-    413: "Body larger than PROTONET_MAX_BODY_BYTES, or more items than "
-    "PROTONET_MAX_ITEMS_PER_REQUEST.",
+    413: "Body larger than PROTONET_MAX_BODY_BYTES, more items than "
+    "PROTONET_MAX_ITEMS_PER_REQUEST, or an object of more than 64 keys.",
     422: "Invalid input; the message names the offending item (e.g. examples[3].image). "
     "rejection_unavailable: calibrated rejection asked of a model without a calibration; "
     "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range; "
     "unknown_model: a model that is not served (GET /v1/models); wrong_modality: an image "
-    "for a text model or text for an image model (the item is named).",
-    429: "Too many requests from this API key (or client address); see Retry-After.",
+    "for a text model or text for an image model (the item is named); "
+    "idempotency_key_reused: an Idempotency-Key sent again with another body.",
+    429: "Too many requests from this API key (or client address); diagnostics_busy: as many "
+    "diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT(_PER_TENANT) allow are running; see "
+    "Retry-After.",
     503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
     "many requests in flight); the database is unreachable; or this replica has not reached "
     "the min_revision asked for in time. Retry after Retry-After seconds.",
@@ -179,10 +186,23 @@ def format_location(location: Sequence[int | str]) -> str:
     return text or "body"
 
 
+# Errors whose message names the limit but not the value: the value sent is added, in full
+# (``repr``: 0.9999999999999999 is not "1").
+BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def validation_message(error: Any) -> str:
+    """pydantic's message, with the value sent where the message gives only the bound."""
+    if error["type"] not in BOUND_ERRORS:
+        return str(error["msg"])
+    sent = error.get("input")
+    return f"{error['msg']} (got {sent if isinstance(sent, str) else repr(sent)})"
+
+
 def describe_validation_errors(errors: Sequence[Any], shown: int) -> list[FieldError]:
     """The first ``shown`` errors, each with its location in request terms."""
     return [
-        FieldError(location=format_location(error["loc"]), message=error["msg"])
+        FieldError(location=format_location(error["loc"]), message=validation_message(error))
         for error in errors[:shown]
     ]
 
@@ -257,7 +277,9 @@ async def handle_http_exception(request: Request, error: Exception) -> JSONRespo
 
 async def handle_database_error(_request: Request, error: Exception) -> JSONResponse:
     """The database is unreachable or refused the connection: 503, never a 500. Nothing was
-    written (every write is one transaction)."""
+    written (every write is one transaction, and a failure after its commit is not reported:
+    the registry answers the committed write). Only a connection lost during the COMMIT itself
+    leaves the outcome unknown: a retry with the same Idempotency-Key is then safe."""
     logger.error("database unavailable: %s", error)
     return domain_error_response(
         StorageUnavailableError("the database is unavailable right now; retry shortly")

@@ -6,7 +6,7 @@ follow its request through its own logs and ours), else a fresh one. It is retur
 worker threads included (anyio copies the context into them).
 
 What is never logged: headers (API keys travel in them), bodies (images), query strings. Keys
-appear only as ``key_id``, a prefix of their SHA-256. Messages are cut at ``MAX_MESSAGE``
+appear only as ``key_id``, a prefix of their SHA-256. Messages are cut to about ``MAX_MESSAGE``
 characters, so an exception that quotes its input cannot dump an image into the log.
 """
 
@@ -23,12 +23,15 @@ from typing import Any
 
 from starlette.requests import Request
 
+from protonet.errors import ProtonetError
 from service.edge.admission import PROBE_PATHS, principal_of
 from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.edge.error_responses import handle_unexpected_error
 
 REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 MAX_MESSAGE = 2000
+# A cut keeps the start and, larger, the end: a traceback ends with the exception it is about.
+KEPT_HEAD = MAX_MESSAGE // 4
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 access_logger = logging.getLogger("service.access")  # the access log (a name, not a module)
@@ -51,9 +54,11 @@ class RequestIdFilter(logging.Filter):
 
 
 def truncated(text: str) -> str:
+    """``text``, or its first and last characters around a note of how many were cut."""
     if len(text) <= MAX_MESSAGE:
         return text
-    return f"{text[:MAX_MESSAGE]}... [{len(text) - MAX_MESSAGE} characters cut]"
+    tail = MAX_MESSAGE - KEPT_HEAD
+    return f"{text[:KEPT_HEAD]} ... [{len(text) - MAX_MESSAGE} characters cut] ... {text[-tail:]}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -105,6 +110,43 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
         "root": {"level": "WARNING", "handlers": ["default"]},
         "loggers": {"service": ours, "uvicorn": ours, "uvicorn.error": {"propagate": True}},
     }
+
+
+class StartupFailureReport:
+    """A start that fails on an error raised on purpose (a :class:`ProtonetError`, e.g. a
+    checkpoint that does not load or a database that cannot be reached) is logged as one line:
+    ``startup failed: <its message>``, which names what is wrong and where.
+
+    uvicorn logs the message of the ASGI ``lifespan.startup.failed`` event, which Starlette
+    fills with the whole traceback: dozens of framework frames around the one line that says
+    what to fix. Any other error (a bug) keeps its traceback.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        failure: Message | None = None
+
+        async def hold_the_failure(message: Message) -> None:
+            nonlocal failure
+            if message["type"] == "lifespan.startup.failed":
+                failure = message  # sent below, once the exception raised after it is known
+            else:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, hold_the_failure)
+        except ProtonetError as error:
+            if failure is not None:
+                failure = {**failure, "message": f"startup failed: {error}"}
+            raise
+        finally:
+            if failure is not None:
+                await send(failure)
 
 
 def request_id_of(scope: Scope) -> str:

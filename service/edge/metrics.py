@@ -11,7 +11,9 @@ Each app has its own ``CollectorRegistry`` (tests run many apps in one process).
 * ``protonet_embedding_backfill_examples``: startup re-embedding, by model and state;
 * ``protonet_tenants`` (tenants with at least one collection), ``protonet_collections``,
   ``protonet_classes``, ``protonet_examples``: totals over all tenants, read at scrape time
-  (no per-tenant labels: tenants are unbounded).
+  (no per-tenant labels: tenants are unbounded);
+* ``protonet_database_up``: 1 while the database answers this process's round trips, else 0
+  (queries are still answered from memory; writes get 503).
 """
 
 from __future__ import annotations
@@ -64,6 +66,23 @@ class CollectionsCollector(Collector):
         yield GaugeMetricFamily("protonet_classes", "Classes, all tenants.", totals.classes)
         yield GaugeMetricFamily(
             "protonet_examples", "Support examples, all tenants.", totals.examples
+        )
+
+
+class DatabaseCollector(Collector):
+    """``protonet_database_up``, read at scrape time."""
+
+    def __init__(self, up: Callable[[], bool]) -> None:
+        self.up = up
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "protonet_database_up",
+            "1 while the database answers this process (writes need it; queries do not).",
+            1.0 if self.up() else 0.0,
         )
 
 
@@ -158,6 +177,10 @@ class ServiceMetrics:
 
     def observe_encoder(self, seconds: float, model: str) -> None:
         self.encoder_seconds.labels(model).observe(seconds)
+
+    def watch_database(self, up: Callable[[], bool]) -> None:
+        """Serve ``protonet_database_up`` from ``up`` (called at each scrape; must not block)."""
+        self.registry.register(DatabaseCollector(up))
 
     def watch_collections(self, totals: Callable[[], AllTenantsSummary]) -> None:
         """Serve the all-tenant collection gauges from ``totals`` (called at each scrape)."""

@@ -8,11 +8,16 @@ open write transactions with it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
+
+from service.errors import StorageUnavailableError
 
 # Execution option of write transactions: ``engine.execution_options(**{WRITE: True})``.
 WRITE = "protonet_write"
@@ -51,3 +56,18 @@ def create_storage_engine(url: str) -> Engine:
     event.listen(engine, "connect", _enable_sqlite_pragmas)
     event.listen(engine, "begin", _begin_sqlite)
     return engine
+
+
+@contextmanager
+def reported_as_unavailable(url: str) -> Iterator[None]:
+    """Opening the database at ``url``: a failure to reach or create it (server down, wrong
+    credentials, a data directory that cannot be written) becomes a
+    :class:`StorageUnavailableError` that names the database, without its password, and the
+    cause, in one line."""
+    try:
+        yield
+    except (OperationalError, OSError) as error:
+        cause = error.orig if isinstance(error, OperationalError) else error
+        where = make_url(url).render_as_string(hide_password=True)
+        reason = " ".join(str(cause).split())  # drivers add indented hint lines
+        raise StorageUnavailableError(f"cannot open the database {where}: {reason}") from error

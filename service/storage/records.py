@@ -1,5 +1,7 @@
 """The tables, as SQLAlchemy ORM classes: ``collections`` -> ``classes`` -> ``examples`` ->
-``embeddings``, plus ``changes`` (the change feed) and ``replicas`` (live processes).
+``embeddings``, plus ``changes`` (the change feed), ``tenant_revisions`` (each tenant's count of
+its writes), ``replicas`` (live processes) and ``idempotency_keys`` (first answers of keyed
+writes).
 
 The schema itself is made by the migrations (service/storage/migrations); these classes
 describe it, and a test checks that the two agree.
@@ -40,7 +42,10 @@ class CollectionRecord(Base):
     # Rows made before tenants existed were put in tenant "default" (migration 0002).
     tenant: Mapped[str] = mapped_column(String(64), server_default="default")
     name: Mapped[str] = mapped_column(String(64))
+    # The id of its latest change (global: the change feed's order, internal).
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The tenant's revision of that change: what clients see (migration 0007).
+    tenant_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # exact | ivf | auto: the search index (service/collections/live_collection.py IndexPolicy)
     index_kind: Mapped[str] = mapped_column(String(8), default="auto", server_default="auto")
     # none | default | an acceptance such as 0.99: the rejection of unknown inputs
@@ -105,6 +110,18 @@ class ChangeRecord(Base):
     kind: Mapped[str] = mapped_column(String(16))
     class_ids: Mapped[str] = mapped_column(Text)  # JSON list of the classes it touched
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The tenant's number of this write (1, 2, 3... per tenant): the revision clients see.
+    tenant_revision: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class TenantRevisionRecord(Base):
+    """Each tenant's latest revision: incremented by every write of the tenant, in the
+    write's transaction, so a tenant's revisions tell nothing of other tenants' writes."""
+
+    __tablename__ = "tenant_revisions"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    revision: Mapped[int] = mapped_column(BigInteger)
 
 
 class ReplicaRecord(Base):
@@ -119,3 +136,16 @@ class ReplicaRecord(Base):
     ready: Mapped[bool]
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class IdempotencyKeyRecord(Base):
+    """The first answer of a write sent with an ``Idempotency-Key`` (per tenant), stored in
+    the write's own transaction: a retry finds it if and only if the write committed."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex
+    answer: Mapped[str] = mapped_column(Text)  # JSON, as the repository wrote it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -12,7 +12,14 @@ collection's ``revision`` to that row's id: the change feed that keeps every pro
 in-memory indexes in sync (service/collections/sync.py). Change ids are handed out and
 committed in one order across all writers (a transaction-scoped advisory lock on PostgreSQL;
 SQLite has one writer at a time), so a reader that has seen change ``n`` has seen every change
-before it. ``replicas`` lists live processes and the model version each serves.
+before it. Change ids are global and stay internal: what a write returns, and clients see, is
+its tenant's revision (``tenant_revisions``: each tenant numbers its own writes 1, 2, 3...,
+handed out under the same lock, so they follow the change ids' order). ``replicas`` lists live
+processes and the model version each serves.
+
+A write sent with an idempotency key (:class:`IdempotencyClaim`) stores its answer in its own
+transaction, so a retry finds that answer if and only if the write committed, and gets it again
+instead of writing twice; answers are kept for ``idempotency_retention``.
 
 Opening a :class:`Storage` migrates the schema (service/storage/migrations) or checks that it
 is current. Methods are synchronous; callers run them off the event loop.
@@ -31,25 +38,32 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import ConflictError, NotFoundError
-from service.storage.engine import WRITE, create_storage_engine
+from service.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError
+from service.storage.engine import WRITE, create_storage_engine, reported_as_unavailable
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
+    Base,
     ChangeRecord,
     ClassRecord,
     CollectionRecord,
     EmbeddingRecord,
     ExampleRecord,
+    IdempotencyKeyRecord,
     ReplicaRecord,
+    TenantRevisionRecord,
     utcnow,
 )
 
 CHANGES_CHANNEL = "protonet_changes"  # PostgreSQL NOTIFY channel of new changes
 CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with commits
+IDEMPOTENCY_RETENTION = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
 class StoredCollection:
+    """``revision``: its tenant's revision of the collection's latest change (what clients
+    see); ``change_id``: that change's id (global, for the change feed)."""
+
     id: int
     name: str
     tenant: str
@@ -57,6 +71,7 @@ class StoredCollection:
     index_kind: str = "auto"
     rejection: str = "none"  # service/collections/rejection.py RejectionSetting.to_column
     model: str = "default"  # the served model's name
+    change_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,7 +113,8 @@ class StoredInputs:
 
 @dataclass(frozen=True)
 class Change:
-    """One committed write, as the change feed delivers it."""
+    """One committed write, as the change feed delivers it: ``id`` orders every change,
+    ``revision`` is the tenant's number of it (what clients see)."""
 
     id: int
     collection_id: int
@@ -106,6 +122,39 @@ class Change:
     name: str
     kind: str  # create | support | delete_class | settings | delete
     class_ids: tuple[int, ...]
+    revision: int
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """A write's idempotency key (per tenant) and the fingerprint of the request it came
+    with (a hex SHA-256: the same key with another request is refused)."""
+
+    tenant: str
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class AddedExamples:
+    """What one :meth:`Storage.add_examples` committed: ``label -> class id`` and ``label ->
+    the class's number of examples`` after it, how many examples it added, and its change id.
+    ``replayed``: the answer of an earlier write with the same idempotency key (nothing was
+    written this time)."""
+
+    class_ids: dict[str, int]
+    sizes: dict[str, int]
+    n_added: int
+    revision: int
+    replayed: bool = False
+
+    def to_json(self) -> str:
+        fields = {"class_ids": self.class_ids, "sizes": self.sizes, "n_added": self.n_added}
+        return json.dumps({**fields, "revision": self.revision})
+
+    @classmethod
+    def replay(cls, answer: str) -> AddedExamples:
+        return cls(**json.loads(answer), replayed=True)
 
 
 @dataclass(frozen=True)
@@ -159,19 +208,32 @@ class Storage:
     that start together do not race); if false, refuse an outdated schema instead.
     """
 
-    def __init__(self, url: str, migrate: bool = True, default_model: str = "default") -> None:
-        self.engine = create_storage_engine(url)
+    def __init__(
+        self,
+        url: str,
+        migrate: bool = True,
+        default_model: str = "default",
+        idempotency_retention: timedelta = IDEMPOTENCY_RETENTION,
+    ) -> None:
+        self.idempotency_retention = idempotency_retention
+        with reported_as_unavailable(url):
+            self.engine = create_storage_engine(url)
+            if migrate:  # collections made before models had names go to ``default_model``
+                upgrade_database(self.engine, default_model)
+            else:
+                check_schema_current(self.engine)
         self.dialect = self.engine.dialect.name
-        if migrate:  # collections made before models had names go to ``default_model``
-            upgrade_database(self.engine, default_model)
-        else:
-            check_schema_current(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         writer = self.engine.execution_options(**{WRITE: True})
         self._writes = sessionmaker(writer, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def ping(self) -> None:
+        """One round trip to the database; raises (``OperationalError``) if it is away."""
+        with self._sessions() as session:
+            session.execute(text("SELECT 1"))
 
     # -- the change feed -------------------------------------------------------------------
 
@@ -182,34 +244,64 @@ class Storage:
         kind: str,
         class_ids: Sequence[int] = (),
     ) -> int:
-        """Append the change of this transaction's write; returns its id (the new revision).
+        """Append the change of this transaction's write; returns its tenant's revision (the
+        write's revision, as clients see it).
 
         Call last in the transaction, after the collection's row is locked: on PostgreSQL the
-        advisory lock then orders change ids like commits without waiting on any row lock.
+        advisory lock then orders change ids and tenant revisions like commits without waiting
+        on any row lock.
         """
         if self.dialect == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHANGE_ORDER_LOCK})
+        revision = self._next_revision(session, collection.tenant)
         change = ChangeRecord(
             collection_id=collection.id,
             tenant=collection.tenant,
             name=collection.name,
             kind=kind,
             class_ids=json.dumps(sorted(class_ids)),
+            tenant_revision=revision,
         )
         session.add(change)
         session.flush()
         if kind != "delete":
             collection.revision = change.id
+            collection.tenant_revision = revision
         if self.dialect == "postgresql":  # delivered to listeners at commit
             session.execute(
                 text("SELECT pg_notify(:channel, :id)"),
                 {"channel": CHANGES_CHANNEL, "id": str(change.id)},
             )
-        return change.id
+        return revision
+
+    def _next_revision(self, session: Session, tenant: str) -> int:
+        """Count one more write of ``tenant``; returns the count (its first write: 1)."""
+        table = TenantRevisionRecord
+        upsert = (
+            _dialect_insert(self.dialect, table)
+            .values(tenant=tenant, revision=1)
+            .on_conflict_do_update(
+                index_elements=[table.tenant], set_={"revision": table.revision + 1}
+            )
+            .returning(table.revision)
+        )
+        return int(session.scalars(upsert).one())
 
     def last_change_id(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.max(ChangeRecord.id))) or 0)
+
+    def tenant_revision(self, tenant: str) -> int:
+        """The revision of the tenant's latest write (0: none yet)."""
+        query = select(TenantRevisionRecord.revision).where(TenantRevisionRecord.tenant == tenant)
+        with self._sessions() as session:
+            return int(session.scalar(query) or 0)
+
+    def tenant_revisions(self) -> dict[str, int]:
+        """``tenant -> revision of its latest write``, for every tenant that wrote."""
+        query = select(TenantRevisionRecord.tenant, TenantRevisionRecord.revision)
+        with self._sessions() as session:
+            return {tenant: int(revision) for tenant, revision in session.execute(query)}
 
     def changes_after(self, change_id: int, limit: int = 1000) -> list[Change]:
         """Changes with ids above ``change_id``, oldest first."""
@@ -234,7 +326,13 @@ class Storage:
         with self._sessions() as session:
             return [
                 Change(
-                    r.id, r.collection_id, r.tenant, r.name, r.kind, tuple(json.loads(r.class_ids))
+                    r.id,
+                    r.collection_id,
+                    r.tenant,
+                    r.name,
+                    r.kind,
+                    tuple(json.loads(r.class_ids)),
+                    r.tenant_revision,
                 )
                 for r in session.scalars(query)
             ]
@@ -279,7 +377,7 @@ class Storage:
             raise ConflictError(f"collection {name!r} already exists") from None
 
     def delete_collection(self, collection_id: int) -> int:
-        """Drop a collection with its classes and examples; returns the change id."""
+        """Drop a collection with its classes and examples; returns the write's revision."""
         with self._writes.begin() as session:
             record = self._locked_collection(session, collection_id)
             revision = self._record_change(session, record, "delete")
@@ -287,8 +385,8 @@ class Storage:
             return revision
 
     def set_rejection(self, collection_id: int, rejection: str) -> int:
-        """Change a collection's rejection setting; returns the change id (a ``settings``
-        change, so other processes re-read the setting)."""
+        """Change a collection's rejection setting; returns the write's revision (a
+        ``settings`` change, so other processes re-read the setting)."""
         with self._writes.begin() as session:
             record = self._locked_collection(session, collection_id)
             record.rejection = rejection
@@ -382,12 +480,42 @@ class Storage:
         inputs: np.ndarray | Sequence[str],
         embeddings: np.ndarray,
         model_version: str,
-    ) -> tuple[dict[str, int], int]:
+        claim: IdempotencyClaim | None = None,
+    ) -> AddedExamples:
         """Store examples (stage-1 ``inputs``: pixels ``[n, ...]`` uint8 or ``n`` texts;
         ``embeddings [n, dim]`` float32 made by ``model_version``) in one transaction, creating
-        missing classes. Returns ``label -> class id`` for ``labels``, and the change id."""
+        missing classes; the answer carries the write's (tenant) revision. With a ``claim``
+        whose key came with this request before, nothing is written: the first write's answer
+        comes back (:class:`IdempotencyKeyReusedError` if the key came with another request)."""
+        try:
+            return self._add_examples(
+                collection_id, labels, inputs, embeddings, model_version, claim
+            )
+        except IntegrityError:
+            # A concurrent request with the same key committed first (other collections do
+            # not wait on this one's lock): answer as it did.
+            replay = None if claim is None else self.replayed_examples(claim)
+            if replay is None:
+                raise
+            return replay
+
+    def _add_examples(
+        self,
+        collection_id: int,
+        labels: Sequence[str],
+        inputs: np.ndarray | Sequence[str],
+        embeddings: np.ndarray,
+        model_version: str,
+        claim: IdempotencyClaim | None,
+    ) -> AddedExamples:
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
+            remembered = None
+            if claim is not None:
+                if (answer := self._recall(session, claim)) is not None:
+                    return AddedExamples.replay(answer)
+                # Claimed before the change-order lock: a duplicate waits here, holding none.
+                remembered = self._claim(session, claim)
             class_ids = self._class_ids_for(session, collection_id, set(labels))
             rows = [
                 {"class_id": class_ids[label], **input_to_columns(item)}
@@ -404,8 +532,75 @@ class Storage:
                 )
             ]
             session.execute(insert(EmbeddingRecord), vectors)
+            sizes = self._class_sizes(session, class_ids)
             revision = self._record_change(session, collection, "support", list(class_ids.values()))
-            return class_ids, revision
+            added = AddedExamples(class_ids, sizes, len(labels), revision)
+            if remembered is not None:
+                remembered.answer = added.to_json()  # written at the commit
+            return added
+
+    @staticmethod
+    def _class_sizes(session: Session, class_ids: dict[str, int]) -> dict[str, int]:
+        """``label -> number of examples`` of the given classes, in this transaction."""
+        counts = dict(
+            session.execute(
+                select(ExampleRecord.class_id, func.count())
+                .where(ExampleRecord.class_id.in_(list(class_ids.values())))
+                .group_by(ExampleRecord.class_id)
+            ).all()
+        )
+        return {label: int(counts.get(class_id, 0)) for label, class_id in class_ids.items()}
+
+    # -- idempotency keys ------------------------------------------------------------------
+
+    def replayed_examples(self, claim: IdempotencyClaim) -> AddedExamples | None:
+        """The answer of the write that ``claim``'s key came with before, if it committed
+        within the retention (:class:`IdempotencyKeyReusedError` for another request)."""
+        with self._sessions() as session:
+            answer = self._recall(session, claim)
+        return None if answer is None else AddedExamples.replay(answer)
+
+    def _recall(self, session: Session, claim: IdempotencyClaim) -> str | None:
+        row = session.execute(
+            select(IdempotencyKeyRecord.fingerprint, IdempotencyKeyRecord.answer).where(
+                IdempotencyKeyRecord.tenant == claim.tenant,
+                IdempotencyKeyRecord.key == claim.key,
+                IdempotencyKeyRecord.created_at >= utcnow() - self.idempotency_retention,
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.fingerprint != claim.fingerprint:
+            raise IdempotencyKeyReusedError(
+                f"Idempotency-Key {claim.key!r} was sent before with another request (body or "
+                "collection): send a new key for a new request"
+            )
+        return str(row.answer)
+
+    def _claim(self, session: Session, claim: IdempotencyClaim) -> IdempotencyKeyRecord:
+        """Insert the key's row (its answer is set before the commit); an expired row of the
+        same key, not purged yet, goes first. A live row committed meanwhile by another
+        request stays: the insert then fails (IntegrityError) and that request's answer counts."""
+        session.execute(
+            delete(IdempotencyKeyRecord).where(
+                IdempotencyKeyRecord.tenant == claim.tenant,
+                IdempotencyKeyRecord.key == claim.key,
+                IdempotencyKeyRecord.created_at < utcnow() - self.idempotency_retention,
+            )
+        )
+        record = IdempotencyKeyRecord(
+            tenant=claim.tenant, key=claim.key, fingerprint=claim.fingerprint, answer=""
+        )
+        session.add(record)
+        session.flush()
+        return record
+
+    def prune_idempotency_keys(self) -> int:
+        """Forget answers older than the retention; returns how many."""
+        cutoff = utcnow() - self.idempotency_retention
+        return self._delete(
+            delete(IdempotencyKeyRecord).where(IdempotencyKeyRecord.created_at < cutoff)
+        )
 
     @staticmethod
     def _class_ids_for(session: Session, collection_id: int, labels: set[str]) -> dict[str, int]:
@@ -426,7 +621,7 @@ class Storage:
         return class_ids
 
     def delete_class(self, collection_id: int, class_id: int) -> int:
-        """Drop one class with its examples; returns the change id."""
+        """Drop one class with its examples; returns the write's revision."""
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
             session.execute(delete(ClassRecord).where(ClassRecord.id == class_id))
@@ -616,21 +811,27 @@ def _stored(record: CollectionRecord) -> StoredCollection:
         record.id,
         record.name,
         record.tenant,
-        record.revision,
+        record.tenant_revision,
         record.index_kind,
         record.rejection,
         record.model,
+        record.revision,
     )
 
 
 def _insert_new(dialect: str) -> Any:
     """An INSERT into ``embeddings`` that skips rows another process inserted meanwhile."""
+    return _dialect_insert(dialect, EmbeddingRecord).on_conflict_do_nothing()
+
+
+def _dialect_insert(dialect: str, record: type[Base]) -> Any:
+    """The dialect's INSERT into ``record``'s table (it has ``ON CONFLICT`` clauses)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
-        return postgresql_insert(EmbeddingRecord).on_conflict_do_nothing()
+        return postgresql_insert(record)
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(EmbeddingRecord).on_conflict_do_nothing()
-    return insert(EmbeddingRecord)
+        return sqlite_insert(record)
+    raise NotImplementedError(f"database {dialect!r}: the service runs on SQLite or PostgreSQL")

@@ -12,6 +12,7 @@ message instead of passing silently.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +118,8 @@ def run_block(block: Block, server: LocalServer, curl_dir: Path) -> subprocess.C
 def test_every_block_of_the_docs_runs(
     document: str, server: LocalServer, curl_that_fails: Path
 ) -> None:
+    """Each block runs, and every JSON answer it shows in a comment has the keys of the real
+    answer, at every depth (values differ from run to run; keys are the API)."""
     require_tool("jq")
     runnable = [b for b in blocks_of(document) if b.language in RUNNABLE and not b.skip_reason]
     assert runnable, f"{document} has no runnable block"
@@ -125,6 +129,119 @@ def test_every_block_of_the_docs_runs(
             f"{block} failed (exit {result.returncode}):\n{block.code}\n"
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
+        assert_shown_answers_match(block, result.stdout)
+
+
+# A shown answer: a comment that starts with "# {" (on its own line or after a command), and
+# the comment lines after it indented by two or more spaces ("#   ...") that continue it.
+SHOWN_START = re.compile(r"(?:^|\s)# (\{.*)$")
+SHOWN_CONTINUATION = re.compile(r"^#  +(\S.*)$")
+# "..." in a shown answer: keys, items or a value left out.
+ELIDED = "..."
+
+
+def shown_answers(code: str) -> list[str]:
+    """The JSON answers a block shows in its comments, as written (with their "...")."""
+    shown: list[list[str]] = []
+    continuing = False
+    for line in code.splitlines():
+        start = SHOWN_START.search(line)
+        more = SHOWN_CONTINUATION.match(line.strip())
+        if more and continuing:
+            shown[-1].append(more.group(1))
+        elif start:
+            shown.append([start.group(1)])
+        continuing = bool(start or (more and continuing))
+    return ["".join(parts) for parts in shown]
+
+
+def parse_shown(text: str) -> Any:
+    """A shown answer as JSON, each ``...`` made explicit: ``"...": null`` among an object's
+    keys (it has more), ``"..."`` as an array item (more items) or as a value (any value)."""
+    out: list[str] = []
+    open_brackets: list[str] = []
+    in_string = escaped = False
+    previous = ""
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif text.startswith(ELIDED, index):
+            as_key = previous != ":" and open_brackets[-1:] == ["{"]
+            out.append(f'"{ELIDED}": null' if as_key else f'"{ELIDED}"')
+            index += len(ELIDED)
+            previous = '"'
+            continue
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            open_brackets.append(char)
+        elif char in "}]":
+            open_brackets.pop()
+        if not char.isspace():
+            previous = char
+        out.append(char)
+        index += 1
+    return json.loads("".join(out))
+
+
+def key_differences(shown: Any, real: Any, where: str = "") -> list[str]:
+    """Where ``shown`` and ``real`` differ in keys or in shape (object, array, scalar)."""
+    if shown == ELIDED:
+        return []
+    kinds = (dict, list)
+    if [isinstance(shown, k) for k in kinds] != [isinstance(real, k) for k in kinds]:
+        return [f"{where or 'the answer'}: shown {json.dumps(shown)}, answered {json.dumps(real)}"]
+    if isinstance(shown, list):  # the items shown, against the answer's first ones
+        items = [(f"{where}[{i}]", s, r) for i, (s, r) in enumerate(zip(shown, real, strict=False))]
+        return [d for w, s, r in items for d in key_differences(s, r, w)]
+    if not isinstance(shown, dict):
+        return []
+    keys = set(shown) - {ELIDED}
+    differences = [f"{where}.{key}: shown, not answered" for key in sorted(keys - set(real))]
+    if ELIDED not in shown:
+        unshown = sorted(set(real) - keys)
+        differences += [f"{where}.{key}: answered, not shown" for key in unshown]
+    for key in sorted(keys & set(real)):
+        differences += key_differences(shown[key], real[key], f"{where}.{key}")
+    return differences
+
+
+def json_values(stdout: str) -> list[Any]:
+    """Every JSON object a block printed, in order (curl's answers run together)."""
+    decoder = json.JSONDecoder()
+    values, index = [], 0
+    while (index := stdout.find("{", index)) != -1:
+        try:
+            value, index = decoder.raw_decode(stdout, index)
+        except json.JSONDecodeError:
+            index += 1
+            continue
+        values.append(value)
+    return values
+
+
+def assert_shown_answers_match(block: Block, stdout: str) -> None:
+    """Each shown answer matches a real one, in order: same keys where it shows them all."""
+    real = json_values(stdout)
+    position = 0
+    for text in shown_answers(block.code):
+        try:
+            shown = parse_shown(text)
+        except (json.JSONDecodeError, IndexError) as error:
+            raise AssertionError(
+                f"{block}: the shown answer is not JSON ({error}): {text}"
+            ) from None
+        found = [(key_differences(shown, r), i) for i, r in enumerate(real) if i >= position]
+        matching = [i for differences, i in found if not differences]
+        closest = min((d for d, _ in found), key=len, default=["no answer left"])
+        assert matching, (
+            f"{block}: the shown answer {text}\ndiffers from every later answer; the closest "
+            f"differs in: {closest}\nstdout:\n{stdout}"
+        )
+        position = matching[0] + 1
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -177,3 +294,30 @@ def test_the_python_client_snippet_runs_without_the_server_dependencies(
     result = run_block(client_only, server, curl_that_fails)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["fork", "1.0"]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_shown_answer_is_json_with_its_elisions(document: str) -> None:
+    for block in blocks_of(document):
+        for text in shown_answers(block.code):
+            assert isinstance(parse_shown(text), dict), f"{block}: {text}"
+
+
+def test_shown_answers_are_compared_by_their_keys_at_every_depth() -> None:
+    real = {"name": "a", "rejection": {"mode": "none"}, "classes": [{"label": "x", "n": 1}]}
+    assert not key_differences(parse_shown('{"name":"b","rejection":{...},"classes":[...]}'), real)
+    assert key_differences(parse_shown('{"name":"b","classes":[...]}'), real) == [
+        ".rejection: answered, not shown"
+    ]
+    assert not key_differences(parse_shown('{"name":"b",...,"classes":[{"label":"y",...}]}'), real)
+    assert key_differences(parse_shown('{"name":"b",...,"classes":[{"label":"y"}]}'), real) == [
+        ".classes[0].n: answered, not shown"
+    ]
+    assert key_differences(parse_shown('{"name":"b","text":null,...}'), real) == [
+        ".text: shown, not answered"
+    ]
+    assert key_differences(parse_shown('{"rejection":null,...}'), real) == [
+        '.rejection: shown null, answered {"mode": "none"}'
+    ]
+    code = 'curl -s x   # {"a":1,\n#  "b":[...]}\n# {"c":2}\n# not json\n'
+    assert shown_answers(code) == ['{"a":1,"b":[...]}', '{"c":2}']

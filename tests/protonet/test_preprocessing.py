@@ -6,7 +6,14 @@ import torch
 from PIL import Image
 
 from protonet.errors import InvalidInputError
-from protonet.preprocessing import InputSpec, pixels_to_tensor, preprocess, to_pixels
+from protonet.preprocessing import (
+    DEFAULT_MAX_SIDE,
+    InputSpec,
+    pixels_to_tensor,
+    preprocess,
+    to_pixels,
+)
+from tests.training.synthetic import truncated_png
 
 SPEC = InputSpec()
 
@@ -88,3 +95,29 @@ def test_decompression_bomb_is_refused_before_decoding():
     with pytest.raises(InvalidInputError, match="limit"):
         to_pixels(big, SPEC, max_pixels=1000 * 1000)
     assert to_pixels(big, SPEC, max_pixels=3000 * 3000).shape == (28, 28)
+
+
+@pytest.mark.parametrize(
+    "width,height,message",
+    [
+        (1, 16_777_216, f"image is 1x16777216; a side may be at most {DEFAULT_MAX_SIDE} pixels"),
+        (16_777_216, 1, "a side may be at most"),
+        (5000, 5000, "image is 5000x5000 = 25000000 pixels; the limit is 16777216"),
+    ],
+)
+def test_images_too_large_to_decode_cheaply_are_refused_from_the_header(width, height, message):
+    """A 1 x 16,777,216 PNG is within the pixel limit but took 2 s and 500 MB to decode and
+    resize: refused by its side, from the header (the truncated data would not decode)."""
+    with pytest.raises(InvalidInputError, match=message):
+        to_pixels(truncated_png(width, height), SPEC)
+
+
+def test_the_side_limit_is_a_parameter_and_applies_to_arrays():
+    long = np.ones((10, 300))
+    assert to_pixels(long, SPEC, max_side=300).shape == (28, 28)
+    with pytest.raises(InvalidInputError, match="image is 300x10; a side may be at most 299"):
+        to_pixels(long, SPEC, max_side=299)
+    with pytest.raises(InvalidInputError, match="a side may be at most 299"):
+        to_pixels(
+            encode(Image.fromarray(np.full((10, 300), 255, np.uint8)), "PNG"), SPEC, 10**6, 299
+        )

@@ -14,10 +14,12 @@ from protonet.model import HEAD_SCALE, build_encoder, linear_head_config
 from protonet.preprocessing import InputSpec
 from protonet.text import (
     TOKENIZER_FILE,
+    BaseTextEncoder,
     TextSpec,
     _load_tokenizer,
     base_identity,
     base_model_dir,
+    length_batches,
     load_base_encoder,
     normalize_text,
     text_inputs,
@@ -85,6 +87,38 @@ def test_base_embeddings_are_unit_length_and_independent_of_the_batch(base):
     torch.testing.assert_close(base.embed(["  I lost\n my card "]), together[:1])
 
 
+def test_length_batches_sort_by_length_and_bound_rows_and_padded_tokens():
+    lengths = [30, 5, 12, 5, 100, 7, 12]
+    batches = length_batches(lengths, max_rows=3, max_tokens=40)
+    assert batches == [[1, 3, 5], [2, 6], [0], [4]]  # [4] alone: longer than 40 by itself
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+
+
+class ShapeRecorder(torch.nn.Module):
+    """A base network that records the ``[rows, length]`` of every forward pass."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = network
+        self.embeddings = network.embeddings  # the encoder reads its device there
+        self.shapes: list[tuple[int, int]] = []
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.shapes.append((ids.shape[0], ids.shape[1]))
+        return self.inner(ids, mask)
+
+
+def test_base_runs_bounded_batches_of_word_pieces_and_keeps_the_order(base):
+    """Texts of 3 to 32 word pieces with at most 64 pieces (padding included) per forward
+    pass: every pass stays within it, and the rows come back in the callers' order."""
+    texts = [" ".join(["card"] * n) for n in range(30, 0, -1)]
+    recorder = ShapeRecorder(base.network)
+    bounded = BaseTextEncoder(recorder, base.tokenizer, base.spec).embed(texts, 256, 64)
+    assert all(rows * length <= 64 for rows, length in recorder.shapes), recorder.shapes
+    assert sum(rows for rows, _ in recorder.shapes) == len(texts)
+    torch.testing.assert_close(bounded, base.embed(texts), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.slow
 def test_base_embeds_as_sentence_transformers_does(base, identity):
     """Our plain-torch forward against the reference implementation, on the same files."""
@@ -149,7 +183,7 @@ def test_text_checkpoints_round_trip_with_weights_only(tmp_path, identity, base)
 
 def test_image_only_callers_refuse_text_checkpoints(tmp_path, identity):
     path = save_checkpoint(text_checkpoint(identity), tmp_path / "text.pt")
-    with pytest.raises(CheckpointError, match="is a text checkpoint; a image one is needed"):
+    with pytest.raises(CheckpointError, match="is a text checkpoint; an image one is needed"):
         load_checkpoint(path)
     assert load_checkpoint(path, modality=None).modality == "text"
 
@@ -172,5 +206,5 @@ def test_checkpoints_from_before_modalities_load_as_image(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     loaded = load_checkpoint(tmp_path / "old.pt")
     assert loaded.modality == "image" and loaded.text_spec is None
-    with pytest.raises(CheckpointError, match="is a image checkpoint; a text one is needed"):
+    with pytest.raises(CheckpointError, match="is an image checkpoint; a text one is needed"):
         load_checkpoint(tmp_path / "old.pt", modality="text")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import time
 import zipfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
@@ -26,6 +27,13 @@ from service.client import AsyncProtonetClient
 from service.collections.lifecycle import ServiceState
 from service.settings import Settings
 from tests.training.synthetic import class_template, draw, png_bytes
+
+T = TypeVar("T")
+
+# How long a test waits for something that must happen: patience, not a target. CI runs the
+# suite in two processes on a shared 2-core machine, where a real server can start, and a
+# request be answered, many times slower than on an idle one.
+PATIENCE = 120.0
 
 
 def write_checkpoint(path: Path, seed: int, input_spec: InputSpec | None = None) -> Path:
@@ -141,3 +149,15 @@ def sample_characters(zip_path: Path, way: int, seed: int) -> dict[str, list[byt
                 members.setdefault(f"{parts[1]}/{parts[2]}", []).append(name)
         chosen = np.random.default_rng(seed).choice(sorted(members), size=way, replace=False)
         return {c: [archive.read(m) for m in sorted(members[c])] for c in chosen}
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, message: str) -> T:
+    """Poll ``predicate`` until it returns a true value, and return that; past ``timeout``
+    seconds fail with ``message``. A test waits for the event itself this way, where a fixed
+    sleep would guess how long it takes (too short on a loaded machine, too long on an idle one)."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} (waited {timeout:.0f} s)")
+        time.sleep(0.02)
+    return value

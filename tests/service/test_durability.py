@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from service.launcher import LocalServer, start, stop
+from tests.service.helpers import PATIENCE, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +59,10 @@ def write_until_the_server_dies(url: str, client: int, round_: int, acked: list[
             acked.append(label)
 
 
+def every_client_acknowledged(acked: list[str], round_: int) -> bool:
+    return all(any(label.startswith(f"c{c}-r{round_}-") for label in acked) for c in range(CLIENTS))
+
+
 def check_consistency(url: str, acked: list[str]) -> dict[str, int]:
     """Every acknowledged label is there in full; no class is partial; counts add up."""
     detail = httpx.get(f"{url}{COLLECTION}", timeout=30).json()
@@ -75,7 +81,7 @@ def test_acknowledged_writes_survive_sigkill_mid_load(tmp_path: Path, checkpoint
     env, acked = server_env(tmp_path, checkpoint_a), []
     rng = random.Random(5)
     for round_ in range(ROUNDS):
-        server = start(env, cwd=tmp_path, ready_timeout=60)
+        server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
         try:
             if round_ == 0:
                 httpx.post(f"{server.url}/v1/collections", json={"name": "durable"}, timeout=30)
@@ -88,14 +94,19 @@ def test_acknowledged_writes_survive_sigkill_mid_load(tmp_path: Path, checkpoint
             ]
             for writer in writers:
                 writer.start()
-            time.sleep(rng.uniform(0.8, 1.6))
+            wait_until(
+                partial(every_client_acknowledged, acked, round_),
+                PATIENCE,
+                f"a write acknowledged to every client in round {round_}",
+            )
+            time.sleep(rng.uniform(0, 0.8))  # the point: the kill lands at a random moment
         finally:
             server.process.send_signal(signal.SIGKILL)
             server.process.wait(30)
         for writer in writers:
             writer.join(30)
     assert len(acked) >= ROUNDS * CLIENTS, "too few writes were acknowledged to test anything"
-    server = start(env, cwd=tmp_path, ready_timeout=60)
+    server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
         counts = check_consistency(server.url, acked)
         query = {"queries": [{"pixels": np.ones((8, 8)).tolist()}], "top_k": 3}
@@ -108,26 +119,34 @@ def test_acknowledged_writes_survive_sigkill_mid_load(tmp_path: Path, checkpoint
     assert database.execute("SELECT count(*) FROM examples").fetchone() == (sum(counts.values()),)
 
 
-def slow_body(body: bytes, started: threading.Event, pause: float) -> Iterator[bytes]:
-    """The body in two halves with a pause between: the request is in flight meanwhile."""
+def slow_body(body: bytes, started: threading.Event, release: threading.Event) -> Iterator[bytes]:
+    """The body in two halves, the second once ``release`` is set: in flight meanwhile."""
     yield body[: len(body) // 2]
     started.set()
-    time.sleep(pause)
+    release.wait(PATIENCE)
     yield body[len(body) // 2 :]
+
+
+def refuses_connections(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.TransportError:
+        return True
+    return False
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, checkpoint_a: Path):
     env = server_env(tmp_path, checkpoint_a)
-    server: LocalServer = start(env, cwd=tmp_path, ready_timeout=60)
+    server: LocalServer = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
         httpx.post(f"{server.url}/v1/collections", json={"name": "durable"}, timeout=30)
         body = json.dumps(request_body(0, "drained", np.random.default_rng(0))).encode()
-        started, result = threading.Event(), {}
+        started, release, result = threading.Event(), threading.Event(), {}
 
         def send() -> None:
             response = httpx.post(
                 f"{server.url}{COLLECTION}/support",
-                content=slow_body(body, started, pause=1.5),
+                content=slow_body(body, started, release),
                 headers={"content-type": "application/json"},
                 timeout=30,
             )
@@ -137,15 +156,15 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, checkpoin
         sender.start()
         assert started.wait(30)
         server.process.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        with pytest.raises(httpx.TransportError):  # no new connections once draining
-            httpx.get(f"{server.url}/healthz", timeout=5)
+        # No new connections once draining, while the request is still in flight.
+        wait_until(lambda: refuses_connections(server.url), PATIENCE, "refusal once draining")
+        release.set()
         sender.join(30)
         assert server.process.wait(30) == 0
     finally:
         stop(server.process)
     assert result == {"status": 200}
-    server = start(env, cwd=tmp_path, ready_timeout=60)
+    server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
         detail = httpx.get(f"{server.url}{COLLECTION}", timeout=30).json()
     finally:

@@ -10,7 +10,11 @@ expects every schema-valid body to succeed, but the schema says "base64 string" 
 "of a decodable image", so those bodies are rightly refused with 422 ``invalid_input``.
 
 It runs the ``st`` command line (the pytest plugin of schemathesis 4.32 does not work with
-pytest 9; schemathesis_cli.py says why it is wrapped) and is bounded by ``--max-time``.
+pytest 9; schemathesis_cli.py says why it is wrapped). Its work is bounded by a number of cases
+(``max-examples`` per operation and phase, with a fixed seed), not by the clock: a time budget
+(``--max-time``, which repeats fuzzing until spent) generated 3,220 cases on a loaded machine and
+744 on a more loaded one, failing the count below. Now nearly the same cases run each time
+(the stateful phase follows the answers), however slow the machine.
 """
 
 from __future__ import annotations
@@ -27,14 +31,18 @@ import pytest
 pytest.importorskip("schemathesis")
 
 from service.launcher import start, stop
+from tests.service.helpers import PATIENCE
 
 CLI = Path(__file__).with_name("schemathesis_cli.py")
 
 pytestmark = pytest.mark.slow
 
 KEY = "fuzz-write-key-0123456789abcdef"
-MAX_EXAMPLES = 40  # per operation and phase
-MAX_SECONDS = 75
+MAX_EXAMPLES = 40  # per operation and phase: 1,328 cases in all with this seed
+SEED = 25  # the same cases each run (a failure found reproduces with --seed)
+# A guard against a hang, not a target: the cases take about 14 s of the fuzzer's CPU time (the
+# 75 s time budget took 36 s).
+TIMEOUT = 600
 CONFIG = f"""
 [generation]
 max-examples = {MAX_EXAMPLES}
@@ -77,12 +85,12 @@ def run_schemathesis(url: str, workdir: Path) -> tuple[subprocess.CompletedProce
     command = [
         *(sys.executable, str(CLI), "--config-file", str(config), "run"),
         f"{url}/openapi.json",
-        *("--workers", "2", "--max-time", str(MAX_SECONDS), "--no-color"),
+        *("--workers", "2", "--seed", str(SEED), "--no-color"),
         *("--report", "json", "--report-json-path", str(report)),
     ]
     env = {**os.environ, "PROTONET_FUZZ_KEY": KEY}
     result = subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=MAX_SECONDS + 120
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=TIMEOUT
     )
     return result, json.loads(report.read_text()) if report.exists() else {}
 
@@ -101,7 +109,8 @@ def seed_example_collection(url: str) -> None:
 
 
 def test_schemathesis_finds_nothing_against_the_live_server(tmp_path: Path, checkpoint_a: Path):
-    server = start(server_env(tmp_path / "data", checkpoint_a), cwd=tmp_path, ready_timeout=60)
+    env = server_env(tmp_path / "data", checkpoint_a)
+    server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
         seed_example_collection(server.url)
         result, report = run_schemathesis(server.url, tmp_path)

@@ -85,6 +85,8 @@ async def test_image_and_text_collections_side_by_side(tmp_path, checkpoint_a, t
         assert text["input"] is None and text["embedding_dim"] == 384
         assert text["text"]["max_chars"] == 1000 and text["rejection"] is None
         assert (await running.http.get("/v1/model")).json()["name"] == "omniglot"
+        # The client's listing is the list the answer wraps, as documented in docs/service.md.
+        assert await running.client.models() == models
 
         symbols = await post(running, "/v1/collections", {"name": "symbols"})
         assert symbols.json()["model"] == "omniglot"  # the default model
@@ -182,6 +184,7 @@ async def test_inputs_that_do_not_fit_the_model_are_refused_naming_the_item(
             running, "/v1/collections", {"name": "r", "model": "intents", "rejection": "default"}
         )
         assert rejecting.status_code == 422 and rejecting.json()["error"] == "rejection_unavailable"
+        assert rejecting.json()["detail"].startswith("model 'intents' is a text model")
         assert (await running.client.get_collection("faq"))["n_examples"] == 0  # nothing stored
 
 
@@ -238,7 +241,7 @@ async def test_a_database_bound_to_models_not_served_is_refused_at_start(
             pass
     # The name kept, but now an image model: its collections' texts cannot be read by it.
     swapped = Settings(models=f"omniglot={checkpoint_a},intents={checkpoint_a}", data_dir=tmp_path)
-    with pytest.raises(CheckpointError, match="'intents' is now a image model, but its"):
+    with pytest.raises(CheckpointError, match="'intents' is now an image model, but its"):
         async with serve(swapped):
             pass
 

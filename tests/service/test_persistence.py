@@ -123,7 +123,11 @@ async def test_startup_failure_is_reported_by_readyz(tmp_path, checkpoint_a, mon
         assert running.state.wait_prepared(30)
         ready = await running.http.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json() == {"status": "failed", "detail": "startup failed: disk on fire"}
+    assert ready.json() == {
+        "status": "failed",
+        "detail": "startup failed: disk on fire",
+        "database": "up",
+    }
 
 
 async def test_unreadable_checkpoint_fails_fast(tmp_path):

@@ -1,7 +1,9 @@
-"""Revisions and ``min_revision`` in one process: what a read waits for, and the errors."""
+"""Revisions and ``min_revision``: what a read waits for, the errors, and revisions numbered
+per tenant (no answer discloses another tenant's writes), also across two processes."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import anyio
@@ -9,6 +11,8 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from service.client import AsyncProtonetClient
+from tests.service.edge.test_auth import WRITE_A, WRITE_B, keyed_settings
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -22,7 +26,7 @@ async def test_a_revision_no_write_made_is_a_422(settings):
             kwargs = {} if path.endswith("/c") else {"json": {"queries": [{"pixels": [[1.0]]}]}}
             response = await method(path, params={"min_revision": 99}, **kwargs)
             assert response.status_code == 422, response.text
-            assert "ahead of every change in the database (the latest is 1)" in response.text
+            assert "ahead of your latest write (revision 1)" in response.text
 
 
 async def test_a_read_waits_for_the_catch_up_then_503_with_retry_after(tmp_path, checkpoint_a):
@@ -36,7 +40,7 @@ async def test_a_read_waits_for_the_catch_up_then_503_with_retry_after(tmp_path,
         running.state.feed.stop()  # else its next poll may record the write as applied
         # Pretend this process has not applied the write, and catching up is slow.
         live = registry._collections["default", "c"]
-        live.revision, registry.applied_through = 0, 0
+        live.revision, live.change_id, registry.applied_revisions = 0, 0, {}
         original = registry.sync
         registry.sync = lambda name, tenant: (time.sleep(1.0), original(name, tenant))[1]
         response = await running.http.get(
@@ -112,3 +116,65 @@ async def test_a_change_of_tens_of_thousands_of_classes_is_applied(settings):
         assert live is not None and live.status().n_classes == n
         detail = await running.client.get_collection("big")
         assert detail["n_classes"] == n
+
+
+def tenant_clients(running) -> tuple[AsyncProtonetClient, AsyncProtonetClient]:
+    """Clients of tenants a and b (test_auth's keys) on one running app."""
+    return tuple(AsyncProtonetClient(http=running.http, api_key=k) for k in (WRITE_A, WRITE_B))
+
+
+async def test_each_tenant_numbers_its_own_writes(tmp_path, checkpoint_a):
+    """Tenant a's revisions are 1, 2, 3 whatever tenant b writes meanwhile, in answers and
+    headers alike, and a min_revision beyond a's latest names a's latest only."""
+    drawings = Drawings(3)
+    async with serve(keyed_settings(tmp_path, checkpoint_a)) as running:
+        a, b = tenant_clients(running)
+        assert (await a.create_collection("mine"))["revision"] == 1
+        await b.create_collection("theirs")
+        await b.add_support("theirs", [("z", drawings.png(2))])
+        added = await a.add_support("mine", [("x", drawings.png(0)), ("y", drawings.png(1))])
+        assert added["revision"] == 2
+        await b.add_support("theirs", [("z", drawings.png(2))])
+        await a.delete_class("mine", "y")  # its revision comes in the header only
+        assert a.revisions.last_written["mine"] == 3
+        assert (await a.get_collection("mine"))["revision"] == 3
+        assert (await a.query("mine", [drawings.png(0)]))["revision"] == 3
+        assert (await b.add_support("theirs", [("w", drawings.png(1))]))["revision"] == 4
+        a_key = {"X-API-Key": WRITE_A}
+        for name in ("mine", "never-made"):
+            response = await running.http.get(
+                f"/v1/collections/{name}", params={"min_revision": 999}, headers=a_key
+            )
+            assert response.status_code == 422, response.text
+            detail = response.json()["detail"]
+            assert "ahead of your latest write (revision 3)" in detail
+            assert re.findall(r"\d+", detail) == ["999", "3"]  # nothing of b's 4 writes
+
+
+async def test_read_your_writes_across_processes_with_tenant_revisions(tmp_path, checkpoint_a):
+    """Two apps on one SQLite database (as PROTONET_WORKERS runs them). The second has applied
+    tenant b's many writes through its feed, then stops following it; tenant a's write through
+    the first has a revision far below the feed's position in change ids, yet a read through
+    the second with that min_revision catches up and sees the write."""
+    drawings = Drawings(2)
+    settings = keyed_settings(tmp_path, checkpoint_a)
+    async with serve(settings) as first, serve(settings) as second:
+        a, b = tenant_clients(first)
+        await a.create_collection("mine")
+        await b.create_collection("theirs")
+        for _ in range(4):
+            await b.add_support("theirs", [("z", drawings.png(1))])
+        registry = second.state.registry
+        with anyio.fail_after(30):  # the second's feed has applied every change so far
+            while registry.applied_through < first.state.storage.last_change_id():
+                await anyio.sleep(0.02)
+        second.state.feed.stop()
+        assert registry.applied_revisions == {"a": 1, "b": 5}
+        written = await a.add_support("mine", [("x", drawings.png(0))])
+        assert written["revision"] == 2 < registry.applied_through
+        reader = AsyncProtonetClient(http=second.http, api_key=WRITE_A)
+        reader.revisions.last_written["mine"] = written["revision"]  # as a's client remembers
+        detail = await reader.get_collection("mine")
+        assert (detail["revision"], detail["n_examples"]) == (2, 1)
+        answer = await reader.query("mine", [drawings.png(0)])
+        assert answer["revision"] == 2 and answer["results"][0]["label"] == "x"

@@ -4,6 +4,7 @@ with ``min_revision``, convergence, SIGKILL under writes, and a model upgrade un
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -19,8 +20,10 @@ import numpy as np
 import pytest
 
 from service.client import ProtonetAPIError, ProtonetClient
+from service.collections.sync import LIVE_WITHIN
 from service.launcher import REPO_ROOT, LocalServer, free_port, start, stop
-from tests.service.helpers import Drawings
+from service.storage.repository import Storage
+from tests.service.helpers import PATIENCE, Drawings, make_settings, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +64,7 @@ def labels_of(collection: dict) -> dict[str, int]:
     return {c["label"]: c["n_examples"] for c in collection["classes"]}
 
 
-def eventually(check, timeout: float = 5.0):
+def eventually(check, timeout: float = PATIENCE):
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -139,7 +142,7 @@ def test_read_your_writes_through_another_replica(postgres_url, checkpoint_a, tm
         # A revision that no write has made: 422 at once, not a wait.
         response = httpx.get(f"{b.url}/v1/collections/c", params={"min_revision": 10**9})
         assert response.status_code == 422
-        assert "ahead of every change" in response.json()["detail"]
+        assert "ahead of your latest write" in response.json()["detail"]
 
 
 def test_concurrent_writes_through_every_replica_converge(postgres_url, checkpoint_a, tmp_path):
@@ -188,6 +191,7 @@ def test_sigkill_of_a_replica_under_writes_loses_no_acknowledged_write(
         with client(servers[0]) as setup:
             setup.create_collection("c")
         acknowledged: list[tuple[str, int]] = []
+        acknowledged_by = [0, 0, 0]  # writes acknowledged through each replica
         stop_writing = threading.Event()
 
         def write(index: int) -> None:
@@ -198,6 +202,7 @@ def test_sigkill_of_a_replica_under_writes_loses_no_acknowledged_write(
                     try:
                         done = c.add_support("c", [(label, drawings.png(n % 2))])
                         acknowledged.append((label, done["revision"]))
+                        acknowledged_by[index] += 1
                     except (httpx.TransportError, ProtonetAPIError):
                         if index == 1:
                             return  # its replica is gone
@@ -206,13 +211,22 @@ def test_sigkill_of_a_replica_under_writes_loses_no_acknowledged_write(
         writers = [threading.Thread(target=write, args=(i,)) for i in range(3)]
         for thread in writers:
             thread.start()
-        time.sleep(1.5)
-        servers[1].process.send_signal(signal.SIGKILL)
-        servers[1].process.wait()
-        time.sleep(1.0)
-        stop_writing.set()
-        for thread in writers:
-            thread.join()
+        try:
+            # Kill replica 1 only once every replica has acknowledged writes: it dies while its
+            # writer is mid-stream, and the survivors keep acknowledging writes after its death.
+            wait_until(lambda: all(acknowledged_by), PATIENCE, "a write through every replica")
+            servers[1].process.send_signal(signal.SIGKILL)
+            servers[1].process.wait()
+            before = list(acknowledged_by)
+            wait_until(
+                lambda: all(acknowledged_by[i] > before[i] for i in (0, 2)),
+                PATIENCE,
+                "a write through each survivor after the SIGKILL",
+            )
+        finally:
+            stop_writing.set()
+            for thread in writers:
+                thread.join()
         expected = {label for label, _ in acknowledged}
         assert any(label.startswith("w1-") for label in expected)
         last = max(revision for _, revision in acknowledged)
@@ -310,16 +324,29 @@ def _base_env() -> dict[str, str]:
     }
 
 
+def two_workers(tmp_path: Path, checkpoint: Path) -> dict[str, str]:
+    """PROTONET_WORKERS=2 on a SQLite database in ``tmp_path``."""
+    return {
+        "PROTONET_DATA_DIR": str(tmp_path / "data"),
+        "PROTONET_CHECKPOINT": str(checkpoint),
+        "PROTONET_TORCH_THREADS": "1",
+        "PROTONET_WORKERS": "2",
+        "PROTONET_LOG_FORMAT": "text",
+    }
+
+
+def workers_database(tmp_path: Path, checkpoint: Path) -> Storage:
+    """The database of :func:`two_workers`, once started (a worker migrated it)."""
+    url = make_settings(tmp_path / "data", checkpoint).resolved_database_url()
+    return Storage(url, migrate=False)
+
+
 def test_workers_on_one_sqlite_database_stay_in_sync(checkpoint_a, tmp_path):
     """PROTONET_WORKERS=2: two processes behind one port, one SQLite file (polling)."""
     drawings = Drawings(2)
-    env = {
-        "PROTONET_DATA_DIR": str(tmp_path / "data"),
-        "PROTONET_CHECKPOINT": str(checkpoint_a),
-        "PROTONET_TORCH_THREADS": "1",
-        "PROTONET_WORKERS": "2",
-    }
+    env = two_workers(tmp_path, checkpoint_a)
     server = start(env, tmp_path, STARTUP, log_file=tmp_path / "workers.log")
+    database = workers_database(tmp_path, checkpoint_a)
     try:
         with (
             ProtonetClient(server.url) as c,
@@ -337,14 +364,13 @@ def test_workers_on_one_sqlite_database_stay_in_sync(checkpoint_a, tmp_path):
                 ).stdout
                 assert output.count("127") + output.count(":") >= 2 and "(starting)" not in output
 
-            def every_connection_ready() -> None:
-                # Each new connection may reach either worker: 20 in a row answering 200 means
-                # both are (start() returned once one of them was).
-                for _ in range(20):
-                    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-
-            # A request that lands on a worker still loading gets 503 not_ready.
-            eventually(every_connection_ready, timeout=STARTUP)
+            # start() returned once one worker was ready; a request that lands on the other
+            # while it still loads gets 503 not_ready. Each worker marks its row ready in the
+            # database once it serves (uvicorn starts them one after the other, so a run of 200s
+            # from /readyz may all come from the first).
+            wait_until(
+                lambda: ready_workers(database) == 2, STARTUP, "both workers ready (workers.log)"
+            )
             c.create_collection("c")
             for n in range(20):  # each request may land on either worker
                 c.add_support("c", [(f"k{n}", drawings.png(n % 2))])
@@ -352,4 +378,33 @@ def test_workers_on_one_sqlite_database_stay_in_sync(checkpoint_a, tmp_path):
             eventually(lambda: _assert(len(plain.get_collection("c")["classes"]) == 20))
             both_ready()
     finally:
+        database.close()
+        stop(server.process)
+
+
+def ready_workers(database: Storage) -> int:
+    """How many live processes on ``database`` have finished loading."""
+    return len({r.pid for r in database.live_replicas(LIVE_WITHIN) if r.ready})
+
+
+def test_a_worker_kept_off_the_cpu_for_seconds_is_not_restarted(checkpoint_a, tmp_path):
+    """A loaded machine can keep a worker off the CPU for seconds (SIGSTOP stands in for it
+    here). uvicorn's supervisor killed and restarted from scratch any worker that did not answer
+    its ping within 5 s, so under load start-up could begin again and again."""
+    log = tmp_path / "workers.log"
+    server = start(two_workers(tmp_path, checkpoint_a), tmp_path, STARTUP, log_file=log)
+    database = workers_database(tmp_path, checkpoint_a)
+    try:
+        wait_until(lambda: ready_workers(database) == 2, STARTUP, "both workers ready")
+        stopped = database.live_replicas(LIVE_WITHIN)[0].pid
+        os.kill(stopped, signal.SIGSTOP)
+        try:
+            time.sleep(7)  # the point: longer than uvicorn's default health-check timeout (5 s)
+        finally:
+            with suppress(ProcessLookupError):  # gone if the supervisor killed it
+                os.kill(stopped, signal.SIGCONT)
+        assert "died" not in log.read_text(), "the supervisor killed the stopped worker"
+        wait_until(lambda: ready_workers(database) == 2, STARTUP, "both workers ready again")
+    finally:
+        database.close()
         stop(server.process)

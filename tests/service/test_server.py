@@ -14,7 +14,7 @@ import pytest
 from protonet.checkpoint import load_checkpoint
 from service.client import ImageLike, ProtonetAPIError, ProtonetClient
 from service.launcher import local_server
-from tests.service.helpers import Drawings
+from tests.service.helpers import PATIENCE, Drawings
 
 BODY_LIMIT = 200_000
 
@@ -28,7 +28,7 @@ def server(tmp_path: Path, bundled_model: Path) -> Iterator[str]:
         "PROTONET_MAX_BODY_BYTES": str(BODY_LIMIT),
         "PROTONET_LOG_LEVEL": "warning",
     }
-    with local_server(env, cwd=tmp_path, ready_timeout=60) as running:
+    with local_server(env, cwd=tmp_path, ready_timeout=PATIENCE) as running:
         yield running.url
     assert running.process.returncode == 0, "graceful shutdown"
 

@@ -13,7 +13,8 @@ def test_python_m_service_sets_the_openmp_environment(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     monkeypatch.setenv("PROTONET_TORCH_THREADS", "3")
-    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: None)
+    monkeypatch.setattr(entry.uvicorn, "Config", lambda *args, **kwargs: None)
+    monkeypatch.setattr(entry, "run_uvicorn", lambda config: 0)
     monkeypatch.setattr(entry.signal, "signal", lambda *args: None)
     entry.main([])
     assert os.environ["OMP_NUM_THREADS"] == os.environ["OPENBLAS_NUM_THREADS"] == "3"

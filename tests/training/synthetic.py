@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,16 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def truncated_png(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` and whose pixel data stops after a few
+    bytes: only a check of the header can refuse it for its size (decoding it would fail)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    ihdr = struct.pack(">I", len(header)) + b"IHDR" + header
+    ihdr += struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    idat = struct.pack(">I", 1000) + b"IDAT" + b"\x78\x9c"  # says 1000 bytes, holds 2
+    return b"\x89PNG\r\n\x1a\n" + ihdr + idat
 
 
 def write_folder_dataset(

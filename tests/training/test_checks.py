@@ -9,6 +9,7 @@ from training.checks import (
     ClassSet,
     check_episodes,
     fit_to_data,
+    fit_training_way,
     fit_validation,
 )
 from training.config import TrainConfig
@@ -39,9 +40,9 @@ def test_too_few_images_names_shot_query_and_the_class_sizes():
     with pytest.raises(ValueError) as error:
         check_episodes(class_set([10, 10, 12, 30, 30]), EpisodeShape(4, 5, 15), TRAINING_FLAGS)
     assert str(error.value) == (
-        "--way 4 needs 4 classes with --shot + --query = 5 + 15 = 20 images each; training has "
-        "2 (its classes hold 10 to 30 images): lower --shot + --query to <= 10 or lower --way "
-        "to <= 2"
+        "--way 4 needs 4 classes of at least --shot + --query = 5 + 15 = 20 images; training "
+        "has 5 classes, only 2 of them that large (they hold 10 to 30 images): lower --shot + "
+        "--query to <= 10 or lower --way to <= 2"
     )
     with pytest.raises(ValueError, match=r"--val-shot \+ --val-query = 1 \+ 15 = 16 images"):
         check_episodes(class_set([10] * 5), EpisodeShape(2, 1, 15), VALIDATION_FLAGS)
@@ -117,3 +118,31 @@ def test_open_set_episodes_count_the_unknown_classes_too():
         check_episodes(
             classes, EpisodeShape(4, 1, 1, n_unknown=4), TRAINING_FLAGS, within_group=True
         )
+
+
+def test_an_open_way_fits_the_training_classes_with_a_note():
+    config, notes = fit_training_way(TrainConfig(split="folder"), class_set([30] * 8))
+    assert config.way == 8
+    assert notes == [
+        "training holds 8 classes (10 minus 2 held out for validation): training 8-way, not "
+        "60-way (--way sets it)"
+    ]
+    # Only classes that hold --shot + --query images count; unknown classes need room too.
+    config, notes = fit_training_way(TrainConfig(unknown_way=2), class_set([5, 8, 20, 20, 20]))
+    assert (config.way, notes) == (3, [])  # 3 large enough, less 2 unknown: 1-way, no fit
+    config, notes = fit_training_way(TrainConfig(unknown_way=1), class_set([5, 8, 20, 20, 20]))
+    assert config.way == 2
+    assert notes == [
+        "training holds 5 classes (10 minus 2 held out for validation), 3 of them with --shot "
+        "+ --query = 10 images, less --unknown-way 1: training 2-way, not 60-way (--way sets it)"
+    ]
+
+
+def test_an_open_way_is_the_default_where_the_data_fills_it_and_a_given_way_stays():
+    assert fit_training_way(TrainConfig(), class_set([10] * 100)) == (TrainConfig(way=60), [])
+    assert fit_training_way(TrainConfig(way=20), class_set([10] * 8)) == (TrainConfig(way=20), [])
+    # No class large enough: check_episodes names the flags to lower, not the way.
+    config, notes = fit_training_way(TrainConfig(), class_set([3] * 8))
+    assert (config.way, notes) == (8, [])
+    with pytest.raises(ValueError, match="none of them that large"):
+        fit_to_data(config, class_set([3] * 8), validation_set(2, 30))

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from training.cli import build_parser, main
+from training.cli import build_parser, error_message, main
 from training.config import TrainConfig, help_text
 
 
@@ -68,3 +68,10 @@ def test_top_level_help_describes_the_commands(capsys):
     text = help_of(capsys)
     assert text.startswith("usage: python -m training [-h] COMMAND")
     assert "meta-train an encoder" in text and "python -m training train --split folder" in text
+
+
+def test_an_error_message_reads_without_the_quotes_of_a_key_error():
+    assert error_message(KeyError("3 classes not in the data, e.g. ['x']")) == (
+        "3 classes not in the data, e.g. ['x']"
+    )
+    assert error_message(ValueError("--way must be >= 0")) == "--way must be >= 0"

@@ -1,4 +1,5 @@
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -70,7 +71,12 @@ def test_data_from_local_copy_validates_and_copies(omniglot_dir, tmp_path, capsy
         main(["data", "omniglot", "--from", str(omniglot_dir), "--dest", str(tmp_path / "d")]) == 0
     )
     out = capsys.readouterr().out
-    assert "images_background.zip: content ok" in out
+    # The shared copy was packed again: a differing MD5 is reported as fine, and why.
+    assert (
+        "images_background.zip: content ok (30 alphabets, 964 characters, 19280 drawings), "
+        "fine to use; its md5 differs from the public zip's, which means it was packed or "
+        "encoded again, not that drawings are missing"
+    ) in out.splitlines()
     assert (tmp_path / "d" / "images_evaluation.zip").is_file()
     assert (tmp_path / "d" / "splits" / "vinyals" / "test.txt").is_file()
 
@@ -80,6 +86,23 @@ def test_data_from_rejects_incomplete_copy(tiny_omniglot, tmp_path, capsys):
         main(["data", "omniglot", "--from", str(tiny_omniglot), "--dest", str(tmp_path / "d")]) == 2
     )
     assert "expected 30 / 964 / 19280" in capsys.readouterr().err
+
+
+def test_a_failed_download_is_one_line_that_offers_from(tmp_path, monkeypatch, capsys):
+    """No network: one ``error:`` line and exit 2, not a URLError traceback. The URL points
+    at a closed local port, so the test never leaves the machine."""
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(download, "ZIP_URL", f"http://127.0.0.1:{port}/{{name}}")
+    assert main(["data", "omniglot", "--dest", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: download failed: http://127.0.0.1:{port}/images_background.zip: "
+    )
+    assert err.endswith("; use --from DIR with a copy of the zips fetched elsewhere\n")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not list((tmp_path / "d").glob("*.part"))  # no half-written file left behind
 
 
 def test_download_verifies_checksums(tmp_path, monkeypatch, omniglot_dir):

@@ -63,6 +63,46 @@ def test_readme_command_fits_validation_to_the_held_out_classes(readme_run):
     assert json.loads((out / "config.json").read_text())["val_way"] == 2
 
 
+@pytest.fixture(scope="module")
+def open_way_run(mydata, tmp_path_factory):
+    """``train --split folder --data ROOT`` without --way, with the progress bar on; a last
+    validation after episode 15 (--val-every 10 does not divide --episodes 15)."""
+    out = tmp_path_factory.mktemp("runs") / "open-way"
+    stderr = io.StringIO()
+    flags = ["--progress", "--episodes", "15", "--val-every", "10", "--val-episodes", "20"]
+    with contextlib.redirect_stderr(stderr):
+        assert train(mydata, out, *flags) == 0
+    return out, stderr.getvalue()
+
+
+def test_without_way_a_small_folder_trains_as_wide_as_it_allows(open_way_run):
+    out, stderr = open_way_run
+    assert (
+        "note: training holds 8 classes (10 minus 2 held out for validation): training 8-way, "
+        "not 60-way (--way sets it)"
+    ) in stderr
+    assert load_checkpoint(out / "best.pt").training_config["way"] == 8  # what ran
+
+
+def test_the_progress_bar_shows_the_last_validation(open_way_run):
+    out, stderr = open_way_run
+    records = map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+    last = [r for r in records if r["kind"] == "val"][-1]
+    assert last["episode"] == 15
+    final_bar = stderr.split("\r")[-1]  # what the terminal shows once the bar is closed
+    assert f"val={100 * last['accuracy']:.2f}%" in final_bar
+
+
+def test_a_folder_of_classes_without_split_folder_is_told_to_add_it(mydata, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(mydata), "--out", str(out), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {mydata} holds folders of images, not the Omniglot zips that --split lake "
+        "reads: to train on your own classes, add --split folder\n"
+    )
+    assert not out.exists()
+
+
 def test_evaluate_defaults_to_the_held_out_classes(readme_run, mydata, tmp_path, capsys):
     best = str(readme_run[0] / "best.pt")
     common = ["--checkpoint", best, "--data", str(mydata), "--episodes", "20"]
@@ -80,6 +120,13 @@ def test_evaluate_defaults_to_the_held_out_classes(readme_run, mydata, tmp_path,
         "error: the held-out set holds 2 classes (held out for validation in training; "
         "--classes all adds the other 8): --way must be <= 2\n"
     )
+
+
+def test_evaluate_shows_a_bar_while_it_embeds(readme_run, mydata, capsys):
+    best = str(readme_run[0] / "best.pt")
+    flags = ["--checkpoint", best, "--data", str(mydata), "--way", "2", "--episodes", "5"]
+    assert main(["evaluate", *flags]) == 0
+    assert "embedding: 100%" in capsys.readouterr().err  # 60 held-out images, 1 batch
 
 
 def test_evaluate_on_another_folder_uses_all_its_classes(readme_run, tmp_path, capsys):
@@ -117,14 +164,15 @@ def test_the_training_folder_is_recognised_after_images_are_added(mydata, tmp_pa
         ),
         (
             ["--way", "5", "--shot", "20", "--query", "15"],
-            "--way 5 needs 5 classes with --shot + --query = 20 + 15 = 35 images each; training "
-            "has 0 (its classes hold 30 images each): lower --shot + --query to <= 30",
+            "--way 5 needs 5 classes of at least --shot + --query = 20 + 15 = 35 images; "
+            "training has 8 classes, none of them that large (they hold 30 images each): lower "
+            "--shot + --query to <= 30",
         ),
         (
             ["--way", "5", "--val-shot", "10", "--val-query", "25"],
-            "--val-way 2 needs 2 classes with --val-shot + --val-query = 10 + 25 = 35 images "
-            "each; validation has 0 (its classes hold 30 images each): lower --val-shot + "
-            "--val-query to <= 30",
+            "--val-way 2 needs 2 classes of at least --val-shot + --val-query = 10 + 25 = 35 "
+            "images; validation has 2 classes, none of them that large (they hold 30 images "
+            "each): lower --val-shot + --val-query to <= 30",
         ),
         (
             ["--way", "5", "--val-fraction", "0.9"],

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from anyio import to_thread
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +22,7 @@ from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import ClassCount, CollectionStatus
 from service.collections.registry import CollectionRegistry
 from service.edge.error_responses import error_responses
+from service.storage.repository import IdempotencyClaim
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], route_class=BoundedJSONRoute)
 
@@ -42,16 +45,46 @@ LabelPath = Annotated[
     ),
     AfterValidator(normalize_label),
 ]
+# Revisions are the ids of changes, BIGINT columns (service/storage/records.py).
+MAX_REVISION = 2**63 - 1
 MinRevision = Annotated[
     int | None,
     Query(
         ge=0,
+        le=MAX_REVISION,
         description="Answer only once this process has applied the collection's changes up "
         "to this revision (one that a write returned): read-your-writes across replicas. "
         "Waits up to PROTONET_MIN_REVISION_TIMEOUT, then 503 revision_not_reached.",
     ),
 ]
 REVISION_HEADER = "Protonet-Revision"  # on every response about one collection
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Makes the write safe to retry: the same key with the same body within "
+        "PROTONET_IDEMPOTENCY_KEY_RETENTION_SECONDS (default a day) gets the first answer "
+        "again and writes nothing; with another body, 422 idempotency_key_reused. Per tenant; "
+        "any printable ASCII without spaces, e.g. a UUID.",
+        examples=["9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"],
+    ),
+]
+
+
+async def idempotency_claim(
+    request: Request, tenant: str, key: str | None
+) -> IdempotencyClaim | None:
+    """The request's key and fingerprint: a hash of its method, path and body (hashed off the
+    event loop: bodies may be megabytes)."""
+    if key is None:
+        return None
+    target = f"{request.method} {request.url.path}\n".encode()
+    body = await request.body()  # read already, by the route's JSON parsing
+    digest = await to_thread.run_sync(lambda: hashlib.sha256(target + body).hexdigest())
+    return IdempotencyClaim(tenant, key, digest)
 
 
 def with_revision(response: Response, revision: int) -> Response:
@@ -109,31 +142,50 @@ async def create_collection(
     return summary_of(summary, registry)
 
 
-@router.get("", summary="List collections", responses=error_responses(422, 503))
-async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> schemas.CollectionList:
-    # takes per-collection locks
-    collections = await run_in_threadpool(registry.list_all, tenant=tenant)
-    return schemas.CollectionList(collections=[summary_of(c, registry) for c in collections])
+def summary_body(collection: CollectionStatus, registry: CollectionRegistry) -> dict[str, Any]:
+    return summary_of(collection, registry).model_dump(mode="json")
+
+
+def listing_response(registry: CollectionRegistry, tenant: str) -> Response:
+    """Blocking (takes per-collection locks): every collection's summary, as JSON."""
+    collections = registry.list_all(tenant=tenant)
+    return json_response({"collections": [summary_body(c, registry) for c in collections]})
+
+
+def detail_response(registry: CollectionRegistry, name: str, tenant: str) -> Response:
+    """Blocking: the collection's summary and classes (``ClassCount`` dataclasses serialize
+    as ``{"label", "n_examples"}``), as JSON."""
+    detail = registry.describe(name, tenant=tenant)
+    body = {**summary_body(detail, registry), "classes": detail.classes}
+    return with_revision(json_response(body), detail.revision)
+
+
+# Listings are built and serialized in a worker thread: at 50,000 classes (3 MB of JSON), on the
+# event loop, 4 clients raised /healthz p50 to over a second (benchmarks/event_loop_stalls.py).
+@router.get(
+    "",
+    summary="List collections",
+    response_model=schemas.CollectionList,
+    responses=error_responses(422, 503),
+)
+async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> Response:
+    return await run_in_threadpool(listing_response, registry, tenant)
 
 
 @router.get(
     "/{name}",
     summary="Describe a collection and its classes",
+    response_model=schemas.CollectionDetail,
     responses=error_responses(404, 422, 503),
 )
 async def get_collection(
     name: NamePath,
     registry: RegistryDep,
     tenant: ReadTenant,
-    response: Response,
     min_revision: MinRevision = None,
-) -> schemas.CollectionDetail:
+) -> Response:
     await registry.require_revision(name, min_revision, tenant=tenant)
-    detail = await run_in_threadpool(registry.describe, name, tenant=tenant)
-    with_revision(response, detail.revision)
-    return schemas.CollectionDetail(
-        **summary_of(detail, registry).model_dump(), classes=classes_of(detail.classes)
-    )
+    return await run_in_threadpool(detail_response, registry, name, tenant)
 
 
 def diagnostics_of(
@@ -150,27 +202,41 @@ TOO_LARGE_TO_DIAGNOSE = (
     "PROTONET_DIAGNOSTICS_MAX_DISTANCES; validation_error or invalid_input: a bad name or "
     "min_revision."
 )
+DIAGNOSTICS_BUSY = (
+    "diagnostics_busy: as many diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT (per "
+    "process) or PROTONET_DIAGNOSTICS_MAX_CONCURRENT_PER_TENANT allow are running; retry after "
+    "Retry-After seconds."
+)
+
+
+def diagnostics_response(registry: CollectionRegistry, name: str, tenant: str) -> Response:
+    """Blocking: the diagnostics (one class entry per class), computed and serialized."""
+    revision, version, report = registry.diagnose(name, tenant=tenant)
+    body = diagnostics_of(report, version, revision).model_dump(mode="json")
+    return with_revision(json_response(body), revision)
 
 
 @router.get(
     "/{name}/diagnostics",
     summary="Diagnose the support set: leave-one-out accuracy, confusable classes, "
     "suspected mislabelled examples",
-    responses=error_responses(404, 422, 503, descriptions={422: TOO_LARGE_TO_DIAGNOSE}),
+    response_model=schemas.DiagnosticsResponse,
+    responses=error_responses(
+        404, 422, 429, 503, descriptions={422: TOO_LARGE_TO_DIAGNOSE, 429: DIAGNOSTICS_BUSY}
+    ),
 )
 async def diagnose_collection(
     name: NamePath,
     registry: RegistryDep,
     tenant: ReadTenant,
-    response: Response,
     min_revision: MinRevision = None,
-) -> schemas.DiagnosticsResponse:
+) -> Response:
     """From the stored embeddings (nothing is re-encoded); the work grows with examples x
-    classes (docs/service.md, "Diagnostics of a support set")."""
+    classes (docs/service.md, "Diagnostics of a support set"). At most
+    PROTONET_DIAGNOSTICS_MAX_CONCURRENT run at once in a process (per tenant:
+    PROTONET_DIAGNOSTICS_MAX_CONCURRENT_PER_TENANT); beyond, 429 diagnostics_busy."""
     await registry.require_revision(name, min_revision, tenant=tenant)
-    revision, version, report = await run_in_threadpool(registry.diagnose, name, tenant=tenant)
-    with_revision(response, revision)
-    return diagnostics_of(report, version, revision)
+    return await run_in_threadpool(diagnostics_response, registry, name, tenant)
 
 
 @router.patch(
@@ -221,8 +287,13 @@ async def add_support(
     registry: RegistryDep,
     tenant: WriteTenant,
     response: Response,
+    http_request: Request,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> schemas.SupportResponse:
-    added = await registry.add_support(name, request.examples, tenant=tenant)
+    """With an Idempotency-Key, a retry (same key, same body) within
+    PROTONET_IDEMPOTENCY_KEY_RETENTION_SECONDS gets the first answer and writes nothing."""
+    claim = await idempotency_claim(http_request, tenant, idempotency_key)
+    added = await registry.add_support(name, request.examples, tenant=tenant, claim=claim)
     with_revision(response, added.revision)
     return schemas.SupportResponse(
         n_added=added.n_added, classes=classes_of(added.classes), revision=added.revision

@@ -19,10 +19,12 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api import schemas
 from service.api.dependencies import ReadTenant, RegistryDep
+from service.api.responses import json_response
 from service.api.routers.collections import NamePath
 from service.collections import stored_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.edge.error_responses import error_responses
+from service.storage.repository import Storage
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -60,20 +62,23 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def examples_response(storage: Storage, name: str, tenant: str, label: str | None) -> Response:
+    """Blocking: the listing as JSON (``StoredExample`` dataclasses serialize as ``{"id",
+    "label", "text"}``), built off the event loop: a collection may hold 100,000s."""
+    examples = stored_examples.list_examples(storage, name, tenant=tenant, label=label)
+    return json_response({"examples": examples})
+
+
 @router.get(
     "/{name}/examples",
     summary="List the stored examples (ids, labels, and texts of a text model), by id",
+    response_model=schemas.ExampleList,
     responses=error_responses(404, 422, 503),
 )
 async def list_examples(
     name: NamePath, registry: RegistryDep, tenant: ReadTenant, label: LabelQuery = None
-) -> schemas.ExampleList:
-    examples = await run_in_threadpool(
-        stored_examples.list_examples, registry.storage, name, tenant=tenant, label=label
-    )
-    return schemas.ExampleList(
-        examples=[schemas.StoredExampleInfo(id=e.id, label=e.label, text=e.text) for e in examples]
-    )
+) -> Response:
+    return await run_in_threadpool(examples_response, registry.storage, name, tenant, label)
 
 
 @router.get(

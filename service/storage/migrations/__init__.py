@@ -27,6 +27,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.engine import Engine
 
+from protonet.errors import ProtonetError
 from service.storage.engine import WRITE
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ PRE_TENANT_REVISION = "0001"
 TENANT_REVISION = "0002"
 
 
-class MigrationError(RuntimeError):
+class MigrationError(ProtonetError):
     """The database schema is not what this service can run on (and was not migrated)."""
 
 

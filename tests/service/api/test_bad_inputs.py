@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.service.helpers import Drawings, image_item, make_settings, pixels_item, serve
+from tests.training.synthetic import truncated_png
 
 pytestmark = pytest.mark.anyio
 
@@ -93,7 +94,12 @@ CASES: list[tuple[str, Any, int, str]] = [
         400,
         "malformed JSON body at character 41: number is infinity",
     ),
-    (SUPPORT, b'{"examples": [{"label": "\xff"}]}', 400, "not valid UTF-8"),
+    (
+        SUPPORT,
+        b'{"examples": [{"label": "\xff"}]}',
+        400,
+        "the body is not valid UTF-8 (at byte 25: invalid start byte)",
+    ),
     (SUPPORT, b"[" * 5000 + b"]" * 5000, 400, "malformed JSON body"),
     (SUPPORT, b'{"examples": [{"label": "x", "pixels": [[' + b"[" * 30, 400, "malformed JSON"),
     (SUPPORT, support(bad_example(pixels=[[True]])), 422, "examples[1].pixels[0][0]: Input"),
@@ -132,11 +138,31 @@ CASES: list[tuple[str, Any, int, str]] = [
     (QUERY, {"queries": [{}]}, 422, "queries[0]: give exactly one of 'image'"),
     (QUERY, {"queries": [GOOD, GOOD, {"image": "@@@"}]}, 422, "queries[2].image: not valid"),
     (QUERY, {"queries": [GOOD] * (MAX_ITEMS + 1)}, 413, "queries: 9 items"),
+    # Refused by the header (the truncated data would not decode): a long, thin image within
+    # the pixel limit costs seconds to decode, so its side is limited too.
+    (
+        QUERY,
+        {"queries": [GOOD, image_item(truncated_png(1, 60_000))]},
+        422,
+        "queries[1].image: image is 1x60000; a side may be at most 16384 pixels",
+    ),
+    (QUERY, {"queries": [image_item(truncated_png(400, 400))]}, 422, "image is 400x400 = 160000"),
     ("/v1/collections/nope/query", {"queries": [GOOD]}, 404, "collection 'nope'"),
     ("/v1/collections", {"name": "a b"}, 422, "name: String should match pattern"),
     ("/v1/collections", {"name": "x" * 65}, 422, "name: String should match pattern"),
     ("/v1/collections", {"name": "ok", "x": 1}, 422, "x: Extra inputs"),
     ("/v1/embed", {"inputs": [GOOD, {"pixels": [[0.1, -1]]}]}, 422, "inputs[1].pixels: pixels"),
+    # Pixels deeper than rows of numbers: a 500 ([[[1, 1]]]), or silently taken as 2-D.
+    (QUERY, {"queries": [{"pixels": [[[1, 1]]]}]}, 422, "queries[0].pixels: must be a 2-D list"),
+    (SUPPORT, support(bad_example(pixels=[[[0.5]]])), 422, "examples[1].pixels: must be a 2-D"),
+    (
+        "/v1/embed",
+        {"inputs": [GOOD, {"pixels": [[[0.1], [0.9]], [[0.9], [0.1]]]}]},
+        422,
+        "inputs[1].pixels: must be a 2-D list of rows of numbers",
+    ),
+    # 100,000 keys took 14-27 s (a linear lookup per key) before its 422.
+    (QUERY, {f"k{i}": 1 for i in range(100_000)}, 413, "body: 100000 keys; at most 64"),
     ("/v1/embed", {"inputs": [GOOD, {"image": 3}]}, 422, "inputs[1].image: Input should be"),
 ]
 
@@ -175,6 +201,18 @@ async def test_bad_inputs_are_4xx_naming_the_item_and_change_nothing(tmp_path, c
                 failures.append(f"{path} {str(body)[:80]}: {response.status_code} {detail!r}")
         assert not failures, "\n".join(failures)
         assert await snapshot(running, probe) == before
+
+
+async def test_the_image_side_limit_is_a_setting(tmp_path, checkpoint_a):
+    settings = make_settings(tmp_path, checkpoint_a, max_image_side=50)
+    async with serve(settings) as running:
+        await running.client.create_collection("c")
+        body = support(bad_example(**image_item(png((51, 10)))))
+        response = await running.http.post(SUPPORT, json=body)
+        assert response.status_code == 422
+        assert "examples[1].image: image is 51x10; a side may be at most 50" in response.text
+        body = support(bad_example(**image_item(png((50, 10)))))
+        assert (await running.http.post(SUPPORT, json=body)).status_code == 200
 
 
 async def test_error_body_lists_every_invalid_field(settings):
@@ -245,3 +283,21 @@ async def test_images_in_unusual_modes_are_accepted(tmp_path, checkpoint_a):
                 answers[name] = response.json()["results"][1]
     assert not failures, "\n".join(failures)
     assert answers["LAB TIFF"] == answers["L PNG"] == answers["La TIFF"]
+
+
+async def test_min_revision_beyond_what_storage_holds_is_422_in_the_schema_too(settings):
+    """Revisions are BIGINTs: the schema says so, and a larger one is refused naming it."""
+    too_large = 2**63
+    async with serve(settings) as running:
+        document = (await running.http.get("/openapi.json")).json()
+        response = await running.http.get(f"/v1/collections/c?min_revision={too_large}")
+    parameters = document["paths"]["/v1/collections/{name}"]["get"]["parameters"]
+    (min_revision,) = [p for p in parameters if p["name"] == "min_revision"]
+    assert {"type": "integer", "minimum": 0, "maximum": too_large - 1} in min_revision["schema"][
+        "anyOf"
+    ]
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"query.min_revision: Input should be less than or equal to {too_large - 1} "
+        f"(got {too_large})"
+    )

@@ -3,12 +3,16 @@ against embeddings from /v1/embed, the errors, and the client."""
 
 from __future__ import annotations
 
+import threading
+
+import anyio
 import httpx
 import pytest
 import torch
 
 from protonet.prototypes import compute_prototypes, squared_euclidean
 from service.client import ProtonetAPIError, ProtonetClient
+from service.collections import registry as registry_module
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -132,3 +136,47 @@ def test_the_sync_client_asks_for_the_diagnostics_path():
     assert (
         request.method == "GET" and request.url.raw_path == b"/v1/collections/my%20set/diagnostics"
     )
+
+
+async def test_diagnostics_beyond_the_limit_get_429_with_retry_after(
+    tmp_path, checkpoint_a, monkeypatch
+):
+    """With one diagnostics allowed at once and one running (held here), a second is refused
+    at once with Retry-After, in the shared error shape; probes and other reads still answer."""
+    started, release = threading.Event(), threading.Event()
+    original = registry_module.diagnose
+
+    def held(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    settings = make_settings(tmp_path, checkpoint_a, diagnostics_max_concurrent=1)
+    drawings = Drawings(2)
+    async with serve(settings) as running:
+        client, http = running.client, running.http
+        await client.create_collection("c")
+        await client.add_support("c", [("a", drawings.png(0)), ("b", drawings.png(1))])
+        monkeypatch.setattr(registry_module, "diagnose", held)
+        try:
+            async with anyio.create_task_group() as group:
+                first: list[httpx.Response] = []
+
+                async def diagnose_first() -> None:
+                    first.append(await http.get("/v1/collections/c/diagnostics"))
+
+                group.start_soon(diagnose_first)
+                assert await anyio.to_thread.run_sync(started.wait, 30)
+                refused = await http.get("/v1/collections/c/diagnostics")
+                assert (await http.get("/healthz")).status_code == 200
+                assert (await http.get("/v1/collections/c")).status_code == 200
+                release.set()
+        finally:
+            release.set()
+        assert first[0].status_code == 200, first[0].text
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"] == "diagnostics_busy"
+        assert "PROTONET_DIAGNOSTICS_MAX_CONCURRENT allows" in refused.json()["detail"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        again = await http.get("/v1/collections/c/diagnostics")  # the slot is free again
+        assert again.status_code == 200, again.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import tracemalloc
 
 import anyio
@@ -12,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.json_bodies import BodyLimits, parse_json_body
+from protonet.errors import InvalidInputError
+from service.api.json_bodies import MAX_KEYS_PER_OBJECT, BodyLimits, Converter, parse_json_body
 from service.edge.body_size import BODY_MEMORY_FACTOR, MemoryBudget
 from service.errors import LimitExceededError, MalformedJSONError, OverloadedError
 from tests.service.helpers import make_settings, pixels_item, serve
@@ -78,7 +80,8 @@ def test_pixel_values_are_summed_over_the_request():
     ("body", "message"),
     [
         (b'{"queries": [', "at character 13: unexpected end of data"),
-        (b'{"a": "\xff"}', "not valid UTF-8"),
+        (b'{"a": "\xff"}', r"the body is not valid UTF-8 \(at byte 7: invalid start byte\)"),
+        (b'{"a": "\xed\xa0\x80"}', r"the body is not valid UTF-8 \(at byte 7"),  # a surrogate
         (b"[" * 20 + b"]" * 20, "nested deeper than 16 levels"),
         (b"[" * 3000 + b"]" * 3000, "malformed JSON body"),
         (b'{"a": NaN}', "malformed JSON body at character 6"),
@@ -94,6 +97,55 @@ def test_keys_with_nul_characters_are_converted_too():
     """simdjson cannot look such keys up (a fuzzer's 500); they become a plain dict."""
     parsed = parse_json_body(b'{"a\\u0000b": {"c": [1]}, "d": 2}', LIMITS)
     assert parsed == {"a\x00b": {"c": [1]}, "d": 2}
+
+
+def many_keys(count: int) -> str:
+    return "{" + ",".join(f'"k{i}":1' for i in range(count)) + "}"
+
+
+@pytest.mark.parametrize(
+    ("body", "location"),
+    [(many_keys(100_000), "body"), ('{"queries": [' + many_keys(100_000) + "]}", "queries[0]")],
+)
+def test_objects_of_many_keys_are_refused_before_any_value_is_read(monkeypatch, body, location):
+    """Issue 25: 100,000 keys took 14-27 s (a linear simdjson lookup per key). The size is
+    checked first, so not one of the object's values is converted."""
+    converted: list[str] = []
+    convert = Converter.convert
+
+    def counting(self, node, at, depth):
+        converted.append(at)
+        return convert(self, node, at, depth)
+
+    monkeypatch.setattr(Converter, "convert", counting)
+    with pytest.raises(LimitExceededError, match=rf"^{re.escape(location)}: 100000 keys; at most"):
+        parse_json_body(body.encode(), LIMITS)
+    assert not any(at.startswith(("k", location + ".k")) for at in converted)
+    widest = json.loads(many_keys(MAX_KEYS_PER_OBJECT))
+    assert parse_json_body(many_keys(MAX_KEYS_PER_OBJECT).encode(), LIMITS) == widest
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        "[[[1,1]]]",  # flattened, the size did not fit: a 500
+        "[[[0.5]]]",  # these two were taken as 2-D
+        "[[[0.1],[0.9]],[[0.9],[0.1]]]",
+        "[[0.1,[0.9]],[0.9,0.1]]",
+        '[[[1,"a"]]]',  # not numeric: left as lists, checked all the same
+        "[[[]]]",
+    ],
+)
+def test_pixels_deeper_than_rows_of_numbers_are_refused_naming_the_item(pixels):
+    body = f'{{"label": "[a]", "queries": [{{"text": "x"}}, {{"pixels": {pixels}}}]}}'
+    with pytest.raises(InvalidInputError, match=r"^queries\[1\].pixels: must be a 2-D list"):
+        parse_json_body(body.encode(), LIMITS)
+
+
+def test_brackets_in_strings_leave_good_pixel_arrays_alone():
+    body = b'{"label": "[[", "note": "\\u005b", "pixels": [[0.25, 1], [0, 0.5]]}'
+    pixels = parse_json_body(body, LIMITS)["pixels"]
+    assert isinstance(pixels, np.ndarray) and pixels.tolist() == [[0.25, 1], [0, 0.5]]
 
 
 def test_non_numeric_or_ragged_pixels_stay_lists_for_the_model_to_name():
@@ -169,7 +221,7 @@ def test_any_json_parses_like_json_loads_or_is_refused_cleanly(value):
     body = json.dumps(value).encode()
     try:
         parsed = parse_json_body(body, BodyLimits(max_items=4, max_pixel_values=50))
-    except (LimitExceededError, MalformedJSONError):
+    except (LimitExceededError, MalformedJSONError, InvalidInputError):
         return
     assert json.dumps(parsed, default=lambda array: array.tolist()) == json.dumps(value) or (
         "pixels" in body.decode()

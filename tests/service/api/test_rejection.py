@@ -6,16 +6,17 @@ query, both index kinds, the client, and the 422s; answers without rejection kee
 from __future__ import annotations
 
 import base64
+import dataclasses
 from pathlib import Path
 
 import anyio
 import pytest
 
-from protonet.checkpoint import load_checkpoint
+from protonet.checkpoint import load_checkpoint, save_checkpoint
 from service.client import Calls
 from service.collections.rejection import MIN_LOO_SCORES
 from tests.conftest import REPO_ROOT
-from tests.service.helpers import Drawings, make_settings, serve
+from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -135,25 +136,55 @@ async def test_patch_changes_the_setting_as_a_write(calibrated):
             assert response.json()["error"] == "validation_error"
 
 
-async def test_acceptance_outside_the_calibrated_range_is_422_naming_it(calibrated):
+async def test_acceptance_outside_the_schemas_range_is_422_echoing_it(calibrated):
+    """The schema's bounds are the calibrations' range, [0.8, 0.999] (it said (0, 1) while the
+    server refused the rest); the message echoes the value as sent (it said "acceptance 1")."""
     async with serve(calibrated) as running:
         http = running.http
+        schemas = (await http.get("/openapi.json")).json()["components"]["schemas"]
+        acceptance = schemas["AcceptanceTarget"]["properties"]["acceptance"]
+        assert (acceptance["minimum"], acceptance["maximum"]) == (0.8, 0.999)
         await rings(http, "shapes")
         refusals = [
             http.post("/v1/collections", json={"name": "x", "rejection": {"acceptance": 0.5}}),
-            http.patch("/v1/collections/shapes", json={"rejection": {"acceptance": 0.9999}}),
+            http.patch(
+                "/v1/collections/shapes", json={"rejection": {"acceptance": 0.9999999999999999}}
+            ),
             http.post(
                 "/v1/collections/shapes/query",
-                json={"queries": [item("ring3")], "rejection": {"acceptance": 0.5}},
+                json={"queries": [item("ring3")], "rejection": {"acceptance": 0.79}},
             ),
         ]
-        for refusal in refusals:
+        for refusal, sent in zip(refusals, ("0.5", "0.9999999999999999", "0.79"), strict=True):
             response = await refusal
             assert response.status_code == 422
-            assert response.json()["error"] == "acceptance_out_of_range"
-            assert "[0.8, 0.999]" in response.json()["detail"]
+            assert response.json()["error"] == "validation_error"
+            assert f"(got {sent})" in response.json()["detail"]
         assert (await http.get("/v1/collections/x")).status_code == 404  # nothing stored
         assert (await http.get("/v1/collections/shapes")).json()["rejection"] == {"mode": "none"}
+
+
+async def test_acceptance_outside_the_models_calibrated_range_is_422_naming_it(
+    tmp_path, bundled_model
+):
+    """A model calibrated on a narrower range than the schema's refuses the rest itself."""
+    checkpoint = load_checkpoint(bundled_model)
+    assert checkpoint.rejection is not None
+    rejection = checkpoint.rejection
+    narrower = dataclasses.replace(
+        rejection,
+        acceptances=rejection.acceptances[1:-1],
+        thresholds=tuple(row[1:-1] for row in rejection.thresholds),
+    )
+    path = save_checkpoint(dataclasses.replace(checkpoint, rejection=narrower), tmp_path / "n.pt")
+    async with serve(make_settings(tmp_path / "data", path)) as running:
+        response = await running.http.post(
+            "/v1/collections", json={"name": "x", "rejection": {"acceptance": 0.9950000000000001}}
+        )
+    assert response.status_code == 422
+    assert response.json()["error"] == "acceptance_out_of_range"
+    assert "acceptance 0.9950000000000001 is outside" in response.json()["detail"]
+    assert "[0.9, 0.995]" in response.json()["detail"]
 
 
 async def test_a_model_without_calibration_refuses_calibrated_rejection(settings):
@@ -164,6 +195,7 @@ async def test_a_model_without_calibration_refuses_calibrated_rejection(settings
         assert created.status_code == 422
         assert created.json()["error"] == "rejection_unavailable"
         assert "rejection 'none'" in created.json()["detail"]
+        assert created.json()["detail"].startswith("model 'default' has no rejection")
         await http.post("/v1/collections", json={"name": "c"})
         patched = await http.patch("/v1/collections/c", json={"rejection": {"acceptance": 0.9}})
         assert patched.json()["error"] == "rejection_unavailable"
@@ -231,7 +263,7 @@ async def test_another_process_on_the_database_sees_a_patch(calibrated):
         async def seen() -> dict:
             return (await second.http.get("/v1/collections/shapes")).json()["rejection"]
 
-        with anyio.fail_after(10):
+        with anyio.fail_after(PATIENCE):
             while await seen() != {"mode": "calibrated", "acceptance": 0.95}:
                 await anyio.sleep(0.02)
         assert (

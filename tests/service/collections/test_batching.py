@@ -4,11 +4,12 @@ shutdown."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from protonet.errors import InvalidInputError
-from service.collections.batching import BatchStats, Handoff, MicroBatcher
+from service.collections.batching import BatchStats, Handoff, MicroBatcher, Split
 from service.errors import NotReadyError
 
 pytestmark = pytest.mark.anyio
@@ -39,19 +40,20 @@ async def run_batcher(batcher: MicroBatcher, *jobs: object) -> list[object]:
         await batcher.stop()
 
 
-async def test_batches_hold_at_most_max_rows():
+async def test_batches_hold_at_most_the_budget():
     recorder = Recorder()
-    batcher = MicroBatcher("test", recorder, max_rows=4)
+    batcher = MicroBatcher("test", recorder, budget=4)
     outcomes = await run_batcher(batcher, *range(10))
     assert outcomes == [2 * i for i in range(10)]
     assert recorder.batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-async def test_rows_count_images_and_a_large_job_goes_alone():
+async def test_rows_count_images_a_large_job_goes_alone_and_later_jobs_fill_a_batch():
     recorder = Recorder()
-    batcher = MicroBatcher("test", recorder, rows_of=len, max_rows=4)
+    batcher = MicroBatcher("test", recorder, rows_of=len, budget=4)
     await run_batcher(batcher, "ab", "cdefgh", "i", "jk", "l")
-    assert recorder.batches == [["ab"], ["cdefgh"], ["i", "jk", "l"]]
+    # "cdefgh" and "jk" do not fit beside "ab": they wait, and go first in the next batches.
+    assert recorder.batches == [["ab", "i", "l"], ["cdefgh"], ["jk"]]
 
 
 async def test_a_lone_job_does_not_wait_when_nothing_is_announced():
@@ -146,3 +148,91 @@ async def test_stop_finishes_the_jobs_already_queued():
     batcher.start()
     await batcher.stop()
     assert await asyncio.wait_for(asyncio.gather(*queued), timeout=10) == [2, 4]
+
+
+class PartRecorder:
+    """A batch function over tuples of numbers (a job's rows): doubles them, remembers the
+    parts of each batch, fails a part holding ``"bad"``, and can hold its first call until
+    ``release`` is set."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[list[tuple[object, ...]]] = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+        if not hold:
+            self.release.set()
+
+    def __call__(self, jobs: list[tuple[object, ...]]) -> list[object]:
+        self.started.set()
+        self.release.wait(30)
+        self.batches.append(list(jobs))
+        return [
+            InvalidInputError("bad row") if "bad" in job else tuple(2 * row for row in job)
+            for job in jobs
+        ]
+
+
+def splitting(
+    recorder: PartRecorder, budget: int, costs=lambda job: [1] * len(job)
+) -> MicroBatcher:
+    """A batcher that cuts tuple jobs into parts and joins the parts' results."""
+    split = Split(
+        costs=costs,
+        part=lambda job, start, stop: job[start:stop],
+        finish=lambda _job, results: tuple(row for result in results for row in result),
+    )
+    return MicroBatcher("test", recorder, budget=budget, split=split)
+
+
+async def test_parts_of_concurrent_jobs_take_turns():
+    """A job of 6 rows and one of 3, budget 2: each batch takes one row of each in turn, so
+    the smaller job is done after 3 batches, not after the larger one."""
+    recorder = PartRecorder()
+    large, small = (0, 1, 2, 3, 4, 5), (10, 11, 12)
+    outcomes = await run_batcher(splitting(recorder, budget=2), large, small)
+    assert outcomes == [(0, 2, 4, 6, 8, 10), (20, 22, 24)]
+    assert recorder.batches == [
+        [(0,), (10,)],
+        [(1,), (11,)],
+        [(2,), (12,)],
+        [(3, 4)],
+        [(5,)],
+    ]
+
+
+async def test_a_job_arriving_beside_a_large_one_waits_for_one_batch():
+    recorder = PartRecorder(hold=True)
+    batcher = splitting(recorder, budget=4)
+    batcher.start()
+    try:
+        large = asyncio.ensure_future(batcher.submit(tuple(range(100))))
+        await asyncio.to_thread(recorder.started.wait, 30)  # the first batch is running
+        small = asyncio.ensure_future(batcher.submit((7,)))
+        await asyncio.sleep(0.05)  # queued (not a timing assertion: only the order matters)
+        recorder.release.set()
+        assert await asyncio.wait_for(small, timeout=30) == (14,)
+        assert await asyncio.wait_for(large, timeout=30) == tuple(range(0, 200, 2))
+    finally:
+        await batcher.stop()
+    assert recorder.batches[0] == [(0, 1, 2, 3)]
+    assert sorted(recorder.batches[1]) == [(4, 5, 6), (7,)]  # the next batch, shared
+
+
+async def test_a_job_whose_rows_each_exceed_the_budget_lets_others_through():
+    """Rows that cost more than the budget go alone; a cheap job queued beside such a job
+    gets the next batch instead of waiting for all of its rows."""
+    recorder = PartRecorder()
+    costs = lambda job: [10 if row >= 100 else 1 for row in job]  # noqa: E731
+    batcher = splitting(recorder, budget=4, costs=costs)
+    outcomes = await run_batcher(batcher, (100, 101, 102), (1, 2))
+    assert outcomes == [(200, 202, 204), (2, 4)]
+    assert recorder.batches == [[(100,)], [(1, 2)], [(101,)], [(102,)]]
+
+
+async def test_a_failing_part_fails_its_job_and_its_other_parts_are_skipped():
+    recorder = PartRecorder()
+    outcomes = await run_batcher(splitting(recorder, budget=2), (1, "bad", 3, 4), (5, 6, 7))
+    assert isinstance(outcomes[0], InvalidInputError)
+    assert outcomes[1] == (10, 12, 14)
+    processed = [row for batch in recorder.batches for part in batch for row in part]
+    assert 3 not in processed and 4 not in processed

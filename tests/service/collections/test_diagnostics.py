@@ -4,14 +4,20 @@
 from __future__ import annotations
 
 import itertools
+from contextlib import ExitStack
 
 import numpy as np
 import pytest
 import torch
 
 from protonet.prototypes import compute_prototypes, squared_euclidean
-from service.collections.diagnostics import DiagnosticsLimits, diagnose, distances_needed
-from service.errors import CollectionTooLargeError
+from service.collections.diagnostics import (
+    DiagnosticsLimits,
+    DiagnosticsSlots,
+    diagnose,
+    distances_needed,
+)
+from service.errors import CollectionTooLargeError, DiagnosticsBusyError
 from service.storage.repository import StoredEmbeddings
 
 DIM = 16
@@ -193,3 +199,17 @@ def test_the_work_counted_and_the_limits():
         DiagnosticsLimits(max_examples=5).check("c", [3, 2, 1])
     with pytest.raises(CollectionTooLargeError, match=r"24 distances.*than 23.*MAX_DISTANCES"):
         DiagnosticsLimits(max_distances=23).check("c", [3, 2, 1])
+
+
+def test_diagnostics_slots_bound_the_process_and_each_tenant():
+    slots = DiagnosticsSlots(per_process=2, per_tenant=1)
+    with ExitStack() as held:
+        held.enter_context(slots.admit("t1"))
+        with pytest.raises(DiagnosticsBusyError, match="PER_TENANT allows") as busy:
+            held.enter_context(slots.admit("t1"))
+        assert busy.value.retry_after >= 1
+        held.enter_context(slots.admit("t2"))
+        with pytest.raises(DiagnosticsBusyError, match="MAX_CONCURRENT allows: retry"):
+            held.enter_context(slots.admit("t3"))
+    with slots.admit("t3"):  # all released, the refused ones included
+        pass

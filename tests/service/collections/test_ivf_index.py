@@ -216,7 +216,7 @@ async def test_every_operation_on_an_ivf_collection_answers_like_exact(tmp_path,
     assert len(files) == 1  # saved at shutdown: only the IVF collection has one
 
     async with serve(settings) as running:  # started from the persisted index
-        assert running.state.registry._saved_revisions  # loaded, not rebuilt
+        assert running.state.registry._saved_change_ids  # loaded, not rebuilt
         approximate = await running.client.query("approx", queries, top_k=6)
         assert_same_answers(approximate, await running.client.query("plain", queries, top_k=6))
         late = [("c3", drawings.png(0))]
@@ -224,7 +224,7 @@ async def test_every_operation_on_an_ivf_collection_answers_like_exact(tmp_path,
 
     files[0].write_bytes(files[0].read_bytes()[:-7] + b"damaged")
     async with serve(settings) as running:  # a damaged file: rebuilt from the database
-        assert not running.state.registry._saved_revisions
+        assert not running.state.registry._saved_change_ids
         client = running.client
         await client.add_support("plain", late)
         assert_same_answers(

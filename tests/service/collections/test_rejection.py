@@ -42,6 +42,11 @@ def gaussian_calibration(variance: float = 1.0) -> RejectionCalibration:
 CALIBRATION = gaussian_calibration()
 
 
+def resolve(setting: RejectionSetting, calibration: RejectionCalibration | None):
+    """``setting`` resolved for an image model named omniglot."""
+    return setting.resolve(calibration, model="omniglot", modality="image")
+
+
 def test_settings_round_trip_through_their_stored_form():
     for choice, column in (("none", "none"), ("default", "default"), (0.99, "0.99")):
         setting = RejectionSetting.from_choice(choice)
@@ -53,20 +58,33 @@ def test_settings_round_trip_through_their_stored_form():
 
 
 def test_settings_resolve_against_the_calibration():
-    assert RejectionSetting().resolve(CALIBRATION) is None
-    assert RejectionSetting().resolve(None) is None  # no rejection needs no calibration
-    assert RejectionSetting(True).resolve(CALIBRATION) == RejectionPolicy(CALIBRATION, 0.95)
-    assert RejectionSetting(True, 0.99).resolve(CALIBRATION) == RejectionPolicy(CALIBRATION, 0.99)
-    assert RejectionSetting(True, 0.8).resolve(CALIBRATION) is not None  # the range's ends
-    assert RejectionSetting(True, 0.999).resolve(CALIBRATION) is not None
-    with pytest.raises(RejectionUnavailableError, match="no rejection calibration"):
-        RejectionSetting(True).resolve(None)
-    for outside in (0.5, 0.9999):
-        with pytest.raises(AcceptanceOutOfRangeError, match=r"range \[0.8, 0.999\]"):
-            RejectionSetting(True, outside).resolve(CALIBRATION)
+    assert resolve(RejectionSetting(), CALIBRATION) is None
+    assert resolve(RejectionSetting(), None) is None  # no rejection needs no calibration
+    assert resolve(RejectionSetting(True), CALIBRATION) == RejectionPolicy(CALIBRATION, 0.95)
+    assert resolve(RejectionSetting(True, 0.99), CALIBRATION) == RejectionPolicy(CALIBRATION, 0.99)
+    assert resolve(RejectionSetting(True, 0.8), CALIBRATION) is not None  # the range's ends
+    assert resolve(RejectionSetting(True, 0.999), CALIBRATION) is not None
+    with pytest.raises(RejectionUnavailableError, match="model 'omniglot' has no rejection"):
+        resolve(RejectionSetting(True), None)
+    for outside in (0.5, 0.9999, 0.9999999999999999):
+        with pytest.raises(AcceptanceOutOfRangeError, match=r"range \[0.8, 0.999\]") as refused:
+            resolve(RejectionSetting(True, outside), CALIBRATION)
+        assert f"acceptance {outside!r} is outside" in str(refused.value)  # not "acceptance 1"
     other = RejectionCalibration("softmax", SHOTS, ACCEPTANCES, CALIBRATION.thresholds)
     with pytest.raises(RejectionUnavailableError, match="softmax"):
-        RejectionSetting(True).resolve(other)
+        resolve(RejectionSetting(True), other)
+
+
+def test_an_uncalibrated_model_is_named_with_advice_that_works_for_its_kind():
+    with pytest.raises(RejectionUnavailableError) as image:
+        resolve(RejectionSetting(True), None)
+    assert "protonet calibrate --checkpoint CKPT --data DIR --write-card" in str(image.value)
+    # protonet calibrate refuses text checkpoints: the message must not send anyone there.
+    with pytest.raises(RejectionUnavailableError) as text:
+        RejectionSetting(True).resolve(None, model="intents", modality="text")
+    message = str(text.value)
+    assert message.startswith("model 'intents' is a text model")
+    assert "not available for text models yet" in message and "--write-card" not in message
 
 
 def test_settings_describe_themselves_with_the_default_resolved():

@@ -11,9 +11,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
 
 from service.app import create_app
+from service.collections.lifecycle import ServiceState
 from service.edge.logs import (
+    MAX_MESSAGE,
     JsonFormatter,
     RequestIdFilter,
     TextFormatter,
@@ -21,7 +24,7 @@ from service.edge.logs import (
     truncated,
 )
 from service.launcher import local_server
-from tests.service.helpers import Drawings, make_settings, serve
+from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 
 KEY = "log-test-secret-key-0123456789abcdef"
 WRONG_KEY = "log-test-wrong-key-0123456789abcdef"
@@ -99,7 +102,7 @@ def test_real_server_writes_json_lines_with_request_ids(tmp_path: Path, checkpoi
         "PROTONET_API_KEYS": f"{KEY}:t:write",
     }
     with (
-        local_server(env, cwd=tmp_path, ready_timeout=60, log_file=log_file) as server,
+        local_server(env, cwd=tmp_path, ready_timeout=PATIENCE, log_file=log_file) as server,
         httpx.Client(base_url=server.url, headers={"X-API-Key": KEY}, timeout=30) as http,
     ):
         created = http.post("/v1/collections", json={"name": "c"})
@@ -145,3 +148,48 @@ async def test_an_unexpected_error_is_a_500_with_its_request_id_logged(settings,
     assert logged[0].request_id == "boom-1"  # type: ignore[attr-defined]
     access = [r for r in caplog.records if r.name == "service.access"]
     assert [r.status for r in access] == [500]  # type: ignore[attr-defined]
+
+
+def test_a_cut_message_keeps_its_end_where_a_traceback_names_its_exception():
+    traceback = "Traceback (most recent call last):\n" + '  File "x.py", line 1\n' * 500
+    text = traceback + "ValueError: what went wrong"
+    cut = truncated(text)
+    assert cut.startswith("Traceback") and cut.endswith("ValueError: what went wrong")
+    assert f"[{len(text) - MAX_MESSAGE} characters cut]" in cut and len(cut) < 2100
+
+
+async def startup_failure_message(app: FastAPI) -> str:
+    """Drive the app's ASGI lifespan as uvicorn does; the message its failed start sends."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    with pytest.raises(Exception):  # noqa: B017 (re-raised for uvicorn, whatever it is)
+        await app(scope, receive, send)
+    [failed] = sent
+    assert failed["type"] == "lifespan.startup.failed"
+    return failed["message"]
+
+
+@pytest.mark.anyio
+async def test_a_start_that_fails_on_purpose_is_one_line(tmp_path):
+    missing = tmp_path / "nope.pt"
+    message = await startup_failure_message(create_app(make_settings(tmp_path, missing)))
+    assert message == (
+        f"startup failed: model 'default' ({missing}): checkpoint not found: {missing}"
+    )
+
+
+@pytest.mark.anyio
+async def test_a_start_that_fails_on_a_bug_keeps_its_traceback(settings, monkeypatch):
+    def broken(*_args: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(ServiceState, "open", broken)
+    message = await startup_failure_message(create_app(settings))
+    assert message.startswith("Traceback") and message.endswith("RuntimeError: disk on fire\n")

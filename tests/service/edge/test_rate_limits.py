@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
 from service.launcher import local_server
 from service.settings import Settings, trusted_proxy_list
-from tests.service.helpers import Running, image_item, make_settings, pixels_item, serve
+from tests.service.helpers import PATIENCE, Running, image_item, make_settings, pixels_item, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -350,7 +350,8 @@ def test_python_m_service_leaves_forwarded_headers_to_the_app(monkeypatch):
     import service.__main__ as entry
 
     calls: list[dict] = []
-    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(entry.uvicorn, "Config", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(entry, "run_uvicorn", lambda config: 0)
     monkeypatch.setattr(entry.signal, "signal", lambda *args: None)
     entry.main([])
     assert calls and calls[0]["proxy_headers"] is False
@@ -368,7 +369,7 @@ def test_a_real_server_ignores_forwarded_for_from_loopback(tmp_path, checkpoint_
         "PROTONET_ADDRESS_RATE_LIMIT_BURST": "2",
     }
     with (
-        local_server(env, cwd=tmp_path, ready_timeout=60) as server,
+        local_server(env, cwd=tmp_path, ready_timeout=PATIENCE) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
         statuses = [
@@ -380,9 +381,10 @@ def test_a_real_server_ignores_forwarded_for_from_loopback(tmp_path, checkpoint_
 
 async def test_requests_over_the_concurrency_cap_get_503(tmp_path, checkpoint_a):
     settings = make_settings(tmp_path, checkpoint_a, max_concurrent_requests=1)
-    release = anyio.Event()
+    reading, release = anyio.Event(), anyio.Event()
 
     async def slow_body():
+        reading.set()  # the body is read past admission: this request holds the slot
         await release.wait()
         yield b'{"name": "slow"}'
 
@@ -397,7 +399,8 @@ async def test_requests_over_the_concurrency_cap_get_503(tmp_path, checkpoint_a)
 
         async with anyio.create_task_group() as group:
             group.start_soon(hold_the_slot)
-            await anyio.sleep(0.2)
+            with anyio.fail_after(PATIENCE):
+                await reading.wait()
             refused = await http.get("/v1/collections")
             probe = await http.get("/healthz")
             release.set()

@@ -224,3 +224,50 @@ async def test_a_0005_database_binds_its_collections_to_the_default_model(tmp_pa
     async with serve(settings) as running:
         [kept] = await running.client.list_collections()
         assert (kept["name"], kept["model"]) == ("kept", "omniglot")
+
+
+def check_tenant_revisions_migrated(url: str) -> None:
+    """A 0006 database, with changes of two tenants, gains revisions per tenant: what clients
+    were shown stays (a change's or a collection's revision is its old, global number) and
+    each existing tenant counts on from the highest one, so no revision a client remembers is
+    "ahead" after the upgrade; a new tenant counts from 1."""
+    database_at(url, "0006")
+    engine = create_storage_engine(url)
+    with engine.begin() as connection:
+        for tenant, name, kind in [
+            ("default", "kept", "create"),
+            ("other", "gone", "create"),
+            ("default", "kept", "support"),
+            ("other", "gone", "delete"),
+        ]:
+            connection.execute(
+                text(
+                    "INSERT INTO changes (collection_id, tenant, name, kind, class_ids, "
+                    "created_at) VALUES (1, :tenant, :name, :kind, '[]', '2025-01-01')"
+                ),
+                {"tenant": tenant, "name": name, "kind": kind},
+            )
+        connection.execute(text("UPDATE collections SET revision = 3 WHERE name = 'kept'"))
+    engine.dispose()
+    storage = Storage(url)
+    try:
+        with storage.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        assert [(c.id, c.revision) for c in storage.changes_after(0)] == [
+            (1, 1),
+            (2, 2),
+            (3, 3),
+            (4, 4),
+        ]
+        [kept] = storage.list_collections()
+        assert (kept.revision, kept.change_id) == (3, 3)
+        assert storage.tenant_revisions() == {"default": 4, "other": 4}
+        assert storage.set_rejection(kept.id, "default") == 5
+        assert storage.create_collection("new", "other").revision == 5
+        assert storage.create_collection("first", "newcomer").revision == 1
+    finally:
+        storage.close()
+
+
+def test_a_0006_database_numbers_revisions_per_tenant(tmp_path):
+    check_tenant_revisions_migrated(f"sqlite:///{tmp_path / 'protonet.sqlite3'}")

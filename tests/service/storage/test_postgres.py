@@ -3,19 +3,27 @@ tenants), several processes' migrations at once, the change feed, and the app en
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
+import anyio
 import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from service.storage.migrations import head_revision, schema_revision
 from service.storage.records import Base
 from service.storage.repository import Storage
 from tests.service.helpers import Drawings, make_settings, serve
-from tests.service.storage.test_migrations import check_models_migrated, check_rejection_migrated
+from tests.service.storage.test_migrations import (
+    check_models_migrated,
+    check_rejection_migrated,
+    check_tenant_revisions_migrated,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -85,6 +93,10 @@ def test_replicas_starting_together_migrate_once(postgres_url):
             storage.close()
 
 
+def test_a_0006_database_numbers_revisions_per_tenant(postgres_url):
+    check_tenant_revisions_migrated(postgres_url)
+
+
 def test_sqlite_processes_starting_together_migrate_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     with ThreadPoolExecutor(4) as pool:
@@ -101,9 +113,8 @@ def test_changes_are_recorded_with_each_write(postgres_url):
     try:
         collection = storage.create_collection("c", "t")
         pixels, embeddings = np.zeros((2, 28, 28), np.uint8), np.ones((2, 4), np.float32)
-        class_ids, revision = storage.add_examples(
-            collection.id, ["a", "b"], pixels, embeddings, "v"
-        )
+        added = storage.add_examples(collection.id, ["a", "b"], pixels, embeddings, "v")
+        class_ids, revision = added.class_ids, added.revision
         deleted = storage.delete_class(collection.id, class_ids["a"])
         setting = storage.set_rejection(collection.id, "default")
         gone = storage.delete_collection(collection.id)
@@ -135,3 +146,49 @@ async def test_the_service_runs_on_postgresql(tmp_path, checkpoint_a, postgres_u
         detail = await running.client.get_collection("letters")
         assert [c["label"] for c in detail["classes"]] == ["y"]
     assert not (tmp_path / "protonet.sqlite3").exists()
+
+
+@contextmanager
+def database_refusing_connections(url: str) -> Iterator[None]:
+    """The database goes away: it refuses new connections and its open ones are cut
+    (pg_terminate_backend); it comes back on exit."""
+    name = make_url(url).database
+    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            connection.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": name},
+            )
+        yield
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+async def test_a_replica_whose_database_is_down_stays_ready_and_says_so(
+    tmp_path, checkpoint_a, postgres_url
+):
+    drawings = Drawings(1)
+    settings = make_settings(tmp_path, checkpoint_a, database_url=postgres_url)
+    async with serve(settings) as running:
+        client, http, probe = running.client, running.http, running.state.database
+        await client.create_collection("c")
+        await client.add_support("c", [("a", drawings.png(0))])
+        with database_refusing_connections(postgres_url):
+            assert not await anyio.to_thread.run_sync(probe.check_now)
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["database"] == "down"
+            strict = await http.get("/readyz", params={"require": "database"})
+            assert strict.status_code == 503 and strict.json()["status"] == "ready"
+            assert "protonet_database_up 0.0" in (await http.get("/metrics")).text
+            query = {"queries": [{"pixels": drawings.pixels(0).tolist()}]}
+            assert (await http.post("/v1/collections/c/query", json=query)).status_code == 200
+            example = {"label": "b", "pixels": drawings.pixels(0).tolist()}
+            write = await http.post("/v1/collections/c/support", json={"examples": [example]})
+            assert write.status_code == 503 and write.json()["error"] == "database_unavailable"
+        assert await anyio.to_thread.run_sync(probe.check_now)
+        strict = await http.get("/readyz", params={"require": "database"})
+        assert strict.status_code == 200 and strict.json()["database"] == "up"

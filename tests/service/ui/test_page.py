@@ -32,6 +32,7 @@ import pytest
 from service.client import ProtonetClient
 from service.launcher import LocalServer, local_server
 from tests.conftest import REPO_ROOT, ci
+from tests.service.helpers import PATIENCE
 
 FLAGS = [
     "--headless",
@@ -91,7 +92,7 @@ def start_server(tmp_path: Path, **env: str) -> Iterator[LocalServer]:
         "PROTONET_LOG_LEVEL": "warning",
         **env,
     }
-    with local_server(variables, cwd=tmp_path, ready_timeout=60) as running:
+    with local_server(variables, cwd=tmp_path, ready_timeout=PATIENCE) as running:
         yield running
 
 
