@@ -17,12 +17,15 @@ same episodes (same seed):
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from protonet.checkpoint import Checkpoint, load_checkpoint
 from protonet.mobilenet import ImageBaseSpec
+from protonet.preprocessing import to_pixels
 from protonet.text import embed_base
 from training.emoji import load_emoji, split_emoji
 from training.episodes import EpisodeShape
@@ -35,25 +38,26 @@ SETTINGS = ((5, 1), (5, 5), (20, 1))
 QUERIES = 1  # one query drawing per class and episode: emoji have 2 to 14 drawings each
 
 
-def test_classes(data: Path, checkpoint: Checkpoint, cache: Path | None) -> ImageSet:
-    images = load_emoji(data, checkpoint.input_spec, cache_dir=cache, progress=False)
+def test_classes(data: Path, pictures: Checkpoint, cache: Path | None) -> ImageSet:
+    images = load_emoji(data, pictures.input_spec, cache_dir=cache, progress=False)
     return split_emoji(images, "test")
 
 
 def picture_embeddings(
-    data: Path, pictures: Checkpoint, cache: Path | None
-) -> tuple[ImageSet, dict[str, torch.Tensor]]:
-    """The test classes, and the head's and the frozen base's embeddings of them."""
-    images = test_classes(data, pictures, cache)
+    images: ImageSet, pictures: Checkpoint, cache: Path | None
+) -> dict[str, torch.Tensor]:
+    """The head's and the frozen base's embeddings of the test pictures."""
     base = pictures.image_base or ImageBaseSpec()
     features = base_features(images, pictures.input_spec, base, cache, progress=True)
     head = pictures.build_encoder().head  # type: ignore[union-attr]
-    return images, {"picture model": embed_base(head, features), "frozen base": features}
+    return {"picture model": embed_base(head, features), "frozen base": features}
 
 
-def pen_stroke_embeddings(data: Path, model: Checkpoint, cache: Path | None) -> torch.Tensor:
-    images = test_classes(data, model, cache)
-    return embed_imageset(model.build_encoder(), images, model.input_spec)
+def pen_stroke_embeddings(images: ImageSet, model: Checkpoint) -> torch.Tensor:
+    """The pen-stroke model's embeddings of the same pictures, through its own preprocessing
+    (grey, 28 px, inverted) from the pictures' stage-1 pixels."""
+    pixels = np.stack([to_pixels(picture, model.input_spec) for picture in images.pixels])
+    return embed_imageset(model.build_encoder(), replace(images, pixels=pixels), model.input_spec)
 
 
 def table(
@@ -94,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     pictures, pen = load_checkpoint(args.pictures), load_checkpoint(args.omniglot)
-    images, embeddings = picture_embeddings(args.data, pictures, args.cache_dir)
-    embeddings["Omniglot Conv-4"] = pen_stroke_embeddings(args.data, pen, args.cache_dir)
+    images = test_classes(args.data, pictures, args.cache_dir)
+    embeddings = picture_embeddings(images, pictures, args.cache_dir)
+    embeddings["Omniglot Conv-4"] = pen_stroke_embeddings(images, pen)
     groups = len(set(images.class_groups))
     print(f"{images.n_classes} emoji of {groups} test subcategories, {len(images.labels)} drawings")
     print(f"{args.episodes} episodes per cell, {QUERIES} query per class, seed 0")

@@ -222,8 +222,33 @@ _BANKING77: dict[str, Any] = {
     "precision": "fp32",
 }
 
+# Pictures: a head over frozen ImageNet MobileNetV2 features (224 px, padded) of emoji drawn
+# by up to 14 vendors; train and validation subcategories (training/emoji.py). Episodes of 40
+# emoji at 1 shot, queries in other vendors' styles; validation at the benchmark's hardest cell
+# (20-way 1-shot, one query drawing per emoji) selects the checkpoint. README ("Pictures").
+_PICTURES: dict[str, Any] = {
+    "data": "../shared/data/emoji",
+    "split": "emoji",
+    "out": "runs/pictures-mobilenetv2",
+    "image_size": 224,
+    "way": 40,
+    "shot": 1,
+    "query": 2,
+    "lr": 1e-4,
+    "schedule": "cosine",
+    "episodes": 3000,
+    "val_every": 200,
+    "val_episodes": 600,
+    "val_way": 20,
+    "val_shot": 1,
+    "val_query": 1,
+    "patience": 5,
+    "precision": "fp32",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "banking77-minilm": _BANKING77,
+    "pictures-mobilenetv2": _PICTURES,
     # The bundled model: images_background only, held-out background alphabets for validation.
     # 1-shot episodes: its accuracy targets are 1-shot, and they train ~1.5x faster.
     "omniglot-lake": {

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from protonet.preprocessing import InputSpec, to_pixels
 from training.cache import cached_imageset, default_cache_dir
+from training.checks import ClassSet
 from training.imageset import ImageSet
 
 PNG_STYLES = ("google", "twitter")
@@ -201,6 +202,21 @@ def subcategory_split(subcategory: str) -> str:
     """``train``, ``val`` or ``test``: where every emoji of ``subcategory`` belongs."""
     bucket = int(hashlib.sha256(subcategory.encode()).hexdigest(), 16) % 10
     return next(split for split, buckets in SPLIT_BUCKETS.items() if bucket in buckets)
+
+
+def is_emoji_dir(path: Path) -> bool:
+    """Whether ``path`` has the emoji data's layout (its catalogue, ``emoji.json``)."""
+    return (Path(path) / "emoji.json").is_file()
+
+
+def load_emoji_split(
+    root: Path, spec: InputSpec, split: str, progress: bool = False
+) -> ClassSet[ImageSet]:
+    """The emoji of ``split``'s subcategories, as evaluation and calibration take them."""
+    images = split_emoji(load_emoji(root, spec, progress=progress), split)
+    groups = len(set(images.class_groups))
+    origin = f"the emoji of the {groups} {split} subcategories (training/emoji.py)"
+    return ClassSet(images, f"the emoji {split} split", origin)
 
 
 def split_emoji(images: ImageSet, split: str) -> ImageSet:
