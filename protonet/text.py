@@ -18,7 +18,6 @@ are imported only when a base is loaded, so an image-only install never needs th
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import unicodedata
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protonet.errors import CheckpointError, InvalidInputError
+from protonet.files import file_sha256
 from protonet.minilm import BertConfig, BertModel, load_bert, mean_pool
 
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -153,11 +153,6 @@ def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> li
             current = []
         current.append(index)
     return [*batches, current] if current else batches
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def base_model_dir(name: str) -> Path:

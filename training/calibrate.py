@@ -22,6 +22,7 @@ from protonet.checkpoint import Checkpoint
 from protonet.open_set import ACCEPTANCES, RejectionCalibration
 from training import omniglot
 from training.checks import ClassSet, EpisodeFlags, check_episodes, class_sizes, largest_size
+from training.emoji import is_emoji_dir, load_emoji_split
 from training.episodes import EpisodeShape
 from training.evaluate import scored_episodes, select_folder_classes, trained_on
 from training.folder import load_folder
@@ -51,6 +52,10 @@ def validation_classes(checkpoint: Checkpoint, data: Path, progress: bool = Fals
         named = ", ".join(groups) if len(groups) <= 8 else f"{len(groups)} alphabets"
         origin = f"Omniglot {name}: the {split} split's validation classes ({named})"
         return ClassSet(images, f"Omniglot {name}", origin)
+    if split == "emoji":
+        if not is_emoji_dir(data):
+            raise ValueError("the checkpoint was trained on emoji: --data must be their folder")
+        return load_emoji_split(data, spec, "val", progress)
     if split == "folder":
         images, fingerprint = load_folder(data, spec, progress=progress)
         if not trained_on(checkpoint, data, fingerprint):

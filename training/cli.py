@@ -23,6 +23,7 @@ from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
     DEVICES,
+    PICTURE_SPLITS,
     PRESETS,
     TEXT_SPLITS,
     TrainConfig,
@@ -31,6 +32,7 @@ from training.config import (
     flag,
     help_text,
 )
+from training.emoji import is_emoji_dir, load_emoji_split
 from training.episodes import EpisodeShape
 from training.evaluate import (
     CLASS_SETS,
@@ -107,7 +109,8 @@ examples:
 
 EVALUATE_DESCRIPTION = """\
 Few-shot accuracy of a checkpoint: the mean over random episodes, with a 95% confidence
-interval. Omniglot: --data DIR --split NAME. Your own images: --data ROOT alone; when the
+interval. Omniglot: --data DIR --split NAME. Emoji (a picture checkpoint): --data DIR alone,
+the test subcategories. Your own images: --data ROOT alone; when the
 checkpoint was trained on ROOT, evaluation uses the classes held out from training by default
 (--classes). Each image is embedded once and the episodes reuse the embeddings.
 --open-set adds queries of --way unknown classes (--query images each, no support;
@@ -126,7 +129,8 @@ examples:
   %(prog)s --checkpoint runs/mine/best.pt --data ROOT --way 2 --shot 5
   %(prog)s --checkpoint runs/mine/best.pt --data NEW_CLASSES --way 5 --json
   %(prog)s --checkpoint models/omniglot-conv4.pt --split evaluation --open-set --table
-  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --table"""
+  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --table
+  %(prog)s --checkpoint models/pictures-mobilenetv2.pt --data ../shared/data/emoji --query 1"""
 
 CALIBRATE_DESCRIPTION = """\
 Measure where the unknown-ness score of KNOWN queries falls, on the checkpoint's own
@@ -184,11 +188,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def command_train(args: argparse.Namespace) -> int:
-    from training.text_trainer import TextTrainer  # heavy imports only when training
+    from training.picture_trainer import PictureTrainer  # heavy imports only when training
+    from training.text_trainer import TextTrainer
     from training.trainer import Trainer
 
     config = config_from_args(args)
-    trainer = (TextTrainer if config.split in TEXT_SPLITS else Trainer)(config)
+    if config.split in TEXT_SPLITS:
+        trainer: Trainer = TextTrainer(config)
+    else:
+        trainer = PictureTrainer(config) if config.split in PICTURE_SPLITS else Trainer(config)
     best = trainer.train()
     if not trainer.dist.is_main:  # under torchrun: rank 0 reports
         return 0
@@ -206,6 +214,12 @@ def _evaluation_classes(
     args: argparse.Namespace, checkpoint: Checkpoint, progress: bool
 ) -> Selection:
     data, spec = Path(args.data), checkpoint.input_spec
+    if is_emoji_dir(data):
+        if args.split or args.classes:
+            raise ValueError("--split and --classes are not for emoji: the test subcategories")
+        classes = load_emoji_split(data, spec, "test", progress)
+        description = f"{classes.origin}, held out from training and validation"
+        return Selection(classes, "all", description)
     if omniglot.is_omniglot_dir(data):
         if not args.split:
             raise ValueError(

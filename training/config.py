@@ -12,9 +12,11 @@ from typing import Any, TypeVar
 from protonet.model import EncoderConfig
 
 DEFAULT_DATA = "../shared/data/omniglot"
-SPLITS = ("lake", "vinyals", "folder", "banking77")
+SPLITS = ("lake", "vinyals", "folder", "banking77", "emoji")
 # Splits of text data: a head meta-learned over a frozen base sentence encoder.
 TEXT_SPLITS = ("banking77",)
+# Splits of colour pictures: a head meta-learned over a frozen ImageNet base (MobileNetV2).
+PICTURE_SPLITS = ("emoji",)
 DEVICES = ("auto", "cpu", "cuda")
 # Validation episodes when --val-way / --val-query are left at 0 ("fit the data"): the
 # paper's 20-way 15-query, or less where the held-out classes cannot fill that.
@@ -45,7 +47,8 @@ class TrainConfig:
         "lake",
         "lake: train on images_background, validate on 5 held-out alphabets; vinyals: the "
         "Vinyals et al. split files; folder: your own ROOT/<class>/<images>; banking77: text "
-        "intents (40 train, 10 validate, 27 held out, chosen by --seed)",
+        "intents (40 train, 10 validate, 27 held out, chosen by --seed); emoji: colour "
+        "pictures, a head over a frozen ImageNet MobileNetV2 (emoji subcategories split)",
         SPLITS,
     )
     out: str = setting(
@@ -219,8 +222,33 @@ _BANKING77: dict[str, Any] = {
     "precision": "fp32",
 }
 
+# Pictures: a head over frozen ImageNet MobileNetV2 features (224 px, padded) of emoji drawn
+# by up to 14 vendors; train and validation subcategories (training/emoji.py). Episodes of 40
+# emoji at 1 shot, queries in other vendors' styles; validation at the benchmark's hardest cell
+# (20-way 1-shot, one query drawing per emoji) selects the checkpoint. README ("Pictures").
+_PICTURES: dict[str, Any] = {
+    "data": "../shared/data/emoji",
+    "split": "emoji",
+    "out": "runs/pictures-mobilenetv2",
+    "image_size": 224,
+    "way": 40,
+    "shot": 1,
+    "query": 2,
+    "lr": 1e-4,
+    "schedule": "cosine",
+    "episodes": 3000,
+    "val_every": 200,
+    "val_episodes": 600,
+    "val_way": 20,
+    "val_shot": 1,
+    "val_query": 1,
+    "patience": 5,
+    "precision": "fp32",
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "banking77-minilm": _BANKING77,
+    "pictures-mobilenetv2": _PICTURES,
     # The bundled model: images_background only, held-out background alphabets for validation.
     # 1-shot episodes: its accuracy targets are 1-shot, and they train ~1.5x faster.
     "omniglot-lake": {
@@ -289,7 +317,7 @@ def validate(config: TrainConfig) -> None:
         raise ValueError("--augment-scale must be at least 0 and below 0.5")
     if not 0.0 < config.val_fraction < 1.0:
         raise ValueError("--val-fraction must be between 0 and 1")
-    if config.channels != 1 and config.split != "folder":
+    if config.channels != 1 and config.split not in ("folder", *PICTURE_SPLITS):
         raise ValueError(
             f"--channels {config.channels} needs --split folder: Omniglot is grayscale"
         )

@@ -48,7 +48,9 @@ EMBED = example({"inputs": [{"image": RING_PNG}], "model": "omniglot"})
 
 HEALTH = example({"status": "ok"})
 READY = example({"status": "ready", "detail": "ready", "database": "up"})
-INPUT_SPEC = example({"image_size": 28, "channels": 1, "invert": True})
+INPUT_SPEC = example(
+    {"image_size": 28, "channels": 1, "invert": True, "fit": "stretch", "mean": [], "std": []}
+)
 CALIBRATION = {
     "method": "nearest_distance",
     "shots": [1, 2, 3, 5, 10],

@@ -275,8 +275,19 @@ class InputSpecInfo(BaseModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.INPUT_SPEC)
 
     image_size: int = Field(description="Inputs are resized to image_size x image_size.")
-    channels: int = Field(description="1 = grayscale.")
+    channels: int = Field(description="1 = grayscale, 3 = RGB colour.")
     invert: bool = Field(description="Whether the model sees ink as 1 (inputs are ink-on-paper).")
+    fit: str = Field(
+        "stretch",
+        description="How a non-square input becomes square: stretch, or pad (aspect ratio "
+        "kept, white paper around).",
+    )
+    mean: list[float] = Field(
+        default_factory=list, description="Per-channel normalisation mean (empty: none)."
+    )
+    std: list[float] = Field(
+        default_factory=list, description="Per-channel normalisation std (empty: none)."
+    )
 
 
 class RejectionCalibrationInfo(BaseModel):

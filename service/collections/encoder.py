@@ -118,6 +118,8 @@ def card_of(checkpoint: Checkpoint) -> dict[str, Any]:
         "evaluation": checkpoint.evaluation,
         "metadata": checkpoint.metadata,
         "data_fingerprint": checkpoint.data_fingerprint,
+        # A picture model's frozen pretrained base: which weights, by their sha256.
+        **({"image_base": checkpoint.image_base.to_dict()} if checkpoint.image_base else {}),
     }
 
 

@@ -21,9 +21,11 @@ import collections
 import json
 
 import anyio
+from anyio import to_thread
 
 from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.edge.error_responses import domain_error_response
+from service.edge.heap import TRIM_AFTER_BYTES, trim_heap
 from service.errors import OverloadedError
 
 # Bytes a request may hold per byte of body, measured (benchmarks/request_memory.py): the
@@ -111,6 +113,9 @@ class BodySizeLimitMiddleware:
             await self._admit(scope, receive, send)
         finally:
             self.budget.release(reserved)
+        if reserved >= TRIM_AFTER_BYTES and self.budget.available == self.budget.capacity:
+            # The last large body of a burst is done: what parsing it freed leaves the RSS.
+            await to_thread.run_sync(trim_heap)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -90,9 +90,11 @@ def curl_that_fails(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     data_dir = tmp_path_factory.mktemp("docs-data")
-    # What `make run` serves (Makefile's MODELS): the Omniglot model, the default, and the
-    # text model `intents`, so the docs' text examples run as written too.
-    models = f"omniglot={BUNDLED_MODEL},intents={REPO_ROOT / 'models' / 'banking77-minilm.pt'}"
+    # What `make run` serves (Makefile's MODELS): the Omniglot model, the default, the text
+    # model `intents` and the picture model, so the docs' examples run as written.
+    bundled = REPO_ROOT / "models"
+    models = f"omniglot={BUNDLED_MODEL},intents={bundled / 'banking77-minilm.pt'}"
+    models += f",pictures={bundled / 'pictures-mobilenetv2.pt'}"
     env = {"PROTONET_DATA_DIR": str(data_dir), "PROTONET_MODELS": models, "HF_HUB_OFFLINE": "1"}
     with local_server(env) as running:
         yield running

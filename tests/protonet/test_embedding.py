@@ -34,16 +34,26 @@ def test_optimized_encoder_matches_the_plain_one_for_any_batch():
 
 
 class Unsupported(nn.Module):
-    """An op oneDNN tensors lack: the optimization must fall back, not break."""
+    """Conv, batch norm and an op oneDNN tensors lack (MobileNetV2 has ReLU6 and sums)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(1, 4, 3)
+        self.layers = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU6())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.conv(images).cumsum(dim=1).flatten(1)
+        return self.layers(images).cumsum(dim=1).flatten(1)
 
 
-def test_encoders_the_optimization_cannot_handle_are_returned_as_they_are():
-    encoder = Unsupported().eval()
-    assert optimize_for_inference(encoder, torch.rand(2, 1, 8, 8)) is encoder
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_encoders_oneDNN_cannot_run_get_their_batch_norms_folded_alone():
+    encoder = Unsupported()
+    encoder.train()
+    with torch.no_grad():
+        encoder(torch.rand(16, 1, 8, 8))  # non-trivial running statistics
+    encoder.eval()
+    inputs = torch.rand(6, 1, 8, 8)
+    optimized = optimize_for_inference(encoder, inputs[:2])
+    assert not isinstance(optimized, OneDnnEncoder)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in optimized.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in encoder.modules()), "original untouched"
+    torch.testing.assert_close(embed(optimized, inputs), embed(encoder, inputs))

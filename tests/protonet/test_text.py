@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from protonet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from protonet.errors import CheckpointError, InvalidInputError
-from protonet.model import HEAD_SCALE, build_encoder, text_head_config
+from protonet.model import HEAD_SCALE, build_encoder, linear_head_config
 from protonet.preprocessing import InputSpec
 from protonet.text import (
     TOKENIZER_FILE,
@@ -145,18 +145,18 @@ def test_an_unknown_base_is_refused(identity):
 
 
 def test_the_head_starts_as_the_identity():
-    head = build_encoder(text_head_config(384)).eval()
+    head = build_encoder(linear_head_config(384)).eval()
     x = F.normalize(torch.randn(5, 384), dim=1)
     torch.testing.assert_close(head(x), x * HEAD_SCALE)
 
 
 def text_checkpoint(identity: TextSpec) -> Checkpoint:
     torch.manual_seed(0)
-    head = build_encoder(text_head_config(identity.base_dim))
+    head = build_encoder(linear_head_config(identity.base_dim))
     with torch.no_grad():
         head.linear.weight.add_(0.01 * torch.randn(384, 384))
     return Checkpoint(
-        text_head_config(identity.base_dim),
+        linear_head_config(identity.base_dim),
         InputSpec(),
         head.state_dict(),
         text_spec=identity,

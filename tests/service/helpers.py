@@ -18,7 +18,7 @@ import torch
 from fastapi import FastAPI
 
 from protonet.checkpoint import Checkpoint, save_checkpoint
-from protonet.model import EncoderConfig, build_encoder, text_head_config
+from protonet.model import EncoderConfig, build_encoder, linear_head_config
 from protonet.open_set import RejectionCalibration
 from protonet.preprocessing import InputSpec
 from protonet.text import TextSpec
@@ -57,7 +57,7 @@ def write_text_checkpoint(
     """A text checkpoint over the installed MiniLM base that ``spec`` records: the identity
     head (seed 0: embeds as the base does) or, for other seeds, the identity slightly
     perturbed (another version that still embeds much like the base)."""
-    config = text_head_config(spec.base_dim)
+    config = linear_head_config(spec.base_dim)
     head = build_encoder(config)
     if seed:
         torch.manual_seed(seed)

@@ -16,7 +16,7 @@ from training import text_evaluate, textset
 from training.cli import main
 from training.config import TrainConfig, validate
 from training.episodes import EpisodeSampler, EpisodeShape
-from training.text_trainer import whitening_start
+from training.head_trainer import whitening_start
 
 from ..conftest import REPO_ROOT, SHARED_DATA, require_path
 from .evaluate_cli import evaluate_json

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
+from service.edge.body_size import BODY_MEMORY_FACTOR, BodySizeLimitMiddleware, MemoryBudget
+from service.edge.heap import TRIM_AFTER_BYTES, trim_heap
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -70,3 +71,45 @@ async def test_non_http_scopes_pass_through():
     middleware = BodySizeLimitMiddleware(app, max_body_bytes=1, budget=MemoryBudget(1))
     await middleware({"type": "lifespan"}, never_called, never_called)
     assert seen == ["lifespan"]
+
+
+async def test_the_heap_is_trimmed_after_the_last_large_body_in_flight(monkeypatch):
+    """A large body's parsed copies are freed to the heap (under the mmap threshold): once no
+    other body holds memory, the heap is trimmed; small bodies never trim."""
+    trims = []
+    monkeypatch.setattr("service.edge.body_size.trim_heap", lambda: trims.append(1))
+    budget = MemoryBudget(10**9)
+
+    async def app(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message):
+        pass
+
+    def request(size: int):
+        scope = {"type": "http", "headers": [(b"content-length", str(size).encode())]}
+        body = iter([{"type": "http.request", "body": b" " * size, "more_body": False}])
+
+        async def receive():
+            return next(body)
+
+        return scope, receive
+
+    middleware = BodySizeLimitMiddleware(app, max_body_bytes=10**8, budget=budget)
+    await middleware(*request(1000), send)
+    assert trims == []
+    large = TRIM_AFTER_BYTES // BODY_MEMORY_FACTOR + 1
+    held = await budget.reserve(1)  # another request still holds memory: not yet
+    await middleware(*request(large), send)
+    assert trims == []
+    budget.release(held)
+    await middleware(*request(large), send)
+    assert trims == [1]
+    assert budget.available == budget.capacity
+
+
+def test_trimming_the_heap_runs_here():
+    trim_heap()  # glibc: malloc_trim(0); elsewhere a no-op; never an error
