@@ -37,7 +37,7 @@ def test_every_flag_of_every_command_has_help():
 def test_train_help_lists_the_choices_and_what_zero_means(capsys):
     text = " ".join(help_of(capsys, "train").split())  # unwrapped
     for choices in (
-        "--split {lake,vinyals,folder,banking77}",
+        "--split {lake,vinyals,folder,banking77,emoji}",
         "--schedule {step,cosine}",
         "--precision {auto,bf16,fp32}",
         "--device {auto,cpu,cuda}",

@@ -118,11 +118,12 @@ def test_bad_flags_are_reported_without_traceback(tmp_path, capsys):
         main(["train", "--split", "nope", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert (
-        "--split: invalid choice: 'nope' (choose from 'lake', 'vinyals', 'folder', 'banking77')"
+        "--split: invalid choice: 'nope' "
+        "(choose from 'lake', 'vinyals', 'folder', 'banking77', 'emoji')"
         in (capsys.readouterr().err)
     )
     with pytest.raises(
-        ValueError, match="--split must be one of lake, vinyals, folder, banking77, not 'x'"
+        ValueError, match="--split must be one of lake, vinyals, folder, banking77, emoji, not 'x'"
     ):
         Trainer(TrainConfig(split="x"))  # the same rule for configs built in code
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none.pt")]) == 2

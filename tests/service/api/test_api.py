@@ -27,7 +27,14 @@ async def test_health_ready_and_model(settings, checkpoint_a):
         model = (await http.get("/v1/model")).json()
         assert model["version"] == load_checkpoint(checkpoint_a).version
         assert model["embedding_dim"] == 64 and model["metric"] == "squared_euclidean"
-        assert model["input"] == {"image_size": 28, "channels": 1, "invert": True}
+        assert model["input"] == {
+            "image_size": 28,
+            "channels": 1,
+            "invert": True,
+            "fit": "stretch",
+            "mean": [],
+            "std": [],
+        }
         assert model["card"]["metadata"] == {"seed": 0}
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from service.client import ProtonetClient
 from service.launcher import LocalServer, local_server
-from tests.conftest import REPO_ROOT, ci
+from tests.conftest import REPO_ROOT, SHARED_DATA, ci, require_path
 from tests.service.helpers import PATIENCE
 
 FLAGS = [
@@ -460,3 +460,61 @@ def test_with_auth_on_a_bad_key_shows_the_apis_message(browser, secured_server):
     other = browser.new_page()
     other.goto(secured_server.url + "/ui")
     expect(other.locator("#key-form")).to_be_visible()
+
+
+def emoji_picture(code: str, vendor: str = "google") -> Path:
+    """A real colour picture: an emoji PNG of the shared data (64 px RGBA)."""
+    return require_path(SHARED_DATA / "emoji" / vendor / f"{code}.png", "the emoji data")
+
+
+@pytest.fixture
+def picture_server(tmp_path: Path) -> Iterator[LocalServer]:
+    """The pen-stroke and the picture model, as ``make run`` serves them."""
+    models = REPO_ROOT / "models"
+    yield from start_server(
+        tmp_path,
+        PROTONET_MODELS=f"omniglot={models / 'omniglot-conv4.pt'},"
+        f"pictures={models / 'pictures-mobilenetv2.pt'}",
+    )
+
+
+def test_a_picture_collection_takes_chosen_photos_and_shows_colour_thumbnails(
+    browser, picture_server
+):
+    """The pictures model: files chosen for a collection bound to it, colour thumbnails at the
+    model's 224 px, and another vendor's drawing recognised."""
+    from playwright.sync_api import expect
+
+    server = picture_server
+    page = browser.new_page()
+    problems = watch(page, server.url)
+    page.goto(server.url + "/ui")
+    page.fill("#create-name", "fruit")
+    page.locator("#create-model").select_option("pictures")
+    page.click("#create-form button")
+    expect(page.locator("#collection-select")).to_have_value("fruit")
+    for label, code in (("banana", "1f34c"), ("strawberry", "1f353"), ("pizza", "1f355")):
+        page.set_input_files("#file-input", [str(emoji_picture(code))])
+        page.fill("#label", label)
+        page.click("#add")
+        thumb = page.locator(f'.class-card[data-label="{label}"] .thumb img[src^="blob:"]')
+        expect(thumb).to_have_count(1)
+    width = thumb.evaluate("image => image.decode().then(() => image.naturalWidth)")
+    assert width == 224
+    coloured = thumb.evaluate(
+        """image => {
+          const canvas = document.createElement("canvas");
+          canvas.width = canvas.height = 224;
+          const context = canvas.getContext("2d");
+          context.drawImage(image, 0, 0);
+          const data = context.getImageData(0, 0, 224, 224).data;
+          for (let i = 0; i < data.length; i += 4)
+            if (Math.abs(data[i] - data[i + 1]) > 40) return true;
+          return false;
+        }"""
+    )
+    assert coloured, "the thumbnail is in colour"
+    page.set_input_files("#file-input", [str(emoji_picture("1f34c", "twitter"))])
+    page.click("#classify")
+    expect(page.locator(".result .headline .label").first).to_have_text("banana")
+    assert problems == []
