@@ -332,10 +332,6 @@ class LiveCollection:
         with self._state_lock:
             return dict(self._classes)
 
-    def class_counts(self, class_ids: list[int]) -> list[ClassCount]:
-        with self._state_lock:
-            return [self._classes[class_id] for class_id in class_ids]
-
     def advance(self, latest: Change, rejection: RejectionSetting | None = None) -> None:
         """Move to the change ``latest`` (applied) and, where it changed one, its rejection
         setting, as one step for readers (who read both under the state lock). Caller holds

@@ -139,7 +139,7 @@ def test_adding_examples_updates_only_the_affected_prototypes(monkeypatch):
     live.update_classes({3: "label3"}, stored([3] * 4, 33))
     assert upserted == [[1], [2], [3], [4], [5], [3]]
     assert live.status().n_classes == 5
-    assert live.class_counts([3])[0].n_examples == 4
+    assert live.class_table()[3].n_examples == 4
 
 
 def test_prototype_is_the_mean_of_the_class_embeddings():

@@ -363,16 +363,22 @@ INTENTS = {
 }
 
 
+def bundled_models(tmp_path: Path, *names: str) -> Iterator[LocalServer]:
+    """A server of the bundled models ``names``, as ``make run`` serves them."""
+    files = {
+        "omniglot": "omniglot-conv4.pt",
+        "intents": "banking77-minilm.pt",
+        "pictures": "pictures-mobilenetv2.pt",
+    }
+    models = ",".join(f"{name}={REPO_ROOT / 'models' / files[name]}" for name in names)
+    # HF_HUB_OFFLINE: the text model's base encoder comes from site-packages.
+    yield from start_server(tmp_path, PROTONET_MODELS=models, HF_HUB_OFFLINE="1")
+
+
 @pytest.fixture
 def two_model_server(tmp_path: Path) -> Iterator[LocalServer]:
-    """The image and the text model side by side, as ``make run`` serves them."""
-    models = REPO_ROOT / "models"
-    yield from start_server(
-        tmp_path,
-        PROTONET_MODELS=f"omniglot={models / 'omniglot-conv4.pt'},"
-        f"intents={models / 'banking77-minilm.pt'}",
-        HF_HUB_OFFLINE="1",  # the text model's base encoder comes from site-packages
-    )
+    """The image and the text model side by side."""
+    yield from bundled_models(tmp_path, "omniglot", "intents")
 
 
 def test_a_text_collection_is_typed_and_an_image_one_still_drawn(browser, two_model_server):
@@ -469,13 +475,8 @@ def emoji_picture(code: str, vendor: str = "google") -> Path:
 
 @pytest.fixture
 def picture_server(tmp_path: Path) -> Iterator[LocalServer]:
-    """The pen-stroke and the picture model, as ``make run`` serves them."""
-    models = REPO_ROOT / "models"
-    yield from start_server(
-        tmp_path,
-        PROTONET_MODELS=f"omniglot={models / 'omniglot-conv4.pt'},"
-        f"pictures={models / 'pictures-mobilenetv2.pt'}",
-    )
+    """The pen-stroke and the picture model side by side."""
+    yield from bundled_models(tmp_path, "omniglot", "pictures")
 
 
 def test_a_picture_collection_takes_chosen_photos_and_shows_colour_thumbnails(
