@@ -1,4 +1,5 @@
-"""File helpers shared by the core's loaders of pretrained bases (text and image)."""
+"""Content hashes of files: checksums, cache keys, data fingerprints, and the pretrained
+bases' weights (text and image), for the core and the trainer alike."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 from pathlib import Path
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks."""
+def file_hexdigest(path: Path, algorithm: str = "sha256") -> str:
+    """Hex digest of the file's bytes (streamed, so a large zip is never read whole)."""
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()

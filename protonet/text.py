@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from protonet.errors import CheckpointError, InvalidInputError
-from protonet.files import file_sha256
+from protonet.files import file_hexdigest
 from protonet.minilm import BertConfig, BertModel, load_bert, mean_pool
 
 BASE_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -242,15 +242,17 @@ def base_identity(name: str = BASE_ENCODER) -> TextSpec:
     directory = base_model_dir(name)
     return TextSpec(
         base_encoder=name,
-        base_weights_sha256=file_sha256(directory / WEIGHTS_FILE),
-        tokenizer_sha256=file_sha256(directory / TOKENIZER_FILE),
+        base_weights_sha256=file_hexdigest(directory / WEIGHTS_FILE),
+        tokenizer_sha256=file_hexdigest(directory / TOKENIZER_FILE),
     )
 
 
 def load_base_encoder(spec: TextSpec, device: str | torch.device = "cpu") -> BaseTextEncoder:
     """The installed base that ``spec`` names, after checking its hashes (CheckpointError)."""
     directory = base_model_dir(spec.base_encoder)
-    check_base(spec, file_sha256(directory / WEIGHTS_FILE), file_sha256(directory / TOKENIZER_FILE))
+    check_base(
+        spec, file_hexdigest(directory / WEIGHTS_FILE), file_hexdigest(directory / TOKENIZER_FILE)
+    )
     tokenizer = _load_tokenizer(directory / TOKENIZER_FILE, spec)
     return BaseTextEncoder(_load_network(directory).to(device), tokenizer, spec)
 

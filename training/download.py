@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from training.digest import file_hexdigest
+from protonet.files import file_hexdigest
 
 ZIP_URL = "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/{name}"
 # MD5 of the public zips, as published with torchvision's Omniglot dataset.

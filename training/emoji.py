@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from protonet.files import file_hexdigest
 from protonet.preprocessing import InputSpec, to_pixels
 from training.cache import cached_imageset, default_cache_dir
 from training.checks import ClassSet
@@ -178,12 +179,19 @@ def load_emoji(
     root = Path(root)
     if not (root / "emoji.json").is_file():
         raise FileNotFoundError(f"{root}: no emoji.json (expected the emoji folder's layout)")
-    listing = "|".join(f"{s}:{_size(root, s)}" for s in style_names(root))
     key = hashlib.sha256(
-        f"{listing}|{sorted(spec.to_dict().items())}|{min_styles}|{CACHE_SCHEMA}".encode()
+        f"{emoji_fingerprint(root)}|{sorted(spec.to_dict().items())}|{min_styles}|{CACHE_SCHEMA}".encode()
     ).hexdigest()
     path = (cache_dir or default_cache_dir()) / f"emoji-{key[:20]}.npz"
     return cached_imageset(path, lambda: _read_emoji(root, spec, min_styles, progress))
+
+
+def emoji_fingerprint(root: Path) -> str:
+    """The folder's content, cheaply: each style's file sizes and the catalogue's hash (what
+    the image cache is keyed by, and what a checkpoint records as its data)."""
+    listing = "|".join(f"{s}:{_size(root, s)}" for s in style_names(root))
+    catalogue = file_hexdigest(root / "emoji.json")
+    return f"emoji:{hashlib.sha256(f'{listing}|{catalogue}'.encode()).hexdigest()[:24]}"
 
 
 def _size(root: Path, style: str) -> int:

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from protonet.files import file_hexdigest
 from protonet.preprocessing import InputSpec, to_pixels
 from training.cache import cached_imageset, default_cache_dir
-from training.digest import file_hexdigest
 from training.imageset import ImageSet, concatenate
 
 SUBSETS = ("background", "evaluation")

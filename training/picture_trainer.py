@@ -21,7 +21,7 @@ from protonet.preprocessing import InputSpec, picture_spec
 from training.cache import cached_tensor, default_cache_dir
 from training.checks import ClassSet
 from training.config import TrainConfig
-from training.emoji import load_emoji, split_emoji
+from training.emoji import emoji_fingerprint, load_emoji, split_emoji
 from training.evaluate import embed_imageset
 from training.head_trainer import HeadTrainer
 from training.imageset import ImageSet
@@ -71,7 +71,7 @@ class PictureTrainer(HeadTrainer):
         return TrainingData(
             ClassSet(train, "training", "the emoji of the training subcategories"),
             ClassSet(validation, "validation", "the emoji of the validation subcategories"),
-            f"emoji:{hashlib.sha256(images.pixels.tobytes()).hexdigest()[:24]}",
+            emoji_fingerprint(Path(config.data)),
         )
 
     def _encoder_config(self) -> EncoderConfig:

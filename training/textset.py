@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from protonet.errors import InvalidInputError
+from protonet.files import file_hexdigest
 from protonet.text import TextSpec, load_base_encoder, normalize_text
 from training.cache import cached_tensor, default_cache_dir
-from training.digest import file_hexdigest
 from training.imageset import select_labels
 
 BANKING77_FILES = ("train.csv", "test.csv", "categories.json")

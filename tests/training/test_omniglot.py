@@ -4,10 +4,10 @@ import socket
 import numpy as np
 import pytest
 
+from protonet.files import file_hexdigest
 from protonet.preprocessing import InputSpec
 from training import download, omniglot
 from training.cli import main
-from training.digest import file_hexdigest
 
 from .synthetic import write_omniglot_zip
 

@@ -1,6 +1,6 @@
 import hashlib
 
-from training.digest import file_hexdigest
+from protonet.files import file_hexdigest
 
 
 def test_file_hexdigest_matches_hashing_the_bytes_at_once(tmp_path):
