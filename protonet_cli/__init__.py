@@ -4,6 +4,7 @@
     protonet evaluate --checkpoint best.pt     # = python -m training evaluate ...
     protonet calibrate --checkpoint best.pt    # = python -m training calibrate ...
     protonet data omniglot --dest data/omniglot
+    protonet data emoji --dest data/emoji      # the pictures model's data (npm)
     protonet serve                             # = python -m service
     protonet migrate | embeddings              # = python -m service migrate | embeddings
 

@@ -30,6 +30,12 @@ def omniglot_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def emoji_dir() -> Path:
+    """``../shared/data/emoji`` (the vendors' PNGs, the catalogue and the Iconify tarballs)."""
+    return require_path(SHARED_DATA / "emoji", "emoji data")
+
+
+@pytest.fixture(scope="session")
 def bundled_model() -> Path:
     return require_path(BUNDLED_MODEL, "bundled model")
 

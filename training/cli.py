@@ -17,7 +17,7 @@ from protonet.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from protonet.embedding import pick_device
 from protonet.errors import ProtonetError
 from protonet.open_set import DEFAULT_SCORE, SCORES, RejectionCalibration
-from training import download, omniglot
+from training import download, emoji_download, omniglot
 from training.calibrate import ACCEPTANCES, calibrate, validation_classes
 from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
@@ -57,9 +57,9 @@ PROG = "python -m training"
 
 DESCRIPTION = """\
 Train and evaluate Prototypical Network encoders for few-shot image classification:
-fetch Omniglot, meta-train an encoder on Omniglot or on your own folder of images, measure
-a checkpoint's few-shot accuracy over random episodes (and how well it tells unknown classes
-apart), and calibrate its rejection of unknown inputs."""
+fetch Omniglot or the emoji pictures, meta-train an encoder on Omniglot or on your own folder
+of images, measure a checkpoint's few-shot accuracy over random episodes (and how well it tells
+unknown classes apart), and calibrate its rejection of unknown inputs."""
 
 EPILOG = """\
 examples:
@@ -72,14 +72,19 @@ examples:
 '%(prog)s COMMAND --help' describes a command and all of its flags."""
 
 DATA_DESCRIPTION = """\
-Fetch the Omniglot zips (images_background.zip, images_evaluation.zip) and the Vinyals et al.
-split files into --dest, checked against their published MD5 sums; or, with --from, validate a
-local copy (layout and image counts) and copy it."""
+omniglot: the Omniglot zips (images_background.zip, images_evaluation.zip) and the Vinyals et
+al. split files, checked against their published MD5 sums. emoji: the pictures model's data
+from the npm registry (emoji-datasource-google and -twitter 16.0.0, twelve @iconify-json emoji
+sets), each tarball checked against a pinned sha256, unpacked into what the trainer reads and
+written whole or not at all. With --from, validate a local copy (layout and counts; for emoji
+also a folder of the npm tarballs) and copy it."""
 
 DATA_EPILOG = """\
 examples:
   %(prog)s omniglot --dest data/omniglot                       # download (needs internet)
-  %(prog)s omniglot --from ../shared/data/omniglot --dest data/omniglot"""
+  %(prog)s omniglot --from ../shared/data/omniglot --dest data/omniglot
+  %(prog)s emoji --dest data/emoji                             # download (needs internet)
+  %(prog)s emoji --from ../shared/data/emoji --dest data/emoji"""
 
 TRAIN_DESCRIPTION = """\
 Meta-train a Conv-4 encoder on few-shot episodes and keep the checkpoint with the best
@@ -596,13 +601,17 @@ def _threshold_table(rejection: RejectionCalibration) -> str:
     )
 
 
+# Each dataset's (download into DEST, copy from a local DIR to DEST).
+DATASETS = {
+    "omniglot": (download.download_omniglot, download.copy_omniglot),
+    "emoji": (emoji_download.download_emoji, emoji_download.copy_emoji),
+}
+
+
 def command_data(args: argparse.Namespace) -> int:
-    dest = Path(args.dest)
-    report = (
-        download.copy_omniglot(Path(args.source), dest)
-        if args.source
-        else download.download_omniglot(dest)
-    )
+    dest = Path(args.dest or f"data/{args.dataset}")
+    fetch, copy = DATASETS[args.dataset]
+    report = copy(Path(args.source), dest) if args.source else fetch(dest)
     print("\n".join(report))
     return 0
 
@@ -610,20 +619,21 @@ def command_data(args: argparse.Namespace) -> int:
 def _add_data_command(commands: Any) -> None:
     data = commands.add_parser(
         "data",
-        help="fetch and check the Omniglot data",
+        help="fetch and check a dataset: Omniglot or the emoji pictures",
         description=DATA_DESCRIPTION,
         epilog=DATA_EPILOG,
         formatter_class=_formatter,
     )
-    data.add_argument("dataset", choices=["omniglot"], help="the dataset to fetch")
+    data.add_argument("dataset", choices=sorted(DATASETS), help="the dataset to fetch")
     data.add_argument(
-        "--dest", default="data/omniglot", help="directory to write into (default: %(default)s)"
+        "--dest", help="directory to write into (default: data/DATASET, e.g. data/emoji)"
     )
     data.add_argument(
         "--from",
         dest="source",
         metavar="DIR",
-        help="validate and copy a local copy of the zips instead of downloading",
+        help="validate and copy a local copy instead of downloading (Omniglot: the zips; emoji: "
+        "the finished folder or the npm tarballs)",
     )
     data.set_defaults(run=command_data)
 

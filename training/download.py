@@ -1,10 +1,14 @@
-"""Fetching Omniglot: from the public source (with checksums) or from a local copy."""
+"""Fetching datasets: the steps every dataset shares (a download with progress, a checksum
+check, a folder written whole or not at all, the verdict on a local copy), and Omniglot, from
+its public source (with checksums) or from a local copy. The emoji set: emoji_download.py."""
 
 from __future__ import annotations
 
 import shutil
 import urllib.request
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -52,7 +56,9 @@ class DownloadError(OSError):
     and what to do instead."""
 
 
-def _download(url: str, target: Path) -> None:
+def download_file(url: str, target: Path, copy_of: str) -> None:
+    """Fetch ``url`` into ``target`` through ``target.part`` (renamed when complete); a
+    failure is a :class:`DownloadError` that offers ``--from DIR`` with ``copy_of`` instead."""
     temp = target.with_suffix(target.suffix + ".part")
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(temp, "wb") as out:
@@ -65,10 +71,55 @@ def _download(url: str, target: Path) -> None:
         temp.unlink(missing_ok=True)
         reason = getattr(error, "reason", None) or error
         raise DownloadError(
-            f"download failed: {url}: {reason}; use --from DIR with a copy of the zips "
-            "fetched elsewhere"
+            f"download failed: {url}: {reason}; use --from DIR with {copy_of} fetched elsewhere"
         ) from None
     temp.replace(target)
+
+
+def fetch_checked(url: str, target: Path, algorithm: str, expected: str, copy_of: str) -> str:
+    """``target`` holding ``url``'s file, whose ``algorithm`` digest must be ``expected`` (a
+    file already there that matches is kept); a mismatch deletes it and raises ``ValueError``.
+    Returns the report line."""
+    if not (target.is_file() and file_hexdigest(target, algorithm) == expected):
+        download_file(url, target, copy_of)
+    if file_hexdigest(target, algorithm) != expected:
+        target.unlink()
+        raise ValueError(
+            f"{target.name}: checksum mismatch after download from {url} "
+            f"(expected {algorithm} {expected})"
+        )
+    return f"{target.name}: {algorithm} {expected} ok"
+
+
+def copy_verdict(found: str, algorithm: str, same: bool, original: str, difference: str) -> str:
+    """What the check of a local copy ``found``, and whether a checksum differing from
+    ``original``'s matters: ``difference`` says what it means, and what it does not."""
+    if same:
+        return f"{found}; {algorithm} matches {original} (a byte-identical copy)"
+    return f"{found}, fine to use; its {algorithm} differs from {original}, {difference}"
+
+
+@contextmanager
+def written_whole(dest: Path) -> Iterator[Path]:
+    """A folder to fill in place of ``dest``, which appears only if the block ends without
+    an error (``dest.part`` renamed); otherwise nothing is left. A non-empty ``dest`` is
+    refused rather than replaced: it may hold the user's files."""
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} already exists; remove it or choose another --dest")
+    stage = dest.with_name(dest.name + ".part")
+    shutil.rmtree(stage, ignore_errors=True)  # left behind by a run that was killed
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if dest.exists():
+        dest.rmdir()  # empty, checked above
+    stage.rename(dest)
+
+
+ZIPS = "a copy of the zips"
 
 
 def download_omniglot(dest: Path) -> list[str]:
@@ -76,32 +127,28 @@ def download_omniglot(dest: Path) -> list[str]:
     dest.mkdir(parents=True, exist_ok=True)
     report = []
     for name, expected_md5 in ZIP_MD5.items():
-        target = dest / name
-        if not (target.is_file() and file_hexdigest(target, "md5") == expected_md5):
-            _download(ZIP_URL.format(name=name), target)
-        if file_hexdigest(target, "md5") != expected_md5:
-            target.unlink()
-            raise ValueError(f"{name}: checksum mismatch after download (expected {expected_md5})")
-        check_zip_content(target)
-        report.append(f"{name}: md5 {expected_md5} ok")
+        report.append(
+            fetch_checked(ZIP_URL.format(name=name), dest / name, "md5", expected_md5, ZIPS)
+        )
+        check_zip_content(dest / name)
     (dest / "splits" / "vinyals").mkdir(parents=True, exist_ok=True)
     for name in SPLIT_FILES:
-        _download(SPLITS_URL.format(name=name), dest / "splits" / "vinyals" / name)
+        download_file(SPLITS_URL.format(name=name), dest / "splits" / "vinyals" / name, ZIPS)
     report.append(f"splits/vinyals: {len(SPLIT_FILES)} files")
     return report
 
 
 def _content_verdict(name: str, same_md5: bool) -> str:
-    """What the check of a local zip found, and whether a differing MD5 matters."""
     alphabets, characters, drawings = ZIP_CONTENT[name]
     found = f"content ok ({alphabets} alphabets, {characters} characters, {drawings} drawings)"
-    if same_md5:
-        return f"{found}; md5 matches the public zip (a byte-identical copy)"
     # A zip packed again (other timestamps, compression or PNG encoder) has other bytes around
-    # the same drawings; what training reads is checked above.
-    return (
-        f"{found}, fine to use; its md5 differs from the public zip's, which means it was "
-        "packed or encoded again, not that drawings are missing"
+    # the same drawings; what training reads is checked by check_zip_content.
+    return copy_verdict(
+        found,
+        "md5",
+        same_md5,
+        "the public zip's",
+        "which means it was packed or encoded again, not that drawings are missing",
     )
 
 

@@ -108,10 +108,10 @@ def test_a_failed_download_is_one_line_that_offers_from(tmp_path, monkeypatch, c
 def test_download_verifies_checksums(tmp_path, monkeypatch, omniglot_dir):
     """The download path with the network replaced by a local copy: a wrong checksum is refused."""
 
-    def fake_download(url, target):
+    def fake_download(url, target, copy_of):
         shutil.copyfile(omniglot_dir / target.name, target)
 
-    monkeypatch.setattr(download, "_download", fake_download)
+    monkeypatch.setattr(download, "download_file", fake_download)
     # The shared copy was re-encoded, so its MD5 differs from the public zip's: refused.
     with pytest.raises(ValueError, match="checksum mismatch"):
         download.download_omniglot(tmp_path)
