@@ -4,7 +4,7 @@ From the public npm registry: ``emoji-datasource-google`` and ``emoji-datasource
 16.0.0 (each vendor's 64 px PNGs, ``img/<style>/64/``, and the catalogue ``emoji.json`` with
 its MIT licence) and twelve Iconify emoji sets (``@iconify-json/<set>``), each tarball pinned
 by sha256. The vendor tarballs are unpacked into ``google/``, ``twitter/``, ``emoji.json``
-and ``LICENSE.emoji-datasource`` (what the trainer reads: 8 MB of 136); the Iconify tarballs
+and ``LICENSE.emoji-datasource`` (what the trainer reads: 26 MB of 136); the Iconify tarballs
 stay whole under ``iconify/``, as the trainer reads them. Or ``--from DIR``: a copy of that
 layout, or a folder of the same npm tarballs. Either way the result is checked (PNG counts
 and size, the catalogue's fields, each Iconify tarball's checksum or content) and written
