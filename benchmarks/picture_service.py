@@ -7,10 +7,15 @@ Starts ``python -m service`` with the three bundled models (Makefile's MODELS), 
     each), p50 and p99 over ``--requests``, beside the served encoder alone (decode, preprocess
     and embed one picture, the same code in this process);
 (c) throughput: 64 pictures per request, pictures/s through HTTP against the encoder alone
-    (decode, preprocess and embed 64 pictures), side by side, and their ratio;
+    (decode, preprocess and embed 64 pictures), rounds of the two interleaved so that a noisy
+    neighbour slows both alike; the ratio of their medians and of their best rounds;
 (d) the server's RSS after (b) and (c).
 
-    python benchmarks/picture_service.py --threads 2
+The encoder alone runs in a plain Python process, glibc's malloc as it comes; with
+``--tuned-alone`` it gets the service's malloc settings (service/edge/heap.py), so the ratio
+shows what HTTP, decoding and batching cost without the service's allocator gain.
+
+    python benchmarks/picture_service.py --threads 1 [--tuned-alone]
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.client import ProtonetClient
-from service.collections.encoder import load_encoder
+from service.collections.encoder import Encoder, load_encoder
+from service.edge.heap import tune_malloc_for_encoders
 from service.launcher import REPO_ROOT, local_server
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "emoji"
@@ -63,33 +69,38 @@ def latencies(client: ProtonetClient, name: str, files: list[bytes], requests: i
     return times
 
 
-def http_throughput(client: ProtonetClient, name: str, files: list[bytes], rounds: int) -> float:
-    items = files[:BATCH]
-    client.query(name, items)  # warm-up
-    started = time.perf_counter()
-    for _ in range(rounds):
-        client.query(name, items, top_k=1)
-    return BATCH * rounds / (time.perf_counter() - started)
+def embed_alone(encoder: Encoder, batch: list[bytes]) -> None:
+    """What the service does for a query's pictures: stage one of each, then one embedding."""
+    encoder.embed_batch(encoder.stack([encoder.stage_one(data) for data in batch]))
 
 
-def encoder_alone(files: list[bytes], rounds: int) -> tuple[list[float], float]:
-    """One-picture latencies and 64-picture throughput of the served encoder in this process:
-    decode and preprocess (stage one), then embed, as the service does for a query."""
-    encoder = load_encoder("alone", MODELS["pictures"], "cpu", BATCH, 4096 * 4096)
-
-    def embed(batch: list[bytes]) -> None:
-        encoder.embed_batch(encoder.stack([encoder.stage_one(data) for data in batch]))
-
-    embed(files[:BATCH])  # warm-up
-    single = []
+def alone_latencies(encoder: Encoder, files: list[bytes]) -> list[float]:
+    """Seconds of the encoder alone on one picture, for 200 pictures."""
+    embed_alone(encoder, files[:1])  # warm-up
+    times = []
     for data in files[:200]:
         started = time.perf_counter()
-        embed([data])
-        single.append(time.perf_counter() - started)
-    started = time.perf_counter()
+        embed_alone(encoder, [data])
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def interleaved_rounds(
+    client: ProtonetClient, name: str, encoder: Encoder, files: list[bytes], rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds per 64-picture round through HTTP and through the encoder alone, taken in turn."""
+    items = files[:BATCH]
+    client.query(name, items)  # warm-up
+    embed_alone(encoder, items)
+    http, alone = [], []
     for _ in range(rounds):
-        embed(files[:BATCH])
-    return single, BATCH * rounds / (time.perf_counter() - started)
+        started = time.perf_counter()
+        client.query(name, items, top_k=1)
+        http.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        embed_alone(encoder, items)
+        alone.append(time.perf_counter() - started)
+    return http, alone
 
 
 def milliseconds(times: list[float]) -> str:
@@ -101,12 +112,21 @@ def milliseconds(times: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--threads", type=int, default=2, help="PROTONET_TORCH_THREADS")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="PROTONET_TORCH_THREADS (the default on 2 cores)"
+    )
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=10, help="64-picture requests")
+    parser.add_argument("--rounds", type=int, default=20, help="64-picture rounds of each")
+    parser.add_argument(
+        "--tuned-alone", action="store_true", help="the encoder alone with the service's malloc"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tuned_alone:
+        tune_malloc_for_encoders()
     files = pictures(args.data / "google", 400)
+    # The encoder alone, loaded here before the server starts so both run in turn below.
+    encoder = load_encoder("alone", MODELS["pictures"], "cpu", BATCH, 4096 * 4096)
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             "PROTONET_DATA_DIR": str(Path(tmp) / "data"),
@@ -127,16 +147,19 @@ def main() -> None:
             support = [(f"emoji-{i // 2}", files[300 + i]) for i in range(10)]
             client.add_support("emoji", support)
             http_single = latencies(client, "emoji", files, args.requests)
-            http_batch = http_throughput(client, "emoji", files, args.rounds)
+            alone_single = alone_latencies(encoder, files)
+            http_batch, alone_batch = interleaved_rounds(
+                client, "emoji", encoder, files, args.rounds
+            )
             rss_after = rss_mib(pid)
-    alone_single, alone_batch = encoder_alone(files, args.rounds)
     print(f"(b) one picture per request:  HTTP {milliseconds(http_single)}")
     print(f"                      encoder alone {milliseconds(alone_single)}")
-    ratio = http_batch / alone_batch
-    print(
-        f"(c) {BATCH} per request: HTTP {http_batch:6.1f}/s   encoder alone {alone_batch:6.1f}/s"
-        f"   ratio {ratio:.2f}"
-    )
+    for what, pick in (("median", statistics.median), ("best", min)):
+        http_rate, alone_rate = BATCH / pick(http_batch), BATCH / pick(alone_batch)
+        print(
+            f"(c) {BATCH} per request, {what} of {args.rounds} rounds: HTTP {http_rate:6.1f}/s"
+            f"   encoder alone {alone_rate:6.1f}/s   ratio {http_rate / alone_rate:.2f}"
+        )
     print(f"(d) server RSS after (b) and (c): {rss_after:.0f} MiB")
 
 

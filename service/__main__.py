@@ -16,7 +16,6 @@ thread_environment_from_variables()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import ctypes  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -47,18 +46,6 @@ def exit_quietly(_signal: int, _frame: FrameType | None) -> None:
     handler takes that re-raised SIGTERM, so a drained stop exits 0."""
 
 
-# glibc's mallopt parameters (malloc.h).
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-# Blocks from this size up are mmapped (unmapped on free). Not lower: each encoder forward
-# pass allocates and frees activations of up to a few MB (MobileNetV2 at 224 px: 4.8 MB), and
-# at 128 KiB every one of them was a fresh mmap whose pages the kernel zeroed again: one
-# picture's embedding took 1.7x as long (benchmarks/picture_service.py). Smaller blocks freed
-# after a large request body are given back by service/edge/heap.py's trim.
-MMAP_BLOCK = 8 * 1024 * 1024
-# Free memory above this at the heap's top is returned to the system at once.
-TRIM_BLOCK = 128 * 1024
-
 # With PROTONET_WORKERS > 1, uvicorn's supervisor pings each worker every half second and kills
 # (then restarts from scratch) one that does not answer within this many seconds. Its default,
 # 5 s, is shorter than a loaded machine can keep a starting worker off the CPU (or holding the
@@ -68,27 +55,8 @@ TRIM_BLOCK = 128 * 1024
 WORKER_HEALTHCHECK_SECONDS = 60
 
 
-def return_freed_memory_to_the_os() -> None:
-    """Keep glibc from holding on to the memory of large request bodies after they are freed.
-
-    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is
-    freed, so later multi-megabyte bodies come from the heap, whose freed pages stay in RSS:
-    after bursts of 16 MB bodies RSS stayed 14-30% above idle (benchmarks/request_memory.py).
-    Fixed thresholds keep large blocks mmapped (unmapped on free) and trim the heap's top;
-    service/edge/heap.py trims the rest of the heap after large bodies.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return
-    mallopt(M_MMAP_THRESHOLD, MMAP_BLOCK)
-    mallopt(M_TRIM_THRESHOLD, TRIM_BLOCK)
-
-
 def serve(settings: Settings) -> int:
     """Serve until stopped; returns the exit status."""
-    return_freed_memory_to_the_os()
     set_thread_environment(settings.torch_threads, settings.workers)
     signal.signal(signal.SIGTERM, exit_quietly)  # uvicorn's own handler replaces it while serving
     config = uvicorn.Config(

@@ -22,6 +22,7 @@ from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
 from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
 from service.edge.error_responses import install_error_handlers
+from service.edge.heap import trim_heap, tune_malloc_for_encoders
 from service.edge.logs import RequestContextMiddleware, StartupFailureReport
 from service.edge.metrics import MetricsMiddleware, ServiceMetrics
 from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
@@ -51,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.prepare()
         if getattr(app.state, "owns_process", False):
             freeze_startup_objects()
+            trim_heap()  # what loading the models freed (tune_malloc_for_encoders keeps it)
 
     preparer = threading.Thread(target=prepare, name="protonet-prepare", daemon=True)
     preparer.start()
@@ -64,8 +66,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_server_app() -> FastAPI:
-    """The app of a ``python -m service`` process: it owns the process, so its lifespan also
-    tunes the garbage collector (an app embedded elsewhere, e.g. in tests, leaves it alone)."""
+    """The app of a ``python -m service`` process (each worker's): it owns the process, so it
+    also tunes malloc and its lifespan the garbage collector (an app embedded elsewhere, e.g. in
+    tests, leaves both alone)."""
+    tune_malloc_for_encoders()
     app = create_app()
     app.state.owns_process = True
     return app

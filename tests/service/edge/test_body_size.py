@@ -74,7 +74,7 @@ async def test_non_http_scopes_pass_through():
 
 
 async def test_the_heap_is_trimmed_after_the_last_large_body_in_flight(monkeypatch):
-    """A large body's parsed copies are freed to the heap (under the mmap threshold): once no
+    """A large body's parsed copies are freed to the heap (service/edge/heap.py): once no
     other body holds memory, the heap is trimmed; small bodies never trim."""
     trims = []
     monkeypatch.setattr("service.edge.body_size.trim_heap", lambda: trims.append(1))
