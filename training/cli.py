@@ -18,7 +18,7 @@ from protonet.embedding import pick_device
 from protonet.errors import ProtonetError
 from protonet.open_set import DEFAULT_SCORE, SCORES, RejectionCalibration
 from training import download, emoji_download, omniglot
-from training.calibrate import ACCEPTANCES, calibrate, validation_classes
+from training.calibrate import ACCEPTANCES, calibrate, validation_embeddings
 from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
@@ -372,13 +372,14 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     with --table, 5-way and all-way at 1, 5 and 8 shots, and all 77 intents at 8 shots."""
     from training.text_evaluate import evaluate_text_checkpoint
 
-    image_only = {"--open-set": args.open_set, "--split": args.split}
-    image_only["--within-alphabet"] = args.within_alphabet
+    image_only = {"--split": args.split, "--within-alphabet": args.within_alphabet}
     for name, given in image_only.items():
         if given:
             raise ValueError(f"{name} is for image checkpoints; {args.checkpoint} is text")
     if args.within_train:
         return command_evaluate_within_train(args, checkpoint, progress)
+    if args.open_set:
+        return command_evaluate_text_open_set(args, checkpoint, progress)
     shapes = None if args.table else [EpisodeShape(args.way, args.shot, args.query)]
     classes = args.classes or "heldout"
     evaluation = evaluate_text_checkpoint(
@@ -418,6 +419,38 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     lines = [f"head: {r.describe()}" for r in evaluation.episodes]
     lines += [f"frozen base: {r.describe()}" for r in evaluation.base_episodes]
     print("\n".join(lines + [r.describe() for r in evaluation.all_intents]))
+    return 0
+
+
+def command_evaluate_text_open_set(
+    args: argparse.Namespace, checkpoint: Checkpoint, progress: bool
+) -> int:
+    """--open-set on a text checkpoint: 10 of its held-out intents out of scope, every other
+    intent registered with --shot train texts, every test text queried (--episodes draws)."""
+    from training.text_evaluate import embed_split, evaluate_text_open_set
+
+    if args.table or args.classes:
+        raise ValueError("--open-set on text has its own setting: leave out --table and --classes")
+    method, calibration = _open_set_scoring(args, checkpoint)
+    if calibration is None:
+        raise ValueError(
+            f"{args.checkpoint} holds no rejection calibration for {method}: run protonet "
+            f"calibrate --checkpoint {args.checkpoint} --data {args.data} --write first"
+        )
+    train = embed_split(checkpoint, Path(args.data), "train", None, progress)
+    test = embed_split(checkpoint, Path(args.data), "test", None, progress)
+    result = evaluate_text_open_set(
+        train, test, checkpoint, calibration, args.acceptance, args.shot, args.episodes, args.seed
+    )
+    if args.write_card:
+        checkpoint.evaluation["banking77-open-set"] = [result.as_dict()]
+        save_checkpoint(checkpoint, args.checkpoint)
+        write_card(checkpoint, Path(args.checkpoint))
+    if args.json:
+        summary = {"checkpoint": str(args.checkpoint), "model_version": checkpoint.version}
+        print(json.dumps({**summary, "open_set": result.as_dict()}))
+    else:
+        print(result.describe())
     return 0
 
 
@@ -532,14 +565,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         )
     progress = args.progress and not args.json
     checkpoint = load_checkpoint(args.checkpoint, modality=None)
-    if checkpoint.modality == "text":
-        raise ValueError(
-            f"{args.checkpoint} is a text checkpoint: calibrate measures image checkpoints only "
-            "(rejection of unknown inputs is not available for text models yet)"
-        )
-    classes = validation_classes(checkpoint, Path(args.data), progress)
-    encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
+    classes, embeddings = validation_embeddings(checkpoint, Path(args.data), args.device, progress)
     measured = calibrate(
         embeddings,
         classes,

@@ -8,18 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protonet.open_set import RejectionCalibration
-from service.collections.live_collection import LiveCollection
-from service.collections.rejection import (
+from protonet.open_set import (
     MIN_LOO_SCORES,
     SCALE_RANGE,
+    RejectionCalibration,
+    collection_scale,
+    leave_one_out_distances,
+    shot_threshold,
+)
+from service.collections.live_collection import LiveCollection
+from service.collections.rejection import (
     LeaveOneOutScores,
     RejectionPolicy,
     RejectionSetting,
-    collection_scale,
     judge,
-    leave_one_out_distances,
-    shot_threshold,
 )
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
@@ -204,11 +206,10 @@ def test_too_few_held_out_scores_leave_the_checkpoints_thresholds():
 
 
 def test_the_scale_is_clamped():
-    policy = RejectionPolicy(CALIBRATION, 0.95)
     far = [np.full(3, 1000.0)] * 20  # 60 held-out scores, far beyond any threshold
     near = [np.full(3, 1e-3)] * 20
-    assert collection_scale(far, policy) == SCALE_RANGE[1]
-    assert collection_scale(near, policy) == SCALE_RANGE[0]
+    assert collection_scale(far, CALIBRATION, 0.95) == SCALE_RANGE[1]
+    assert collection_scale(near, CALIBRATION, 0.95) == SCALE_RANGE[0]
 
 
 def test_scores_follow_class_updates_and_removals_and_the_cache_with_them():
