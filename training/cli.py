@@ -18,7 +18,12 @@ from protonet.embedding import pick_device
 from protonet.errors import ProtonetError
 from protonet.open_set import DEFAULT_SCORE, SCORES, RejectionCalibration
 from training import download, emoji_download, omniglot
-from training.calibrate import ACCEPTANCES, calibrate, validation_embeddings
+from training.calibrate import (
+    ACCEPTANCES,
+    calibrate,
+    calibration_shots,
+    validation_embeddings,
+)
 from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
@@ -574,6 +579,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         args.query,
         args.episodes,
         args.seed,
+        calibration_shots(checkpoint),
         progress=progress,
     )
     for note in measured.notes:

@@ -201,15 +201,9 @@ def all_intents_accuracy(
 ) -> AllIntentsResult:
     """Setting 2 for ``classify`` over ``embeddings`` (train ``[n, d]``, queries' ``[m, d]``,
     from the file ``query_file``)."""
-    (train_x, test_x), (train, test) = embeddings, sets
-    train_y, test_y = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
-    accuracies, hits = [], []
-    for support, queries in draws:
-        predicted = classify(train_x[support], train_y[support], test_x[queries])
-        correct = (predicted == test_y[queries]).numpy()
-        accuracies.append(correct.mean())
-        hits.append((queries, correct))
-    accuracy, ci95 = mean_and_ci95(np.array(accuracies))
+    hits = draw_hits(classify, embeddings, sets, draws)
+    train, test = sets
+    accuracy, ci95 = mean_and_ci95(np.array([correct.mean() for _, correct in hits]))
     by_group = {
         name: _group_accuracy(hits, test, intents) for name, intents in groups.items() if intents
     }
@@ -218,6 +212,22 @@ def all_intents_accuracy(
     return AllIntentsResult(
         method, shots, len(draws), n_queries, accuracy, ci95, by_group, query_file
     )
+
+
+def draw_hits(
+    classify: Classifier,
+    embeddings: tuple[torch.Tensor, torch.Tensor],
+    sets: tuple[TextSet, TextSet],
+    draws: list[tuple[np.ndarray, np.ndarray]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per draw, its query indices and whether each got its intent (``[n_query]`` bool)."""
+    (train_x, test_x), (train, test) = embeddings, sets
+    train_y, test_y = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
+    hits = []
+    for support, queries in draws:
+        predicted = classify(train_x[support], train_y[support], test_x[queries])
+        hits.append((queries, (predicted == test_y[queries]).numpy()))
+    return hits
 
 
 def _group_accuracy(
@@ -358,8 +368,8 @@ def validation_intents(
     return ClassSet(texts, "the validation intents", origin), train.head
 
 
-# Out-of-scope draws: this many of the checkpoint's held-out intents are unknown, every
-# other intent is registered (as in the out-of-scope setups of Banking77-OOS).
+# Out-of-scope draws: this many of the checkpoint's held-out intents are unknown (half of
+# them where fewer are held out), every other intent is registered.
 UNKNOWN_INTENTS = 10
 THRESHOLD_SOURCES = ("checkpoint", "collection")
 
@@ -454,14 +464,15 @@ def evaluate_text_open_set(
     unknown intents are drawn from the checkpoint's held-out ones (never trained, selected
     or calibrated on), a new set each draw."""
     held_out = intents_of(checkpoint, "heldout") or []
-    if len(held_out) < UNKNOWN_INTENTS:
-        raise ValueError(f"--open-set needs {UNKNOWN_INTENTS} held-out intents to leave unknown")
+    n_unknown = min(UNKNOWN_INTENTS, len(held_out) // 2)
+    if n_unknown < 1:
+        raise ValueError("--open-set needs 2 or more held-out intents, to leave some unknown")
     wanted = calibration.default_acceptance if acceptance is None else acceptance
     rng = np.random.default_rng(seed)
     names = train.texts.class_names
     outcomes = []
     for _ in range(draws):
-        unknown = [names.index(n) for n in rng.choice(held_out, UNKNOWN_INTENTS, replace=False)]
+        unknown = [names.index(n) for n in rng.choice(held_out, n_unknown, replace=False)]
         known = [c for c in range(len(names)) if c not in unknown]
         support = np.concatenate(
             [
@@ -470,7 +481,7 @@ def evaluate_text_open_set(
             ]
         )
         outcomes.append(_open_set_draw(train, test, support, unknown, calibration, wanted))
-    return _summarize(outcomes, checkpoint, test.texts, shots, len(names), wanted)
+    return _summarize(outcomes, checkpoint, test.texts, shots, n_unknown, wanted)
 
 
 def _open_set_draw(
@@ -511,7 +522,7 @@ def _summarize(
     checkpoint: Checkpoint,
     test: TextSet,
     shots: int,
-    n_intents: int,
+    n_unknown: int,
     acceptance: float,
 ) -> TextOpenSetResult:
     def mean(values: list[float]) -> float:
@@ -541,8 +552,8 @@ def _summarize(
     return TextOpenSetResult(
         shots,
         len(outcomes),
-        n_intents - UNKNOWN_INTENTS,
-        UNKNOWN_INTENTS,
+        test.n_classes - n_unknown,
+        n_unknown,
         accuracy,
         ci95,
         area,

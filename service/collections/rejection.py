@@ -34,7 +34,6 @@ from protonet.open_set import (
     leave_one_out_distances,
     open_set_score,
 )
-from service.collections.encoder import Modality
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
 
@@ -76,7 +75,7 @@ class RejectionSetting:
         return cls.from_choice(value if value in (NONE, DEFAULT) else float(value))
 
     def resolve(
-        self, calibration: RejectionCalibration | None, *, model: str, modality: Modality
+        self, calibration: RejectionCalibration | None, *, model: str
     ) -> RejectionPolicy | None:
         """The policy this setting means with the calibration of the served ``model``
         (``None``: no rejection). :class:`RejectionUnavailableError` if the model has no usable
@@ -84,7 +83,7 @@ class RejectionSetting:
         if not self.calibrated:
             return None
         if calibration is None:
-            raise RejectionUnavailableError(_no_calibration(model, modality))
+            raise RejectionUnavailableError(_no_calibration(model))
         if calibration.method not in NEAREST_CLASS_SCORES:
             raise RejectionUnavailableError(
                 f"model {model!r}'s rejection score {calibration.method!r} needs every "
@@ -110,15 +109,9 @@ class RejectionSetting:
         return {"mode": "calibrated", "acceptance": acceptance}
 
 
-def _no_calibration(model: str, modality: Modality) -> str:
-    """Why ``model`` cannot reject, and the advice that works for its kind: ``protonet
-    calibrate`` measures image checkpoints only."""
-    if modality == "text":
-        return (
-            f"model {model!r} is a text model, and rejection of unknown inputs is not "
-            "available for text models yet (protonet calibrate measures image checkpoints "
-            "only): ask for rejection 'none'"
-        )
+def _no_calibration(model: str) -> str:
+    """Why ``model`` cannot reject, and the advice that works for an image or a text model
+    alike (``protonet calibrate`` measures both)."""
     return (
         f"model {model!r} has no rejection calibration: ask for rejection 'none', or serve it "
         "from a calibrated checkpoint (protonet calibrate --checkpoint CKPT --data DIR "

@@ -134,11 +134,87 @@ def test_within_train_queries_are_the_other_texts_of_the_query_intents():
         assert set(labels[queries]) == {1, 2}
 
 
-def test_image_flags_are_refused_for_text(trained, dataset):
+def test_image_flags_are_refused_for_text(trained, dataset, capsys):
     with pytest.raises(ValueError, match="--augment-shift is for images; --split banking77"):
         validate(TrainConfig(split="banking77", augment_shift=2))
+    args = ["evaluate", "--checkpoint", str(trained), "--data", str(dataset), "--within-alphabet"]
+    assert main(args) == 2
+    assert "--within-alphabet is for image checkpoints" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained, dataset, tmp_path_factory):
+    """A copy of the tiny run's head, calibrated on its validation intents."""
+    path = tmp_path_factory.mktemp("calibrated") / "text.pt"
+    path.write_bytes(trained.read_bytes())
+    args = ["calibrate", "--checkpoint", str(path), "--data", str(dataset), "--episodes", "20"]
+    assert main([*args, "--threads", "1", "--no-progress", "--write-card"]) == 0
+    return path
+
+
+def test_calibrate_measures_a_text_head_on_its_validation_intents(calibrated):
+    rejection = load_checkpoint(calibrated, modality="text").rejection
+    assert rejection is not None and rejection.method == "nearest_distance"
+    # 9 train texts per intent: 8 shots leave one query, 10 none (noted, not calibrated).
+    assert rejection.shots == (1, 2, 3, 5, 8)
+    assert "validation intents" in rejection.source
+    assert "cross-validated over 10 groups" in rejection.source  # one group per intent
+    for row in rejection.thresholds:
+        assert list(row) == sorted(row)  # a higher acceptance never lowers the threshold
+    card = json.loads(calibrated.with_suffix(".card.json").read_text())
+    assert card["rejection"]["shots"] == [1, 2, 3, 5, 8]
+
+
+def test_calibration_never_reads_the_test_file_or_the_held_out_intents(trained, dataset, tmp_path):
+    data = tmp_path / "banking"
+    data.mkdir()
+    (data / "categories.json").write_bytes((dataset / "categories.json").read_bytes())
+    (data / "test.csv").write_text("text,category\nnot an intent,zzz\n")  # unreadable if read
+    checkpoint = load_checkpoint(trained, modality="text")
+    held_out = set(checkpoint.metadata["intents"]["held_out"])
+    with open(dataset / "train.csv") as source, open(data / "train.csv", "w") as kept:
+        kept.writelines(line for line in source if line.strip().split(",")[-1] not in held_out)
+    classes, embeddings = text_evaluate.validation_intents(checkpoint, data)
+    assert classes.images.class_names == checkpoint.metadata["intents"]["validation"]
+    assert len(embeddings) == len(classes.images.texts) == 10 * 9
+
+
+def test_open_set_text_draws_leave_held_out_intents_unknown(calibrated, dataset, capsys):
+    common = ["--checkpoint", str(calibrated), "--data", str(dataset), "--threads", "1"]
+    summary = evaluate_json(capsys, *common, "--open-set", "--shot", "2", "--episodes", "5")
+    result = summary["open_set"]
+    # 6 held-out intents: half of them unknown in each draw, the other 53 registered.
+    assert (result["unknown_intents"], result["known_intents"]) == (3, 53)
+    assert result["acceptance"] == 0.95 and 0.0 <= result["auroc"] <= 1.0
+    for source in ("checkpoint_thresholds", "collection_thresholds"):
+        shares = result[source]
+        assert set(shares) == {"known_accepted", "unknown_rejected", "in_scope_accuracy"}
+        assert shares["in_scope_accuracy"] <= min(shares["known_accepted"], result["accuracy"])
+    assert set(result["known_accepted_by_intents"]) == {"train", "validation", "held_out"}
+
+
+def test_open_set_text_needs_a_calibration(trained, dataset, capsys):
     args = ["evaluate", "--checkpoint", str(trained), "--data", str(dataset), "--open-set"]
     assert main(args) == 2
+    assert "holds no rejection calibration" in capsys.readouterr().err
+
+
+def test_zero_episodes_save_the_heads_start(dataset, cache, tmp_path):
+    """--head-start identity --episodes 0: the frozen base's own metric, validated and saved
+    with the split recorded, so it can be calibrated and evaluated like a trained head."""
+    out = tmp_path / "identity"
+    args = ["train", "--split", "banking77", "--data", str(dataset), "--out", str(out)]
+    args += ["--head-start", "identity", "--episodes", "0", "--shot", "2", "--query", "2"]
+    args += ["--val-way", "5", "--val-shot", "1"]
+    args += ["--val-query", "2", "--val-episodes", "5", "--cache-dir", str(cache)]
+    assert main([*args, "--threads", "1", "--no-progress"]) == 0
+    checkpoint = load_checkpoint(out / "best.pt", modality="text")
+    weight = checkpoint.state_dict["linear.weight"]
+    torch.testing.assert_close(weight, torch.eye(len(weight)))
+    assert checkpoint.metadata["validation"]["episode"] == 0
+    assert len(checkpoint.metadata["intents"]["held_out"]) == 6
+    with pytest.raises(ValueError, match="--episodes must be >= 1"):
+        validate(TrainConfig(split="lake", episodes=0))  # a Conv-4 from random weights: no
 
 
 def test_base_embeddings_are_cached_by_content(dataset, cache, monkeypatch, trained):

@@ -46,7 +46,7 @@ CALIBRATION = gaussian_calibration()
 
 def resolve(setting: RejectionSetting, calibration: RejectionCalibration | None):
     """``setting`` resolved for an image model named omniglot."""
-    return setting.resolve(calibration, model="omniglot", modality="image")
+    return setting.resolve(calibration, model="omniglot")
 
 
 def test_settings_round_trip_through_their_stored_form():
@@ -77,16 +77,16 @@ def test_settings_resolve_against_the_calibration():
         resolve(RejectionSetting(True), other)
 
 
-def test_an_uncalibrated_model_is_named_with_advice_that_works_for_its_kind():
+def test_an_uncalibrated_model_is_named_with_advice_that_works():
     with pytest.raises(RejectionUnavailableError) as image:
         resolve(RejectionSetting(True), None)
     assert "protonet calibrate --checkpoint CKPT --data DIR --write-card" in str(image.value)
-    # protonet calibrate refuses text checkpoints: the message must not send anyone there.
+    # protonet calibrate measures text checkpoints too: a custom text model gets the same advice.
     with pytest.raises(RejectionUnavailableError) as text:
-        RejectionSetting(True).resolve(None, model="intents", modality="text")
+        RejectionSetting(True).resolve(None, model="intents")
     message = str(text.value)
-    assert message.startswith("model 'intents' is a text model")
-    assert "not available for text models yet" in message and "--write-card" not in message
+    assert message.startswith("model 'intents' has no rejection calibration")
+    assert "protonet calibrate --checkpoint CKPT --data DIR --write-card" in message
 
 
 def test_settings_describe_themselves_with_the_default_resolved():
