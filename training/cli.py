@@ -131,7 +131,11 @@ shares of known queries accepted and of unknown ones rejected at its threshold.
 A text checkpoint (Banking77): episodes over its held-out intents (--classes), support from
 the train file and queries from the test file, for the head and the frozen base; --table runs
 5-way and all-way at 1, 5 and 8 shots, and all 77 intents at 8 shots (10 draws, the whole test
-file) for the head, the base's plain prototypes and the base with logistic regression."""
+file) for the head, the base's plain prototypes and the base with logistic regression.
+--open-set on a text checkpoint: per draw (--episodes), 10 of its held-out intents are out of
+scope and all others registered with --shot train texts; every test text is queried: AUROC,
+and at the calibration's threshold (as calibrated, and scaled to the collection as the service
+does) the known texts accepted, the unknown ones rejected and the in-scope accuracy."""
 
 EVALUATE_EPILOG = """\
 examples:
@@ -140,14 +144,17 @@ examples:
   %(prog)s --checkpoint runs/mine/best.pt --data NEW_CLASSES --way 5 --json
   %(prog)s --checkpoint models/omniglot-conv4.pt --split evaluation --open-set --table
   %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --table
+  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 \
+      --open-set --shot 8
   %(prog)s --checkpoint models/pictures-mobilenetv2.pt --data ../shared/data/emoji --query 1"""
 
 CALIBRATE_DESCRIPTION = """\
 Measure where the unknown-ness score of KNOWN queries falls, on the checkpoint's own
 validation classes (those held out from training: the lake split's validation alphabets of
 images_background, vinyals-val, or a folder's held-out classes as the checkpoint records them;
-never the classes accuracy is reported on), in closed-set episodes for 1, 2, 3, 5 and 10
-shots (those the data allows). The thresholds, one per shot count at known acceptances from
+a text checkpoint: its validation intents' texts in Banking77's train.csv; never the classes
+accuracy is reported on), in closed-set episodes for 1, 2, 3, 5 and 10 shots (text: 8 too;
+those the data allows). The thresholds, one per shot count at known acceptances from
 80% to 99.9%, are what the service rejects unknown inputs by: at 95% acceptance about 5% of
 inputs of a known class are rejected. --write stores them in the checkpoint (the weights and
 their version are unchanged); --write-card also rewrites <checkpoint>.card.json."""
@@ -156,7 +163,8 @@ CALIBRATE_EPILOG = """\
 examples:
   %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --write-card
   %(prog)s --checkpoint runs/mine/best.pt --data ROOT --write
-  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --way 20 --json"""
+  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --way 20 --json
+  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --write-card"""
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -746,8 +754,9 @@ def _add_evaluate_command(commands: Any) -> None:
     ev.add_argument(
         "--open-set",
         action="store_true",
-        help="add queries of --way unknown classes: AUROC of known against unknown, and the "
-        "shares accepted/rejected at the checkpoint's rejection threshold",
+        help="add queries of --way unknown classes (text: 10 held-out intents' test texts "
+        "against all other intents): AUROC of known against unknown, and the shares "
+        "accepted/rejected at the checkpoint's rejection threshold",
     )
     ev.add_argument(
         "--score",
