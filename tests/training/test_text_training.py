@@ -5,12 +5,14 @@ when CI=true)."""
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from protonet.checkpoint import load_checkpoint
+from protonet.open_set import RejectionCalibration
 from protonet.text import base_identity
 from training import text_evaluate, textset
 from training.cli import main
@@ -301,3 +303,35 @@ def test_real_banking77_files_load():
     assert train.n_classes == test.n_classes == 77
     assert (len(train.texts), len(test.texts)) == (10003, 3080)
     assert np.bincount(test.labels).tolist() == [40] * 77
+
+
+def test_open_set_draws_accept_known_texts_and_reject_far_intents():
+    """Six intents far apart (two held out): each draw registers five, leaves one held-out
+    intent unknown, and a threshold between the spreads separates them exactly."""
+    rng = np.random.default_rng(0)
+    names = [f"i{k}" for k in range(6)]
+
+    def split(per_class: int) -> text_evaluate.EmbeddedSplit:
+        labels = np.repeat(np.arange(6), per_class)
+        vectors = torch.eye(6)[labels] * 3 + torch.from_numpy(rng.normal(0, 0.05, (len(labels), 6)))
+        texts = textset.TextSet(["t"] * len(labels), labels, names, ["g"] * 6)
+        return text_evaluate.EmbeddedSplit(texts, vectors.float(), vectors.float())
+
+    checkpoint = SimpleNamespace(
+        metadata={"intents": {"train": names[:3], "validation": names[3:4], "held_out": names[4:]}}
+    )
+    calibration = RejectionCalibration("nearest_distance", (1, 8), (0.9, 0.95), ((1.0,) * 2,) * 2)
+    result = text_evaluate.evaluate_text_open_set(
+        split(10),
+        split(5),
+        checkpoint,
+        calibration,
+        shots=8,
+        draws=4,  # type: ignore[arg-type]
+    )
+    assert (result.n_known, result.n_unknown, result.draws) == (5, 1, 4)
+    assert result.accuracy == 1.0 and result.auroc == 1.0
+    for rejected in result.rejected.values():
+        assert (rejected.known_accepted, rejected.unknown_rejected) == (1.0, 1.0)
+        assert rejected.in_scope_accuracy == 1.0
+    assert result.known_accepted_by_intents == {"train": 1.0, "validation": 1.0, "held_out": 1.0}
