@@ -21,12 +21,9 @@ import numpy as np
 import torch
 
 from protonet.checkpoint import load_checkpoint
+from protonet.open_set import collection_scale, leave_one_out_distances
 from protonet.prototypes import squared_euclidean
-from service.collections.rejection import (
-    RejectionPolicy,
-    collection_scale,
-    leave_one_out_distances,
-)
+from service.collections.rejection import RejectionPolicy
 from training import omniglot
 from training.evaluate import embed_imageset
 
@@ -77,7 +74,7 @@ def measure(vectors, images, policy: RejectionPolicy, shot: int, episodes: int) 
         outcomes: dict[str, list[list[np.ndarray]]] = {k: [[], []] for k in by_alphabet}
         for _ in range(episodes):
             known, unknown, scores = episode(vectors, images.labels, classes, shot, rng)
-            scale = collection_scale(scores, policy)
+            scale = collection_scale(scores, policy.calibration, policy.acceptance)
             base = policy.threshold(shot)
             for name, limit in (("checkpoint", base), ("collection", base * (scale or 1.0))):
                 outcomes[name][0].append(known <= limit)

@@ -1,8 +1,10 @@
 """Banking77 through the HTTP service, as a user would do it (a benchmark, not a test).
 
 Starts ``python -m service`` serving the bundled image model and two text models side by side
-(PROTONET_MODELS): the meta-learned head (``--checkpoint``) and the frozen base alone (an
-identity head, written here: plain prototypes of the all-MiniLM-L6-v2 embeddings). Then:
+(PROTONET_MODELS): a text head (``--checkpoint``: by default the bundled model, which is now
+itself an identity head; ``runs/banking77-minilm/best.pt`` for the meta-learned one) and the
+frozen base alone (an identity head, written here: plain prototypes of the all-MiniLM-L6-v2
+embeddings). Then:
 
 (a) issue 16's setting 2: per draw (seeded), 8 examples of each of the 77 intents from
     train.csv into one collection per text model, and every text of test.csv as queries;

@@ -16,10 +16,11 @@ ranks unknown queries above known ones (:func:`open_set_ranking_loss`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -149,3 +150,86 @@ def is_known(
     nearest = distances.argmin(dim=1)
     limits = calibration.thresholds_for(shots, acceptance).to(scores.device)[nearest]
     return scores <= limits
+
+
+# Adapting a calibration to one collection (the service's rejection, and the evaluator's
+# open-set text draws, which measure what the service does).
+# Held-out scores needed before a collection's own spread replaces the checkpoint's: fewer
+# estimate a 95% quantile too roughly to beat the checkpoint's measurement.
+MIN_LOO_SCORES = 30
+# The quantile is estimated where the sample still has this many scores above it, so a small
+# collection is scaled at, e.g., its 90% quantile rather than read off its largest score.
+TAIL_SCORES = 3
+# The scale is clamped. Upwards generously: a new style of drawing may well spread a collection
+# twice as wide as the calibration classes. Downwards less: held-out scores far below the
+# checkpoint's usually mean near-duplicate examples (one drawing uploaded twice), and thresholds
+# shrunk to them would reject every new drawing.
+SCALE_RANGE = (0.5, 3.0)
+
+
+def leave_one_out_distances(
+    embeddings: np.ndarray, rows_class: np.ndarray, prototypes: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Each example's squared distance to its class's prototype recomputed without it.
+
+    ``embeddings [m, dim]``, ``rows_class [m]`` (each row's index into the classes),
+    ``prototypes [c, dim]`` (the means of all their examples) and ``counts [c]`` -> ``[m]``;
+    NaN for examples of classes with a single example (nothing is left without them).
+    Without example ``x`` the prototype is ``(n p - x) / (n - 1)``, so the distance is
+    ``(n / (n - 1))^2 |x - p|^2``: one pass, no second mean.
+    """
+    n = counts[rows_class].astype(np.float64)
+    offsets = embeddings.astype(np.float64) - prototypes[rows_class]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(n >= 2, (n / (n - 1)) ** 2, np.nan)
+    return factor * np.einsum("ij,ij->i", offsets, offsets)
+
+
+def shot_threshold(calibration: RejectionCalibration, shot: int, acceptance: float) -> float:
+    """The checkpoint's threshold for prototypes of ``shot`` examples, interpolated linearly in
+    ``1 / shot`` between the calibrated shot counts around it (a known query's distance to a
+    prototype of ``n`` examples grows like ``1 + 1/n`` times the class's spread).
+
+    For comparing held-out scores with the checkpoint's: the threshold a query is judged by
+    takes the nearest calibrated shot count at or below instead (conservative: more examples
+    only tighten a class), which here would make a collection look tighter than it is.
+    """
+    shots = calibration.shots
+    below = max((s for s in shots if s <= shot), default=shots[0])
+    above = min((s for s in shots if s >= shot), default=shots[-1])
+    low = calibration.threshold(below, acceptance)
+    if above == below:
+        return low
+    share = (1 / below - 1 / shot) / (1 / below - 1 / above)
+    return low + share * (calibration.threshold(above, acceptance) - low)
+
+
+def collection_scale(
+    scores_by_class: Iterable[np.ndarray], calibration: RejectionCalibration, acceptance: float
+) -> float | None:
+    """How much farther than the checkpoint's a collection's known queries lie, from the
+    held-out scores of its classes (each array: the scores of one class's ``n >= 2``
+    examples, held out of prototypes of ``n - 1``); ``None`` with fewer than
+    ``MIN_LOO_SCORES``.
+
+    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``
+    (:func:`shot_threshold`), and the ``q`` quantile of those ratios is the scale (1 where the
+    collection behaves like the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the
+    wanted acceptance, but at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the
+    calibrated range): the checkpoint's thresholds keep their shape across acceptances, only
+    their scale adapts.
+    A held-out score is the distance to the example's own class, which bounds the nearest
+    distance from above (they differ only for an example nearer to another class).
+    """
+    arrays = list(scores_by_class)
+    if not arrays:
+        return None
+    sizes = np.array([len(a) for a in arrays])
+    total = int(sizes.sum())
+    if total < MIN_LOO_SCORES:
+        return None
+    level = max(min(acceptance, 1.0 - TAIL_SCORES / total), calibration.acceptances[0])
+    limits = {n: shot_threshold(calibration, n - 1, level) for n in set(sizes.tolist())}
+    divisors = np.repeat([limits[n] for n in sizes.tolist()], sizes)
+    ratio = float(np.quantile(np.concatenate(arrays) / divisors, level))
+    return float(np.clip(ratio, *SCALE_RANGE))

@@ -1,5 +1,5 @@
 """Rejection calibration: where a checkpoint's known queries score, measured on its own
-validation classes.
+validation classes (a text checkpoint's: its validation intents' train-file texts).
 
 A threshold at known acceptance ``a`` is the ``a``-quantile of the unknown-ness scores of
 *known* queries (queries of a class in the support), one row per shot count. Only known
@@ -19,15 +19,21 @@ import numpy as np
 import torch
 
 from protonet.checkpoint import Checkpoint
+from protonet.embedding import pick_device
 from protonet.open_set import ACCEPTANCES, RejectionCalibration
 from training import omniglot
 from training.checks import ClassSet, EpisodeFlags, check_episodes, class_sizes, largest_size
 from training.emoji import is_emoji_dir, load_emoji_split
 from training.episodes import EpisodeShape
-from training.evaluate import scored_episodes, select_folder_classes, trained_on
+from training.evaluate import embed_imageset, scored_episodes, select_folder_classes, trained_on
 from training.folder import load_folder
+from training.text_evaluate import validation_intents
 
 CALIBRATION_SHOTS = (1, 2, 3, 5, 10)
+# Text adds 8, the examples per intent a support team registers (README): a class is judged
+# by the nearest calibrated shot count at or below its own, so 8-shot intents would otherwise
+# get the looser 5-shot thresholds.
+TEXT_CALIBRATION_SHOTS = (1, 2, 3, 5, 8, 10)
 # What the flags of the calibrate command are called in messages.
 CALIBRATE_FLAGS = EpisodeFlags("--way", "the calibrated shot", "--query")
 # The validation classes of each Omniglot training split (training/trainer.py).
@@ -71,6 +77,24 @@ def validation_classes(checkpoint: Checkpoint, data: Path, progress: bool = Fals
         f"the checkpoint does not say which classes it was validated on (training split "
         f"{split!r}): calibration needs its held-out validation classes"
     )
+
+
+def validation_embeddings(
+    checkpoint: Checkpoint, data: Path, device: str = "auto", progress: bool = False
+) -> tuple[ClassSet, torch.Tensor]:
+    """The checkpoint's validation classes (:func:`validation_classes`, or a text checkpoint's
+    validation intents) and their embeddings through it, ``[n, dim]``."""
+    if checkpoint.modality == "text":
+        return validation_intents(checkpoint, data, progress)
+    classes = validation_classes(checkpoint, data, progress)
+    encoder = checkpoint.build_encoder(pick_device(device))
+    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
+    return classes, embeddings
+
+
+def calibration_shots(checkpoint: Checkpoint) -> tuple[int, ...]:
+    """The shot counts to calibrate ``checkpoint`` at."""
+    return TEXT_CALIBRATION_SHOTS if checkpoint.modality == "text" else CALIBRATION_SHOTS
 
 
 @dataclass(frozen=True)

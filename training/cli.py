@@ -18,7 +18,12 @@ from protonet.embedding import pick_device
 from protonet.errors import ProtonetError
 from protonet.open_set import DEFAULT_SCORE, SCORES, RejectionCalibration
 from training import download, emoji_download, omniglot
-from training.calibrate import ACCEPTANCES, calibrate, validation_classes
+from training.calibrate import (
+    ACCEPTANCES,
+    calibrate,
+    calibration_shots,
+    validation_embeddings,
+)
 from training.checks import ClassSet, EpisodeFlags, check_episodes
 from training.config import (
     DEFAULT_DATA,
@@ -126,7 +131,11 @@ shares of known queries accepted and of unknown ones rejected at its threshold.
 A text checkpoint (Banking77): episodes over its held-out intents (--classes), support from
 the train file and queries from the test file, for the head and the frozen base; --table runs
 5-way and all-way at 1, 5 and 8 shots, and all 77 intents at 8 shots (10 draws, the whole test
-file) for the head, the base's plain prototypes and the base with logistic regression."""
+file) for the head, the base's plain prototypes and the base with logistic regression.
+--open-set on a text checkpoint: per draw (--episodes), 10 of its held-out intents are out of
+scope and all others registered with --shot train texts; every test text is queried: AUROC,
+and at the calibration's threshold (as calibrated, and scaled to the collection as the service
+does) the known texts accepted, the unknown ones rejected and the in-scope accuracy."""
 
 EVALUATE_EPILOG = """\
 examples:
@@ -135,14 +144,17 @@ examples:
   %(prog)s --checkpoint runs/mine/best.pt --data NEW_CLASSES --way 5 --json
   %(prog)s --checkpoint models/omniglot-conv4.pt --split evaluation --open-set --table
   %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --table
+  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 \
+      --open-set --shot 8
   %(prog)s --checkpoint models/pictures-mobilenetv2.pt --data ../shared/data/emoji --query 1"""
 
 CALIBRATE_DESCRIPTION = """\
 Measure where the unknown-ness score of KNOWN queries falls, on the checkpoint's own
 validation classes (those held out from training: the lake split's validation alphabets of
 images_background, vinyals-val, or a folder's held-out classes as the checkpoint records them;
-never the classes accuracy is reported on), in closed-set episodes for 1, 2, 3, 5 and 10
-shots (those the data allows). The thresholds, one per shot count at known acceptances from
+a text checkpoint: its validation intents' texts in Banking77's train.csv; never the classes
+accuracy is reported on), in closed-set episodes for 1, 2, 3, 5 and 10 shots (text: 8 too;
+those the data allows). The thresholds, one per shot count at known acceptances from
 80% to 99.9%, are what the service rejects unknown inputs by: at 95% acceptance about 5% of
 inputs of a known class are rejected. --write stores them in the checkpoint (the weights and
 their version are unchanged); --write-card also rewrites <checkpoint>.card.json."""
@@ -151,7 +163,8 @@ CALIBRATE_EPILOG = """\
 examples:
   %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --write-card
   %(prog)s --checkpoint runs/mine/best.pt --data ROOT --write
-  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --way 20 --json"""
+  %(prog)s --checkpoint models/omniglot-conv4.pt --data data/omniglot --way 20 --json
+  %(prog)s --checkpoint models/banking77-minilm.pt --data ../shared/data/banking77 --write-card"""
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
@@ -372,13 +385,14 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     with --table, 5-way and all-way at 1, 5 and 8 shots, and all 77 intents at 8 shots."""
     from training.text_evaluate import evaluate_text_checkpoint
 
-    image_only = {"--open-set": args.open_set, "--split": args.split}
-    image_only["--within-alphabet"] = args.within_alphabet
+    image_only = {"--split": args.split, "--within-alphabet": args.within_alphabet}
     for name, given in image_only.items():
         if given:
             raise ValueError(f"{name} is for image checkpoints; {args.checkpoint} is text")
     if args.within_train:
         return command_evaluate_within_train(args, checkpoint, progress)
+    if args.open_set:
+        return command_evaluate_text_open_set(args, checkpoint, progress)
     shapes = None if args.table else [EpisodeShape(args.way, args.shot, args.query)]
     classes = args.classes or "heldout"
     evaluation = evaluate_text_checkpoint(
@@ -418,6 +432,38 @@ def command_evaluate_text(args: argparse.Namespace, checkpoint: Checkpoint, prog
     lines = [f"head: {r.describe()}" for r in evaluation.episodes]
     lines += [f"frozen base: {r.describe()}" for r in evaluation.base_episodes]
     print("\n".join(lines + [r.describe() for r in evaluation.all_intents]))
+    return 0
+
+
+def command_evaluate_text_open_set(
+    args: argparse.Namespace, checkpoint: Checkpoint, progress: bool
+) -> int:
+    """--open-set on a text checkpoint: 10 of its held-out intents out of scope, every other
+    intent registered with --shot train texts, every test text queried (--episodes draws)."""
+    from training.text_evaluate import embed_split, evaluate_text_open_set
+
+    if args.table or args.classes:
+        raise ValueError("--open-set on text has its own setting: leave out --table and --classes")
+    method, calibration = _open_set_scoring(args, checkpoint)
+    if calibration is None:
+        raise ValueError(
+            f"{args.checkpoint} holds no rejection calibration for {method}: run protonet "
+            f"calibrate --checkpoint {args.checkpoint} --data {args.data} --write first"
+        )
+    train = embed_split(checkpoint, Path(args.data), "train", None, progress)
+    test = embed_split(checkpoint, Path(args.data), "test", None, progress)
+    result = evaluate_text_open_set(
+        train, test, checkpoint, calibration, args.acceptance, args.shot, args.episodes, args.seed
+    )
+    if args.write_card:
+        checkpoint.evaluation["banking77-open-set"] = [result.as_dict()]
+        save_checkpoint(checkpoint, args.checkpoint)
+        write_card(checkpoint, Path(args.checkpoint))
+    if args.json:
+        summary = {"checkpoint": str(args.checkpoint), "model_version": checkpoint.version}
+        print(json.dumps({**summary, "open_set": result.as_dict()}))
+    else:
+        print(result.describe())
     return 0
 
 
@@ -532,14 +578,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         )
     progress = args.progress and not args.json
     checkpoint = load_checkpoint(args.checkpoint, modality=None)
-    if checkpoint.modality == "text":
-        raise ValueError(
-            f"{args.checkpoint} is a text checkpoint: calibrate measures image checkpoints only "
-            "(rejection of unknown inputs is not available for text models yet)"
-        )
-    classes = validation_classes(checkpoint, Path(args.data), progress)
-    encoder = checkpoint.build_encoder(pick_device(args.device))
-    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
+    classes, embeddings = validation_embeddings(checkpoint, Path(args.data), args.device, progress)
     measured = calibrate(
         embeddings,
         classes,
@@ -548,6 +587,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         args.query,
         args.episodes,
         args.seed,
+        calibration_shots(checkpoint),
         progress=progress,
     )
     for note in measured.notes:
@@ -714,8 +754,9 @@ def _add_evaluate_command(commands: Any) -> None:
     ev.add_argument(
         "--open-set",
         action="store_true",
-        help="add queries of --way unknown classes: AUROC of known against unknown, and the "
-        "shares accepted/rejected at the checkpoint's rejection threshold",
+        help="add queries of --way unknown classes (text: 10 held-out intents' test texts "
+        "against all other intents): AUROC of known against unknown, and the shares "
+        "accepted/rejected at the checkpoint's rejection threshold",
     )
     ev.add_argument(
         "--score",

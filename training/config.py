@@ -97,7 +97,11 @@ class TrainConfig:
     )
     # Optimisation: Adam, learning rate halved every ``lr_step`` episodes (the paper's schedule)
     # or cosine-annealed over ``episodes``.
-    episodes: int = setting(10000, "training episodes in all (the run may stop earlier)")
+    episodes: int = setting(
+        10000,
+        "training episodes in all (the run may stop earlier); a head over a frozen base (text, "
+        "pictures) takes 0: its start, validated and saved as it is",
+    )
     lr: float = setting(1e-3, "Adam learning rate at the start")
     schedule: str = setting(
         "step",
@@ -297,10 +301,15 @@ def validate(config: TrainConfig) -> None:
         if allowed and value not in allowed:
             listed = ", ".join(map(str, allowed))
             raise ValueError(f"{flag(spec.name)} must be one of {listed}, not {value!r}")
-    positive = ("shot", "query", "episodes", "val_every", "val_episodes", "val_shot")
+    positive = ("shot", "query", "val_every", "val_episodes", "val_shot")
     for name in (*positive, "image_size", "hidden_channels", "out_channels"):
         if getattr(config, name) < 1:
             raise ValueError(f"{flag(name)} must be >= 1")
+    # A head's start is a model already (``--head-start identity``: the frozen base's own
+    # metric); an encoder from random weights is not.
+    heads = (*TEXT_SPLITS, *PICTURE_SPLITS)
+    if config.episodes < (0 if config.split in heads else 1):
+        raise ValueError(f"--episodes must be >= {0 if config.split in heads else 1}")
     at_least_zero = ("way", "val_way", "val_query", "patience", "threads", "max_minutes")
     for name in (*at_least_zero, "finetune_steps"):
         if getattr(config, name) < 0:

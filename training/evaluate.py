@@ -268,7 +268,7 @@ class ScoredEpisode:
 
 def scored_episodes(
     embeddings: torch.Tensor,
-    images: ImageSet,
+    images: LabelledSet,
     shape: EpisodeShape,
     n_episodes: int,
     seed: int,

@@ -14,7 +14,7 @@ the head runs over them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,24 @@ import numpy as np
 import torch
 
 from protonet.checkpoint import Checkpoint
-from protonet.prototypes import compute_prototypes, prototype_logits
+from protonet.open_set import (
+    RejectionCalibration,
+    collection_scale,
+    leave_one_out_distances,
+    open_set_score,
+)
+from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
 from protonet.text import TextSpec, embed_base
+from training.checks import ClassSet
 from training.episodes import EpisodeSampler, EpisodeShape
-from training.evaluate import EvaluationResult, Queries, evaluate, mean_and_ci95
+from training.evaluate import (
+    EvaluationResult,
+    Queries,
+    auroc,
+    evaluate,
+    mean_and_ci95,
+    one_thread,
+)
 from training.textset import TextSet, base_embeddings, load_banking77, select_embedded
 
 TEXT_SHOTS = (1, 5, 8)
@@ -187,15 +201,9 @@ def all_intents_accuracy(
 ) -> AllIntentsResult:
     """Setting 2 for ``classify`` over ``embeddings`` (train ``[n, d]``, queries' ``[m, d]``,
     from the file ``query_file``)."""
-    (train_x, test_x), (train, test) = embeddings, sets
-    train_y, test_y = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
-    accuracies, hits = [], []
-    for support, queries in draws:
-        predicted = classify(train_x[support], train_y[support], test_x[queries])
-        correct = (predicted == test_y[queries]).numpy()
-        accuracies.append(correct.mean())
-        hits.append((queries, correct))
-    accuracy, ci95 = mean_and_ci95(np.array(accuracies))
+    hits = draw_hits(classify, embeddings, sets, draws)
+    train, test = sets
+    accuracy, ci95 = mean_and_ci95(np.array([correct.mean() for _, correct in hits]))
     by_group = {
         name: _group_accuracy(hits, test, intents) for name, intents in groups.items() if intents
     }
@@ -204,6 +212,22 @@ def all_intents_accuracy(
     return AllIntentsResult(
         method, shots, len(draws), n_queries, accuracy, ci95, by_group, query_file
     )
+
+
+def draw_hits(
+    classify: Classifier,
+    embeddings: tuple[torch.Tensor, torch.Tensor],
+    sets: tuple[TextSet, TextSet],
+    draws: list[tuple[np.ndarray, np.ndarray]],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per draw, its query indices and whether each got its intent (``[n_query]`` bool)."""
+    (train_x, test_x), (train, test) = embeddings, sets
+    train_y, test_y = torch.from_numpy(train.labels), torch.from_numpy(test.labels)
+    hits = []
+    for support, queries in draws:
+        predicted = classify(train_x[support], train_y[support], test_x[queries])
+        hits.append((queries, (predicted == test_y[queries]).numpy()))
+    return hits
 
 
 def _group_accuracy(
@@ -323,3 +347,218 @@ def evaluate_text_checkpoint(
         return TextEvaluation(intents, classes, results, base_results, [], [])
     all_results, notes = evaluate_all_intents(train, test, checkpoint, seed=seed)
     return TextEvaluation(intents, classes, results, base_results, all_results, notes)
+
+
+def validation_intents(
+    checkpoint: Checkpoint, data_dir: Path, progress: bool = False
+) -> tuple[ClassSet, torch.Tensor]:
+    """The intents a text checkpoint held out for validation, with their train-file texts
+    through its head ``[n, dim]``: all a rejection calibration may read (never the held-out
+    intents, never the test file). Each intent is its own group, so the calibration's
+    thresholds are cross-validated over intents, as an image model's are over alphabets."""
+    intents = (checkpoint.metadata.get("intents") or {}).get("validation")
+    if not intents:
+        raise ValueError(
+            "the checkpoint records no validation intents: calibration needs the intents it "
+            "held out for validation (train it with --split banking77)"
+        )
+    train = embed_split(checkpoint, data_dir, "train", None, progress).select(list(intents))
+    texts = replace(train.texts, class_groups=list(train.texts.class_names))
+    origin = f"Banking77 train.csv: the checkpoint's {len(intents)} validation intents"
+    return ClassSet(texts, "the validation intents", origin), train.head
+
+
+# Out-of-scope draws: this many of the checkpoint's held-out intents are unknown (half of
+# them where fewer are held out), every other intent is registered.
+UNKNOWN_INTENTS = 10
+THRESHOLD_SOURCES = ("checkpoint", "collection")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """What thresholds did to one draw's queries: the share of known queries accepted, of
+    unknown ones rejected, and of known ones accepted *and* given their intent (in-scope
+    accuracy with rejection on)."""
+
+    known_accepted: float
+    unknown_rejected: float
+    in_scope_accuracy: float
+
+
+@dataclass(frozen=True)
+class TextOpenSetResult:
+    """Out-of-scope draws: ``n_known`` intents registered with ``shots`` train texts each,
+    every test text queried, those of ``n_unknown`` held-out intents being out of scope.
+    Closed-set accuracy on the known queries, AUROC of the served score, and at the default
+    threshold (``acceptance``) the shares by threshold source: the checkpoint's, and scaled
+    to the collection from its support set as the service does."""
+
+    shots: int
+    draws: int
+    n_known: int
+    n_unknown: int
+    accuracy: float
+    ci95: float
+    auroc: float
+    auroc_ci95: float
+    acceptance: float
+    rejected: dict[str, Rejected]
+    known_accepted_by_intents: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "shot": self.shots,
+            "draws": self.draws,
+            "known_intents": self.n_known,
+            "unknown_intents": self.n_unknown,
+            "accuracy": self.accuracy,
+            "ci95": self.ci95,
+            "auroc": self.auroc,
+            "auroc_ci95": self.auroc_ci95,
+            "acceptance": self.acceptance,
+            **{f"{source}_thresholds": vars(r) for source, r in self.rejected.items()},
+            "known_accepted_by_intents": self.known_accepted_by_intents,
+        }
+
+    def describe(self) -> str:
+        lines = [
+            f"open set: {self.n_known} intents x {self.shots} shots registered, test texts of "
+            f"{self.n_unknown} held-out intents out of scope ({self.draws} draws): accuracy "
+            f"{100 * self.accuracy:.2f}% ± {100 * self.ci95:.2f}%, AUROC {self.auroc:.3f} ± "
+            f"{self.auroc_ci95:.3f}"
+        ]
+        for source, r in self.rejected.items():
+            lines.append(
+                f"  at {100 * self.acceptance:g}% acceptance, {source} thresholds: known "
+                f"accepted {100 * r.known_accepted:.1f}%, unknown rejected "
+                f"{100 * r.unknown_rejected:.1f}%, in-scope accuracy "
+                f"{100 * r.in_scope_accuracy:.1f}%"
+            )
+        groups = ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.known_accepted_by_intents.items())
+        lines.append(f"  known accepted by intents (collection thresholds): {groups}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """One draw's per-query outcomes (test texts): unknown or not, right intent or not, score,
+    accepted by each threshold source."""
+
+    unknown: np.ndarray
+    correct: np.ndarray
+    scores: np.ndarray
+    accepted: dict[str, np.ndarray]
+
+
+def evaluate_text_open_set(
+    train: EmbeddedSplit,
+    test: EmbeddedSplit,
+    checkpoint: Checkpoint,
+    calibration: RejectionCalibration,
+    acceptance: float | None = None,
+    shots: int = 8,
+    draws: int = 100,
+    seed: int = 0,
+) -> TextOpenSetResult:
+    """Out-of-scope draws over the head's embeddings (see :class:`TextOpenSetResult`); the
+    unknown intents are drawn from the checkpoint's held-out ones (never trained, selected
+    or calibrated on), a new set each draw."""
+    held_out = intents_of(checkpoint, "heldout") or []
+    n_unknown = min(UNKNOWN_INTENTS, len(held_out) // 2)
+    if n_unknown < 1:
+        raise ValueError("--open-set needs 2 or more held-out intents, to leave some unknown")
+    wanted = calibration.default_acceptance if acceptance is None else acceptance
+    rng = np.random.default_rng(seed)
+    names = train.texts.class_names
+    outcomes = []
+    for _ in range(draws):
+        unknown = [names.index(n) for n in rng.choice(held_out, n_unknown, replace=False)]
+        known = [c for c in range(len(names)) if c not in unknown]
+        support = np.concatenate(
+            [
+                rng.choice(np.flatnonzero(train.texts.labels == c), shots, replace=False)
+                for c in known
+            ]
+        )
+        outcomes.append(_open_set_draw(train, test, support, unknown, calibration, wanted))
+    return _summarize(outcomes, checkpoint, test.texts, shots, n_unknown, wanted)
+
+
+def _open_set_draw(
+    train: EmbeddedSplit,
+    test: EmbeddedSplit,
+    support: np.ndarray,
+    unknown: list[int],
+    calibration: RejectionCalibration,
+    acceptance: float,
+) -> _Draw:
+    """Every test text against the prototypes of ``support``: scored, classified and judged
+    by the checkpoint's threshold and by it scaled to this collection."""
+    with one_thread():
+        vectors = train.head[support]
+        labels = torch.from_numpy(train.texts.labels[support])
+        prototypes, classes = compute_prototypes(vectors, labels)
+        counts = torch.bincount(torch.searchsorted(classes, labels))
+        distances = squared_euclidean(test.head, prototypes)
+        scores = open_set_score(distances, counts, calibration.method).numpy()
+        predicted = classes[distances.argmin(dim=1)].numpy()
+    rows_class = np.searchsorted(classes.numpy(), labels.numpy())
+    held_out = leave_one_out_distances(
+        vectors.numpy(), rows_class, prototypes.numpy(), counts.numpy()
+    )
+    by_class = [held_out[rows_class == c] for c in range(len(classes))]
+    scale = collection_scale(by_class, calibration, acceptance) or 1.0
+    limit = calibration.threshold(int(counts.min()), acceptance)
+    return _Draw(
+        unknown=np.isin(test.texts.labels, unknown),
+        correct=predicted == test.texts.labels,
+        scores=scores,
+        accepted={"checkpoint": scores <= limit, "collection": scores <= limit * scale},
+    )
+
+
+def _summarize(
+    outcomes: list[_Draw],
+    checkpoint: Checkpoint,
+    test: TextSet,
+    shots: int,
+    n_unknown: int,
+    acceptance: float,
+) -> TextOpenSetResult:
+    def mean(values: list[float]) -> float:
+        return float(np.mean(values))
+
+    rejected = {
+        source: Rejected(
+            known_accepted=mean([d.accepted[source][~d.unknown].mean() for d in outcomes]),
+            unknown_rejected=1.0 - mean([d.accepted[source][d.unknown].mean() for d in outcomes]),
+            in_scope_accuracy=mean(
+                [(d.accepted[source] & d.correct)[~d.unknown].mean() for d in outcomes]
+            ),
+        )
+        for source in THRESHOLD_SOURCES
+    }
+    accuracy, ci95 = mean_and_ci95(np.array([d.correct[~d.unknown].mean() for d in outcomes]))
+    area, area_ci95 = mean_and_ci95(
+        np.array([auroc(d.scores[~d.unknown], d.scores[d.unknown]) for d in outcomes])
+    )
+    split = checkpoint.metadata.get("intents") or {}
+    by_group = {}
+    for name in ("train", "validation", "held_out"):
+        ids = np.isin(test.labels, [test.class_names.index(i) for i in split.get(name, [])])
+        shares = [d.accepted["collection"][ids & ~d.unknown].mean() for d in outcomes]
+        if ids.any():
+            by_group[name] = mean(shares)
+    return TextOpenSetResult(
+        shots,
+        len(outcomes),
+        test.n_classes - n_unknown,
+        n_unknown,
+        accuracy,
+        ci95,
+        area,
+        area_ci95,
+        acceptance,
+        rejected,
+        by_group,
+    )

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from protonet.open_set import leave_one_out_distances
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
-from service.collections.rejection import leave_one_out_distances
 from service.errors import CollectionTooLargeError, DiagnosticsBusyError
 from service.storage.repository import StoredEmbeddings
 

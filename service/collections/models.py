@@ -28,7 +28,7 @@ class ServedModel:
 
     def rejection_policy(self, setting: RejectionSetting) -> RejectionPolicy | None:
         """What ``setting`` means for this model (see :meth:`RejectionSetting.resolve`)."""
-        return setting.resolve(self.calibration, model=self.name, modality=self.encoder.modality)
+        return setting.resolve(self.calibration, model=self.name)
 
 
 class ModelSet:

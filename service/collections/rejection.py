@@ -11,9 +11,9 @@ acceptance, measured on training-side classes). Here:
   example of a class with at least 2 examples is a known query held out of its class: its
   squared distance to the prototype of the *other* examples is what a known query's score looks
   like in this collection (computed from the stored embeddings, no re-encoding). With enough of
-  them (``MIN_LOO_SCORES``), the checkpoint's thresholds are scaled by how far this collection's
-  held-out scores lie from the checkpoint's at the matching shot count
-  (:func:`collection_scale`).
+  them (``MIN_LOO_SCORES``), the checkpoint's thresholds are scaled by how far this
+  collection's held-out scores lie from the checkpoint's at the matching shot count
+  (:func:`protonet.open_set.collection_scale`, in the core: the evaluator measures it too).
 * :func:`judge`: a query's score (from its distances to the ranked nearest classes) against
   the threshold of its nearest class's shot count.
 """
@@ -28,8 +28,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from protonet.open_set import RejectionCalibration, open_set_score
-from service.collections.encoder import Modality
+from protonet.open_set import (
+    RejectionCalibration,
+    collection_scale,
+    leave_one_out_distances,
+    open_set_score,
+)
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
 
@@ -38,17 +42,6 @@ DEFAULT = "default"
 # Scores the service can compute from the ranked nearest classes alone (a query's answer has
 # the distances of its top-k, not of every class); nearest_distance needs only the first.
 NEAREST_CLASS_SCORES = frozenset({"nearest_distance"})
-# Held-out scores needed before a collection's own spread replaces the checkpoint's: fewer
-# estimate a 95% quantile too roughly to beat the checkpoint's measurement.
-MIN_LOO_SCORES = 30
-# The quantile is estimated where the sample still has this many scores above it, so a small
-# collection is scaled at, e.g., its 90% quantile rather than read off its largest score.
-TAIL_SCORES = 3
-# The scale is clamped. Upwards generously: a new style of drawing may well spread a collection
-# twice as wide as the calibration classes. Downwards less: held-out scores far below the
-# checkpoint's usually mean near-duplicate examples (one drawing uploaded twice), and thresholds
-# shrunk to them would reject every new drawing.
-SCALE_RANGE = (0.5, 3.0)
 ThresholdSource = Literal["checkpoint", "collection"]
 
 
@@ -82,7 +75,7 @@ class RejectionSetting:
         return cls.from_choice(value if value in (NONE, DEFAULT) else float(value))
 
     def resolve(
-        self, calibration: RejectionCalibration | None, *, model: str, modality: Modality
+        self, calibration: RejectionCalibration | None, *, model: str
     ) -> RejectionPolicy | None:
         """The policy this setting means with the calibration of the served ``model``
         (``None``: no rejection). :class:`RejectionUnavailableError` if the model has no usable
@@ -90,7 +83,7 @@ class RejectionSetting:
         if not self.calibrated:
             return None
         if calibration is None:
-            raise RejectionUnavailableError(_no_calibration(model, modality))
+            raise RejectionUnavailableError(_no_calibration(model))
         if calibration.method not in NEAREST_CLASS_SCORES:
             raise RejectionUnavailableError(
                 f"model {model!r}'s rejection score {calibration.method!r} needs every "
@@ -116,15 +109,9 @@ class RejectionSetting:
         return {"mode": "calibrated", "acceptance": acceptance}
 
 
-def _no_calibration(model: str, modality: Modality) -> str:
-    """Why ``model`` cannot reject, and the advice that works for its kind: ``protonet
-    calibrate`` measures image checkpoints only."""
-    if modality == "text":
-        return (
-            f"model {model!r} is a text model, and rejection of unknown inputs is not "
-            "available for text models yet (protonet calibrate measures image checkpoints "
-            "only): ask for rejection 'none'"
-        )
+def _no_calibration(model: str) -> str:
+    """Why ``model`` cannot reject, and the advice that works for an image or a text model
+    alike (``protonet calibrate`` measures both)."""
     return (
         f"model {model!r} has no rejection calibration: ask for rejection 'none', or serve it "
         "from a calibrated checkpoint (protonet calibrate --checkpoint CKPT --data DIR "
@@ -184,75 +171,6 @@ def judge(
     value = float(score[0])
     threshold = policy.threshold(shots[0], scale)
     return Verdict(value <= threshold, value, threshold)
-
-
-def leave_one_out_distances(
-    embeddings: np.ndarray, rows_class: np.ndarray, prototypes: np.ndarray, counts: np.ndarray
-) -> np.ndarray:
-    """Each example's squared distance to its class's prototype recomputed without it.
-
-    ``embeddings [m, dim]``, ``rows_class [m]`` (each row's index into the classes),
-    ``prototypes [c, dim]`` (the means of all their examples) and ``counts [c]`` -> ``[m]``;
-    NaN for examples of classes with a single example (nothing is left without them).
-    Without example ``x`` the prototype is ``(n p - x) / (n - 1)``, so the distance is
-    ``(n / (n - 1))^2 |x - p|^2``: one pass, no second mean.
-    """
-    n = counts[rows_class].astype(np.float64)
-    offsets = embeddings.astype(np.float64) - prototypes[rows_class]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(n >= 2, (n / (n - 1)) ** 2, np.nan)
-    return factor * np.einsum("ij,ij->i", offsets, offsets)
-
-
-def shot_threshold(calibration: RejectionCalibration, shot: int, acceptance: float) -> float:
-    """The checkpoint's threshold for prototypes of ``shot`` examples, interpolated linearly in
-    ``1 / shot`` between the calibrated shot counts around it (a known query's distance to a
-    prototype of ``n`` examples grows like ``1 + 1/n`` times the class's spread).
-
-    For comparing held-out scores with the checkpoint's: the threshold a query is judged by
-    takes the nearest calibrated shot count at or below instead (conservative: more examples
-    only tighten a class), which here would make a collection look tighter than it is.
-    """
-    shots = calibration.shots
-    below = max((s for s in shots if s <= shot), default=shots[0])
-    above = min((s for s in shots if s >= shot), default=shots[-1])
-    low = calibration.threshold(below, acceptance)
-    if above == below:
-        return low
-    share = (1 / below - 1 / shot) / (1 / below - 1 / above)
-    return low + share * (calibration.threshold(above, acceptance) - low)
-
-
-def collection_scale(
-    scores_by_class: Iterable[np.ndarray], policy: RejectionPolicy
-) -> float | None:
-    """How much farther than the checkpoint's a collection's known queries lie, from the
-    held-out scores of its classes (each array: the scores of one class's ``n >= 2``
-    examples, held out of prototypes of ``n - 1``); ``None`` with fewer than
-    ``MIN_LOO_SCORES``.
-
-    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``
-    (:func:`shot_threshold`), and the ``q`` quantile of those ratios is the scale (1 where the
-    collection behaves like the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the
-    wanted acceptance, but at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the
-    calibrated range): the checkpoint's thresholds keep their shape across acceptances, only
-    their scale adapts.
-    A held-out score is the distance to the example's own class, which bounds the nearest
-    distance from above (they differ only for an example nearer to another class).
-    """
-    arrays = list(scores_by_class)
-    if not arrays:
-        return None
-    sizes = np.array([len(a) for a in arrays])
-    total = int(sizes.sum())
-    if total < MIN_LOO_SCORES:
-        return None
-    acceptances = policy.calibration.acceptances
-    level = max(min(policy.acceptance, 1.0 - TAIL_SCORES / total), acceptances[0])
-    limits = {n: shot_threshold(policy.calibration, n - 1, level) for n in set(sizes.tolist())}
-    divisors = np.repeat([limits[n] for n in sizes.tolist()], sizes)
-    ratio = float(np.quantile(np.concatenate(arrays) / divisors, level))
-    return float(np.clip(ratio, *SCALE_RANGE))
 
 
 class LeaveOneOutScores:
@@ -327,7 +245,8 @@ class LeaveOneOutScores:
             if key in self._cache:
                 return self._cache[key]
             arrays, generation = list(self._by_class.values()), self._generation
-        scale = collection_scale(arrays, policy)  # outside the lock: O(examples)
+        # Outside the lock: O(examples).
+        scale = collection_scale(arrays, policy.calibration, policy.acceptance)
         with self._lock:
             if generation == self._generation:
                 if len(self._cache) >= self.CACHED_POLICIES:

@@ -46,21 +46,20 @@ def test_an_unknown_command_is_refused_with_the_list(capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err.startswith("error: unknown command 'tarin'\n")
 
 
-def test_calibrate_refuses_a_text_checkpoint_in_the_one_error_form() -> None:
-    """The advice of a text model's rejection_unavailable: calibrate says plainly that it
-    measures image checkpoints only, as ``error: <message>`` and exit 2, not a traceback."""
+def test_calibrating_a_text_checkpoint_on_other_data_is_one_error_line(tmp_path: Path) -> None:
+    """A text checkpoint is calibrated on its validation intents, read from Banking77: any
+    other --data is refused as ``error: <message>`` and exit 2, not a traceback."""
     protonet = Path(sys.executable).parent / "protonet"
     text_model = "models/banking77-minilm.pt"
     result = subprocess.run(
-        [protonet, "calibrate", "--checkpoint", text_model, "--no-progress"],
+        [protonet, "calibrate", "--checkpoint", text_model, "--data", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
     )
     assert (result.returncode, result.stderr) == (
         2,
-        f"error: {text_model} is a text checkpoint: calibrate measures image checkpoints only "
-        "(rejection of unknown inputs is not available for text models yet)\n",
+        f"error: {tmp_path} is not Banking77: it needs train.csv, test.csv, categories.json\n",
     )
 
 

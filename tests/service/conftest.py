@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from protonet.errors import CheckpointError
+from protonet.text import TextSpec
+from tests.conftest import ci
 from tests.service.helpers import make_settings, write_checkpoint
 
 
@@ -33,3 +36,17 @@ def checkpoint_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def settings(tmp_path: Path, checkpoint_a: Path):
     return make_settings(tmp_path / "data", checkpoint_a)
+
+
+@pytest.fixture(scope="session")
+def text_spec() -> TextSpec:
+    """The installed base's identity; skips without the text extra (fails in CI)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from protonet.text import base_identity
+
+        return base_identity()
+    except CheckpointError as error:
+        if ci():
+            pytest.fail(f"the text extra must be installed in CI: {error}")
+        pytest.skip(f"text extra not installed: {error}")

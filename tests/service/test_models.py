@@ -9,7 +9,6 @@ has not arrived from a failed top-up without any training."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from protonet.open_set import RejectionCalibration
 from protonet.text import TextSpec
 from service.errors import UnknownModelError
 from service.settings import Settings
-from tests.conftest import ci
 from tests.service.edge.test_metrics import samples, value
 from tests.service.helpers import (
     Drawings,
@@ -38,20 +36,6 @@ SUPPORT = {
     "top_up_failed": ["How do I top up my account", "my top up failed"],
 }
 CARD_QUERY = "when will my card arrive"
-
-
-@pytest.fixture(scope="module")
-def text_spec() -> TextSpec:
-    """The installed base's identity; skips without the text extra (fails in CI)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from protonet.text import base_identity
-
-        return base_identity()
-    except CheckpointError as error:
-        if ci():
-            pytest.fail(f"the text extra must be installed in CI: {error}")
-        pytest.skip(f"text extra not installed: {error}")
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +163,12 @@ async def test_inputs_that_do_not_fit_the_model_are_refused_naming_the_item(
         assert text_to_default.json()["detail"].startswith("inputs[0].text: model 'omniglot'")
         too_many = {"examples": [{"label": "a", "text": "hi"}] * 257}
         assert (await post(running, "/v1/collections/faq/support", too_many)).status_code == 413
-        # Calibrated rejection needs a calibration, which this text model does not carry.
+        # Calibrated rejection needs a calibration, which this custom text model does not carry.
         rejecting = await post(
             running, "/v1/collections", {"name": "r", "model": "intents", "rejection": "default"}
         )
         assert rejecting.status_code == 422 and rejecting.json()["error"] == "rejection_unavailable"
-        assert rejecting.json()["detail"].startswith("model 'intents' is a text model")
+        assert rejecting.json()["detail"].startswith("model 'intents' has no rejection calibration")
         assert (await running.client.get_collection("faq"))["n_examples"] == 0  # nothing stored
 
 

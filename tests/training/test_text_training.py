@@ -5,12 +5,14 @@ when CI=true)."""
 
 import csv
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from protonet.checkpoint import load_checkpoint
+from protonet.open_set import RejectionCalibration
 from protonet.text import base_identity
 from training import text_evaluate, textset
 from training.cli import main
@@ -134,11 +136,87 @@ def test_within_train_queries_are_the_other_texts_of_the_query_intents():
         assert set(labels[queries]) == {1, 2}
 
 
-def test_image_flags_are_refused_for_text(trained, dataset):
+def test_image_flags_are_refused_for_text(trained, dataset, capsys):
     with pytest.raises(ValueError, match="--augment-shift is for images; --split banking77"):
         validate(TrainConfig(split="banking77", augment_shift=2))
+    args = ["evaluate", "--checkpoint", str(trained), "--data", str(dataset), "--within-alphabet"]
+    assert main(args) == 2
+    assert "--within-alphabet is for image checkpoints" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def calibrated(trained, dataset, tmp_path_factory):
+    """A copy of the tiny run's head, calibrated on its validation intents."""
+    path = tmp_path_factory.mktemp("calibrated") / "text.pt"
+    path.write_bytes(trained.read_bytes())
+    args = ["calibrate", "--checkpoint", str(path), "--data", str(dataset), "--episodes", "20"]
+    assert main([*args, "--threads", "1", "--no-progress", "--write-card"]) == 0
+    return path
+
+
+def test_calibrate_measures_a_text_head_on_its_validation_intents(calibrated):
+    rejection = load_checkpoint(calibrated, modality="text").rejection
+    assert rejection is not None and rejection.method == "nearest_distance"
+    # 9 train texts per intent: 8 shots leave one query, 10 none (noted, not calibrated).
+    assert rejection.shots == (1, 2, 3, 5, 8)
+    assert "validation intents" in rejection.source
+    assert "cross-validated over 10 groups" in rejection.source  # one group per intent
+    for row in rejection.thresholds:
+        assert list(row) == sorted(row)  # a higher acceptance never lowers the threshold
+    card = json.loads(calibrated.with_suffix(".card.json").read_text())
+    assert card["rejection"]["shots"] == [1, 2, 3, 5, 8]
+
+
+def test_calibration_never_reads_the_test_file_or_the_held_out_intents(trained, dataset, tmp_path):
+    data = tmp_path / "banking"
+    data.mkdir()
+    (data / "categories.json").write_bytes((dataset / "categories.json").read_bytes())
+    (data / "test.csv").write_text("text,category\nnot an intent,zzz\n")  # unreadable if read
+    checkpoint = load_checkpoint(trained, modality="text")
+    held_out = set(checkpoint.metadata["intents"]["held_out"])
+    with open(dataset / "train.csv") as source, open(data / "train.csv", "w") as kept:
+        kept.writelines(line for line in source if line.strip().split(",")[-1] not in held_out)
+    classes, embeddings = text_evaluate.validation_intents(checkpoint, data)
+    assert classes.images.class_names == checkpoint.metadata["intents"]["validation"]
+    assert len(embeddings) == len(classes.images.texts) == 10 * 9
+
+
+def test_open_set_text_draws_leave_held_out_intents_unknown(calibrated, dataset, capsys):
+    common = ["--checkpoint", str(calibrated), "--data", str(dataset), "--threads", "1"]
+    summary = evaluate_json(capsys, *common, "--open-set", "--shot", "2", "--episodes", "5")
+    result = summary["open_set"]
+    # 6 held-out intents: half of them unknown in each draw, the other 53 registered.
+    assert (result["unknown_intents"], result["known_intents"]) == (3, 53)
+    assert result["acceptance"] == 0.95 and 0.0 <= result["auroc"] <= 1.0
+    for source in ("checkpoint_thresholds", "collection_thresholds"):
+        shares = result[source]
+        assert set(shares) == {"known_accepted", "unknown_rejected", "in_scope_accuracy"}
+        assert shares["in_scope_accuracy"] <= min(shares["known_accepted"], result["accuracy"])
+    assert set(result["known_accepted_by_intents"]) == {"train", "validation", "held_out"}
+
+
+def test_open_set_text_needs_a_calibration(trained, dataset, capsys):
     args = ["evaluate", "--checkpoint", str(trained), "--data", str(dataset), "--open-set"]
     assert main(args) == 2
+    assert "holds no rejection calibration" in capsys.readouterr().err
+
+
+def test_zero_episodes_save_the_heads_start(dataset, cache, tmp_path):
+    """--head-start identity --episodes 0: the frozen base's own metric, validated and saved
+    with the split recorded, so it can be calibrated and evaluated like a trained head."""
+    out = tmp_path / "identity"
+    args = ["train", "--split", "banking77", "--data", str(dataset), "--out", str(out)]
+    args += ["--head-start", "identity", "--episodes", "0", "--shot", "2", "--query", "2"]
+    args += ["--val-way", "5", "--val-shot", "1"]
+    args += ["--val-query", "2", "--val-episodes", "5", "--cache-dir", str(cache)]
+    assert main([*args, "--threads", "1", "--no-progress"]) == 0
+    checkpoint = load_checkpoint(out / "best.pt", modality="text")
+    weight = checkpoint.state_dict["linear.weight"]
+    torch.testing.assert_close(weight, torch.eye(len(weight)))
+    assert checkpoint.metadata["validation"]["episode"] == 0
+    assert len(checkpoint.metadata["intents"]["held_out"]) == 6
+    with pytest.raises(ValueError, match="--episodes must be >= 1"):
+        validate(TrainConfig(split="lake", episodes=0))  # a Conv-4 from random weights: no
 
 
 def test_base_embeddings_are_cached_by_content(dataset, cache, monkeypatch, trained):
@@ -225,3 +303,35 @@ def test_real_banking77_files_load():
     assert train.n_classes == test.n_classes == 77
     assert (len(train.texts), len(test.texts)) == (10003, 3080)
     assert np.bincount(test.labels).tolist() == [40] * 77
+
+
+def test_open_set_draws_accept_known_texts_and_reject_far_intents():
+    """Six intents far apart (two held out): each draw registers five, leaves one held-out
+    intent unknown, and a threshold between the spreads separates them exactly."""
+    rng = np.random.default_rng(0)
+    names = [f"i{k}" for k in range(6)]
+
+    def split(per_class: int) -> text_evaluate.EmbeddedSplit:
+        labels = np.repeat(np.arange(6), per_class)
+        vectors = torch.eye(6)[labels] * 3 + torch.from_numpy(rng.normal(0, 0.05, (len(labels), 6)))
+        texts = textset.TextSet(["t"] * len(labels), labels, names, ["g"] * 6)
+        return text_evaluate.EmbeddedSplit(texts, vectors.float(), vectors.float())
+
+    checkpoint = SimpleNamespace(
+        metadata={"intents": {"train": names[:3], "validation": names[3:4], "held_out": names[4:]}}
+    )
+    calibration = RejectionCalibration("nearest_distance", (1, 8), (0.9, 0.95), ((1.0,) * 2,) * 2)
+    result = text_evaluate.evaluate_text_open_set(
+        split(10),
+        split(5),
+        checkpoint,
+        calibration,
+        shots=8,
+        draws=4,  # type: ignore[arg-type]
+    )
+    assert (result.n_known, result.n_unknown, result.draws) == (5, 1, 4)
+    assert result.accuracy == 1.0 and result.auroc == 1.0
+    for rejected in result.rejected.values():
+        assert (rejected.known_accepted, rejected.unknown_rejected) == (1.0, 1.0)
+        assert rejected.in_scope_accuracy == 1.0
+    assert result.known_accepted_by_intents == {"train": 1.0, "validation": 1.0, "held_out": 1.0}

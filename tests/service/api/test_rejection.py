@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 from protonet.checkpoint import load_checkpoint, save_checkpoint
+from protonet.open_set import MIN_LOO_SCORES
 from service.client import Calls
-from service.collections.rejection import MIN_LOO_SCORES
 from tests.conftest import REPO_ROOT
 from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 

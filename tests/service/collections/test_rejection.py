@@ -8,18 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from protonet.open_set import RejectionCalibration
-from service.collections.live_collection import LiveCollection
-from service.collections.rejection import (
+from protonet.open_set import (
     MIN_LOO_SCORES,
     SCALE_RANGE,
+    RejectionCalibration,
+    collection_scale,
+    leave_one_out_distances,
+    shot_threshold,
+)
+from service.collections.live_collection import LiveCollection
+from service.collections.rejection import (
     LeaveOneOutScores,
     RejectionPolicy,
     RejectionSetting,
-    collection_scale,
     judge,
-    leave_one_out_distances,
-    shot_threshold,
 )
 from service.errors import AcceptanceOutOfRangeError, RejectionUnavailableError
 from service.storage.repository import StoredEmbeddings
@@ -44,7 +46,7 @@ CALIBRATION = gaussian_calibration()
 
 def resolve(setting: RejectionSetting, calibration: RejectionCalibration | None):
     """``setting`` resolved for an image model named omniglot."""
-    return setting.resolve(calibration, model="omniglot", modality="image")
+    return setting.resolve(calibration, model="omniglot")
 
 
 def test_settings_round_trip_through_their_stored_form():
@@ -75,16 +77,16 @@ def test_settings_resolve_against_the_calibration():
         resolve(RejectionSetting(True), other)
 
 
-def test_an_uncalibrated_model_is_named_with_advice_that_works_for_its_kind():
+def test_an_uncalibrated_model_is_named_with_advice_that_works():
     with pytest.raises(RejectionUnavailableError) as image:
         resolve(RejectionSetting(True), None)
     assert "protonet calibrate --checkpoint CKPT --data DIR --write-card" in str(image.value)
-    # protonet calibrate refuses text checkpoints: the message must not send anyone there.
+    # protonet calibrate measures text checkpoints too: a custom text model gets the same advice.
     with pytest.raises(RejectionUnavailableError) as text:
-        RejectionSetting(True).resolve(None, model="intents", modality="text")
+        RejectionSetting(True).resolve(None, model="intents")
     message = str(text.value)
-    assert message.startswith("model 'intents' is a text model")
-    assert "not available for text models yet" in message and "--write-card" not in message
+    assert message.startswith("model 'intents' has no rejection calibration")
+    assert "protonet calibrate --checkpoint CKPT --data DIR --write-card" in message
 
 
 def test_settings_describe_themselves_with_the_default_resolved():
@@ -204,11 +206,10 @@ def test_too_few_held_out_scores_leave_the_checkpoints_thresholds():
 
 
 def test_the_scale_is_clamped():
-    policy = RejectionPolicy(CALIBRATION, 0.95)
     far = [np.full(3, 1000.0)] * 20  # 60 held-out scores, far beyond any threshold
     near = [np.full(3, 1e-3)] * 20
-    assert collection_scale(far, policy) == SCALE_RANGE[1]
-    assert collection_scale(near, policy) == SCALE_RANGE[0]
+    assert collection_scale(far, CALIBRATION, 0.95) == SCALE_RANGE[1]
+    assert collection_scale(near, CALIBRATION, 0.95) == SCALE_RANGE[0]
 
 
 def test_scores_follow_class_updates_and_removals_and_the_cache_with_them():

@@ -6,7 +6,8 @@ ring and fork, examples/make_images.py), three drawings of each as support examp
 drawings as queries, whose predicted label must be right; every request the page makes goes to
 the service itself. With auth on, a bad key shows the API's own message. A service serving an
 image and a text model offers both when creating a collection, and a text collection's examples
-and queries are typed, one per line.
+and queries are typed, one per line, and a request of no registered intent, with rejection on, is
+answered "unknown".
 
 The screenshot in the README (docs/ui.png) is taken by this test: run it with
 ``UPDATE_SCREENSHOT=1`` (``make screenshot``) to rewrite it; otherwise it goes to a
@@ -400,7 +401,7 @@ def test_a_text_collection_is_typed_and_an_image_one_still_drawn(browser, two_mo
     expect(page.locator("#text-input")).to_be_visible()
     expect(page.locator("#pad")).to_be_hidden()
     expect(page.locator("#model")).to_contain_text("model intents")
-    expect(page.locator("#rejection-choice")).to_be_hidden()  # no calibration in this model
+    expect(page.locator("#rejection-choice")).to_be_visible()  # the text model is calibrated
 
     for label, sentences in INTENTS.items():
         page.fill("#text-input", "\n".join(sentences) + "\n\n")  # blank lines are skipped
@@ -422,6 +423,15 @@ def test_a_text_collection_is_typed_and_an_image_one_still_drawn(browser, two_mo
     expect(results.nth(0).locator(".query-text")).to_have_text("my new card still hasn't come")
     expect(results.nth(0).locator(".bars li")).to_have_count(2)  # top 5 of 2 classes
     assert results.nth(0).locator(".distance").first.inner_text().startswith("d ")
+
+    # A request of no registered intent, with rejection on: answered "unknown", its nearest
+    # intent still listed below.
+    page.select_option("#rejection", "default")
+    page.fill("#text-input", "play some relaxing jazz music")
+    page.click("#classify")
+    expect(results).to_have_count(1)
+    expect(results.nth(0).locator(".headline .unknown")).to_have_text("unknown")
+    expect(results.nth(0).locator(".query-text")).to_have_text("play some relaxing jazz music")
 
     # An image collection of the same service: the pad is back, and a drawing is added.
     page.fill("#create-name", "glyphs")
