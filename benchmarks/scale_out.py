@@ -295,7 +295,7 @@ def measure_read_your_writes(
                 written = writer.add_support(name, [(label, drawings.png(n))])["revision"]
                 expected[label] += 1
                 answer = reader.query(name, [drawings.png(n + 1)], top_k=n_classes)
-                collection = reader.get_collection(name)
+                collection = reader.get_collection(name, classes=True)
             except (ProtonetAPIError, httpx.TransportError) as error:
                 errors += 1
                 if len(examples) < 5:
@@ -628,7 +628,7 @@ def measure_kills(
         with ProtonetClient(server.url, timeout=60) as client:
             if last:
                 client.revisions.last_written[name] = last
-            present = set(labels_of(client.get_collection(name)))
+            present = set(labels_of(client.get_collection(name, classes=True)))
         missing = sorted(expected - present)
         lost[f"replica {index}"] = len(missing)
         lost_examples += [f"replica {index}: {label}" for label in missing[:3]]

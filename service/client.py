@@ -11,9 +11,14 @@
 Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
 with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
 :class:`ProtonetAPIError` carrying the server's message. The listings (``models()``,
-``list_collections()``, ``list_examples()``) return the list itself, not the one-key object
-the HTTP answer wraps it in (``{"models": [...]}``); every other method returns the answer's
-JSON as it is.
+``list_collections()``, ``list_classes()``, ``list_examples()``) return the list itself, not
+the one-key object the HTTP answer wraps it in (``{"models": [...]}``); every other method
+returns the answer's JSON as it is.
+
+Paged listings (a collection's classes and examples): ``list_classes()`` and
+``list_examples()`` follow the pages' cursors to the end and return every item;
+``iter_classes()`` and ``iter_examples()`` yield them a page at a time, holding one page.
+``get_collection(name)`` is the summary (counts, settings); ``classes=True`` adds every class.
 
 Rejection of unknown inputs: ``create_collection(..., rejection="default")``,
 ``set_rejection(name, 0.99)`` or ``query(..., rejection=...)``; each result then says
@@ -37,11 +42,11 @@ import asyncio
 import base64
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -53,6 +58,7 @@ ImageLike = bytes | str | os.PathLike[str] | np.ndarray | Mapping[str, Any]
 Rejection = str | float | Mapping[str, float]
 Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
 DEFAULT_URL = "http://127.0.0.1:8000"
+PAGE_SIZE = 1000  # items per page of a listing the client walks: the most the server allows
 
 
 class ProtonetAPIError(Exception):
@@ -128,6 +134,7 @@ class Call:
     writes: bool = False
     binary: bool = False  # the body is a file (an image), returned as bytes
     headers: Mapping[str, str] = field(default_factory=dict)  # beyond the client's own
+    params: Mapping[str, str | int] = field(default_factory=dict)  # the query string
 
 
 REVISION_HEADER = "Protonet-Revision"
@@ -168,6 +175,11 @@ def label_segment(label: str) -> str:
     return quote(label, safe="").replace(".", "%2E")
 
 
+def page_params(cursor: str | None, limit: int) -> dict[str, str | int]:
+    """The query of a listing's page: its size, and the cursor it starts after."""
+    return {"limit": limit} if cursor is None else {"limit": limit, "cursor": cursor}
+
+
 class Calls:
     """Builders for every endpoint's :class:`Call`."""
 
@@ -193,8 +205,14 @@ class Calls:
         return Call("PATCH", collection_path(name), body, collection=name, writes=True)
 
     @staticmethod
-    def get_collection(name: str) -> Call:
-        return Call("GET", collection_path(name), collection=name)
+    def get_collection(name: str, classes: bool = False) -> Call:
+        params: dict[str, str | int] = {"classes": "true", "limit": PAGE_SIZE} if classes else {}
+        return Call("GET", collection_path(name), collection=name, params=params)
+
+    @staticmethod
+    def class_page(name: str, cursor: str | None, limit: int = PAGE_SIZE) -> Call:
+        params = page_params(cursor, limit)
+        return Call("GET", collection_path(name, "classes"), collection=name, params=params)
 
     @staticmethod
     def diagnostics(name: str) -> Call:
@@ -229,10 +247,12 @@ class Calls:
         return Call("POST", collection_path(name, "query"), body, collection=name)
 
     @staticmethod
-    def list_examples(name: str, label: str | None) -> Call:
+    def example_page(
+        name: str, label: str | None, cursor: str | None, limit: int = PAGE_SIZE
+    ) -> Call:
         # Read from storage, which every replica shares: no min_revision is needed.
-        query = "" if label is None else "?" + urlencode({"label": label})
-        return Call("GET", collection_path(name, "examples") + query)
+        params = page_params(cursor, limit) | ({} if label is None else {"label": label})
+        return Call("GET", collection_path(name, "examples"), params=params)
 
     @staticmethod
     def example_image(name: str, example_id: int) -> Call:
@@ -264,6 +284,24 @@ def parse(response: httpx.Response, call: Call) -> Any:
     if call.binary and response.is_success:
         return response.content
     return None if response.status_code == 204 else response.json()
+
+
+# A paged listing: the call of the page after a cursor (None: the first), and the answer's key
+# that holds the page's items.
+Listing = tuple[Callable[[str | None], Call], str]
+
+
+def class_listing(name: str) -> Listing:
+    return (lambda cursor: Calls.class_page(name, cursor), "classes")
+
+
+def example_listing(name: str, label: str | None) -> Listing:
+    return (lambda cursor: Calls.example_page(name, label, cursor), "examples")
+
+
+def with_every_class(summary: dict[str, Any], classes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A collection GET's answer with its first page of classes replaced by all of them."""
+    return {**summary, "classes": classes, "next_cursor": None}
 
 
 def is_ready(readiness: dict[str, Any]) -> bool:
@@ -302,7 +340,7 @@ class ProtonetClient:
         self.http.close()
 
     def send(self, call: Call) -> Any:
-        params = self.revisions.params(call)
+        params = {**call.params, **self.revisions.params(call)}
         headers = {**self.headers, **call.headers}
         response = self.http.request(
             call.method, call.path, json=call.json, headers=headers, params=params or None
@@ -368,8 +406,32 @@ class ProtonetClient:
     def list_collections(self) -> list[dict[str, Any]]:
         return self.send(Call("GET", "/v1/collections"))["collections"]
 
-    def get_collection(self, name: str) -> dict[str, Any]:
-        return self.send(Calls.get_collection(name))
+    def get_collection(self, name: str, classes: bool = False) -> dict[str, Any]:
+        """The collection's summary (counts, settings, revision); ``classes=True`` adds
+        ``"classes"``: every class, oldest first, read a page at a time."""
+        summary = self.send(Calls.get_collection(name, classes))
+        if not classes or summary["next_cursor"] is None:
+            return summary
+        return with_every_class(summary, self.list_classes(name))
+
+    def pages(self, listing: Listing) -> Iterator[dict[str, Any]]:
+        """Every item of a paged listing, one page held at a time."""
+        call_after, key = listing
+        cursor = None
+        while True:
+            page = self.send(call_after(cursor))
+            yield from page[key]
+            if (cursor := page["next_cursor"]) is None:
+                return
+
+    def iter_classes(self, name: str) -> Iterator[dict[str, Any]]:
+        """The collection's classes ``{"label", "n_examples"}``, oldest first, a page at a
+        time (stable under concurrent writes: none skipped or repeated)."""
+        return self.pages(class_listing(name))
+
+    def list_classes(self, name: str) -> list[dict[str, Any]]:
+        """Every class of the collection, oldest first (all pages)."""
+        return list(self.iter_classes(name))
 
     def diagnostics(self, name: str) -> dict[str, Any]:
         """How well the collection classifies its own examples: ``{"expected_accuracy",
@@ -407,9 +469,15 @@ class ProtonetClient:
         ``rejection`` summary."""
         return self.send(Calls.query(name, images, top_k, rejection))
 
+    def iter_examples(self, name: str, label: str | None = None) -> Iterator[dict[str, Any]]:
+        """The stored examples ``{"id", "label", "text"}`` (of ``label`` only, if given), by
+        id, a page at a time."""
+        return self.pages(example_listing(name, label))
+
     def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
-        """The stored examples ``[{"id", "label"}, ...]`` (of ``label`` only, if given), by id."""
-        return self.send(Calls.list_examples(name, label))["examples"]
+        """Every stored example ``[{"id", "label", "text"}, ...]`` (of ``label`` only, if
+        given), by id (all pages)."""
+        return list(self.iter_examples(name, label))
 
     def example_image(self, name: str, example_id: int) -> bytes:
         """One stored example as a PNG file (its stored pixels: the model's input size)."""
@@ -450,7 +518,7 @@ class AsyncProtonetClient:
         await self.http.aclose()
 
     async def send(self, call: Call) -> Any:
-        params = self.revisions.params(call)
+        params = {**call.params, **self.revisions.params(call)}
         headers = {**self.headers, **call.headers}
         response = await self.http.request(
             call.method, call.path, json=call.json, headers=headers, params=params or None
@@ -498,8 +566,27 @@ class AsyncProtonetClient:
     async def list_collections(self) -> list[dict[str, Any]]:
         return (await self.send(Call("GET", "/v1/collections")))["collections"]
 
-    async def get_collection(self, name: str) -> dict[str, Any]:
-        return await self.send(Calls.get_collection(name))
+    async def get_collection(self, name: str, classes: bool = False) -> dict[str, Any]:
+        summary = await self.send(Calls.get_collection(name, classes))
+        if not classes or summary["next_cursor"] is None:
+            return summary
+        return with_every_class(summary, await self.list_classes(name))
+
+    async def pages(self, listing: Listing) -> AsyncIterator[dict[str, Any]]:
+        call_after, key = listing
+        cursor = None
+        while True:
+            page = await self.send(call_after(cursor))
+            for item in page[key]:
+                yield item
+            if (cursor := page["next_cursor"]) is None:
+                return
+
+    def iter_classes(self, name: str) -> AsyncIterator[dict[str, Any]]:
+        return self.pages(class_listing(name))
+
+    async def list_classes(self, name: str) -> list[dict[str, Any]]:
+        return [item async for item in self.iter_classes(name)]
 
     async def diagnostics(self, name: str) -> dict[str, Any]:
         return await self.send(Calls.diagnostics(name))
@@ -524,8 +611,11 @@ class AsyncProtonetClient:
     ) -> dict[str, Any]:
         return await self.send(Calls.query(name, images, top_k, rejection))
 
+    def iter_examples(self, name: str, label: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        return self.pages(example_listing(name, label))
+
     async def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
-        return (await self.send(Calls.list_examples(name, label)))["examples"]
+        return [item async for item in self.iter_examples(name, label)]
 
     async def example_image(self, name: str, example_id: int) -> bytes:
         return await self.send(Calls.example_image(name, example_id))

@@ -119,6 +119,14 @@ COLLECTION_DETAIL = example(
     {
         **COLLECTION,
         "classes": [{"label": "ring", "n_examples": 2}, {"label": "fork", "n_examples": 1}],
+        "next_cursor": None,
+    }
+)
+CLASS_PAGE = example(
+    {
+        "classes": [{"label": "ring", "n_examples": 2}, {"label": "fork", "n_examples": 1}],
+        "next_cursor": "Y2xhc3NlczoxOjI",
+        "revision": 2,
     }
 )
 SUPPORT_ANSWER = example(
@@ -204,6 +212,7 @@ EXAMPLE_LIST = example(
             {"id": 1, "label": "ring"},
             {"id": 2, "label": "ring"},
             {"id": 3, "label": "fork"},
-        ]
+        ],
+        "next_cursor": "ZXhhbXBsZXM6MToz",
     }
 )

@@ -401,10 +401,36 @@ class ClassSummary(BaseModel):
     n_examples: int = Field(description="Support examples of this class.")
 
 
+NEXT_CURSOR_DESCRIPTION = (
+    "Send it as ?cursor= to get the next page (null: this page is the last). Pages list items "
+    "in creation order and stay stable under concurrent writes: no item is skipped or listed "
+    "twice."
+)
+
+
 class CollectionDetail(CollectionSummary):
+    """The summary; with ``?classes=true``, also the first page of the classes."""
+
     model_config = ConfigDict(json_schema_extra=openapi_examples.COLLECTION_DETAIL)
 
-    classes: list[ClassSummary] = Field(description="Every class, oldest first.")
+    classes: list[ClassSummary] | None = Field(
+        None,
+        description="Only with ?classes=true: the first page of classes (up to ?limit), oldest "
+        "first; GET .../classes?cursor=next_cursor has the rest.",
+    )
+    next_cursor: str | None = Field(
+        None,
+        description="Only with ?classes=true: the cursor of the classes' next page, for GET "
+        ".../classes (null: every class is listed).",
+    )
+
+
+class ClassPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.CLASS_PAGE)
+
+    classes: list[ClassSummary] = Field(description="Up to ?limit classes, oldest first.")
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
+    revision: int = Field(description=REVISION_DESCRIPTION)
 
 
 class SupportResponse(BaseModel):
@@ -572,4 +598,7 @@ class StoredExampleInfo(BaseModel):
 class ExampleList(BaseModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.EXAMPLE_LIST)
 
-    examples: list[StoredExampleInfo] = Field(description="The stored examples, by id.")
+    examples: list[StoredExampleInfo] = Field(
+        description="Up to ?limit stored examples, by id (creation order)."
+    )
+    next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)

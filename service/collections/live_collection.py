@@ -12,6 +12,7 @@ Two locks per collection:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import threading
@@ -25,6 +26,7 @@ import torch
 from protonet.prototypes import compute_prototypes
 from service.collections.exact_index import ExactIndex
 from service.collections.ivf_index import DEFAULT_NPROBE, IVFIndex
+from service.collections.pages import Page, page_of
 from service.collections.rejection import LeaveOneOutScores, RejectionSetting, Verdict
 from service.errors import ConflictError
 from service.storage.repository import Change, StoredClass, StoredEmbeddings
@@ -61,7 +63,9 @@ class CollectionStatus:
 
 @dataclass(frozen=True)
 class CollectionContents(CollectionStatus):
-    classes: list[ClassCount]
+    """The status, and a page of its classes where one was asked for."""
+
+    classes: Page[ClassCount] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,9 @@ class LiveCollection:
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._classes: dict[int, ClassCount] = {}
         self._ids_by_label: dict[str, int] = {}
+        # The class ids in ascending order (creation order), for pages of classes: kept
+        # sorted as classes come and go, so a page costs a bisection, not a sort.
+        self._order: list[int] = []
         self._n_examples = 0  # kept up to date so summaries stay O(1) with many classes
 
     def class_id(self, label: str) -> int | None:
@@ -190,6 +197,8 @@ class LiveCollection:
                 self._n_examples += count - (previous.n_examples if previous else 0)
                 self._classes[class_id] = ClassCount(labels[class_id], count)
                 self._ids_by_label[labels[class_id]] = class_id
+                if previous is None:
+                    self._add_to_order(class_id)
         self._adapt_index()
         return class_ids.tolist()
 
@@ -219,6 +228,7 @@ class LiveCollection:
                 self._classes[stored_class.id] = summary
                 self._ids_by_label[stored_class.label] = stored_class.id
                 self._n_examples += stored_class.n_examples
+            self._order = sorted(self._classes)
 
     def fill_leave_one_out(self, stored: StoredEmbeddings) -> None:
         """Held-out scores of every class here from the collection's ``stored`` embeddings
@@ -247,7 +257,16 @@ class LiveCollection:
                 summary = self._classes.pop(class_id)
                 del self._ids_by_label[summary.label]
                 self._n_examples -= summary.n_examples
+                del self._order[bisect.bisect_left(self._order, class_id)]
         self.leave_one_out.remove(class_ids)
+
+    def _add_to_order(self, class_id: int) -> None:
+        """A new class id into ``_order`` (caller holds the state lock): usually the largest
+        yet, appended; one created elsewhere and applied late is inserted in its place."""
+        if not self._order or class_id > self._order[-1]:
+            self._order.append(class_id)
+        else:
+            bisect.insort(self._order, class_id)
 
     # -- the index and its kind ------------------------------------------------------------
 
@@ -343,34 +362,38 @@ class LiveCollection:
 
     def status(self) -> CollectionStatus:
         with self._state_lock:
-            return CollectionStatus(
-                self.name,
-                len(self._classes),
-                self._n_examples,
-                self.revision,
-                self.policy.kind,
-                self._index.kind,
-                self.rejection,
-                self.model,
-            )
+            return self._status()
 
-    def contents(self) -> CollectionContents:
-        """The status plus every class, in the order they were created."""
-        with self._state_lock:
-            classes = [self._classes[class_id] for class_id in sorted(self._classes)]
-            revision, in_use, rejection = self.revision, self.index_in_use, self.rejection
-        n_examples = sum(c.n_examples for c in classes)
-        return CollectionContents(
+    def _status(self) -> CollectionStatus:
+        return CollectionStatus(
             self.name,
-            len(classes),
-            n_examples,
-            revision,
+            len(self._classes),
+            self._n_examples,
+            self.revision,
             self.policy.kind,
-            in_use,
-            rejection,
+            self._index.kind,
+            self.rejection,
             self.model,
-            classes,
         )
+
+    def contents(self, classes_limit: int | None = None) -> CollectionContents:
+        """The status, with the first page of up to ``classes_limit`` classes if given (one
+        view: the page is of the status's revision)."""
+        with self._state_lock:
+            status = self._status()
+            page = None if classes_limit is None else self._class_page(0, classes_limit)
+        return CollectionContents(**vars(status), classes=page)
+
+    def class_page(self, after: int, limit: int) -> tuple[int, Page[ClassCount]]:
+        """Up to ``limit`` classes with ids above ``after``, oldest first, and the revision
+        they reflect."""
+        with self._state_lock:
+            return self.revision, self._class_page(after, limit)
+
+    def _class_page(self, after: int, limit: int) -> Page[ClassCount]:
+        start = bisect.bisect_right(self._order, after)
+        ids = self._order[start : start + limit + 1]
+        return page_of([(i, self._classes[i]) for i in ids], limit, "classes", self.id)
 
     def is_empty(self) -> bool:
         """No classes right now. Lock-free (callable from the event loop while a long search

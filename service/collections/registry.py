@@ -46,6 +46,7 @@ from service.collections.live_collection import (
     SupportResult,
 )
 from service.collections.models import ModelSet, ServedModel
+from service.collections.pages import Page, resume_after
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
 from service.collections.reembed import conform_inputs
 from service.collections.rejection import (
@@ -530,8 +531,19 @@ class CollectionRegistry:
             examples += summary.n_examples
         return AllTenantsSummary(len(tenants), collections, classes, examples)
 
-    def describe(self, name: str, *, tenant: str) -> CollectionContents:
-        return self._get(name, tenant).contents()
+    def describe(
+        self, name: str, *, tenant: str, classes_limit: int | None = None
+    ) -> CollectionContents:
+        """The collection's summary, and the first page of its classes if ``classes_limit``."""
+        return self._get(name, tenant).contents(classes_limit)
+
+    def class_page(
+        self, name: str, *, tenant: str, cursor: str | None, limit: int
+    ) -> tuple[int, Page[ClassCount]]:
+        """The page of the collection's classes after ``cursor`` (oldest first; service/
+        collections/pages.py), and the revision it reflects."""
+        live = self._get(name, tenant)
+        return live.class_page(resume_after(cursor, "classes", live.id), limit)
 
     def diagnose(self, name: str, *, tenant: str) -> tuple[int, str, SupportSetDiagnostics]:
         """Diagnostics of the collection's support set (service/collections/diagnostics.py),

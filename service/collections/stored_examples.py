@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.collections.pages import PAGE_DEFAULT, Page, page_of, resume_after
 from service.errors import NotFoundError
 from service.storage.repository import Storage, StoredCollection, StoredExample
 
@@ -22,14 +23,23 @@ def _collection(storage: Storage, name: str, tenant: str) -> StoredCollection:
 
 
 def list_examples(
-    storage: Storage, name: str, *, tenant: str, label: str | None = None
-) -> list[StoredExample]:
-    """The collection's examples (of class ``label`` only, if given), by id;
-    :class:`NotFoundError` for an unknown collection or class."""
-    examples = storage.list_examples(_collection(storage, name, tenant).id, label)
-    if label is not None and not examples:  # a class exists only while it has examples
+    storage: Storage,
+    name: str,
+    *,
+    tenant: str,
+    label: str | None = None,
+    cursor: str | None = None,
+    limit: int = PAGE_DEFAULT,
+) -> Page[StoredExample]:
+    """The page of the collection's examples (of class ``label`` only, if given) after
+    ``cursor``, by id (service/collections/pages.py); :class:`NotFoundError` for an unknown
+    collection, or for an unknown class on the first page."""
+    collection_id = _collection(storage, name, tenant).id
+    after = resume_after(cursor, "examples", collection_id)
+    examples = storage.list_examples(collection_id, label, after, limit + 1)
+    if label is not None and not examples and not after:  # a class exists while it has examples
         raise NotFoundError(f"class {label!r} does not exist in collection {name!r}")
-    return examples
+    return page_of([(e.id, e) for e in examples], limit, "examples", collection_id)
 
 
 def example_pixels(storage: Storage, name: str, example_id: int, *, tenant: str) -> np.ndarray:

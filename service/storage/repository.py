@@ -448,13 +448,21 @@ class Storage:
         with self._sessions() as session:
             return {"text" if text else "image" for text in session.scalars(query)}
 
-    def list_examples(self, collection_id: int, label: str | None = None) -> list[StoredExample]:
-        """One collection's examples (of the class ``label`` only, if given), by id."""
+    def list_examples(
+        self,
+        collection_id: int,
+        label: str | None = None,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> list[StoredExample]:
+        """One collection's examples (of the class ``label`` only, if given) with ids above
+        ``after_id``, by id; at most ``limit`` of them (keyset pagination)."""
         query = (
             select(ExampleRecord.id, ClassRecord.label, ExampleRecord.text)
             .join(ClassRecord, ClassRecord.id == ExampleRecord.class_id)
-            .where(ClassRecord.collection_id == collection_id)
+            .where(ClassRecord.collection_id == collection_id, ExampleRecord.id > after_id)
             .order_by(ExampleRecord.id)
+            .limit(limit)
         )
         if label is not None:
             query = query.where(ClassRecord.label == label)

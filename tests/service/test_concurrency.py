@@ -48,7 +48,7 @@ async def test_concurrent_support_and_queries(settings):
             for _ in range(READERS):
                 group.start_soon(reader)
 
-        detail = await client.get_collection("busy")
+        detail = await client.get_collection("busy", classes=True)
         final = await client.query("busy", [probe], top_k=100)
         await client.create_collection("reference")  # same examples, one request
         everything = [seed_example] + [e for b in batches.values() for e in b]

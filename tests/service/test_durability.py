@@ -18,13 +18,15 @@ import httpx
 import numpy as np
 import pytest
 
+from service.client import ProtonetClient
 from service.launcher import LocalServer, start, stop
 from tests.service.helpers import PATIENCE, wait_until
 
 pytestmark = pytest.mark.slow
 
 CLIENTS, ROUNDS, SHOT = 4, 3, 2
-COLLECTION = "/v1/collections/durable"
+NAME = "durable"
+COLLECTION = f"/v1/collections/{NAME}"
 
 
 def server_env(tmp_path: Path, checkpoint: Path) -> dict[str, str]:
@@ -65,7 +67,8 @@ def every_client_acknowledged(acked: list[str], round_: int) -> bool:
 
 def check_consistency(url: str, acked: list[str]) -> dict[str, int]:
     """Every acknowledged label is there in full; no class is partial; counts add up."""
-    detail = httpx.get(f"{url}{COLLECTION}", timeout=30).json()
+    with ProtonetClient(url, timeout=30) as service:
+        detail = service.get_collection(NAME, classes=True)
     counts = {c["label"]: c["n_examples"] for c in detail["classes"]}
     own = {label: n for label, n in counts.items() if not label.startswith("shared-")}
     assert not set(acked) - own.keys(), "acknowledged examples lost"
@@ -166,10 +169,11 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(tmp_path: Path, checkpoin
     assert result == {"status": 200}
     server = start(env, cwd=tmp_path, ready_timeout=PATIENCE)
     try:
-        detail = httpx.get(f"{server.url}{COLLECTION}", timeout=30).json()
+        with ProtonetClient(server.url, timeout=30) as service:
+            classes = service.list_classes(NAME)
     finally:
         stop(server.process)
-    assert {c["label"]: c["n_examples"] for c in detail["classes"]} == {
+    assert {c["label"]: c["n_examples"] for c in classes} == {
         "drained": SHOT,
         "shared-0": 1,
     }

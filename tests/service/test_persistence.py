@@ -47,10 +47,10 @@ async def test_restart_keeps_collections_and_answers_identically(tmp_path, check
         first = await register_and_query(running, support, queries)
         await running.client.create_collection("empty")
         listing = await running.client.list_collections()
-        detail = await running.client.get_collection("kept")
+        detail = await running.client.get_collection("kept", classes=True)
     async with serve(settings) as running:
         assert await running.client.list_collections() == listing
-        assert await running.client.get_collection("kept") == detail
+        assert await running.client.get_collection("kept", classes=True) == detail
         again = await running.client.query("kept", queries, top_k=N_CLASSES)
     assert again["model_version"] == first["model_version"]
     assert_same_answers(again, first, rel=1e-6)

@@ -64,6 +64,11 @@ def labels_of(collection: dict) -> dict[str, int]:
     return {c["label"]: c["n_examples"] for c in collection["classes"]}
 
 
+def classes_of(client: ProtonetClient, name: str) -> dict[str, int]:
+    """``label -> examples`` of every class of the collection, as the replica has them."""
+    return labels_of(client.get_collection(name, classes=True))
+
+
 def eventually(check, timeout: float = PATIENCE):
     deadline = time.monotonic() + timeout
     while True:
@@ -85,13 +90,11 @@ def test_writes_through_one_replica_reach_the_others(postgres_url, checkpoint_a,
         # Without min_revision the others converge on their own (LISTEN/NOTIFY + polling).
         for other in (cb, cc):
             eventually(
-                lambda other=other: _assert(
-                    labels_of(other.get_collection("letters")) == {"x": 1, "y": 1}
-                )
+                lambda other=other: _assert(classes_of(other, "letters") == {"x": 1, "y": 1})
             )
         # Deleting through one replica: a class, then the collection.
         cb.delete_class("letters", "y")
-        eventually(lambda: _assert(labels_of(cc.get_collection("letters")) == {"x": 1}))
+        eventually(lambda: _assert(classes_of(cc, "letters") == {"x": 1}))
         cc.delete_collection("letters")
         for other in (ca, cb):
             eventually(lambda other=other: _assert(other.list_collections() == []))
@@ -133,7 +136,7 @@ def test_read_your_writes_through_another_replica(postgres_url, checkpoint_a, tm
         writer.create_collection("c")
         for n in range(30):
             written = writer.add_support("c", [(f"class-{n}", drawings.png(n % 2))])
-            collection = reader.get_collection("c")
+            collection = reader.get_collection("c", classes=True)
             assert collection["revision"] >= written["revision"]
             assert f"class-{n}" in labels_of(collection)
             answer = reader.query("c", [drawings.png(0)], top_k=n + 1)
@@ -177,7 +180,7 @@ def test_concurrent_writes_through_every_replica_converge(postgres_url, checkpoi
                     [p["distance"] for p in theirs["top_k"]],
                     rtol=1e-5,
                 )
-        assert sum(labels_of(clients[0].get_collection("c")).values()) == 24
+        assert sum(classes_of(clients[0], "c").values()) == 24
         for c in clients:
             c.close()
 
@@ -233,13 +236,13 @@ def test_sigkill_of_a_replica_under_writes_loses_no_acknowledged_write(
         for survivor in (servers[0], servers[2]):
             with client(survivor) as c:
                 c.revisions.last_written["c"] = last
-                assert expected <= set(labels_of(c.get_collection("c")))
+                assert expected <= set(classes_of(c, "c"))
         # The killed replica, restarted, has every acknowledged write before it is ready.
         port = int(servers[1].url.rsplit(":", 1)[1])
         restarted = start(env, tmp_path, STARTUP, port=port, log_file=tmp_path / "restart.log")
         try:
             with ProtonetClient(restarted.url, read_your_writes=False) as c:
-                assert expected <= set(labels_of(c.get_collection("c")))
+                assert expected <= set(classes_of(c, "c"))
         finally:
             stop(restarted.process)
 
@@ -288,7 +291,12 @@ def test_model_upgrade_under_queries_has_no_failed_request(
                 c_new.wait_until_ready(STARTUP, exited=new.poll)
                 c_new.revisions.last_written["c"] = written["revision"]
                 assert c_new.model()["version"] != version_a
-                assert labels_of(c_new.get_collection("c")) == {"x": 20, "y": 20, "z": 20, "w": 1}
+                assert classes_of(c_new, "c") == {
+                    "x": 20,
+                    "y": 20,
+                    "z": 20,
+                    "w": 1,
+                }
                 assert c_new.query("c", [drawings.png(2)])["model_version"] != version_a
                 stop_querying.set()
                 querying.join()
@@ -374,8 +382,8 @@ def test_workers_on_one_sqlite_database_stay_in_sync(checkpoint_a, tmp_path):
             c.create_collection("c")
             for n in range(20):  # each request may land on either worker
                 c.add_support("c", [(f"k{n}", drawings.png(n % 2))])
-                assert f"k{n}" in labels_of(c.get_collection("c"))
-            eventually(lambda: _assert(len(plain.get_collection("c")["classes"]) == 20))
+                assert f"k{n}" in classes_of(c, "c")
+            eventually(lambda: _assert(len(plain.list_classes("c")) == 20))
             both_ready()
     finally:
         database.close()

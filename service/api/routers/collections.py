@@ -20,6 +20,7 @@ from service.api.schemas import COLLECTION_NAME_PATTERN
 from service.collections.diagnostics import SupportSetDiagnostics
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
 from service.collections.live_collection import ClassCount, CollectionStatus
+from service.collections.pages import PAGE_DEFAULT, PAGE_MAX
 from service.collections.registry import CollectionRegistry
 from service.edge.error_responses import error_responses
 from service.storage.repository import IdempotencyClaim
@@ -58,6 +59,19 @@ MinRevision = Annotated[
     ),
 ]
 REVISION_HEADER = "Protonet-Revision"  # on every response about one collection
+PageLimit = Annotated[
+    int,
+    Query(ge=1, le=PAGE_MAX, description=f"Most items on the page (at most {PAGE_MAX})."),
+]
+PageCursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The next_cursor of the previous page, as it came; none: the first page.",
+    ),
+]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -152,12 +166,26 @@ def listing_response(registry: CollectionRegistry, tenant: str) -> Response:
     return json_response({"collections": [summary_body(c, registry) for c in collections]})
 
 
-def detail_response(registry: CollectionRegistry, name: str, tenant: str) -> Response:
-    """Blocking: the collection's summary and classes (``ClassCount`` dataclasses serialize
-    as ``{"label", "n_examples"}``), as JSON."""
-    detail = registry.describe(name, tenant=tenant)
-    body = {**summary_body(detail, registry), "classes": detail.classes}
+def detail_response(
+    registry: CollectionRegistry, name: str, tenant: str, classes_limit: int | None
+) -> Response:
+    """Blocking: the collection's summary, and the first page of its classes if
+    ``classes_limit`` (``ClassCount`` dataclasses serialize as ``{"label", "n_examples"}``),
+    as JSON."""
+    detail = registry.describe(name, tenant=tenant, classes_limit=classes_limit)
+    body = summary_body(detail, registry)
+    if detail.classes is not None:
+        body.update(classes=detail.classes.items, next_cursor=detail.classes.next_cursor)
     return with_revision(json_response(body), detail.revision)
+
+
+def class_page_response(
+    registry: CollectionRegistry, name: str, tenant: str, cursor: str | None, limit: int
+) -> Response:
+    """Blocking: a page of the collection's classes, as JSON."""
+    revision, page = registry.class_page(name, tenant=tenant, cursor=cursor, limit=limit)
+    body = {"classes": page.items, "next_cursor": page.next_cursor, "revision": revision}
+    return with_revision(json_response(body), revision)
 
 
 # Listings are built and serialized in a worker thread: at 50,000 classes (3 MB of JSON), on the
@@ -174,7 +202,7 @@ async def list_collections(registry: RegistryDep, tenant: ReadTenant) -> Respons
 
 @router.get(
     "/{name}",
-    summary="Describe a collection and its classes",
+    summary="Describe a collection: its counts and settings (and a first page of classes)",
     response_model=schemas.CollectionDetail,
     responses=error_responses(404, 422, 503),
 )
@@ -183,9 +211,36 @@ async def get_collection(
     registry: RegistryDep,
     tenant: ReadTenant,
     min_revision: MinRevision = None,
+    classes: Annotated[
+        bool,
+        Query(description="Also list the first page of classes (and next_cursor for the rest)."),
+    ] = False,
+    limit: PageLimit = PAGE_DEFAULT,
 ) -> Response:
+    """Counts in O(1) whatever the collection's size; the classes only when asked."""
     await registry.require_revision(name, min_revision, tenant=tenant)
-    return await run_in_threadpool(detail_response, registry, name, tenant)
+    classes_limit = limit if classes else None
+    return await run_in_threadpool(detail_response, registry, name, tenant, classes_limit)
+
+
+@router.get(
+    "/{name}/classes",
+    summary="List a collection's classes, a page at a time, oldest first",
+    response_model=schemas.ClassPage,
+    responses=error_responses(404, 422, 503),
+)
+async def list_classes(
+    name: NamePath,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    min_revision: MinRevision = None,
+    cursor: PageCursor = None,
+    limit: PageLimit = PAGE_DEFAULT,
+) -> Response:
+    """The classes as this process has them, at the revision in the answer (min_revision
+    works as for the collection's GET)."""
+    await registry.require_revision(name, min_revision, tenant=tenant)
+    return await run_in_threadpool(class_page_response, registry, name, tenant, cursor, limit)
 
 
 def diagnostics_of(

@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from service.api import schemas
 from service.api.dependencies import ReadTenant, RegistryDep
 from service.api.responses import json_response
-from service.api.routers.collections import NamePath
+from service.api.routers.collections import NamePath, PageCursor, PageLimit
 from service.collections import stored_examples
 from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.pages import PAGE_DEFAULT
 from service.edge.error_responses import error_responses
 from service.storage.repository import Storage
 
@@ -62,23 +63,36 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def examples_response(storage: Storage, name: str, tenant: str, label: str | None) -> Response:
-    """Blocking: the listing as JSON (``StoredExample`` dataclasses serialize as ``{"id",
-    "label", "text"}``), built off the event loop: a collection may hold 100,000s."""
-    examples = stored_examples.list_examples(storage, name, tenant=tenant, label=label)
-    return json_response({"examples": examples})
+def examples_response(
+    storage: Storage, name: str, tenant: str, label: str | None, cursor: str | None, limit: int
+) -> Response:
+    """Blocking: a page of the listing as JSON (``StoredExample`` dataclasses serialize as
+    ``{"id", "label", "text"}``), read from storage off the event loop."""
+    page = stored_examples.list_examples(
+        storage, name, tenant=tenant, label=label, cursor=cursor, limit=limit
+    )
+    return json_response({"examples": page.items, "next_cursor": page.next_cursor})
 
 
 @router.get(
     "/{name}/examples",
-    summary="List the stored examples (ids, labels, and texts of a text model), by id",
+    summary="List the stored examples (ids, labels, and texts of a text model), a page at a "
+    "time, by id",
     response_model=schemas.ExampleList,
     responses=error_responses(404, 422, 503),
 )
 async def list_examples(
-    name: NamePath, registry: RegistryDep, tenant: ReadTenant, label: LabelQuery = None
+    name: NamePath,
+    registry: RegistryDep,
+    tenant: ReadTenant,
+    label: LabelQuery = None,
+    cursor: PageCursor = None,
+    limit: PageLimit = PAGE_DEFAULT,
 ) -> Response:
-    return await run_in_threadpool(examples_response, registry.storage, name, tenant, label)
+    """Read from storage, which every replica shares: no min_revision is needed."""
+    return await run_in_threadpool(
+        examples_response, registry.storage, name, tenant, label, cursor, limit
+    )
 
 
 @router.get(

@@ -71,6 +71,19 @@ async function api(method, path, body, { binary = false, writes = null, reads = 
   return binary ? response.blob() : response.json();
 }
 
+/** Every item of a paged listing (a collection's classes or examples), following next_cursor. */
+async function allPages(path, key, options = {}) {
+  const items = [];
+  let cursor = null;
+  do {
+    const after = cursor ? `&cursor=${encodeURIComponent(cursor)}` : "";
+    const page = await api("GET", `${path}?limit=1000${after}`, undefined, options);
+    items.push(...page[key]);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return items;
+}
+
 const collectionPath = (name, ...rest) =>
   ["/v1/collections", encodeURIComponent(name), ...rest].join("/");
 // Each "." encoded too, so that no label is read as the path segment "." or "..".
@@ -238,15 +251,16 @@ async function refresh() {
     $("diagnostics").hidden = true;
     return;
   }
-  const [detail, listing, diagnostics] = await Promise.all([
+  const [detail, classes, examples, diagnostics] = await Promise.all([
     api("GET", collectionPath(name), undefined, { reads: name }),
-    api("GET", collectionPath(name, "examples")),
+    allPages(collectionPath(name, "classes"), "classes", { reads: name }),
+    allPages(collectionPath(name, "examples"), "examples"),
     loadDiagnostics(name),
   ]);
   if (name !== state.collection) return; // another collection was picked meanwhile
   const option = [...$("collection-select").options].find((each) => each.value === name);
   if (option) option.text = collectionText(detail);
-  showClasses(detail, listing.examples, diagnostics);
+  showClasses(detail, classes, examples, diagnostics);
   showDiagnostics(diagnostics);
 }
 
@@ -260,13 +274,13 @@ async function loadDiagnostics(name) {
   }
 }
 
-function showClasses(detail, examples, diagnostics) {
+function showClasses(detail, classes, examples, diagnostics) {
   const suspects = new Map();
   for (const entry of (diagnostics && diagnostics.suspected_mislabelled) || []) {
     suspects.set(entry.example_id, entry);
   }
   const perClass = new Map(((diagnostics && diagnostics.classes) || []).map((c) => [c.label, c]));
-  const cards = detail.classes.map((summary) => {
+  const cards = classes.map((summary) => {
     const own = examples.filter((example) => example.label === summary.label);
     return classCard(summary, own, suspects, perClass.get(summary.label));
   });

@@ -88,7 +88,7 @@ async def test_collection_lifecycle(settings):
         ]
         await client.delete_class("letters", "b/é")  # a label with a slash, URL-encoded
         assert client.revisions.last_written == {"letters": 4}  # sent as min_revision
-        detail = await client.get_collection("letters")
+        detail = await client.get_collection("letters", classes=True)
         assert detail == {
             "name": "letters",
             "n_classes": 2,
@@ -99,6 +99,7 @@ async def test_collection_lifecycle(settings):
             "rejection": {"mode": "none"},
             "model": "default",
             "classes": [{"label": "a", "n_examples": 3}, {"label": "c", "n_examples": 1}],
+            "next_cursor": None,
         }
         assert (await http.delete("/v1/collections/letters/classes/b%2F%C3%A9")).status_code == 404
         deleted = await http.delete("/v1/collections/letters")
@@ -201,6 +202,7 @@ async def test_openapi_documents_every_field_and_error(settings):
         "/v1/collections/{name}/classes/{label}",
         "/v1/collections/{name}/query",
         "/v1/collections/{name}/diagnostics",
+        "/v1/collections/{name}/classes",
         "/v1/collections/{name}/examples",
         "/v1/collections/{name}/examples/{example_id}/image",
         "/v1/embed",

@@ -40,6 +40,8 @@ async def test_listings_are_serialized_off_the_event_loop(settings, monkeypatch)
             monkeypatch.setattr(module, "json_response", noting_the_thread)
         shapes = {
             "/v1/collections/c": schemas.CollectionDetail,
+            "/v1/collections/c?classes=true": schemas.CollectionDetail,
+            "/v1/collections/c/classes": schemas.ClassPage,
             "/v1/collections": schemas.CollectionList,
             "/v1/collections/c/examples": schemas.ExampleList,
             "/v1/collections/c/diagnostics": schemas.DiagnosticsResponse,
@@ -50,8 +52,10 @@ async def test_listings_are_serialized_off_the_event_loop(settings, monkeypatch)
             assert response.headers["content-type"] == "application/json"
             shape.model_validate_json(response.content, strict=True)
         assert serialized == [False] * len(shapes)
-        detail = await http.get("/v1/collections/c")
+        assert "classes" not in (await http.get("/v1/collections/c")).json()  # counts only
+        detail = await http.get("/v1/collections/c?classes=true")
         assert detail.headers["Protonet-Revision"] == str(detail.json()["revision"])
+        assert detail.json()["next_cursor"] is None
         assert detail.json()["classes"] == [
             {"label": "a", "n_examples": 1},
             {"label": "b", "n_examples": 1},

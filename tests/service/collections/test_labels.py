@@ -62,11 +62,11 @@ async def test_url_like_labels_round_trip_through_the_client(settings):
         client = running.client
         await client.create_collection("c")
         await client.add_support("c", [("keep", INK)] + [(label, INK) for label in TRICKY])
-        labels = {c["label"] for c in (await client.get_collection("c"))["classes"]}
+        labels = {c["label"] for c in (await client.list_classes("c"))}
         assert labels == {"keep", *TRICKY}
         for label in TRICKY:
             await client.delete_class("c", label)
-        remaining = (await client.get_collection("c"))["classes"]
+        remaining = await client.list_classes("c")
         assert [c["label"] for c in remaining] == ["keep"]
 
 
@@ -75,7 +75,7 @@ async def test_nfc_and_nfd_spellings_are_one_class(settings):
         client = running.client
         await client.create_collection("c")
         await client.add_support("c", [("\u00e9", INK), ("e\u0301", INK)])
-        classes = (await client.get_collection("c"))["classes"]
+        classes = await client.list_classes("c")
         assert classes == [{"label": "\u00e9", "n_examples": 2}]
         await client.delete_class("c", "e\u0301")  # the decomposed spelling finds it too
         assert (await client.get_collection("c"))["n_classes"] == 0

@@ -132,8 +132,8 @@ async def test_tenants_cannot_see_touch_or_detect_each_other(tmp_path, checkpoin
                 }
         await b.create_collection("secret")  # a name taken in another tenant is free here
         await b.add_support("secret", [("y", drawings.png(0))])
-        assert [x["label"] for x in (await a.get_collection("secret"))["classes"]] == ["x"]
-        assert [x["label"] for x in (await b.get_collection("secret"))["classes"]] == ["y"]
+        assert [x["label"] for x in (await a.list_classes("secret"))] == ["x"]
+        assert [x["label"] for x in (await b.list_classes("secret"))] == ["y"]
 
 
 async def test_admin_acts_in_any_tenant_and_others_only_in_their_own(tmp_path, checkpoint_a):

@@ -143,7 +143,7 @@ async def test_the_service_runs_on_postgresql(tmp_path, checkpoint_a, postgres_u
         assert answer["results"][0]["label"] == "y"
         await client.delete_class("letters", "x")
     async with serve(settings) as running:  # restart: everything is in PostgreSQL
-        detail = await running.client.get_collection("letters")
+        detail = await running.client.get_collection("letters", classes=True)
         assert [c["label"] for c in detail["classes"]] == ["y"]
     assert not (tmp_path / "protonet.sqlite3").exists()
 
