@@ -7,6 +7,7 @@
     protonet data emoji --dest data/emoji      # the pictures model's data (npm)
     protonet serve                             # = python -m service
     protonet migrate | embeddings              # = python -m service migrate | embeddings
+    protonet snapshot export|import            # = python -m service snapshot ...
 
 It only dispatches, importing the half it runs and nothing else, so ``protonet serve`` sets the
 service's thread environment before torch loads, and an install with only the ``serve`` extra
@@ -27,6 +28,7 @@ SERVICE_COMMANDS = {
     "serve": "serve the HTTP API (settings: PROTONET_* environment variables)",
     "migrate": "bring the service's database schema up to date, then exit",
     "embeddings": "stored embeddings by model version, and the live service processes",
+    "snapshot": "export a collection to a snapshot file, or import one, against the database",
 }
 
 

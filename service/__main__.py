@@ -4,6 +4,8 @@ python -m service                       # serve (PROTONET_WORKERS processes)
 python -m service migrate               # bring the database schema up to date, then exit
 python -m service embeddings            # stored embeddings by model version, live processes
 python -m service embeddings --drop-unused   # drop versions no live process serves
+python -m service snapshot export --collection NAME --out FILE   # a snapshot, from the database
+python -m service snapshot import FILE --collection NAME         # ... restored into it
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import logging  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 from types import FrameType  # noqa: E402
 
 import uvicorn  # noqa: E402
 from pydantic import ValidationError  # noqa: E402
 from uvicorn.supervisors import Multiprocess  # noqa: E402
 
-from protonet.errors import ProtonetError  # noqa: E402
+from protonet.errors import InvalidInputError, ProtonetError  # noqa: E402
 from service.edge.auth import KeyConfigError  # noqa: E402
 from service.edge.http_limits import HeaderLimits, bounded_http_protocol  # noqa: E402
 from service.edge.logs import logging_config  # noqa: E402
@@ -205,7 +208,35 @@ def command_line(prog: str) -> argparse.ArgumentParser:
     listing.add_argument(
         "--force", action="store_true", help="drop even when no process is live at all"
     )
+    add_snapshot_commands(commands)
     return parser
+
+
+def add_snapshot_commands(commands: argparse._SubParsersAction) -> None:
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="export a collection to a snapshot file, or import one, against the database",
+        description="Snapshots against the database of PROTONET_DATABASE_URL (or "
+        "PROTONET_DATA_DIR), no running service needed: the file GET/POST "
+        "/v1/collections/{name}/snapshot use (docs/service.md, Snapshots).",
+    )
+    actions = snapshot.add_subparsers(dest="action", required=True)
+    export = actions.add_parser("export", help="write a collection to a snapshot file")
+    export.add_argument("--out", type=Path, help="the file to write (default: stdout)")
+    export.add_argument(
+        "--no-embeddings",
+        dest="embeddings",
+        action="store_false",
+        help="leave the stored embeddings out (a restore embeds every example again)",
+    )
+    restore = actions.add_parser("import", help="restore a snapshot file into a new collection")
+    restore.add_argument("file", type=Path, help="the snapshot file ('-': stdin)")
+    restore.add_argument(
+        "--model", help="the served model (PROTONET_MODELS) to bind it to; default: the snapshot's"
+    )
+    for action in (export, restore):
+        action.add_argument("--collection", required=True, help="the collection's name")
+        action.add_argument("--tenant", default="default", help="its tenant (default: default)")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
@@ -216,7 +247,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m service") -> int:
         settings = Settings()
     except ValidationError as error:
         return refuse(explain_settings_error(error))
-    if args.command in ("migrate", "embeddings"):
+    if args.command in ("migrate", "embeddings", "snapshot"):
         return run_command(args, settings)
     from service.app import authenticator_for  # the app's modules: only to serve
 
@@ -243,10 +274,25 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.command == "migrate":
             return migrate(settings)
+        if args.command == "snapshot":
+            return snapshot(settings, args)
         return embeddings(settings, args.drop_unused, args.force)
     except ProtonetError as error:  # the database is unreachable, or its schema outdated
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return USAGE_ERROR if args.command == "snapshot" else 1
+
+
+def snapshot(settings: Settings, args: argparse.Namespace) -> int:
+    from service.snapshot_command import export_snapshot, import_snapshot
+
+    if args.action == "export":
+        export_snapshot(settings, args.collection, args.tenant, args.out, args.embeddings)
+    else:
+        try:
+            import_snapshot(settings, args.file, args.collection, args.tenant, args.model)
+        except OSError as error:
+            raise InvalidInputError(f"cannot read {args.file}: {error.strerror}") from None
+    return 0
 
 
 if __name__ == "__main__":

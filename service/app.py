@@ -15,12 +15,12 @@ from fastapi_offline import FastAPIOffline
 
 from service.api.json_bodies import BodyLimits
 from service.api.openapi import install_openapi
-from service.api.routers import collections, embed, examples, health, metrics, model
+from service.api.routers import collections, embed, examples, health, metrics, model, snapshots
 from service.api.ui import install_ui
 from service.collections.lifecycle import ServiceState, freeze_startup_objects
 from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
-from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget
+from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget, StreamedBodies
 from service.edge.error_responses import install_error_handlers
 from service.edge.heap import trim_heap, tune_malloc_for_encoders
 from service.edge.logs import RequestContextMiddleware, StartupFailureReport
@@ -99,11 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodySizeLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         budget=app.state.body_budget,
+        streamed=StreamedBodies("POST", snapshots.RESTORE_PATH, settings.max_snapshot_bytes),
     )
     app.state.metrics = ServiceMetrics()
     app.add_middleware(StartupFailureReport)  # sees only the lifespan: its place does not matter
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
-    routers = (health, model, collections, examples, embed, metrics)
+    routers = (health, model, collections, examples, embed, metrics, snapshots)
     for module in routers:
         app.include_router(module.router)
     install_ui(app)

@@ -34,18 +34,24 @@ collection GET, diagnostics), so a replica that has not applied that write yet c
 
 Safe retries of writes: ``add_support(..., idempotency_key=...)`` sends an ``Idempotency-Key``;
 the same key with the same examples is written once, however often it is sent.
+
+Snapshots: ``export_snapshot(name, "file.jsonl")`` streams a collection's snapshot into a file,
+``restore_snapshot("new-name", "file.jsonl")`` streams one into a new collection; neither
+holds the file in memory (docs/service.md, "Snapshots").
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import io
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -58,6 +64,9 @@ ImageLike = bytes | str | os.PathLike[str] | np.ndarray | Mapping[str, Any]
 Rejection = str | float | Mapping[str, float]
 Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
 DEFAULT_URL = "http://127.0.0.1:8000"
+CHUNK = 1024 * 1024  # bytes of a file read at a time, to stream it
+# A snapshot to restore: its bytes, a path to it, or an open binary file.
+SnapshotSource = bytes | str | os.PathLike[str] | BinaryIO
 PAGE_SIZE = 1000  # items per page of a listing the client walks: the most the server allows
 
 
@@ -135,6 +144,7 @@ class Call:
     binary: bool = False  # the body is a file (an image), returned as bytes
     headers: Mapping[str, str] = field(default_factory=dict)  # beyond the client's own
     params: Mapping[str, str | int] = field(default_factory=dict)  # the query string
+    content: Any = None  # a body that is not JSON (bytes, or an iterator of them)
 
 
 REVISION_HEADER = "Protonet-Revision"
@@ -260,11 +270,49 @@ class Calls:
         return Call("GET", path, binary=True)
 
     @staticmethod
+    def export_snapshot(name: str, embeddings: bool) -> Call:
+        params: dict[str, str | int] = {} if embeddings else {"embeddings": "false"}
+        return Call("GET", collection_path(name, "snapshot"), binary=True, params=params)
+
+    @staticmethod
+    def restore_snapshot(name: str, content: Any, model: str | None) -> Call:
+        path = collection_path(name, "snapshot")
+        params: dict[str, str | int] = {} if model is None else {"model": model}
+        return Call("POST", path, collection=name, writes=True, params=params, content=content)
+
+    @staticmethod
     def embed(images: Sequence[ImageLike], model: str | None = None) -> Call:
         body: dict[str, Any] = {"inputs": [encode_input(image) for image in images]}
         if model is not None:
             body["model"] = model
         return Call("POST", "/v1/embed", body)
+
+
+def file_chunks(file: BinaryIO) -> Iterator[bytes]:
+    while chunk := file.read(CHUNK):
+        yield chunk
+
+
+@contextlib.contextmanager
+def readable(source: SnapshotSource) -> Iterator[BinaryIO]:
+    """A snapshot source as a binary file to stream (one the caller opened stays open)."""
+    if isinstance(source, bytes):
+        yield io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        with Path(source).open("rb") as file:
+            yield file
+    else:
+        yield source
+
+
+@contextlib.contextmanager
+def writable(out: str | os.PathLike[str] | BinaryIO) -> Iterator[BinaryIO]:
+    """Where to stream a snapshot: a path (opened here) or a binary file (left open)."""
+    if isinstance(out, str | os.PathLike):
+        with Path(out).open("wb") as file:
+            yield file
+    else:
+        yield out
 
 
 def auth_headers(api_key: str | None, tenant: str | None) -> dict[str, str]:
@@ -343,7 +391,12 @@ class ProtonetClient:
         params = {**call.params, **self.revisions.params(call)}
         headers = {**self.headers, **call.headers}
         response = self.http.request(
-            call.method, call.path, json=call.json, headers=headers, params=params or None
+            call.method,
+            call.path,
+            json=call.json,
+            content=call.content,
+            headers=headers,
+            params=params or None,
         )
         self.revisions.observe(call, response)
         return parse(response, call)
@@ -488,6 +541,30 @@ class ProtonetClient:
         server's default model)."""
         return self.send(Calls.embed(images, model))
 
+    def export_snapshot(
+        self, name: str, out: str | os.PathLike[str] | BinaryIO, embeddings: bool = True
+    ) -> int:
+        """Stream the collection's snapshot into ``out`` (a path or a binary file); the bytes
+        written. ``embeddings=False`` leaves the stored embeddings out."""
+        call = Calls.export_snapshot(name, embeddings)
+        written = 0
+        request = self.http.stream("GET", call.path, params=call.params, headers=self.headers)
+        with writable(out) as target, request as response:
+            if response.is_error:
+                response.read()
+                raise ProtonetAPIError.from_response(response)
+            for chunk in response.iter_bytes():
+                written += target.write(chunk)
+        return written
+
+    def restore_snapshot(
+        self, name: str, source: SnapshotSource, model: str | None = None
+    ) -> dict[str, Any]:
+        """Restore a snapshot (bytes, a path or a binary file, streamed) into the new
+        collection ``name``, bound to ``model`` (default: the snapshot's); its summary."""
+        with readable(source) as file:
+            return self.send(Calls.restore_snapshot(name, file_chunks(file), model))
+
 
 class AsyncProtonetClient:
     """Asynchronous client with the same methods as :class:`ProtonetClient`, awaitable."""
@@ -521,7 +598,12 @@ class AsyncProtonetClient:
         params = {**call.params, **self.revisions.params(call)}
         headers = {**self.headers, **call.headers}
         response = await self.http.request(
-            call.method, call.path, json=call.json, headers=headers, params=params or None
+            call.method,
+            call.path,
+            json=call.json,
+            content=call.content,
+            headers=headers,
+            params=params or None,
         )
         self.revisions.observe(call, response)
         return parse(response, call)
@@ -622,3 +704,29 @@ class AsyncProtonetClient:
 
     async def embed(self, images: Sequence[ImageLike], model: str | None = None) -> dict[str, Any]:
         return await self.send(Calls.embed(images, model))
+
+    async def export_snapshot(
+        self, name: str, out: str | os.PathLike[str] | BinaryIO, embeddings: bool = True
+    ) -> int:
+        call = Calls.export_snapshot(name, embeddings)
+        written = 0
+        request = self.http.stream("GET", call.path, params=call.params, headers=self.headers)
+        with writable(out) as target:
+            async with request as response:
+                if response.is_error:
+                    await response.aread()
+                    raise ProtonetAPIError.from_response(response)
+                async for chunk in response.aiter_bytes():
+                    written += await asyncio.to_thread(target.write, chunk)
+        return written
+
+    async def restore_snapshot(
+        self, name: str, source: SnapshotSource, model: str | None = None
+    ) -> dict[str, Any]:
+        with readable(source) as file:
+
+            async def chunks() -> AsyncIterator[bytes]:
+                while chunk := await asyncio.to_thread(file.read, CHUNK):
+                    yield chunk
+
+            return await self.send(Calls.restore_snapshot(name, chunks(), model))

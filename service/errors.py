@@ -99,5 +99,10 @@ class ModelMismatchError(InvalidInputError):
     for an image one."""
 
 
+class InvalidSnapshotError(InvalidInputError):
+    """A snapshot file that is not one this service wrote, or was damaged or cut short on the
+    way (its checksum, counts or a line do not hold): nothing of it was kept."""
+
+
 class AcceptanceOutOfRangeError(ProtonetError):
     """A rejection's known-acceptance target lies outside the model's calibrated range."""

@@ -214,6 +214,12 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."
     )
+    max_snapshot_bytes: PositiveInt = Field(
+        default=64 * 1024**3,
+        description="Largest snapshot file a restore (POST .../snapshot) reads, as it "
+        "streams in (413 above); it is never held in memory, and each of its lines is "
+        "limited to PROTONET_MAX_BODY_BYTES.",
+    )
     max_items_per_request: PositiveInt = Field(
         default=256, description="Most examples/queries/inputs in one request (413 above)."
     )

@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("collections (the domain)", ("service.collections",)),
     ("edge", ("service.edge",)),
     ("api", ("service.api",)),
-    ("app", ("service.app", "service.__main__", "service.launcher")),
+    ("app", ("service.app", "service.__main__", "service.launcher", "service.snapshot_command")),
 ]
 CLIENT_MAY_IMPORT = {"httpx", "numpy"}
 

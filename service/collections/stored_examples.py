@@ -8,11 +8,22 @@ index: an example stored through another replica a moment ago is listed too, wit
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from PIL import Image
 
 from service.collections.pages import PAGE_DEFAULT, Page, page_of, resume_after
 from service.errors import NotFoundError
 from service.storage.repository import Storage, StoredCollection, StoredExample
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """``uint8 [H, W]`` (grayscale) or ``[H, W, C]`` (RGB) -> a PNG file (lossless: the
+    thumbnails, and the images of snapshots)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _collection(storage: Storage, name: str, tenant: str) -> StoredCollection:

@@ -6,7 +6,7 @@ On PostgreSQL a second thread LISTENs on the changes channel and wakes the polle
 commits; polling stays on as the fallback (and is the only mechanism on SQLite, whose processes
 share one WAL database on one host). The same thread refreshes this process's heartbeat in
 ``replicas`` and now and then prunes changes older than the retention (and idempotency keys older
-than theirs).
+than theirs, and snapshot restores abandoned for an hour).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ SAVE_INDEXES_EVERY_SECONDS = 60.0  # persisted IVF indexes, for a quick start
 LIVE_WITHIN = timedelta(seconds=30)
 CHANGE_RETENTION = timedelta(hours=24)
 PRUNE_EVERY_SECONDS = 600.0
+# A snapshot's restore that wrote nothing for this long was abandoned (its process died, or
+# its client stalled): what it wrote, never visible, is deleted.
+RESTORE_ABANDONED_AFTER = timedelta(hours=1)
 BATCH = 1000
 
 
@@ -166,6 +169,8 @@ class Heartbeat:
                     logger.info("pruned %d changes older than %s", pruned, CHANGE_RETENTION)
                 self.storage.prune_replicas(CHANGE_RETENTION)
                 self.storage.prune_idempotency_keys()
+                if pruned := self.storage.prune_restores(RESTORE_ABANDONED_AFTER):
+                    logger.warning("deleted %d abandoned snapshot restores", pruned)
         except Exception:
             logger.warning("heartbeat failed; retrying", exc_info=True)
 

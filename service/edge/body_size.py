@@ -12,13 +12,17 @@ hold more than the budget however many arrive: the count cap alone (64 in flight
 64 x 16 MiB bodies and everything parsed from them.
 
 The body (at most the limit) is buffered and replayed to the app, which reads all of it anyway
-to parse the JSON.
+to parse the JSON. The one exception is a route that reads its body as a stream
+(:class:`StreamedBodies`: a snapshot's restore, gigabytes maybe): its body goes to the app as it
+arrives, counted against its own limit, and it reserves a fixed share of the budget.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import re
+from dataclasses import dataclass
 
 import anyio
 from anyio import to_thread
@@ -26,7 +30,7 @@ from anyio import to_thread
 from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 from service.edge.error_responses import domain_error_response
 from service.edge.heap import TRIM_AFTER_BYTES, trim_heap
-from service.errors import OverloadedError
+from service.errors import LimitExceededError, OverloadedError
 
 # Bytes a request may hold per byte of body, measured (benchmarks/request_memory.py): the
 # buffered chunks, the joined body, simdjson's padded copy and tape, and the Python strings
@@ -37,6 +41,21 @@ BUDGET_WAIT_SECONDS = 30.0
 
 class BodyTooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class StreamedBodies:
+    """Requests (``method`` on a path matching ``path``) whose body the app reads as a stream:
+    passed on unbuffered, refused with 413 past ``max_bytes``, reserving ``reserve`` bytes of
+    the memory budget (what the app holds of such a body at once: its batches)."""
+
+    method: str
+    path: re.Pattern[str]
+    max_bytes: int
+    reserve: int = 64 * 1024 * 1024
+
+    def matches(self, scope: Scope) -> bool:
+        return scope["method"] == self.method and bool(self.path.match(scope["path"]))
 
 
 class MemoryBudget:
@@ -87,16 +106,26 @@ class BodySizeLimitMiddleware:
     """Answer 413 to HTTP requests whose body exceeds ``max_body_bytes``; admit bodies only
     as far as the memory ``budget`` allows."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, budget: MemoryBudget) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        budget: MemoryBudget,
+        streamed: StreamedBodies | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.budget = budget
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = self._declared_length(scope)
+        if self.streamed is not None and self.streamed.matches(scope):
+            await self._stream(scope, receive, send, declared, self.streamed)
+            return
         if declared is not None and declared > self.max_body_bytes:
             message = f"request body is {declared} bytes; the limit is {self.max_body_bytes}"
             await self._refuse(send, message)
@@ -116,6 +145,40 @@ class BodySizeLimitMiddleware:
         if reserved >= TRIM_AFTER_BYTES and self.budget.available == self.budget.capacity:
             # The last large body of a burst is done: what parsing it freed leaves the RSS.
             await to_thread.run_sync(trim_heap)
+
+    async def _stream(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        declared: int | None,
+        streamed: StreamedBodies,
+    ) -> None:
+        """A streamed body: counted as the app reads it (past the limit, the app's read raises
+        :class:`LimitExceededError`, a 413)."""
+        limit = f"the limit is {streamed.max_bytes} bytes (PROTONET_MAX_SNAPSHOT_BYTES)"
+        if declared is not None and declared > streamed.max_bytes:
+            await self._refuse(send, f"request body is {declared} bytes; {limit}")
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > streamed.max_bytes:
+                raise LimitExceededError(f"request body exceeds {limit}")
+            return message
+
+        try:
+            reserved = await self.budget.reserve(streamed.reserve)
+        except OverloadedError as error:
+            await domain_error_response(error)(scope, receive, send)
+            return
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.budget.release(reserved)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

@@ -30,6 +30,7 @@ from service.errors import (
     DiagnosticsBusyError,
     ForbiddenError,
     IdempotencyKeyReusedError,
+    InvalidSnapshotError,
     LimitExceededError,
     MalformedJSONError,
     ModelMismatchError,
@@ -94,6 +95,7 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (LimitExceededError, 413, "too_large"),
     (CollectionTooLargeError, 422, "collection_too_large"),
     (ModelMismatchError, 422, "wrong_modality"),  # an InvalidInputError: first
+    (InvalidSnapshotError, 422, "invalid_snapshot"),  # an InvalidInputError: first
     (InvalidInputError, 422, "invalid_input"),
     (IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
     (UnknownModelError, 422, "unknown_model"),
@@ -118,7 +120,8 @@ ERROR_DESCRIPTIONS = {
     "acceptance_out_of_range: a rejection acceptance outside the model's calibrated range; "
     "unknown_model: a model that is not served (GET /v1/models); wrong_modality: an image "
     "for a text model or text for an image model (the item is named); "
-    "idempotency_key_reused: an Idempotency-Key sent again with another body.",
+    "idempotency_key_reused: an Idempotency-Key sent again with another body; "
+    "invalid_snapshot: a snapshot file damaged, cut short or not a snapshot (nothing kept).",
     429: "Too many requests from this API key (or client address); diagnostics_busy: as many "
     "diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT(_PER_TENANT) allow are running; see "
     "Retry-After.",

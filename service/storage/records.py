@@ -55,6 +55,10 @@ class CollectionRecord(Base):
     # names were bound to the default model of the migrating process (migration 0006).
     model: Mapped[str] = mapped_column(String(64), server_default="default")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # While a snapshot is restored into it: the time of the restore's latest write, and the
+    # collection is invisible (no listing, lookup or change feed sees it); NULL once visible
+    # (migration 0011). A restore abandoned for long is deleted (Storage.prune_restores).
+    restore_heartbeat: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ClassRecord(Base):

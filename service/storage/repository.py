@@ -21,6 +21,11 @@ A write sent with an idempotency key (:class:`IdempotencyClaim`) stores its answ
 transaction, so a retry finds that answer if and only if the write committed, and gets it again
 instead of writing twice; answers are kept for ``idempotency_retention``.
 
+A snapshot's restore (service/collections/restore.py) writes into a collection that is not
+visible yet (``restore_heartbeat`` set): no listing or lookup returns it and it has no changes
+until :meth:`Storage.finish_restore` makes it visible with one ``create`` change; an abandoned
+one is deleted.
+
 Opening a :class:`Storage` migrates the schema (service/storage/migrations) or checks that it
 is current. Methods are synchronous; callers run them off the event loop.
 """
@@ -28,7 +33,7 @@ is current. Methods are synchronous; callers run them off the event loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -155,6 +160,16 @@ class AddedExamples:
     @classmethod
     def replay(cls, answer: str) -> AddedExamples:
         return cls(**json.loads(answer), replayed=True)
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    """One example as a snapshot carries it: its class's label, its stage-1 input, and its
+    embeddings by model version (float32 bytes; those that were stored)."""
+
+    label: str
+    input: StoredInput
+    embeddings: dict[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -402,17 +417,20 @@ class Storage:
         return record
 
     def list_collections(self) -> list[StoredCollection]:
+        """Every visible collection (not one being restored)."""
+        query = select(CollectionRecord).where(VISIBLE)
         with self._sessions() as session:
-            return [_stored(record) for record in session.scalars(select(CollectionRecord))]
+            return [_stored(record) for record in session.scalars(query)]
 
     def get_collection(self, collection_id: int) -> StoredCollection | None:
         with self._sessions() as session:
             record = session.get(CollectionRecord, collection_id)
-            return _stored(record) if record is not None else None
+            visible = record is not None and record.restore_heartbeat is None
+            return _stored(record) if record is not None and visible else None
 
     def find_collection(self, tenant: str, name: str) -> StoredCollection | None:
         query = select(CollectionRecord).where(
-            CollectionRecord.tenant == tenant, CollectionRecord.name == name
+            CollectionRecord.tenant == tenant, CollectionRecord.name == name, VISIBLE
         )
         with self._sessions() as session:
             record = session.scalars(query).first()
@@ -437,7 +455,11 @@ class Storage:
 
     def collection_models(self) -> dict[str, int]:
         """``model name -> number of collections bound to it``."""
-        query = select(CollectionRecord.model, func.count()).group_by(CollectionRecord.model)
+        query = (
+            select(CollectionRecord.model, func.count())
+            .where(VISIBLE)
+            .group_by(CollectionRecord.model)
+        )
         with self._sessions() as session:
             return {model: count for model, count in session.execute(query)}
 
@@ -524,7 +546,7 @@ class Storage:
                     return AddedExamples.replay(answer)
                 # Claimed before the change-order lock: a duplicate waits here, holding none.
                 remembered = self._claim(session, claim)
-            class_ids = self._class_ids_for(session, collection_id, set(labels))
+            class_ids = self._class_ids_for(session, collection_id, sorted(set(labels)))
             rows = [
                 {"class_id": class_ids[label], **input_to_columns(item)}
                 for label, item in zip(labels, inputs, strict=True)
@@ -611,17 +633,22 @@ class Storage:
         )
 
     @staticmethod
-    def _class_ids_for(session: Session, collection_id: int, labels: set[str]) -> dict[str, int]:
-        """``label -> class id``, inserting the classes that do not exist yet."""
+    def _class_ids_for(
+        session: Session, collection_id: int, labels: Sequence[str]
+    ) -> dict[str, int]:
+        """``label -> class id``, inserting the classes that do not exist yet in the order of
+        ``labels`` (their ids, and so their listing order, follow it)."""
+        wanted = list(dict.fromkeys(labels))
         existing = session.execute(
             select(ClassRecord.label, ClassRecord.id).where(
-                ClassRecord.collection_id == collection_id, ClassRecord.label.in_(sorted(labels))
+                ClassRecord.collection_id == collection_id, ClassRecord.label.in_(wanted)
             )
         )
         class_ids: dict[str, int] = {label: class_id for label, class_id in existing}
         new_records = [
             ClassRecord(collection_id=collection_id, label=label)
-            for label in sorted(labels - class_ids.keys())
+            for label in wanted
+            if label not in class_ids
         ]
         session.add_all(new_records)
         session.flush()
@@ -748,6 +775,122 @@ class Storage:
             delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
         )
 
+    # -- snapshots (service/collections/snapshots.py) --------------------------------------
+
+    def embedding_versions(self, collection_id: int) -> list[str]:
+        """The model versions that embedded any of the collection's examples."""
+        in_collection = select(ClassRecord.id).where(ClassRecord.collection_id == collection_id)
+        query = (
+            select(EmbeddingRecord.model_version)
+            .join(ExampleRecord, ExampleRecord.id == EmbeddingRecord.example_id)
+            .where(ExampleRecord.class_id.in_(in_collection.scalar_subquery()))
+            .distinct()
+        )
+        with self._sessions() as session:
+            return sorted(session.scalars(query))
+
+    def snapshot_rows(
+        self, collection_id: int, embeddings: bool, batch: int
+    ) -> Iterator[list[SnapshotRow]]:
+        """The collection's examples class by class (oldest first), by id within a class,
+        with their embeddings if asked, in batches of at least ``batch`` (but the last).
+
+        One statement reads them all, streamed (a server-side cursor on PostgreSQL): a view
+        of one moment however long the export takes, holding about one batch in memory."""
+        columns: list[Any] = [ExampleRecord.id, ClassRecord.label, *INPUT_COLUMNS]
+        query = select(*columns, *(EMBEDDING_COLUMNS if embeddings else ())).join(
+            ClassRecord, ClassRecord.id == ExampleRecord.class_id
+        )
+        if embeddings:
+            query = query.outerjoin(EmbeddingRecord, EmbeddingRecord.example_id == ExampleRecord.id)
+        query = query.where(ClassRecord.collection_id == collection_id).order_by(
+            ExampleRecord.class_id, ExampleRecord.id
+        )
+        with self._sessions() as session:
+            pending: list[SnapshotRow] = []
+            last_id = None
+            for row in session.execute(query.execution_options(yield_per=batch)):
+                if row.id != last_id:  # an example's rows (one per version) are adjacent
+                    if len(pending) >= batch:
+                        yield pending
+                        pending = []
+                    pending.append(SnapshotRow(row.label, columns_to_input(row), {}))
+                    last_id = row.id
+                if embeddings and row.model_version is not None:
+                    pending[-1].embeddings[row.model_version] = row.vector
+            if pending:
+                yield pending
+
+    def begin_restore(
+        self, name: str, tenant: str, index_kind: str, rejection: str, model: str
+    ) -> int:
+        """An invisible collection to restore a snapshot into (its name taken: another
+        collection of that name is refused meanwhile); returns its id. :class:`ConflictError`
+        if the tenant has ``name`` already."""
+        try:
+            with self._writes.begin() as session:
+                record = CollectionRecord(
+                    name=name,
+                    tenant=tenant,
+                    index_kind=index_kind,
+                    rejection=rejection,
+                    model=model,
+                    restore_heartbeat=utcnow(),
+                )
+                session.add(record)
+                session.flush()
+                return record.id
+        except IntegrityError:
+            raise ConflictError(f"collection {name!r} already exists") from None
+
+    def restore_examples(self, collection_id: int, rows: Sequence[SnapshotRow]) -> None:
+        """Store a batch of a restore's examples (classes created in the order they come)
+        with their embeddings; :class:`NotFoundError` if the restore was abandoned."""
+        with self._writes.begin() as session:
+            self._restoring(session, collection_id).restore_heartbeat = utcnow()
+            class_ids = self._class_ids_for(session, collection_id, [row.label for row in rows])
+            example_ids = session.scalars(
+                insert(ExampleRecord).returning(ExampleRecord.id, sort_by_parameter_order=True),
+                [{"class_id": class_ids[row.label], **input_to_columns(row.input)} for row in rows],
+            ).all()
+            vectors = [
+                {"example_id": example_id, "model_version": version, "vector": vector}
+                for example_id, row in zip(example_ids, rows, strict=True)
+                for version, vector in row.embeddings.items()
+            ]
+            if vectors:
+                session.execute(insert(EmbeddingRecord), vectors)
+
+    def finish_restore(self, collection_id: int) -> StoredCollection:
+        """Make a restored collection visible: a ``create`` change, so every process loads it."""
+        with self._writes.begin() as session:
+            record = self._restoring(session, collection_id)
+            record.restore_heartbeat = None
+            self._record_change(session, record, "create")
+            return _stored(record)
+
+    def abandon_restore(self, collection_id: int) -> None:
+        """Delete what a restore wrote (it was never visible)."""
+        self._delete(delete(CollectionRecord).where(CollectionRecord.id == collection_id, ~VISIBLE))
+
+    def prune_restores(self, older_than: timedelta) -> int:
+        """Delete restores that wrote nothing for ``older_than`` (their process died, or their
+        client stalled); returns how many."""
+        cutoff = utcnow() - older_than
+        return self._delete(
+            delete(CollectionRecord).where(CollectionRecord.restore_heartbeat < cutoff)
+        )
+
+    @staticmethod
+    def _restoring(session: Session, collection_id: int) -> CollectionRecord:
+        """A restore's collection, locked; :class:`NotFoundError` once it was abandoned."""
+        record = session.get(CollectionRecord, collection_id, with_for_update=True)
+        if record is None or record.restore_heartbeat is None:
+            raise NotFoundError(
+                "the restore was abandoned (nothing written for too long): send the snapshot again"
+            )
+        return record
+
     # -- live processes --------------------------------------------------------------------
 
     def heartbeat(self, replica: Replica) -> None:
@@ -786,6 +929,9 @@ class Storage:
             ]
 
 
+EMBEDDING_COLUMNS = (EmbeddingRecord.model_version, EmbeddingRecord.vector)
+# A collection that no restore is writing into (service/collections/snapshots.py).
+VISIBLE = CollectionRecord.restore_heartbeat.is_(None)
 INPUT_COLUMNS = (
     ExampleRecord.pixels,
     ExampleRecord.height,
@@ -800,7 +946,7 @@ def _of_model(model: str) -> Any:
     classes = (
         select(ClassRecord.id)
         .join(CollectionRecord, CollectionRecord.id == ClassRecord.collection_id)
-        .where(CollectionRecord.model == model)
+        .where(CollectionRecord.model == model, VISIBLE)
     )
     return ExampleRecord.class_id.in_(classes.scalar_subquery())
 

@@ -8,12 +8,9 @@ example has no image (404): the listing carries its text, as stored (cleaned).
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Query, Response
-from PIL import Image
 from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
@@ -54,13 +51,6 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
         "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """``uint8 [H, W]`` (grayscale) or ``[H, W, C]`` (RGB) -> a PNG file."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def examples_response(
@@ -107,4 +97,4 @@ async def example_image(
     pixels = await run_in_threadpool(
         stored_examples.example_pixels, registry.storage, name, example_id, tenant=tenant
     )
-    return Response(png_bytes(pixels), media_type="image/png")
+    return Response(stored_examples.png_bytes(pixels), media_type="image/png")
