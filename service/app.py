@@ -15,7 +15,16 @@ from fastapi_offline import FastAPIOffline
 
 from service.api.json_bodies import BodyLimits
 from service.api.openapi import install_openapi
-from service.api.routers import collections, embed, examples, health, metrics, model, snapshots
+from service.api.routers import (
+    collections,
+    embed,
+    examples,
+    feedback,
+    health,
+    metrics,
+    model,
+    snapshots,
+)
 from service.api.ui import install_ui
 from service.collections.lifecycle import ServiceState, freeze_startup_objects
 from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
@@ -104,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.add_middleware(StartupFailureReport)  # sees only the lifespan: its place does not matter
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
-    routers = (health, model, collections, examples, embed, metrics, snapshots)
+    routers = (health, model, collections, examples, embed, metrics, snapshots, feedback)
     for module in routers:
         app.include_router(module.router)
     install_ui(app)

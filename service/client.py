@@ -35,6 +35,9 @@ collection GET, diagnostics), so a replica that has not applied that write yet c
 Safe retries of writes: ``add_support(..., idempotency_key=...)`` sends an ``Idempotency-Key``;
 the same key with the same examples is written once, however often it is sent.
 
+Feedback: ``query(..., remember=True)`` keeps the inputs for a while (each result gets an
+``input_id``), and ``feedback(name, input_id, label)`` adds one as an example of ``label``.
+
 Snapshots: ``export_snapshot(name, "file.jsonl")`` streams a collection's snapshot into a file,
 ``restore_snapshot("new-name", "file.jsonl")`` streams one into a new collection; neither
 holds the file in memory (docs/service.md, "Snapshots").
@@ -246,7 +249,11 @@ class Calls:
 
     @staticmethod
     def query(
-        name: str, images: Sequence[ImageLike], top_k: int, rejection: Rejection | None = None
+        name: str,
+        images: Sequence[ImageLike],
+        top_k: int,
+        rejection: Rejection | None = None,
+        remember: bool = False,
     ) -> Call:
         body: dict[str, Any] = {
             "queries": [encode_input(image) for image in images],
@@ -254,7 +261,16 @@ class Calls:
         }
         if rejection is not None:
             body["rejection"] = encode_rejection(rejection)
+        if remember:
+            body["remember"] = True
         return Call("POST", collection_path(name, "query"), body, collection=name)
+
+    @staticmethod
+    def feedback(name: str, input_id: int, label: str, idempotency_key: str | None = None) -> Call:
+        body = {"input_id": input_id, "label": label}
+        headers = {} if idempotency_key is None else {IDEMPOTENCY_HEADER: idempotency_key}
+        path = collection_path(name, "feedback")
+        return Call("POST", path, body, collection=name, writes=True, headers=headers)
 
     @staticmethod
     def example_page(
@@ -514,13 +530,23 @@ class ProtonetClient:
         images: Sequence[ImageLike],
         top_k: int = 5,
         rejection: Rejection | None = None,
+        remember: bool = False,
     ) -> dict[str, Any]:
         """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``.
         ``rejection`` overrides the collection's setting for this request; when rejection
         applies, each result also has ``known``, ``score`` and ``threshold`` (``label``,
         ``probability`` and ``distance`` are ``None`` if not known) and the answer a
-        ``rejection`` summary."""
-        return self.send(Calls.query(name, images, top_k, rejection))
+        ``rejection`` summary. ``remember=True``: each result also has an ``input_id`` for
+        :meth:`feedback`."""
+        return self.send(Calls.query(name, images, top_k, rejection, remember))
+
+    def feedback(
+        self, name: str, input_id: int, label: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Add the remembered input ``input_id`` (of a query with ``remember=True``) as an
+        example of ``label``: a confirmation (its answer's label) or a correction; the support
+        answer ``{"n_added", "classes", "revision"}``."""
+        return self.send(Calls.feedback(name, input_id, label, idempotency_key))
 
     def iter_examples(self, name: str, label: str | None = None) -> Iterator[dict[str, Any]]:
         """The stored examples ``{"id", "label", "text"}`` (of ``label`` only, if given), by
@@ -690,8 +716,14 @@ class AsyncProtonetClient:
         images: Sequence[ImageLike],
         top_k: int = 5,
         rejection: Rejection | None = None,
+        remember: bool = False,
     ) -> dict[str, Any]:
-        return await self.send(Calls.query(name, images, top_k, rejection))
+        return await self.send(Calls.query(name, images, top_k, rejection, remember))
+
+    async def feedback(
+        self, name: str, input_id: int, label: str, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        return await self.send(Calls.feedback(name, input_id, label, idempotency_key))
 
     def iter_examples(self, name: str, label: str | None = None) -> AsyncIterator[dict[str, Any]]:
         return self.pages(example_listing(name, label))

@@ -55,6 +55,17 @@ class DiagnosticsBusyError(RateLimitedError):
     """As many diagnostics as allowed (per process, or per tenant) are running already."""
 
 
+class RememberLimitError(RateLimitedError):
+    """A query asked to remember more inputs than its tenant may keep at once
+    (PROTONET_REMEMBER_MAX_INPUTS, PROTONET_REMEMBER_MAX_BYTES); ``retry_after``: until the
+    oldest expire."""
+
+
+class ForgottenInputError(ProtonetError):
+    """Feedback on an input that is not remembered for that collection (never was, expired,
+    or used for feedback already). Not a :class:`NotFoundError`: the collection exists."""
+
+
 class IdempotencyKeyReusedError(ProtonetError):
     """An ``Idempotency-Key`` sent again with another request (body or target) than the one
     it first came with."""

@@ -214,6 +214,21 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = Field(
         default=16 * 1024 * 1024, description="Largest accepted request body (413 above)."
     )
+    remember_seconds: PositiveInt = Field(
+        default=3600,
+        description="How long the inputs of a query sent with remember are kept (in the "
+        "database) for feedback.",
+    )
+    remember_max_inputs: PositiveInt = Field(
+        default=10_000,
+        description="Most remembered query inputs one tenant keeps at once; a query that would "
+        "remember more gets 429 remember_limit.",
+    )
+    remember_max_bytes: PositiveInt = Field(
+        default=256 * 1024 * 1024,
+        description="Most bytes of remembered query inputs (their pixels or texts) one tenant "
+        "keeps at once; beyond, 429 remember_limit.",
+    )
     max_snapshot_bytes: PositiveInt = Field(
         default=64 * 1024**3,
         description="Largest snapshot file a restore (POST .../snapshot) reads, as it "

@@ -44,6 +44,7 @@ SUPPORT = example(
 QUERY = example(
     {"queries": [{"image": RING_PNG}, {"pixels": PIXELS}], "top_k": 2, "rejection": "default"}
 )
+FEEDBACK = example({"input_id": 5734150276186003, "label": "ring"})
 EMBED = example({"inputs": [{"image": RING_PNG}], "model": "omniglot"})
 
 HEALTH = example({"status": "ok"})

@@ -240,6 +240,25 @@ class QueryRequest(StrictModel):
         None,
         description=REJECTION_DESCRIPTION + " Omitted (or null): the collection's setting.",
     )
+    remember: bool = Field(
+        False,
+        description="Keep the inputs for feedback (PROTONET_REMEMBER_SECONDS, in the database): "
+        "each result then carries an input_id, which POST .../feedback turns into a support "
+        "example of the right label. Within the tenant's limits (429 remember_limit).",
+    )
+
+
+class FeedbackRequest(StrictModel):
+    """A remembered query input, and its right label: a confirmation or a correction."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_examples.FEEDBACK)
+
+    input_id: int = Field(
+        ge=1,
+        le=2**53 - 1,
+        description="A result's input_id, from a query of this collection with remember.",
+    )
+    label: Label
 
 
 class EmbedRequest(StrictModel):
@@ -489,6 +508,11 @@ class QueryResult(BaseModel):
         None,
         description="The limit on the score used for this query (by the nearest class's "
         "number of examples)." + ONLY_WITH_REJECTION,
+    )
+    input_id: int | None = Field(
+        None,
+        description="Where the input is remembered, for POST .../feedback. Present only when "
+        "the query asked to remember.",
     )
 
 

@@ -128,6 +128,12 @@ class InferencePipeline:
         job = DecodeJob(payloads, "queries", collection, top_k)
         return cast(list[QueryAnswer], await self.decoder.submit(job))
 
+    async def rank(
+        self, collection: LiveCollection, embeddings: np.ndarray, top_k: int
+    ) -> list[QueryAnswer]:
+        """Rank embeddings made already (a query that keeps its inputs) in the rank stage."""
+        return await self.ranker.submit(RankJob(embeddings, collection, top_k))
+
     def _decode_batch(self, jobs: list[DecodeJob]) -> list[StageOneBatch | Exception]:
         outcomes: list[StageOneBatch | Exception] = []
         for job in jobs:

@@ -36,7 +36,7 @@ from service.collections.sync import ChangeFeed, Heartbeat, new_replica
 from service.errors import NotReadyError, UnknownModelError
 from service.settings import Settings
 from service.storage.probe import DatabaseProbe
-from service.storage.repository import Storage
+from service.storage.repository import RememberLimits, Storage
 from service.threads import default_threads
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,11 @@ class ServiceState:
                     self.settings.diagnostics_max_distances,
                     self.settings.diagnostics_max_concurrent,
                     self.settings.diagnostics_max_concurrent_per_tenant,
+                ),
+                RememberLimits(
+                    timedelta(seconds=self.settings.remember_seconds),
+                    self.settings.remember_max_inputs,
+                    self.settings.remember_max_bytes,
                 ),
             )
             self.feed = ChangeFeed(

@@ -34,6 +34,7 @@ from service.collections.diagnostics import (
     diagnose,
 )
 from service.collections.encoder import Encoder, StageOneBatch
+from service.collections.feedback import feedback_example, remembered_query
 from service.collections.ivf_index import IndexFiles, snapshot
 from service.collections.live_collection import (
     ClassCount,
@@ -66,6 +67,7 @@ from service.storage.repository import (
     AddedExamples,
     Change,
     IdempotencyClaim,
+    RememberLimits,
     Storage,
     StoredClass,
     StoredCollection,
@@ -94,6 +96,7 @@ class QueryOutcome:
     answers: list[QueryAnswer]
     model_version: str
     rejection: AppliedRejection | None = None
+    input_ids: list[int] | None = None  # where the query's inputs are remembered (feedback)
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class CollectionRegistry:
         index_policy: IndexPolicy | None = None,
         index_files: IndexFiles | None = None,
         diagnostics_limits: DiagnosticsLimits | None = None,
+        remember_limits: RememberLimits | None = None,
     ) -> None:
         self.storage = storage
         self.models = models
@@ -159,6 +163,7 @@ class CollectionRegistry:
         self.diagnostics_slots = DiagnosticsSlots(
             limits.max_concurrent, limits.max_concurrent_per_tenant
         )
+        self.remember_limits = remember_limits or RememberLimits()
         self._saved_change_ids: dict[int, int] = {}  # collection id -> change id of its file
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
@@ -614,16 +619,18 @@ class CollectionRegistry:
         inputs: StageOneBatch,
         embeddings: np.ndarray,
         claim: IdempotencyClaim | None = None,
+        forget: tuple[str, int] | None = None,
     ) -> SupportResult:
-        """One transaction for the examples, then the collection caught up to it. The answer
-        is what the transaction committed (its revision, the classes' sizes), whether or not
-        the catch-up succeeds."""
+        """One transaction for the examples (using up the remembered input ``forget``, if
+        given), then the collection caught up to it. The answer is what the transaction
+        committed (its revision, the classes' sizes), whether or not the catch-up succeeds."""
         with live.write_lock:
             if live.deleted:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
             try:
+                version = self.encoder_of(live).version
                 added = self.storage.add_examples(
-                    live.id, labels, inputs, embeddings, self.encoder_of(live).version, claim
+                    live.id, labels, inputs, embeddings, version, claim, forget
                 )
             except NotFoundError:  # deleted through another process
                 live.deleted = True
@@ -651,6 +658,30 @@ class CollectionRegistry:
             )
             return False
 
+    async def feedback(
+        self,
+        name: str,
+        input_id: int,
+        label: str,
+        *,
+        tenant: str,
+        claim: IdempotencyClaim | None = None,
+    ) -> SupportResult:
+        """Add the input that a query of this collection remembered as ``input_id`` as an
+        example of ``label`` (a confirmation or a correction), using it up; as
+        :meth:`add_support` otherwise (idempotency keys included)."""
+        live = self._get(name, tenant)
+        if claim is not None:
+            replay = await to_thread.run_sync(self.storage.replayed_examples, claim)
+            if replay is not None:
+                return support_result(replay, [label])
+        model = self.model_of(live)
+        inputs, embeddings = await feedback_example(self.storage, model, tenant, live.id, input_id)
+        forget = (tenant, input_id)
+        return await to_thread.run_sync(
+            self._store, live, [label], inputs, embeddings, claim, forget
+        )
+
     def delete_class(self, name: str, label: str, *, tenant: str) -> int:
         """Drop one class and its examples; returns its revision."""
         live = self._get(name, tenant)
@@ -676,9 +707,11 @@ class CollectionRegistry:
         *,
         tenant: str,
         rejection: RejectionSetting | None = None,
+        remember: bool = False,
     ) -> QueryOutcome:
         """Classify each query against the collection's prototypes and, when ``rejection``
-        (else the collection's setting) asks for it, judge whether it is known at all."""
+        (else the collection's setting) asks for it, judge whether it is known at all; with
+        ``remember``, keep the inputs for feedback (service/collections/feedback.py)."""
         live = self._get(name, tenant)
         revision = live.revision
         model = self.model_of(live)
@@ -688,8 +721,14 @@ class CollectionRegistry:
             raise live.no_classes_error()
         check_item_count(len(queries), self.max_items, "queries")
         check_pixel_budget(queries, self.max_request_pixels, "queries")
-        answers = await model.pipeline.query(live, queries, top_k)
-        outcome = QueryOutcome(revision, answers, model.encoder.version)
+        input_ids = None
+        if remember:
+            answers, input_ids = await remembered_query(
+                self.storage, self.remember_limits, model, live, queries, top_k, tenant
+            )
+        else:
+            answers = await model.pipeline.query(live, queries, top_k)
+        outcome = QueryOutcome(revision, answers, model.encoder.version, input_ids=input_ids)
         if policy is None:
             return outcome
         return await self._judged(live, outcome, policy)

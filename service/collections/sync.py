@@ -6,7 +6,7 @@ On PostgreSQL a second thread LISTENs on the changes channel and wakes the polle
 commits; polling stays on as the fallback (and is the only mechanism on SQLite, whose processes
 share one WAL database on one host). The same thread refreshes this process's heartbeat in
 ``replicas`` and now and then prunes changes older than the retention (and idempotency keys older
-than theirs, and snapshot restores abandoned for an hour).
+than theirs, expired remembered query inputs, and snapshot restores abandoned for an hour).
 """
 
 from __future__ import annotations
@@ -169,6 +169,7 @@ class Heartbeat:
                     logger.info("pruned %d changes older than %s", pruned, CHANGE_RETENTION)
                 self.storage.prune_replicas(CHANGE_RETENTION)
                 self.storage.prune_idempotency_keys()
+                self.storage.prune_remembered()
                 if pruned := self.storage.prune_restores(RESTORE_ABANDONED_AFTER):
                     logger.warning("deleted %d abandoned snapshot restores", pruned)
         except Exception:

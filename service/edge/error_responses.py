@@ -29,6 +29,7 @@ from service.errors import (
     ConflictError,
     DiagnosticsBusyError,
     ForbiddenError,
+    ForgottenInputError,
     IdempotencyKeyReusedError,
     InvalidSnapshotError,
     LimitExceededError,
@@ -39,6 +40,7 @@ from service.errors import (
     OverloadedError,
     RateLimitedError,
     RejectionUnavailableError,
+    RememberLimitError,
     RevisionNotReachedError,
     StorageUnavailableError,
     UnauthenticatedError,
@@ -85,11 +87,13 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (UnauthenticatedError, 401, "unauthenticated"),
     (ForbiddenError, 403, "forbidden"),
     (DiagnosticsBusyError, 429, "diagnostics_busy"),  # a RateLimitedError: first
+    (RememberLimitError, 429, "remember_limit"),  # a RateLimitedError: first
     (RateLimitedError, 429, "rate_limited"),
     (OverloadedError, 503, "overloaded"),
     (RevisionNotReachedError, 503, "revision_not_reached"),
     (StorageUnavailableError, 503, "database_unavailable"),
     (NotFoundError, 404, "not_found"),
+    (ForgottenInputError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (MalformedJSONError, 400, "malformed_json"),
     (LimitExceededError, 413, "too_large"),
@@ -111,7 +115,7 @@ ERROR_DESCRIPTIONS = {
     401: "Missing or invalid API key (when PROTONET_AUTH_ENABLED is true).",
     403: "The API key's role does not allow this operation, or a non-admin key named another "
     "tenant.",
-    404: "Unknown collection or class.",
+    404: "Unknown collection or class (or a feedback's input_id not remembered).",
     409: "Conflict: the collection exists already, or has no classes to query.",
     413: "Body larger than PROTONET_MAX_BODY_BYTES, more items than "
     "PROTONET_MAX_ITEMS_PER_REQUEST, or an object of more than 64 keys.",
@@ -123,8 +127,9 @@ ERROR_DESCRIPTIONS = {
     "idempotency_key_reused: an Idempotency-Key sent again with another body; "
     "invalid_snapshot: a snapshot file damaged, cut short or not a snapshot (nothing kept).",
     429: "Too many requests from this API key (or client address); diagnostics_busy: as many "
-    "diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT(_PER_TENANT) allow are running; see "
-    "Retry-After.",
+    "diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT(_PER_TENANT) allow are running; "
+    "remember_limit: the tenant's remembered inputs are at PROTONET_REMEMBER_MAX_INPUTS or "
+    "PROTONET_REMEMBER_MAX_BYTES; see Retry-After.",
     503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
     "many requests in flight); the database is unreachable; or this replica has not reached "
     "the min_revision asked for in time. Retry after Retry-After seconds.",

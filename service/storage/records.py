@@ -1,7 +1,7 @@
 """The tables, as SQLAlchemy ORM classes: ``collections`` -> ``classes`` -> ``examples`` ->
 ``embeddings``, plus ``changes`` (the change feed), ``tenant_revisions`` (each tenant's count of
-its writes), ``replicas`` (live processes) and ``idempotency_keys`` (first answers of keyed
-writes).
+its writes), ``replicas`` (live processes), ``idempotency_keys`` (first answers of keyed
+writes) and ``remembered_inputs`` (query inputs kept for feedback).
 
 The schema itself is made by the migrations (service/storage/migrations); these classes
 describe it, and a test checks that the two agree.
@@ -153,3 +153,28 @@ class IdempotencyKeyRecord(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 of the request, hex
     answer: Mapped[str] = mapped_column(Text)  # JSON, as the repository wrote it
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class RememberedInputRecord(Base):
+    """A query's input kept for feedback (``"remember": true``) until ``expires_at``: its
+    stage-1 input (the columns of an example), its size in bytes (for the tenant's limit) and
+    its embedding by the version that answered. ``id`` is random: it tells nothing of other
+    tenants' queries (migration 0012)."""
+
+    __tablename__ = "remembered_inputs"
+    __table_args__ = (Index("ix_remembered_inputs_tenant_expires_at", "tenant", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    tenant: Mapped[str] = mapped_column(String(64))
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    pixels: Mapped[bytes] = mapped_column(LargeBinary)
+    height: Mapped[int]
+    width: Mapped[int]
+    channels: Mapped[int]
+    text: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int]
+    model_version: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -33,6 +33,8 @@ is current. Methods are synchronous; callers run them off the event loop.
 from __future__ import annotations
 
 import json
+import math
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -43,7 +45,13 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.errors import ConflictError, IdempotencyKeyReusedError, NotFoundError
+from service.errors import (
+    ConflictError,
+    ForgottenInputError,
+    IdempotencyKeyReusedError,
+    NotFoundError,
+    RememberLimitError,
+)
 from service.storage.engine import WRITE, create_storage_engine, reported_as_unavailable
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
@@ -54,6 +62,7 @@ from service.storage.records import (
     EmbeddingRecord,
     ExampleRecord,
     IdempotencyKeyRecord,
+    RememberedInputRecord,
     ReplicaRecord,
     TenantRevisionRecord,
     utcnow,
@@ -62,6 +71,8 @@ from service.storage.records import (
 CHANGES_CHANNEL = "protonet_changes"  # PostgreSQL NOTIFY channel of new changes
 CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with commits
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
+REMEMBER_LOCK = 0x72656D65  # advisory lock (with the tenant's hash): one tenant's limit at a time
+INPUT_IDS = 2**53 - 1  # remembered inputs' random ids: exact in every JSON reader
 
 
 @dataclass(frozen=True)
@@ -170,6 +181,24 @@ class SnapshotRow:
     label: str
     input: StoredInput
     embeddings: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class RememberedInput:
+    """A query's input kept for feedback: stage 1, and its embedding by ``model_version``."""
+
+    input: StoredInput
+    model_version: str
+    vector: bytes
+
+
+@dataclass(frozen=True)
+class RememberLimits:
+    """How long a tenant's remembered inputs are kept, and how many (and bytes) at most."""
+
+    keep: timedelta = timedelta(hours=1)
+    max_inputs: int = 10_000
+    max_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -511,15 +540,18 @@ class Storage:
         embeddings: np.ndarray,
         model_version: str,
         claim: IdempotencyClaim | None = None,
+        forget: tuple[str, int] | None = None,
     ) -> AddedExamples:
         """Store examples (stage-1 ``inputs``: pixels ``[n, ...]`` uint8 or ``n`` texts;
         ``embeddings [n, dim]`` float32 made by ``model_version``) in one transaction, creating
         missing classes; the answer carries the write's (tenant) revision. With a ``claim``
         whose key came with this request before, nothing is written: the first write's answer
-        comes back (:class:`IdempotencyKeyReusedError` if the key came with another request)."""
+        comes back (:class:`IdempotencyKeyReusedError` if the key came with another request).
+        ``forget``: the ``(tenant, id)`` of a remembered input that this write uses up (feedback;
+        :class:`ForgottenInputError`, and nothing written, if it is not remembered)."""
         try:
             return self._add_examples(
-                collection_id, labels, inputs, embeddings, model_version, claim
+                collection_id, labels, inputs, embeddings, model_version, claim, forget
             )
         except IntegrityError:
             # A concurrent request with the same key committed first (other collections do
@@ -537,6 +569,7 @@ class Storage:
         embeddings: np.ndarray,
         model_version: str,
         claim: IdempotencyClaim | None,
+        forget: tuple[str, int] | None = None,
     ) -> AddedExamples:
         with self._writes.begin() as session:
             collection = self._locked_collection(session, collection_id)
@@ -546,6 +579,8 @@ class Storage:
                     return AddedExamples.replay(answer)
                 # Claimed before the change-order lock: a duplicate waits here, holding none.
                 remembered = self._claim(session, claim)
+            if forget is not None:
+                self._forget(session, collection_id, *forget)
             class_ids = self._class_ids_for(session, collection_id, sorted(set(labels)))
             rows = [
                 {"class_id": class_ids[label], **input_to_columns(item)}
@@ -775,6 +810,111 @@ class Storage:
             delete(EmbeddingRecord).where(EmbeddingRecord.model_version.in_(model_versions))
         )
 
+    # -- remembered query inputs (feedback) ------------------------------------------------
+
+    def remember_inputs(
+        self,
+        tenant: str,
+        collection_id: int,
+        inputs: Sequence[StoredInput],
+        embeddings: np.ndarray,
+        model_version: str,
+        limits: RememberLimits,
+    ) -> list[int]:
+        """Keep a query's stage-1 ``inputs`` and their ``embeddings`` for ``limits.keep``;
+        their (random) ids. :class:`RememberLimitError` if the tenant would keep more than its
+        limits (its expired inputs are forgotten first), :class:`NotFoundError` if the
+        collection was deleted meanwhile."""
+        now = utcnow()
+        rows = [
+            {**input_to_columns(item), "model_version": model_version, "vector": v.tobytes()}
+            for item, v in zip(inputs, np.asarray(embeddings, np.float32), strict=True)
+        ]
+        for row in rows:
+            row.setdefault("text", None)  # an image's columns have none
+            row["size"] = len(row["pixels"]) + len((row["text"] or "").encode())
+            row.update(
+                id=secrets.randbelow(INPUT_IDS) + 1, tenant=tenant, expires_at=now + limits.keep
+            )
+            row.update(collection_id=collection_id)
+        try:
+            with self._writes.begin() as session:
+                self._check_remember_limits(session, tenant, rows, limits, now)
+                session.execute(insert(RememberedInputRecord), rows)
+        except IntegrityError:
+            raise NotFoundError("the collection does not exist") from None
+        return [row["id"] for row in rows]
+
+    def _check_remember_limits(
+        self,
+        session: Session,
+        tenant: str,
+        rows: list[dict[str, Any]],
+        limits: RememberLimits,
+        now: datetime,
+    ) -> None:
+        """Forget the tenant's expired inputs; :class:`RememberLimitError` if ``rows`` would
+        take it past its limits (one tenant's check at a time: PostgreSQL's writers do not
+        otherwise wait for each other)."""
+        if self.dialect == "postgresql":
+            lock = text("SELECT pg_advisory_xact_lock(:key, hashtext(:tenant))")
+            session.execute(lock, {"key": REMEMBER_LOCK, "tenant": tenant})
+        mine = RememberedInputRecord.tenant == tenant
+        session.execute(
+            delete(RememberedInputRecord).where(mine, RememberedInputRecord.expires_at <= now)
+        )
+        count, size, oldest = session.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(RememberedInputRecord.size), 0),
+                func.min(RememberedInputRecord.expires_at),
+            ).where(mine)
+        ).one()
+        adding = sum(row["size"] for row in rows)
+        if count + len(rows) <= limits.max_inputs and size + adding <= limits.max_bytes:
+            return
+        wait = math.ceil((oldest - now).total_seconds()) if oldest else 1
+        raise RememberLimitError(
+            f"tenant {tenant!r} keeps {count} remembered inputs ({size} bytes); "
+            f"{len(rows)} more ({adding} bytes) would pass PROTONET_REMEMBER_MAX_INPUTS "
+            f"({limits.max_inputs}) or PROTONET_REMEMBER_MAX_BYTES ({limits.max_bytes}): send "
+            "feedback on them, query without remember, or retry once the oldest expire",
+            retry_after=max(1, wait),
+        )
+
+    def remembered_input(self, tenant: str, collection_id: int, input_id: int) -> RememberedInput:
+        """The remembered input ``input_id`` of the tenant's collection;
+        :class:`ForgottenInputError` if there is none (or it expired)."""
+        record = RememberedInputRecord
+        query = select(
+            record.pixels,
+            record.height,
+            record.width,
+            record.channels,
+            record.text,
+            record.model_version,
+            record.vector,
+        ).where(*_remembered(tenant, collection_id, input_id))
+        with self._sessions() as session:
+            row = session.execute(query).first()
+        if row is None:
+            raise _forgotten(input_id)
+        return RememberedInput(columns_to_input(row), row.model_version, row.vector)
+
+    @staticmethod
+    def _forget(session: Session, collection_id: int, tenant: str, input_id: int) -> None:
+        """Use up a remembered input in this transaction (:class:`ForgottenInputError`)."""
+        gone = session.execute(
+            delete(RememberedInputRecord).where(*_remembered(tenant, collection_id, input_id))
+        )
+        if not gone.rowcount:  # type: ignore[attr-defined]
+            raise _forgotten(input_id)
+
+    def prune_remembered(self) -> int:
+        """Forget every expired remembered input; returns how many."""
+        expired = RememberedInputRecord.expires_at <= utcnow()
+        return self._delete(delete(RememberedInputRecord).where(expired))
+
     # -- snapshots (service/collections/snapshots.py) --------------------------------------
 
     def embedding_versions(self, collection_id: int) -> list[str]:
@@ -939,6 +1079,25 @@ INPUT_COLUMNS = (
     ExampleRecord.channels,
     ExampleRecord.text,
 )
+
+
+def _remembered(tenant: str, collection_id: int, input_id: int) -> list[Any]:
+    """The conditions "the tenant's live remembered input ``input_id`` of this collection"."""
+    record = RememberedInputRecord
+    return [
+        record.id == input_id,
+        record.tenant == tenant,
+        record.collection_id == collection_id,
+        record.expires_at > utcnow(),
+    ]
+
+
+def _forgotten(input_id: int) -> ForgottenInputError:
+    return ForgottenInputError(
+        f"input_id {input_id} is not remembered for this collection: never was (another "
+        "collection's?), expired (PROTONET_REMEMBER_SECONDS), or was used for feedback "
+        'already; query it again with "remember": true'
+    )
 
 
 def _of_model(model: str) -> Any:

@@ -4,6 +4,7 @@ with ``min_revision``, convergence, SIGKILL under writes, and a model upgrade un
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -102,6 +103,32 @@ def test_writes_through_one_replica_reach_the_others(postgres_url, checkpoint_a,
 
 def _assert(condition: bool) -> None:
     assert condition
+
+
+def test_feedback_and_restores_through_one_replica_reach_the_other(
+    postgres_url, checkpoint_a, tmp_path
+):
+    """An input remembered through A is fed back through B (remembered inputs live in the
+    database), and A sees the new example; a snapshot of A's restored through B appears in A."""
+    drawings = Drawings(3)
+    wand = drawings.png(2)
+    env = environment(postgres_url, checkpoint_a)
+    with replicas(env, 2, tmp_path) as (a, b), client(a) as ca, client(b) as cb:
+        ca.create_collection("c")
+        ca.add_support("c", [("ring", drawings.png(0)), ("fork", drawings.png(1))])
+        [result] = ca.query("c", [wand], remember=True)["results"]
+        cb.revisions.last_written = ca.revisions.last_written  # one client, two replicas
+        written = cb.feedback("c", result["input_id"], "wand")
+        assert classes_of(ca, "c") == {"ring": 1, "fork": 1, "wand": 1}  # min_revision: caught up
+        assert ca.query("c", [wand])["results"][0]["label"] == "wand"
+        with pytest.raises(ProtonetAPIError) as used:  # once, whichever replica is asked
+            ca.feedback("c", result["input_id"], "wand")
+        assert used.value.status_code == 404
+        snapshot = io.BytesIO()
+        ca.export_snapshot("c", snapshot)
+        restored = cb.restore_snapshot("copy", snapshot.getvalue())
+        assert restored["revision"] > written["revision"]
+        eventually(lambda: _assert(classes_of(ca, "copy") == classes_of(ca, "c")))
 
 
 def test_a_rejection_setting_changed_through_one_replica_reaches_the_other(

@@ -373,7 +373,7 @@ async def delete_class(
     "/{name}/query",
     summary="Classify images (or texts) against the collection's class prototypes",
     response_model=schemas.QueryResponse,
-    responses=error_responses(400, 404, 409, 413, 422, 503),
+    responses=error_responses(400, 404, 409, 413, 422, 429, 503),
 )
 async def query_collection(
     name: NamePath,
@@ -386,13 +386,21 @@ async def query_collection(
     await registry.require_revision(name, min_revision, tenant=tenant)
     rejection = None if request.rejection is None else schemas.rejection_setting(request.rejection)
     outcome = await registry.query(
-        name, request.queries, request.top_k, tenant=tenant, rejection=rejection
+        name,
+        request.queries,
+        request.top_k,
+        tenant=tenant,
+        rejection=rejection,
+        remember=request.remember,
     )
+    results = [query_answer_body(answer) for answer in outcome.answers]
+    for result, input_id in zip(results, outcome.input_ids or [], strict=False):
+        result["input_id"] = input_id  # no new key for queries that do not remember
     body: dict[str, Any] = {
         "model_version": outcome.model_version,
         "revision": outcome.revision,
         "index": outcome.answers[0].index,
-        "results": [query_answer_body(answer) for answer in outcome.answers],
+        "results": results,
     }
     if outcome.rejection is not None:  # no new key for queries without rejection
         body["rejection"] = outcome.rejection.to_json()

@@ -537,7 +537,8 @@ async function classify() {
   const inputs = pendingInputs();
   const name = state.collection;
   const topK = Number($("top-k").value) || 5;
-  const body = { queries: inputs, top_k: topK };
+  // Remembered for a while, so that "Right" and "Wrong, it is ..." can add them as examples.
+  const body = { queries: inputs, top_k: topK, remember: true };
   if (!$("rejection-choice").hidden && $("rejection").value) body.rejection = $("rejection").value;
   const answer = await api("POST", collectionPath(name, "query"), body, { reads: name });
   quiet();
@@ -566,8 +567,42 @@ function resultView(result, input) {
   bars.append(...result.top_k.map(barView));
   const text = element("div", "");
   text.append(headline, bars);
+  if (result.input_id !== undefined) text.append(feedbackView(result));
   view.append(preview, text);
   return view;
+}
+
+/** "Right" (when a class was given) and "Wrong, it is ...": the query becomes an example. */
+function feedbackView(result) {
+  const view = element("form", "feedback");
+  if (result.label !== null) {
+    const right = element("button", "right", "Right");
+    right.type = "button";
+    right.addEventListener("click", guarded(() => sendFeedback(result.input_id, result.label, view)));
+    view.append(right);
+  }
+  const label = element("input", "");
+  label.required = true;
+  label.maxLength = 200;
+  label.placeholder = "the right label";
+  label.setAttribute("aria-label", "The right label");
+  const wrong = element("button", "wrong", result.label === null ? "It is ..." : "Wrong, it is ...");
+  wrong.type = "submit";
+  view.append(wrong, label);
+  view.addEventListener("submit", guarded((event) => {
+    event.preventDefault();
+    return sendFeedback(result.input_id, label.value.trim(), view);
+  }));
+  return view;
+}
+
+async function sendFeedback(inputId, label, view) {
+  const name = state.collection;
+  const body = { input_id: inputId, label };
+  await api("POST", collectionPath(name, "feedback"), body, { writes: name });
+  view.replaceChildren(note(`Added as an example of "${label}".`));
+  say(`Added the query as an example of "${label}".`);
+  await refresh();
 }
 
 function barView(prediction) {

@@ -204,6 +204,7 @@ async def test_openapi_documents_every_field_and_error(settings):
         "/v1/collections/{name}/diagnostics",
         "/v1/collections/{name}/classes",
         "/v1/collections/{name}/snapshot",
+        "/v1/collections/{name}/feedback",
         "/v1/collections/{name}/examples",
         "/v1/collections/{name}/examples/{example_id}/image",
         "/v1/embed",

@@ -23,6 +23,7 @@ REQUEST_MODELS: dict[str, type[BaseModel]] = {
     "SupportRequest": schemas.SupportRequest,
     "QueryRequest": schemas.QueryRequest,
     "EmbedRequest": schemas.EmbedRequest,
+    "FeedbackRequest": schemas.FeedbackRequest,
 }
 
 

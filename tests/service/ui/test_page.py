@@ -235,6 +235,42 @@ def test_a_dropped_image_file_is_classified(browser, server):
     assert problems == []
 
 
+def test_right_and_wrong_add_the_query_as_an_example(browser, server):
+    """After Classify, "Right" adds the query to its predicted class, and "Wrong, it is ..."
+    to the class typed (a new one here): the service remembered it, the page sends only its
+    id."""
+    from playwright.sync_api import expect
+
+    images = REPO_ROOT / "examples" / "images"
+    with ProtonetClient(server.url) as client:
+        client.create_collection("corrections")
+        client.add_support("corrections", {"ring": [images / "ring1.png", images / "ring2.png"]})
+        client.add_support("corrections", {"fork": [images / "fork1.png"]})
+    page = browser.new_page()
+    problems = watch(page, server.url)
+    page.goto(server.url + "/ui")
+    expect(page.locator("#collection-select")).to_have_value("corrections")
+    page.set_input_files("#file-input", [images / "ring3.png"])
+    page.click("#classify")
+    expect(page.locator(".result .headline .label")).to_have_text("ring")
+    page.click(".result .feedback button.right")
+    expect(page.locator("#message")).to_have_text('Added the query as an example of "ring".')
+    expect(page.locator('.class-card[data-label="ring"] .thumb')).to_have_count(3)
+    expect(page.locator(".result .feedback")).to_have_text('Added as an example of "ring".')
+
+    page.click("#clear")
+    page.set_input_files("#file-input", [images / "fork3.png"])
+    page.click("#classify")
+    expect(page.locator(".result .feedback button.wrong")).to_have_text("Wrong, it is ...")
+    page.fill(".result .feedback input", "spoon")
+    page.click(".result .feedback button.wrong")
+    expect(page.locator('.class-card[data-label="spoon"] .thumb img[src^="blob:"]')).to_have_count(
+        1
+    )
+    expect(page.locator(".class-card")).to_have_count(3)
+    assert problems == []
+
+
 def drop(page: Any, path: Path) -> None:
     """Drop ``path`` on the drawing pad, as a file dragged from the desktop."""
     transfer = page.evaluate_handle(
