@@ -364,7 +364,7 @@ def example_listing(name: str, label: str | None) -> Listing:
 
 
 def with_every_class(summary: dict[str, Any], classes: list[dict[str, Any]]) -> dict[str, Any]:
-    """A collection GET's answer with its first page of classes replaced by all of them."""
+    """A collection GET's answer with every class: its first page and the rest."""
     return {**summary, "classes": classes, "next_cursor": None}
 
 
@@ -479,14 +479,14 @@ class ProtonetClient:
         """The collection's summary (counts, settings, revision); ``classes=True`` adds
         ``"classes"``: every class, oldest first, read a page at a time."""
         summary = self.send(Calls.get_collection(name, classes))
-        if not classes or summary["next_cursor"] is None:
+        if not classes or (cursor := summary["next_cursor"]) is None:
             return summary
-        return with_every_class(summary, self.list_classes(name))
+        rest = self.pages(class_listing(name), cursor)
+        return with_every_class(summary, summary["classes"] + list(rest))
 
-    def pages(self, listing: Listing) -> Iterator[dict[str, Any]]:
-        """Every item of a paged listing, one page held at a time."""
+    def pages(self, listing: Listing, cursor: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of a paged listing (after ``cursor``), one page held at a time."""
         call_after, key = listing
-        cursor = None
         while True:
             page = self.send(call_after(cursor))
             yield from page[key]
@@ -676,13 +676,15 @@ class AsyncProtonetClient:
 
     async def get_collection(self, name: str, classes: bool = False) -> dict[str, Any]:
         summary = await self.send(Calls.get_collection(name, classes))
-        if not classes or summary["next_cursor"] is None:
+        if not classes or (cursor := summary["next_cursor"]) is None:
             return summary
-        return with_every_class(summary, await self.list_classes(name))
+        rest = [item async for item in self.pages(class_listing(name), cursor)]
+        return with_every_class(summary, summary["classes"] + rest)
 
-    async def pages(self, listing: Listing) -> AsyncIterator[dict[str, Any]]:
+    async def pages(
+        self, listing: Listing, cursor: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         call_after, key = listing
-        cursor = None
         while True:
             page = await self.send(call_after(cursor))
             for item in page[key]:

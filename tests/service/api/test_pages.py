@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 
+from service import client as client_module
 from tests.service.helpers import Drawings, serve
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_classes_come_in_pages_of_the_limit_with_a_cursor_to_the_next(settings):
+async def test_classes_come_in_pages_of_the_limit_with_a_cursor_to_the_next(settings, monkeypatch):
     drawings = Drawings(2)
     async with serve(settings) as running:
         client, http = running.client, running.http
@@ -33,8 +34,10 @@ async def test_classes_come_in_pages_of_the_limit_with_a_cursor_to_the_next(sett
         everything = (await http.get("/v1/collections/c/classes")).json()  # default limit: 100
         assert len(everything["classes"]) == 5 and everything["next_cursor"] is None
         assert [c["label"] for c in await client.list_classes("c")] == [f"k{n}" for n in range(5)]
+        monkeypatch.setattr(client_module, "PAGE_SIZE", 2)  # its first page: 2 classes
         full = await client.get_collection("c", classes=True)
-        assert full["classes"] == await client.list_classes("c")
+        assert full["classes"] == await client.list_classes("c") and full["next_cursor"] is None
+        assert len(full["classes"]) == 5
 
 
 async def test_examples_come_in_pages_too_also_of_one_label(settings):
