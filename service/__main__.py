@@ -217,8 +217,8 @@ def add_snapshot_commands(commands: argparse._SubParsersAction) -> None:
         "snapshot",
         help="export a collection to a snapshot file, or import one, against the database",
         description="Snapshots against the database of PROTONET_DATABASE_URL (or "
-        "PROTONET_DATA_DIR), no running service needed: the file GET/POST "
-        "/v1/collections/{name}/snapshot use (docs/service.md, Snapshots).",
+        "PROTONET_DATA_DIR), no running service needed: the files that GET and POST "
+        "/v1/collections/{name}/snapshot write and read (docs/service.md, Snapshots).",
     )
     actions = snapshot.add_subparsers(dest="action", required=True)
     export = actions.add_parser("export", help="write a collection to a snapshot file")

@@ -179,6 +179,8 @@ class BodySizeLimitMiddleware:
             await self.app(scope, counted, send)
         finally:
             self.budget.release(reserved)
+        if self.budget.available == self.budget.capacity:  # what its batches freed leaves RSS
+            await to_thread.run_sync(trim_heap)
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
