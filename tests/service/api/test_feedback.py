@@ -16,7 +16,6 @@ from service.storage import repository
 from tests.service.helpers import Drawings, make_settings, serve
 from tests.service.test_models import (  # noqa: F401 (fixtures)
     text_checkpoint,
-    text_spec,
     two_models,
 )
 

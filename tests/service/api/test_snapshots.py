@@ -20,7 +20,6 @@ from tests.service.test_models import (  # noqa: F401 (fixtures)
     SUPPORT,
     text_checkpoint,
     text_examples,
-    text_spec,
     two_models,
 )
 
