@@ -1,11 +1,12 @@
 """Keyset pagination of a collection's listings: its classes and its stored examples.
 
 A page lists items in id order (a class's id is its creation order; so is an example's) after
-the id its cursor names, so pages are stable under concurrent writes: an item created while a
-client pages through comes after every id listed so far (writes to one collection are ordered,
-so ids grow with commits), a deleted one simply is not listed, and no item is listed twice or
-skipped. The cursor is opaque to clients: the listing it belongs to, the collection's id (a
-collection deleted and made again under the same name has another one) and the last id listed.
+the id its cursor names, so pages are stable under concurrent writes: no item that exists
+throughout is listed twice or skipped, a deleted one simply is not listed, and one created while
+a client pages through comes after every id listed so far (writes to one collection are
+ordered, so ids grow with commits; SQLite alone may give a new row the id of the newest row
+deleted before it, behind a cursor that passed it). The cursor is opaque to clients: the
+listing it belongs to, the collection's id and the last id listed.
 """
 
 from __future__ import annotations
@@ -52,8 +53,7 @@ def resume_after(cursor: str | None, listing: Listing, collection_id: int) -> in
         pass
     raise InvalidInputError(
         f"cursor {cursor!r} is not a cursor of this collection's {listing}: send the "
-        "next_cursor of its previous page as it came, or none for the first page (a "
-        "collection deleted and created again starts over)"
+        "next_cursor of its previous page as it came, or none for the first page"
     )
 
 

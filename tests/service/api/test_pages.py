@@ -101,7 +101,7 @@ async def test_a_cursor_of_another_listing_or_collection_is_422_with_what_to_sen
             assert response.status_code == 422, path
             assert response.json()["error"] == "invalid_input"
             assert "send the next_cursor of its previous page" in response.json()["detail"]
-        # A collection deleted and created again under its name starts over.
+        # A collection deleted and created again under its name (here with another id).
         await client.delete_collection("one")
         await client.create_collection("one")
         await client.add_support("one", [("a", drawings.png(0))])
