@@ -8,6 +8,7 @@ classes of 20, 64 dimensions, 20 alphabets) with ``--threads`` threads and insid
 the ratio. The accuracies are identical by construction: same episodes, same arithmetic.
 
     python benchmarks/episode_threads.py [--episodes 300] [--threads 0 (= all cores)]
+    python benchmarks/episode_threads.py --smoke    # 5 episodes (tests)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from training import evaluate  # noqa: E402
 from training.episodes import EpisodeShape  # noqa: E402
@@ -70,7 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"episodes": 5})
     threads = args.threads or len(os.sched_getaffinity(0))
     print(f"{machine()}; load average {os.getloadavg()[0]:.1f}")
     for within in (False, True):

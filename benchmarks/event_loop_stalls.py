@@ -14,6 +14,7 @@ benchmark-only routes), so the phases are measured side by side on the same mach
 load. Prints p50/p99 of ``/healthz`` per phase and the ratios to idle.
 
     python benchmarks/event_loop_stalls.py [--seconds 4] [--classes 50000]
+    python benchmarks/event_loop_stalls.py --smoke    # tiny sizes, short phases (tests)
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ from starlette.concurrency import run_in_threadpool
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO_ROOT)]
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from service.api import schemas  # noqa: E402
 from service.api.routers.collections import classes_of, summary_of  # noqa: E402
+from service.edge.auth import DEFAULT_TENANT  # noqa: E402
 from service.launcher import free_port, stop  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT  # noqa: E402
 from service.storage.repository import Storage  # noqa: E402
@@ -61,7 +64,7 @@ def serve(port: int) -> None:
     async def detail_on_the_loop(name: str, request: Request) -> schemas.CollectionDetail:
         registry = request.app.state.service.require_registry()
         detail = await run_in_threadpool(
-            functools.partial(registry.describe, name, tenant="default", classes_limit=10**9)
+            functools.partial(registry.describe, name, tenant=DEFAULT_TENANT, classes_limit=10**9)
         )
         assert detail.classes is not None
         return schemas.CollectionDetail(
@@ -83,7 +86,7 @@ def store(database_url: str, big_classes: int, diagnosed_classes: int) -> None:
     rng = np.random.default_rng(0)
     storage = Storage(database_url)
     for name, classes, shots in (("big", big_classes, 1), ("diagnosed", diagnosed_classes, 2)):
-        collection = storage.create_collection(name, "default")
+        collection = storage.create_collection(name, DEFAULT_TENANT)
         for start in range(0, classes, 10_000):
             labels = [f"c{i}" for i in range(start, min(classes, start + 10_000))] * shots
             pixels = np.full((len(labels), 28, 28), 255, dtype=np.uint8)
@@ -116,7 +119,7 @@ def phase(url: str, path: str | None, seconds: float) -> tuple[float, float, dic
     """``/healthz`` p50, p99 (ms) while ``CLIENTS`` clients loop on ``path`` (None: idle)."""
     done, counts = threading.Event(), {}
     threads = loop_clients(url, path, done, counts) if path else []
-    time.sleep(0.5)  # let the load start
+    time.sleep(min(0.5, seconds))  # let the load start
     latencies = []
     with httpx.Client(base_url=url, timeout=60) as http:
         ends = time.monotonic() + seconds
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=50_000, help="of the listed collection")
     parser.add_argument("--diagnosed-classes", type=int, default=4_000)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"seconds": 0.2, "classes": 300, "diagnosed_classes": 40})
     if args.serve:
         serve(args.serve)
         return

@@ -3,13 +3,15 @@
 1. Against ``python -m service`` (defaults: PROTONET_MAX_HEADER_BYTES 64 KiB,
    PROTONET_HEADER_TIMEOUT 10 s, the bundled model): 8 connections each sending an unfinished
    16 MiB header line (the server's RSS growth), then ``--idle`` connections with incomplete
-   headers (how many are still open 5 s after the timeout; before: all, past 70 s).
+   headers (how many are still open 5 s after the timeout: half of ``--header-timeout``;
+   before: all, past 70 s).
 2. The server CPU per request of uvicorn's httptools protocol, of the bounded one, and of
    uvicorn's h11 protocol (whose ``h11_max_incomplete_event_size`` bounds header bytes), side
    by side on a trivial ASGI app (so the protocol is most of the cost): sequential keep-alive
    GETs. CPU time rather than a rate, which a loaded machine would skew.
 
-    python benchmarks/header_limits.py [--idle 1000]
+    python benchmarks/header_limits.py [--idle 1000] [--rounds 3] [--requests 20000]
+    python benchmarks/header_limits.py --smoke    # tiny sizes, a 1 s header timeout (tests)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from service.launcher import free_port, local_server
 
 MiB = 1024 * 1024
@@ -64,13 +67,16 @@ def unfinished_headers(address: tuple[str, int], pid: int, connections: int = 8)
 
 
 def incomplete_headers(address: tuple[str, int], count: int, timeout: float) -> None:
+    """``count`` connections that never finish their headers: how many are still open half the
+    server's header timeout after it has passed."""
     sockets = []
     for _ in range(count):
         connection = socket.create_connection(address, timeout=5)
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         connection.setblocking(False)
         sockets.append(connection)
-    time.sleep(timeout + 5)
+    waited = timeout * 1.5
+    time.sleep(waited)
     still_open = 0
     for connection in sockets:
         try:
@@ -80,7 +86,7 @@ def incomplete_headers(address: tuple[str, int], count: int, timeout: float) -> 
         except OSError:
             pass  # reset: closed
         connection.close()
-    print(f"{count} connections with incomplete headers: {still_open} open {timeout + 5:g} s on")
+    print(f"{count} connections with incomplete headers: {still_open} open {waited:g} s on")
 
 
 async def tiny_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -122,7 +128,7 @@ def server_cpu_per_request(port: int, pid: int, requests: int) -> float:
 KINDS = ("httptools", "bounded", "h11")  # h11: uvicorn's option with a header byte limit
 
 
-def protocol_cost(rounds: int = 3, requests: int = 20_000) -> None:
+def protocol_cost(rounds: int, requests: int) -> None:
     costs: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for _ in range(rounds):
         for kind in KINDS:
@@ -142,11 +148,11 @@ def protocol_cost(rounds: int = 3, requests: int = 20_000) -> None:
             process.terminate()
             process.join()
     best = {kind: min(values) for kind, values in costs.items()}
+    unit = best["httptools"] or float("nan")  # 0 when a run took less than a clock tick
     print(
         f"server CPU per keep-alive GET of a trivial app (best of {rounds} x {requests}): "
         + ", ".join(
-            f"{kind} {best[kind]:.1f} us ({best[kind] / best['httptools']:.2f} x httptools)"
-            for kind in KINDS
+            f"{kind} {best[kind]:.1f} us ({best[kind] / unit:.2f} x httptools)" for kind in KINDS
         )
     )
 
@@ -154,16 +160,27 @@ def protocol_cost(rounds: int = 3, requests: int = 20_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--idle", type=int, default=1000, help="connections left incomplete")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, help="PROTONET_HEADER_TIMEOUT, seconds"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="of the protocols' CPU cost")
+    parser.add_argument("--requests", type=int, default=20_000, help="per round and protocol")
+    args = smoke.parse_args(
+        parser, {"idle": 20, "header_timeout": 1.0, "rounds": 1, "requests": 2000}
+    )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.idle)), hard))
     with tempfile.TemporaryDirectory() as directory:
-        env = {"PROTONET_DATA_DIR": directory, "PROTONET_LOG_LEVEL": "warning"}
+        env = {
+            "PROTONET_DATA_DIR": directory,
+            "PROTONET_LOG_LEVEL": "warning",
+            "PROTONET_HEADER_TIMEOUT": str(args.header_timeout),
+        }
         with local_server(env, cwd=Path(directory)) as running:
             address = ("127.0.0.1", int(running.url.rsplit(":", 1)[1]))
             unfinished_headers(address, running.process.pid)
-            incomplete_headers(address, args.idle, timeout=10.0)
-    protocol_cost()
+            incomplete_headers(address, args.idle, args.header_timeout)
+    protocol_cost(args.rounds, args.requests)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
-from service.collections.encoder import Encoder  # noqa: E402
+from service.collections.encoder import ImageEncoder, load_encoder  # noqa: E402
 from service.collections.exact_index import ExactIndex, Ranking  # noqa: E402
 from service.collections.ivf_index import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
 from service.collections.lifecycle import configure_threads, default_threads  # noqa: E402
@@ -212,7 +212,7 @@ def read_background(zip_path: Path) -> list[list[bytes]]:
         return [[archive.read(m) for m in sorted(members[c])] for c in sorted(members)]
 
 
-def embed_pngs(encoder: Encoder, pngs: list[bytes]) -> np.ndarray:
+def embed_pngs(encoder: ImageEncoder, pngs: list[bytes]) -> np.ndarray:
     return encoder.embed_pixels(np.stack([encoder.to_pixels(png) for png in pngs]))
 
 
@@ -225,7 +225,7 @@ def nearest_sq(points: np.ndarray, sample: np.ndarray) -> np.ndarray:
 
 
 def measure_geometry(
-    encoder: Encoder, zip_path: Path, shots: int, rng: np.random.Generator
+    encoder: ImageEncoder, zip_path: Path, shots: int, rng: np.random.Generator
 ) -> Geometry:
     characters = read_background(zip_path)
     support = [png for drawings in characters for png in drawings[:shots]]
@@ -1055,7 +1055,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     try:
         configure_threads(os.cpu_count() or 1)
-        encoder = Encoder.load(BUNDLED_CHECKPOINT, "cpu", 256, 4096 * 4096)
+        encoder = load_encoder("default", BUNDLED_CHECKPOINT, "cpu", 256, 4096 * 4096)
         log(f"embedding images_background ({args.drawings} drawings per character + held out)")
         geometry = measure_geometry(encoder, args.zip, args.drawings, rng)
         del encoder

@@ -2,6 +2,7 @@
 
     python benchmarks/omniglot_accuracy.py            # evaluate existing checkpoints
     python benchmarks/omniglot_accuracy.py --train    # train both presets first (up to 88 min each)
+    python benchmarks/omniglot_accuracy.py --smoke    # 5 episodes on 20 characters (tests)
 
 Table 1: the Vinyals split (test classes, with rotations), the committed model
 ``models/omniglot-vinyals-conv4.pt`` (``--train``: a fresh ``runs/omniglot-vinyals/best.pt``).
@@ -17,16 +18,24 @@ import subprocess
 import sys
 from pathlib import Path
 
-from protonet.checkpoint import load_checkpoint
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+from protonet.checkpoint import load_checkpoint  # noqa: E402
+
 PAPER = {(5, 1): 0.988, (5, 5): 0.997, (20, 1): 0.960, (20, 5): 0.989}
+# --smoke: Omniglot with 20 characters of an alphabet of the Vinyals test classes (both tables;
+# the vinyals-* splits read both zips, hence a background character too).
+SAMPLE = {"Keble": 20, "Greek": 1}
 
 
 def run_cli(*args: str) -> dict:
     command = [sys.executable, "-m", "training", *args]
-    output = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def train(preset: str, minutes: float) -> None:
@@ -46,18 +55,22 @@ def train(preset: str, minutes: float) -> None:
     )
 
 
-def evaluate(checkpoint: Path, data: str, split: str, within: bool, episodes: int) -> list[dict]:
+def evaluate(
+    checkpoint: Path, data: Path, split: str, within: bool, args: argparse.Namespace
+) -> list[dict]:
     args = [
         "evaluate",
         "--checkpoint",
         str(checkpoint),
         "--data",
-        data,
+        str(data),
         "--split",
         split,
         "--table",
         "--episodes",
-        str(episodes),
+        str(args.episodes),
+        "--threads",
+        str(args.threads),
         "--json",
     ]
     return run_cli(*args, *(["--within-alphabet"] if within else []))["results"]
@@ -100,7 +113,7 @@ def bundled_table(results: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "omniglot")
     parser.add_argument("--train", action="store_true", help="train both presets first")
     parser.add_argument(
         "--minutes", type=float, default=88.0, help="training budget per model (the target: 90)"
@@ -108,7 +121,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--vinyals", default=str(ROOT / "models/omniglot-vinyals-conv4.pt"))
     parser.add_argument("--bundled", default=str(ROOT / "models/omniglot-conv4.pt"))
-    args = parser.parse_args()
+    parser.add_argument("--threads", type=int, default=0, help="evaluate's (0: all cores)")
+    args = smoke.parse_args(parser, {"episodes": 5, "threads": 1})
     if args.train:
         train("omniglot-vinyals", args.minutes)
         train("omniglot-lake", args.minutes)
@@ -117,11 +131,12 @@ def main() -> None:
     for name, path in (("vinyals", args.vinyals), ("bundled", args.bundled)):
         if not Path(path).is_file():
             sys.exit(f"{name} checkpoint {path} not found: run with --train, or pass --{name}")
-    vinyals = evaluate(Path(args.vinyals), args.data, "vinyals-test", False, args.episodes)
+    with smoke.omniglot(args.data, args.smoke, SAMPLE) as data:
+        vinyals = evaluate(Path(args.vinyals), data, "vinyals-test", False, args)
+        bundled = evaluate(Path(args.bundled), data, "evaluation", True, args)
     print(f"## Vinyals split, test classes ({args.episodes} episodes, 15 queries)\n")
     print(describe(Path(args.vinyals)) + "\n")
     print(vinyals_table(vinyals) + "\n")
-    bundled = evaluate(Path(args.bundled), args.data, "evaluation", True, args.episodes)
     print(f"## Bundled model on images_evaluation ({args.episodes} episodes, 15 queries)\n")
     print(describe(Path(args.bundled)) + "\n")
     print(bundled_table(bundled))

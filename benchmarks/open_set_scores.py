@@ -2,6 +2,7 @@
 
     python benchmarks/open_set_scores.py                 # validation alphabets: the choice
     python benchmarks/open_set_scores.py --final         # + images_evaluation, reported only
+    python benchmarks/open_set_scores.py --smoke         # 2 episodes on 40 characters (tests)
 
 Every candidate is a function of the ``[Q, C]`` squared distances to the prototypes and the
 ``[C]`` shot counts only (what the service has). The choice is made on the lake split's
@@ -14,19 +15,26 @@ for the baseline and the best challenger. The bundled model; 500 episodes (300 w
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
-from protonet.checkpoint import load_checkpoint
-from protonet.open_set import DEFAULT_SCORE, SCORES, ScoreFunction
-from training import omniglot
-from training.episodes import EpisodeShape
-from training.evaluate import embed_imageset, evaluate_open_set
-from training.imageset import ImageSet
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+from protonet.checkpoint import load_checkpoint  # noqa: E402
+from protonet.open_set import DEFAULT_SCORE, SCORES, ScoreFunction  # noqa: E402
+from training import omniglot  # noqa: E402
+from training.episodes import EpisodeShape  # noqa: E402
+from training.evaluate import embed_imageset, evaluate_open_set  # noqa: E402
+from training.imageset import ImageSet  # noqa: E402
+
 SETTINGS = [(5, 1), (5, 5), (20, 1)]
+# --smoke: 40 characters of a held-out background alphabet (20-way within-alphabet open-set
+# episodes need 2 x 20) and of an images_evaluation one (--final).
+SAMPLE = {"Bengali": 40, "Oriya": 40}
 
 
 def _sorted(d: torch.Tensor) -> torch.Tensor:
@@ -58,13 +66,13 @@ CANDIDATES: dict[str, ScoreFunction] = {
 CHALLENGER = "d1 / (mean d)^0.25"  # the best on validation, for the --final report
 
 
-def embeddings(data: str, split: str) -> tuple[torch.Tensor, ImageSet]:
+def embeddings(data: Path, split: str) -> tuple[torch.Tensor, ImageSet]:
     checkpoint = load_checkpoint(ROOT / "models" / "omniglot-conv4.pt")
-    images = omniglot.load_split(Path(data), split, checkpoint.input_spec, progress=False)
+    images = omniglot.load_split(data, split, checkpoint.input_spec, progress=False)
     return embed_imageset(checkpoint.build_encoder(), images, checkpoint.input_spec), images
 
 
-def table(data: str, split: str, methods: list[str], episodes: int) -> str:
+def table(data: Path, split: str, methods: list[str], episodes: int) -> str:
     vectors, images = embeddings(data, split)
     columns = [(w, s, within) for w, s in SETTINGS for within in (True, False)]
     header = "| score | " + " | ".join(
@@ -94,15 +102,18 @@ def table(data: str, split: str, methods: list[str], episodes: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "omniglot")
     parser.add_argument("--final", action="store_true", help="also report images_evaluation")
-    args = parser.parse_args()
+    parser.add_argument("--episodes", type=int, default=500, help="per cell (--final: 300)")
+    args = smoke.parse_args(parser, {"episodes": 2})
     torch.set_num_threads(1)  # tiny per-episode tensors: threads only add overhead
     SCORES.update(CANDIDATES)  # this process only: candidates go through the evaluator's path
     methods = [DEFAULT_SCORE, *CANDIDATES]
-    print(table(args.data, omniglot.LAKE_VALIDATION, methods, 500))
-    if args.final:
-        print(table(args.data, "evaluation", [DEFAULT_SCORE, CHALLENGER], 300))
+    with smoke.omniglot(args.data, args.smoke, SAMPLE) as data:
+        print(table(data, omniglot.LAKE_VALIDATION, methods, args.episodes))
+        if args.final:
+            final = min(args.episodes, 300)
+            print(table(data, "evaluation", [DEFAULT_SCORE, CHALLENGER], final))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Does adapting the rejection thresholds to a collection help? (A benchmark, not a test.)
 
-    PYTHONPATH=. python benchmarks/rejection_adaptation.py [--data DIR] [--episodes 10]
+    python benchmarks/rejection_adaptation.py [--data DIR] [--episodes 10]
+    python benchmarks/rejection_adaptation.py --smoke    # 1 episode, 2 small alphabets (tests)
 
 Collections as a user would make them: per images_evaluation alphabet (never used in training
 or calibration), half its characters registered with K drawings each, the other drawings of
@@ -15,19 +16,24 @@ collection from its held-out (leave-one-out) support scores. Per K: known querie
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from protonet.checkpoint import load_checkpoint
-from protonet.open_set import collection_scale, leave_one_out_distances
-from protonet.prototypes import squared_euclidean
-from service.collections.rejection import RejectionPolicy
-from training import omniglot
-from training.evaluate import embed_imageset
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+from protonet.checkpoint import load_checkpoint  # noqa: E402
+from protonet.open_set import collection_scale, leave_one_out_distances  # noqa: E402
+from protonet.prototypes import squared_euclidean  # noqa: E402
+from service.collections.rejection import RejectionPolicy  # noqa: E402
+from training import omniglot  # noqa: E402
+from training.evaluate import embed_imageset  # noqa: E402
+
+SAMPLE = {"Angelic": 10, "Keble": 10}  # --smoke: 10 characters of 2 images_evaluation alphabets
 ACCEPTANCE = 0.95
 UNKNOWN_PER_CLASS = 5
 SHOTS = (2, 3, 4, 5, 8)
@@ -95,14 +101,15 @@ def measure(vectors, images, policy: RejectionPolicy, shot: int, episodes: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "omniglot"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "omniglot")
     parser.add_argument("--episodes", type=int, default=10, help="per alphabet and shot count")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"episodes": 1})
     torch.set_num_threads(1)
     checkpoint = load_checkpoint(ROOT / "models" / "omniglot-conv4.pt")
     assert checkpoint.rejection is not None
     spec = checkpoint.input_spec
-    images = omniglot.load_split(Path(args.data), "evaluation", spec, progress=False)
+    with smoke.omniglot(args.data, args.smoke, SAMPLE) as data:
+        images = omniglot.load_split(data, "evaluation", spec, progress=False)
     vectors = embed_imageset(checkpoint.build_encoder(), images, spec).numpy()
     policy = RejectionPolicy(checkpoint.rejection, ACCEPTANCE)
     print(HEADER)

@@ -5,6 +5,7 @@ registers a few classes, then sends N sequential single-image queries and prints
 percentiles. Defaults to the bundled model.
 
     python benchmarks/serve_latency.py --queries 500 --classes 20 --threads 1
+    python benchmarks/serve_latency.py --smoke    # a few queries (tests)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from service.client import ProtonetClient
 from service.launcher import local_server
 
@@ -55,7 +57,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="PROTONET_TORCH_THREADS")
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled model")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"queries": 5, "classes": 2, "shots": 2})
 
     rng = np.random.default_rng(0)
     templates = [rng.integers(10, 95, size=(3, 4)) for _ in range(args.classes)]

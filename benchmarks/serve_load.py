@@ -3,8 +3,8 @@
 Starts ``python -m service`` on a free port over a temporary data directory that already holds
 a collection of 100,000 classes (synthetic embeddings written through the storage layer), times
 its start, registers 100 Omniglot characters (5 drawings each, ``images_evaluation.zip``)
-through the API, then drives it with ``wrk`` (installed with apt-get if missing) and prints,
-measured side by side in this one run:
+through the API, then drives it with ``wrk`` (``make wrk`` installs it) and prints, measured
+side by side in this one run:
 
 1. ``GET /healthz`` requests/s at concurrency 32: the HTTP ceiling of this machine;
 2. one-image ``query`` requests/s and p50/p99 latency at concurrency 1, 8, 32;
@@ -14,13 +14,13 @@ measured side by side in this one run:
    collection, the start-to-ready time and the server's memory (RSS).
 
     python benchmarks/serve_load.py [--duration 10] [--threads N] [--large-classes 100000]
+    python benchmarks/serve_load.py --smoke    # tiny sizes, 1 s runs: the code paths (tests)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -40,12 +40,14 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "examples")]
 from omniglot_quickstart import DEFAULT_ZIP, read_characters  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from protonet.model import embedding_dim  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
-from service.collections.encoder import Encoder  # noqa: E402
+from service.collections.encoder import load_encoder  # noqa: E402
 from service.collections.lifecycle import configure_threads  # noqa: E402
+from service.edge.auth import DEFAULT_TENANT  # noqa: E402
 from service.launcher import local_server  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
 from service.storage.repository import Storage  # noqa: E402
@@ -92,29 +94,22 @@ class LoadResult:
     mean_batch: float  # mean rows per encoder batch during the run (server metrics)
 
 
-def ensure_wrk() -> str:
-    """Path of ``wrk``; installs Debian's package when missing and running as root."""
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        sys.exit("wrk is not installed: apt-get install -y wrk (as root), then run again")
-    install = ["apt-get", "install", "-y", "-q", "wrk"]
-    if subprocess.run(install, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], check=True)
-        subprocess.run(install, check=True)
-    return shutil.which("wrk") or sys.exit("wrk still not found after apt-get install")
+def find_wrk() -> str:
+    """Path of ``wrk`` (``make bench-serve`` installs it first)."""
+    return shutil.which("wrk") or sys.exit(
+        "wrk is not installed: make wrk (apt-get install -y wrk), then run again"
+    )
 
 
 def encoder_batches(base_url: str) -> tuple[float, float]:
-    """``(sum, count)`` of the server's encode-stage batch-size histogram."""
+    """``(sum, count)`` of the server's encode-stage batch-size histogram (all models)."""
     text = httpx.get(f"{base_url}/metrics").text
     values = {"sum": 0.0, "count": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            name, labels = sample.name, sample.labels
-            if name.startswith("protonet_batch_size_") and labels == {"stage": "encode"}:
-                values[name.rsplit("_", 1)[1]] = sample.value
+            kind = sample.name.removeprefix("protonet_batch_size_")
+            if kind in values and sample.labels.get("stage") == "encode":
+                values[kind] += sample.value
     return values["sum"], values["count"]
 
 
@@ -125,7 +120,8 @@ class Wrk:
     executable: str
     base_url: str
     script: Path
-    seconds: float
+    seconds: float  # per measured run; wrk counts whole seconds
+    warm_up: float  # seconds of the unmeasured run before each (0: none)
 
     def run(self, path: str, connections: int, bodies: Path | None = None) -> LoadResult:
         """One run (1 wrk thread: it shares the cores with the server); exits on any error."""
@@ -145,7 +141,9 @@ class Wrk:
 
     def warm_and_run(self, path: str, connections: int, bodies: Path | None = None) -> LoadResult:
         """A short unmeasured run first (connections, caches, allocator), then the real one."""
-        Wrk(self.executable, self.base_url, self.script, 2.0).run(path, connections, bodies)
+        if self.warm_up:
+            warm = Wrk(self.executable, self.base_url, self.script, self.warm_up, 0)
+            warm.run(path, connections, bodies)
         return self.run(path, connections, bodies)
 
 
@@ -164,7 +162,7 @@ def store_large_collection(database_url: str, n_classes: int, dim: int, version:
     rng = np.random.default_rng(0)
     storage = Storage(database_url)
     started = time.perf_counter()
-    collection = storage.create_collection("large")
+    collection = storage.create_collection("large", DEFAULT_TENANT)
     for start in range(0, n_classes, 10_000):
         count = min(10_000, n_classes - start)
         labels = [f"class{i}" for i in range(start, start + count)]
@@ -189,7 +187,7 @@ def encoder_images_per_s(threads: int, images: list[bytes], seconds: float) -> f
     server's thread count: the limit of what the query endpoint can reach."""
     configure_threads(threads)
     settings = Settings()
-    encoder = Encoder.load(BUNDLED_CHECKPOINT, "cpu", settings.embed_batch_size, 4096 * 4096)
+    encoder = load_encoder("default", BUNDLED_CHECKPOINT, "cpu", settings.embed_batch_size, 4096**2)
     pixels = np.stack([encoder.to_pixels(png) for png in images[:64]])  # [64, 28, 28]
     for _ in range(5):
         encoder.embed_pixels(pixels)
@@ -231,7 +229,7 @@ def measure_load(wrk: Wrk, workdir: Path, queries: list[bytes]) -> dict[str, Loa
 class Startup:
     store_s: float  # writing the large collection through the storage layer
     ready_s: float  # process start to /readyz 200
-    register_s: float  # 100 Omniglot characters x 5 drawings through the API
+    register_s: float  # --characters Omniglot characters x 5 drawings through the API
     rss_ready_mib: float
     rss_peak_mib: float
 
@@ -274,24 +272,29 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     parser.add_argument("--threads", type=int, help="PROTONET_TORCH_THREADS (default: service's)")
     parser.add_argument("--large-classes", type=int, default=100_000)
+    parser.add_argument("--warm-up", type=float, default=2.0, help="seconds before each run")
+    parser.add_argument("--characters", type=int, default=100, help="registered, 5 drawings each")
     parser.add_argument("--zip", type=Path, default=DEFAULT_ZIP, help="images_evaluation.zip")
-    args = parser.parse_args()
-    executable = ensure_wrk()
-    characters = read_characters(args.zip, 100, seed=0)
+    args = smoke.parse_args(
+        parser, {"duration": 1.0, "warm_up": 0.0, "large_classes": 200, "characters": 5}
+    )
+    executable = find_wrk()
+    characters = read_characters(args.zip, args.characters, seed=0)
     support = {label: pngs[:5] for label, pngs in characters.items()}
-    queries = [png for pngs in characters.values() for png in pngs[5:]]  # 1,500 drawings
+    queries = [png for pngs in characters.values() for png in pngs[5:]]  # 15 per character
     threads = args.threads or default_threads()
     with tempfile.TemporaryDirectory() as workdir:
         results, start = run_server(Path(workdir), executable, args, threads, support, queries)
     encoder_rate = encoder_images_per_s(threads, queries, args.duration)  # server gone: idle
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n{stamp}; {machine()}; torch {torch.__version__}, {threads} torch thread(s);")
-    print(f"wrk 1 thread, {args.duration:g} s per run after a 2 s warm-up.\n")
+    print(f"wrk 1 thread, {args.duration:g} s per run after a {args.warm_up:g} s warm-up.\n")
     print_load_table(results, encoder_rate)
     print_targets(results, encoder_rate, start)
     print(
         f"\nstoring {args.large_classes:,} classes through the storage layer: "
-        f"{start.store_s:.1f} s; registering 100 characters x 5 drawings through the API: "
+        f"{start.store_s:.1f} s; registering {args.characters} characters x 5 drawings through "
+        f"the API: "
         f"{start.register_s:.1f} s; RSS when ready: {start.rss_ready_mib:,.0f} MiB"
     )
 
@@ -322,7 +325,7 @@ def run_server(
         register_s = register_omniglot(server.url, support)
         script = workdir / "wrk.lua"
         script.write_text(WRK_SCRIPT)
-        wrk = Wrk(executable, server.url, script, args.duration)
+        wrk = Wrk(executable, server.url, script, args.duration, args.warm_up)
         results = measure_load(wrk, workdir, queries)
         _, rss_peak = rss_mib(server.process.pid)
     return results, Startup(store_s, ready_s, register_s, rss_ready, rss_peak)
