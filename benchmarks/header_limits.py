@@ -99,10 +99,10 @@ async def tiny_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def serve_tiny(port: int, kind: str) -> None:
     import uvicorn
 
-    from service.edge.http_limits import HeaderLimits, bounded_http_protocol
-
     protocol: Any = kind
-    if kind == "bounded":
+    if kind == "bounded":  # imported here: uvicorn's own protocols need none of the service
+        from service.edge.http_limits import HeaderLimits, bounded_http_protocol
+
         protocol = bounded_http_protocol(HeaderLimits(max_bytes=65536, timeout=10.0))
     uvicorn.run(tiny_app, port=port, http=protocol, log_level="error", lifespan="off")
 

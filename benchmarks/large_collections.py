@@ -2,7 +2,8 @@
 1,000,000 classes, in process and through the real service.
 
     python benchmarks/large_collections.py [--sizes 10000,100000,1000000] [--queries 1000]
-        [--http-seconds 10] [--nprobes 16,32,64] [--workdir DIR] [--keep] [--quick]
+        [--http-seconds 10] [--nprobes 16,32,64] [--workdir DIR] [--keep]
+    python benchmarks/large_collections.py --smoke    # 1,000 classes, 40 characters (tests)
 
 Geometry (not uniform noise): the bundled encoder embeds ``images_background`` drawings
 (``--drawings`` per character for the 964 real prototypes; the other drawings are held out as
@@ -72,6 +73,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
@@ -79,11 +81,14 @@ from service.collections.encoder import ImageEncoder, load_encoder  # noqa: E402
 from service.collections.exact_index import ExactIndex, Ranking  # noqa: E402
 from service.collections.ivf_index import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
 from service.collections.lifecycle import configure_threads, default_threads  # noqa: E402
+from service.edge.auth import DEFAULT_TENANT  # noqa: E402
 from service.launcher import LocalServer, start, stop  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
 from service.storage.repository import Storage  # noqa: E402
 
 DEFAULT_ZIP = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "images_background.zip"
+# --smoke: 20 characters of two background alphabets instead of all 964.
+SAMPLE = {"Alphabet_of_the_Magi": 20, "Anglo-Saxon_Futhorc": 20}
 COLLECTION = "large"
 FILL_CHUNK = 20_000  # rows per add_examples call (one transaction)
 TOP_K = 5
@@ -106,7 +111,21 @@ def percentiles(values: np.ndarray, points: tuple[float, ...] = (5, 50, 95)) -> 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 QUIET = 0.10  # most CPU share of other processes before a timed measurement starts
-PATIENCE = 180.0  # longest wait for that, seconds
+
+
+@dataclass
+class Timing:
+    """How timed measurements run: each waits up to ``patience`` seconds for a quiet machine
+    (other processes under ``QUIET``) and is taken again, up to ``tries`` times, while it was
+    not; a time per query is the median of at least ``calls`` calls over about ``seconds``."""
+
+    patience: float = 180.0
+    tries: int = 3
+    seconds: float = 0.5
+    calls: int = 20
+
+
+TIMING = Timing()  # --smoke: no waiting, a few calls (main sets it)
 
 
 def machine_busy_ticks() -> int:
@@ -149,29 +168,29 @@ class OtherProcesses:
 
 
 def wait_until_quiet(pids: tuple[int, ...] = ()) -> None:
-    """Wait (at most ``PATIENCE`` s) for a second in which other processes used under
+    """Wait (at most ``TIMING.patience`` s) for a second in which other processes used under
     ``QUIET`` of the machine's CPU."""
-    deadline = time.monotonic() + PATIENCE
+    if not TIMING.patience:
+        return
+    deadline = time.monotonic() + TIMING.patience
     while time.monotonic() < deadline:
         others = OtherProcesses(pids)
         time.sleep(1.0)
         if (share := others.share()) < QUIET:
             return
         log(f"  other processes use {share:.0%} of the CPU: waiting")
-    log(f"  still busy after {PATIENCE:.0f} s: measuring anyway (see 'other CPU')")
+    log(f"  still busy after {TIMING.patience:.0f} s: measuring anyway (see 'other CPU')")
 
 
 T = TypeVar("T")
 
 
-def quietly(
-    measure: Callable[[], T], pids: tuple[int, ...] = (), tries: int = 3
-) -> tuple[T, float]:
+def quietly(measure: Callable[[], T], pids: tuple[int, ...] = ()) -> tuple[T, float]:
     """``(result, other processes' CPU share meanwhile)`` of ``measure()``, run once other
-    processes are quiet; again (up to ``tries`` times) while they were not, keeping the
+    processes are quiet; again (up to ``TIMING.tries`` times) while they were not, keeping the
     quietest run."""
     best: tuple[T, float] | None = None
-    for _ in range(tries):
+    for _ in range(TIMING.tries):
         wait_until_quiet(pids)
         others = OtherProcesses(pids)
         result = measure()
@@ -327,17 +346,17 @@ def recall(found: np.ndarray, truth: np.ndarray, k: int) -> float:
 
 def ms_per_query(index: ExactIndex | IVFIndex, queries: np.ndarray, batch: int) -> float:
     """Median milliseconds per query of ``index.rank`` on batches of ``batch`` queries
-    (at least 20 calls and about 0.5 s, after 3 unmeasured ones)."""
+    (at least ``TIMING.calls`` calls and about ``TIMING.seconds``, after 3 unmeasured ones)."""
     batches = [queries[i : i + batch] for i in range(0, len(queries) - batch + 1, batch)]
     for rows in batches[:3]:
         index.rank(rows, TOP_K)
     times: list[float] = []
-    deadline = time.perf_counter() + 0.5
+    deadline = time.perf_counter() + TIMING.seconds
     for rows in itertools.cycle(batches):
         began = time.perf_counter()
         index.rank(rows, TOP_K)
         times.append(time.perf_counter() - began)
-        if len(times) >= 20 and time.perf_counter() > deadline:
+        if len(times) >= TIMING.calls and time.perf_counter() > deadline:
             break
     return float(np.median(times)) * 1000 / batch
 
@@ -678,7 +697,7 @@ def fill_database(data_dir: Path, kind: str, prototypes: np.ndarray, version: st
     storage = Storage(Settings(data_dir=data_dir).resolved_database_url())
     began = time.perf_counter()
     try:
-        collection = storage.create_collection(COLLECTION, index_kind=kind)
+        collection = storage.create_collection(COLLECTION, DEFAULT_TENANT, index_kind=kind)
         for first in range(0, len(prototypes), FILL_CHUNK):
             rows = prototypes[first : first + FILL_CHUNK]
             labels = [f"c{i:07d}" for i in range(first, first + len(rows))]
@@ -776,7 +795,8 @@ def measure_queries(
     if measure_floor:
         health = [http_request("GET", "/healthz")]
         wait_until_quiet((pid,))
-        served.floor = [drive(port, health, c, 2.0, 2000, pid) for c in (1, 8)]
+        seconds, most = min(2.0, args.http_seconds), min(2000, args.http_requests)
+        served.floor = [drive(port, health, c, seconds, most, pid) for c in (1, 8)]
     agree = total = 0
     for concurrency in (1, 8):
         drive(port, requests, concurrency, 1.0, 8 * concurrency, pid)  # warm-up, not measured
@@ -965,7 +985,7 @@ def print_http(rows: list[Served], threads: int, exact_max: int) -> None:
         print(f"\nHTTP floor, GET /healthz with the same client: {text}")
     print(
         "\nother CPU: share of the machine's CPU used by other processes meanwhile (each timed "
-        f"measurement waits up to {PATIENCE:.0f} s for a second under {QUIET:.0%} first)"
+        f"measurement waits up to {TIMING.patience:.0f} s for a second under {QUIET:.0%} first)"
     )
 
 
@@ -1033,16 +1053,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep databases and server logs")
     parser.add_argument("--no-http", action="store_true", help="in-process measurements only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="10,000 classes, small counts")
-    args = parser.parse_args()
-    if args.quick:
-        args.sizes, args.queries, args.nprobes = [10_000], 200, [32]
-        args.crossover_sizes, args.http_seconds, args.http_requests = [300, 10_000], 3.0, 500
-    return args
+    sizes_smoke = {"sizes": [1000], "queries": 50, "nprobes": [], "crossover_sizes": [300]}
+    return smoke.parse_args(
+        parser, {**sizes_smoke, "http_seconds": 0.3, "http_requests": 20, "drawings": 2}
+    )
 
 
 def main() -> None:
     args = parse_args()
+    if args.smoke:  # no waiting for a quiet machine, a few calls per timing
+        TIMING.patience, TIMING.tries, TIMING.seconds, TIMING.calls = 0.0, 1, 0.0, 3
     args.settings = Settings()  # PROTONET_IVF_NPROBE, PROTONET_EXACT_MAX_CLASSES as served
     nprobe, exact_max = args.settings.ivf_nprobe, args.settings.exact_max_classes
     if nprobe not in args.nprobes:
@@ -1057,7 +1077,8 @@ def main() -> None:
         configure_threads(os.cpu_count() or 1)
         encoder = load_encoder("default", BUNDLED_CHECKPOINT, "cpu", 256, 4096 * 4096)
         log(f"embedding images_background ({args.drawings} drawings per character + held out)")
-        geometry = measure_geometry(encoder, args.zip, args.drawings, rng)
+        with smoke.omniglot(args.zip.parent, args.smoke, SAMPLE) as data:
+            geometry = measure_geometry(encoder, data / args.zip.name, args.drawings, rng)
         del encoder
         crossover = []
         for n in args.crossover_sizes:

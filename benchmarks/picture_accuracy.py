@@ -3,6 +3,7 @@ picture table; a benchmark, not a test).
 
     python benchmarks/picture_accuracy.py                      # the bundled models, 600 episodes
     python benchmarks/picture_accuracy.py --episodes 100       # quicker, wider intervals
+    python benchmarks/picture_accuracy.py --smoke              # 5 episodes, 20 emoji (tests)
 
 Classes: the emoji of the test subcategories (training/emoji.py: whole subcategories held out,
 never trained, validated or selected on). An emoji's drawings are by different vendors, so every
@@ -17,25 +18,32 @@ same episodes (same seed):
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from protonet.checkpoint import Checkpoint, load_checkpoint
-from protonet.mobilenet import ImageBaseSpec
-from protonet.preprocessing import to_pixels
-from protonet.text import embed_base
-from training.emoji import load_emoji, split_emoji
-from training.episodes import EpisodeShape
-from training.evaluate import EvaluationResult, embed_imageset, evaluate
-from training.imageset import ImageSet
-from training.picture_trainer import base_features
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+from protonet.checkpoint import Checkpoint, load_checkpoint  # noqa: E402
+from protonet.mobilenet import ImageBaseSpec  # noqa: E402
+from protonet.preprocessing import to_pixels  # noqa: E402
+from protonet.text import embed_base  # noqa: E402
+from training.emoji import load_emoji, split_emoji  # noqa: E402
+from training.episodes import EpisodeShape  # noqa: E402
+from training.evaluate import EvaluationResult, embed_imageset, evaluate  # noqa: E402
+from training.imageset import ImageSet  # noqa: E402
+from training.picture_trainer import base_features  # noqa: E402
+
 SETTINGS = ((5, 1), (5, 5), (20, 1))
 QUERIES = 1  # one query drawing per class and episode: emoji have 2 to 14 drawings each
+# --smoke: the first 20 emoji of the test subcategories (20-way episodes need 20), drawn by the
+# two PNG vendors and 4 Iconify sets (5-shot episodes need 6 drawings).
+SAMPLE, ICON_SETS = 20, ("emojione", "fluent-emoji-flat", "noto", "twemoji")
 
 
 def test_classes(data: Path, pictures: Checkpoint, cache: Path | None) -> ImageSet:
@@ -96,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--omniglot", type=Path, default=ROOT / "models" / "omniglot-conv4.pt")
     parser.add_argument("--episodes", type=int, default=600)
     parser.add_argument("--cache-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = smoke.parse_args(parser, {"episodes": 5}, argv)
     pictures, pen = load_checkpoint(args.pictures), load_checkpoint(args.omniglot)
-    images = test_classes(args.data, pictures, args.cache_dir)
+    with smoke.emoji(args.data, args.smoke, SAMPLE, ICON_SETS) as data:
+        images = test_classes(data, pictures, args.cache_dir)
     embeddings = picture_embeddings(images, pictures, args.cache_dir)
     embeddings["Omniglot Conv-4"] = pen_stroke_embeddings(images, pen)
     groups = len(set(images.class_groups))

@@ -6,9 +6,9 @@ Starts ``python -m service`` with the three bundled models (Makefile's MODELS), 
 (b) latency: one picture per request at concurrency 1 (a collection of 5 emoji, 2 drawings
     each), p50 and p99 over ``--requests``, beside the served encoder alone (decode, preprocess
     and embed one picture, the same code in this process);
-(c) throughput: 64 pictures per request, pictures/s through HTTP against the encoder alone
-    (decode, preprocess and embed 64 pictures), rounds of the two interleaved so that a noisy
-    neighbour slows both alike; the ratio of their medians and of their best rounds;
+(c) throughput: ``--batch`` (64) pictures per request, pictures/s through HTTP against the
+    encoder alone (decode, preprocess and embed as many), rounds of the two interleaved so that
+    a noisy neighbour slows both alike; the ratio of their medians and of their best rounds;
 (d) the server's RSS after (b) and (c).
 
 The encoder alone runs in a plain Python process, glibc's malloc as it comes; with
@@ -16,6 +16,7 @@ The encoder alone runs in a plain Python process, glibc's malloc as it comes; wi
 shows what HTTP, decoding and batching cost without the service's allocator gain.
 
     python benchmarks/picture_service.py --threads 1 [--tuned-alone]
+    python benchmarks/picture_service.py --smoke    # a few requests of 4 pictures (tests)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from service.client import ProtonetClient
 from service.collections.encoder import Encoder, load_encoder
 from service.edge.heap import tune_malloc_for_encoders
@@ -42,7 +44,7 @@ MODELS = {
     "intents": REPO_ROOT / "models" / "banking77-minilm.pt",
     "pictures": REPO_ROOT / "models" / "pictures-mobilenetv2.pt",
 }
-BATCH = 64
+SUPPORT = 10  # the collection's pictures: the last files read, 2 per emoji
 
 
 def rss_mib(pid: int) -> float:
@@ -74,11 +76,11 @@ def embed_alone(encoder: Encoder, batch: list[bytes]) -> None:
     encoder.embed_batch(encoder.stack([encoder.stage_one(data) for data in batch]))
 
 
-def alone_latencies(encoder: Encoder, files: list[bytes]) -> list[float]:
-    """Seconds of the encoder alone on one picture, for 200 pictures."""
+def alone_latencies(encoder: Encoder, files: list[bytes], count: int) -> list[float]:
+    """Seconds of the encoder alone on one picture, for ``count`` pictures."""
     embed_alone(encoder, files[:1])  # warm-up
     times = []
-    for data in files[:200]:
+    for data in files[:count]:
         started = time.perf_counter()
         embed_alone(encoder, [data])
         times.append(time.perf_counter() - started)
@@ -86,10 +88,9 @@ def alone_latencies(encoder: Encoder, files: list[bytes]) -> list[float]:
 
 
 def interleaved_rounds(
-    client: ProtonetClient, name: str, encoder: Encoder, files: list[bytes], rounds: int
+    client: ProtonetClient, name: str, encoder: Encoder, items: list[bytes], rounds: int
 ) -> tuple[list[float], list[float]]:
-    """Seconds per 64-picture round through HTTP and through the encoder alone, taken in turn."""
-    items = files[:BATCH]
+    """Seconds per round of ``items`` through HTTP and through the encoder alone, in turn."""
     client.query(name, items)  # warm-up
     embed_alone(encoder, items)
     http, alone = [], []
@@ -116,17 +117,20 @@ def main() -> None:
         "--threads", type=int, default=1, help="PROTONET_TORCH_THREADS (the default on 2 cores)"
     )
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=20, help="64-picture rounds of each")
+    parser.add_argument("--rounds", type=int, default=20, help="--batch rounds of each")
+    parser.add_argument("--batch", type=int, default=64, help="pictures per request in (c)")
+    parser.add_argument("--files", type=int, default=400, help="pictures read (one vendor's)")
     parser.add_argument(
         "--tuned-alone", action="store_true", help="the encoder alone with the service's malloc"
     )
-    args = parser.parse_args()
+    sizes = {"requests": 3, "rounds": 2, "batch": 4, "files": 2 * SUPPORT}
+    args = smoke.parse_args(parser, sizes)
     torch.set_num_threads(args.threads)
     if args.tuned_alone:
         tune_malloc_for_encoders()
-    files = pictures(args.data / "google", 400)
+    files = pictures(args.data / "google", args.files)
     # The encoder alone, loaded here before the server starts so both run in turn below.
-    encoder = load_encoder("alone", MODELS["pictures"], "cpu", BATCH, 4096 * 4096)
+    encoder = load_encoder("alone", MODELS["pictures"], "cpu", args.batch, 4096 * 4096)
     with tempfile.TemporaryDirectory() as tmp:
         env = {
             "PROTONET_DATA_DIR": str(Path(tmp) / "data"),
@@ -144,20 +148,20 @@ def main() -> None:
             pid = server.process.pid
             print(f"(a) three models ready in {ready:.1f} s; RSS {rss_mib(pid):.0f} MiB")
             client.create_collection("emoji", model="pictures")
-            support = [(f"emoji-{i // 2}", files[300 + i]) for i in range(10)]
+            support = [(f"emoji-{i // 2}", file) for i, file in enumerate(files[-SUPPORT:])]
             client.add_support("emoji", support)
             http_single = latencies(client, "emoji", files, args.requests)
-            alone_single = alone_latencies(encoder, files)
+            alone_single = alone_latencies(encoder, files, min(200, args.requests))
             http_batch, alone_batch = interleaved_rounds(
-                client, "emoji", encoder, files, args.rounds
+                client, "emoji", encoder, files[: args.batch], args.rounds
             )
             rss_after = rss_mib(pid)
     print(f"(b) one picture per request:  HTTP {milliseconds(http_single)}")
     print(f"                      encoder alone {milliseconds(alone_single)}")
     for what, pick in (("median", statistics.median), ("best", min)):
-        http_rate, alone_rate = BATCH / pick(http_batch), BATCH / pick(alone_batch)
+        http_rate, alone_rate = args.batch / pick(http_batch), args.batch / pick(alone_batch)
         print(
-            f"(c) {BATCH} per request, {what} of {args.rounds} rounds: HTTP {http_rate:6.1f}/s"
+            f"(c) {args.batch} per request, {what} of {args.rounds} rounds: HTTP {http_rate:6.1f}/s"
             f"   encoder alone {alone_rate:6.1f}/s   ratio {http_rate / alone_rate:.2f}"
         )
     print(f"(d) server RSS after (b) and (c): {rss_after:.0f} MiB")

@@ -30,8 +30,9 @@ errors included. PROTONET_* variables of the caller's environment are ignored (P
 ``service.launcher.POSTGRES_ADMIN_URL``, trust auth); others, e.g. ``OMP_NUM_THREADS``, reach
 the servers. The servers' logs (level warning) go to ``--log-dir`` if given.
 
-    python benchmarks/scale_out.py [--quick] [--writes 200] [--pairs 1000] [--duration 10]
+    python benchmarks/scale_out.py [--writes 200] [--pairs 1000] [--duration 10]
         [--upgrade-examples 6000] [--kills 10] [--sections 1,2,3,4,5] [--log-dir DIR]
+    python benchmarks/scale_out.py --smoke    # every section at tiny sizes (tests)
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from service.client import Calls, ProtonetAPIError, ProtonetClient  # noqa: E402
@@ -374,10 +376,11 @@ class Rate:
 
 
 def fixed_duration_load(
-    url: str, path: str, bodies: Sequence[bytes] | None, seconds: float, warmup: float = 2.0
+    url: str, path: str, bodies: Sequence[bytes] | None, seconds: float
 ) -> Rate:
-    """A ``warmup`` unmeasured run, then ``seconds`` measured, at CONCURRENCY."""
-    for duration, measured in ((warmup, False), (seconds, True)):
+    """A warm-up (2 s, at most ``seconds``) unmeasured, then ``seconds`` measured, at
+    CONCURRENCY."""
+    for duration, measured in ((min(2.0, seconds), False), (seconds, True)):
         deadline = time.perf_counter() + duration
         cpu_before, started = time.process_time(), time.perf_counter()
         samples = asyncio.run(
@@ -933,34 +936,21 @@ def print_server_logs(log_dir: Path) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--writes", type=int, help="1: writes timed to visibility (200)")
-    parser.add_argument("--pairs", type=int, help="2: write-then-query pairs (1000)")
-    parser.add_argument("--duration", type=float, help="3: seconds per throughput run (10)")
-    parser.add_argument("--upgrade-examples", type=int, help="4: stored examples (6000)")
-    parser.add_argument("--baseline", type=float, help="4: seconds of load before it (5)")
-    parser.add_argument("--after", type=float, help="4: seconds of load on B after it (5)")
-    parser.add_argument("--kills", type=int, help="5: SIGKILLs (10)")
-    parser.add_argument("--kill-interval", type=float, help="5: seconds of writes between (2)")
+    parser.add_argument("--writes", type=int, default=200, help="1: writes timed to visibility")
+    parser.add_argument("--pairs", type=int, default=1000, help="2: write-then-query pairs")
+    parser.add_argument("--duration", type=float, default=10.0, help="3: seconds per run")
+    parser.add_argument("--upgrade-examples", type=int, default=6000, help="4: stored examples")
+    parser.add_argument("--baseline", type=float, default=5.0, help="4: seconds of load before")
+    parser.add_argument("--after", type=float, default=5.0, help="4: seconds of load on B after")
+    parser.add_argument("--kills", type=int, default=10, help="5: SIGKILLs")
+    parser.add_argument("--kill-interval", type=float, default=2.0, help="5: seconds between")
     parser.add_argument(
         "--sections", default="1,2,3,4,5", help="which measurements to run, e.g. 1,2"
     )
     parser.add_argument("--log-dir", type=Path, help="keep the server logs here")
-    args = parser.parse_args()
-    defaults: dict[str, tuple[float, float]] = {  # (full run, --quick)
-        "writes": (200, 20),
-        "pairs": (1000, 50),
-        "duration": (10.0, 2.0),
-        "upgrade_examples": (6000, 1000),
-        "baseline": (5.0, 2.0),
-        "after": (5.0, 2.0),
-        "kills": (10, 3),
-        "kill_interval": (2.0, 1.0),
-    }
-    for name, (full, quick) in defaults.items():
-        if getattr(args, name) is None:
-            value = quick if args.quick else full
-            setattr(args, name, type(full)(value))
+    sizes = {"writes": 3, "pairs": 4, "duration": 0.5, "upgrade_examples": 20}
+    durations = {"baseline": 0.5, "after": 0.5, "kills": 1, "kill_interval": 0.5}
+    args = smoke.parse_args(parser, {**sizes, **durations})
     args.sections = {int(part) for part in args.sections.split(",") if part.strip()}
     return args
 

@@ -104,18 +104,24 @@ def write_omniglot_sample(source: Path, dest: Path, alphabets: Mapping[str, int]
 
 
 @contextmanager
-def emoji(data: Path, smoke: bool, count: int, split: str = "test") -> Iterator[Path]:
+def emoji(
+    data: Path, smoke: bool, count: int, icon_sets: Sequence[str], split: str = "test"
+) -> Iterator[Path]:
     """The emoji folder ``data``; in a smoke run, a small copy of it in a temporary folder: the
     catalogue's first ``count`` emoji of ``split``'s subcategories, their vendor PNGs, and the
-    Iconify sets (linked: only those emoji are drawn from them)."""
+    Iconify sets named in ``icon_sets`` (e.g. ``"noto"``; linked: only those emoji are drawn
+    from them. Sets without code points in their ``chars.json`` join through the names of
+    those with: keep one of those)."""
     if not smoke:
         yield Path(data)
         return
     with tempfile.TemporaryDirectory(prefix="emoji-smoke-") as scratch:
-        yield write_emoji_sample(Path(data), Path(scratch), count, split)
+        yield write_emoji_sample(Path(data), Path(scratch), count, icon_sets, split)
 
 
-def write_emoji_sample(source: Path, dest: Path, count: int, split: str) -> Path:
+def write_emoji_sample(
+    source: Path, dest: Path, count: int, icon_sets: Sequence[str], split: str
+) -> Path:
     from training.emoji import PNG_STYLES, emoji_key, has_skin_tone, subcategory_split
 
     entries = json.loads((source / "emoji.json").read_text())
@@ -133,6 +139,7 @@ def write_emoji_sample(source: Path, dest: Path, count: int, split: str) -> Path
             if emoji_key(png.stem) in keys:
                 (dest / style / png.name).write_bytes(png.read_bytes())
     (dest / "iconify").mkdir()
-    for tarball in sorted((source / "iconify").glob("*.tgz")):
+    for name in icon_sets:  # iconify-json-<name>-<version>.tgz
+        (tarball,) = (source / "iconify").glob(f"iconify-json-{name}-[0-9]*.tgz")
         (dest / "iconify" / tarball.name).symlink_to(tarball.resolve())
     return dest

@@ -9,10 +9,11 @@ embeddings). Then:
 (a) issue 16's setting 2: per draw (seeded), 8 examples of each of the 77 intents from
     train.csv into one collection per text model, and every text of test.csv as queries;
     accuracy per draw, mean and 95% interval (1.96 standard errors over the draws);
-(b) throughput: one-sentence and 64-sentence queries through HTTP, against the served
-    encoder alone (the same code, in this process), printed side by side.
+(b) throughput: one-sentence and ``--batch``-sentence (64) queries through HTTP, against the
+    served encoder alone (the same code, in this process), printed side by side.
 
     HF_HUB_OFFLINE=1 python benchmarks/text_service.py --draws 10 --threads 2
+    HF_HUB_OFFLINE=1 python benchmarks/text_service.py --smoke    # 1 draw, 20 queries (tests)
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from protonet.model import build_encoder, linear_head_config
 from protonet.preprocessing import InputSpec
 from service.client import ProtonetClient, text
@@ -135,9 +137,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="PROTONET_TORCH_THREADS")
     parser.add_argument("--single-requests", type=int, default=200)
     parser.add_argument("--batch-requests", type=int, default=20)
-    args = parser.parse_args()
+    parser.add_argument("--batch", type=int, default=64, help="sentences per batch request")
+    parser.add_argument("--test-texts", type=int, default=0, help="(a)'s queries: 0 = all")
+    sizes = {"draws": 1, "shots": 1, "test_texts": 20, "batch": 8}
+    args = smoke.parse_args(parser, {**sizes, "single_requests": 3, "batch_requests": 2})
     torch.set_num_threads(args.threads)
     train, test = read_csv(args.data / "train.csv"), read_csv(args.data / "test.csv")
+    queried = test[: args.test_texts or None]
     print(f"checkpoint {args.checkpoint}; {len(train)} train, {len(test)} test texts")
     with tempfile.TemporaryDirectory() as tmp:
         base = base_checkpoint(Path(tmp) / "minilm-base.pt")
@@ -154,12 +160,16 @@ def main() -> None:
             local_server(env, log_file=log) as server,
             ProtonetClient(server.url, timeout=600) as client,
         ):
-            print("(a) all 77 intents, 8 examples each from train.csv, whole test.csv, via HTTP")
+            print(
+                f"(a) all 77 intents, {args.shots} examples each from train.csv, "
+                f"{'whole test.csv' if queried is test else f'{len(queried)} test texts'}, "
+                "via HTTP"
+            )
             results: dict[str, list[float]] = {"intents": [], "base": []}
             for draw in range(args.draws):
                 support = draw_support(train, args.shots, args.seed + draw)
                 for model in results:
-                    results[model].append(accuracy(client, model, support, test))
+                    results[model].append(accuracy(client, model, support, queried))
                 print(
                     f"  draw {draw}: " + ", ".join(f"{m} {v[-1]:.4f}" for m, v in results.items())
                 )
@@ -173,7 +183,7 @@ def main() -> None:
                 chunk = support[start : start + CHUNK]
                 client.add_support("banking77-speed", [(i, text(s)) for i, s in chunk])
             sentences = [sentence for sentence, _ in test]
-            for batch, requests in ((1, args.single_requests), (64, args.batch_requests)):
+            for batch, requests in ((1, args.single_requests), (args.batch, args.batch_requests)):
                 http = throughput(client, sentences, batch, requests)
                 alone = encoder_throughput(args.checkpoint, sentences, batch, requests)
                 print(

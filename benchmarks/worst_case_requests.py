@@ -34,6 +34,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from benchmarks.machine import machine
 from benchmarks.request_memory import rss_bytes
 from service.launcher import REPO_ROOT, local_server
@@ -214,8 +215,8 @@ def prepare(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="small sizes, short probes")
-    args = parser.parse_args()
+    parser.add_argument("--alone", type=float, default=3.0, help="seconds of the probe alone")
+    args = smoke.parse_args(parser, {"alone": 0.5})  # and smaller requests: cases()
     env = {
         "PROTONET_MODELS": MODELS,
         "PROTONET_MAX_CONCURRENT_REQUESTS": "64",  # the default (local_server turns it off)
@@ -235,7 +236,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         ok = True
         for case in cases(args.smoke):
-            row, passed = measure(server.url, server.process.pid, case, 0.5 if args.smoke else 3.0)
+            row, passed = measure(server.url, server.process.pid, case, args.alone)
             print(row, flush=True)
             ok &= passed
     sys.exit(0 if ok else 1)
