@@ -19,8 +19,9 @@ with ``SMOKE`` the options' smoke values, e.g. ``{"episodes": 5, "seconds": 0.2}
 ``--smoke``, and with it those values replace the options' defaults (values given on the
 command line still win). A size that is no option yet becomes one (``help=argparse.SUPPRESS``
 if only the smoke run needs it), or the code reads ``args.smoke``. Real data is read whole
-where a full run reads it whole, which is no smoke: :func:`omniglot` and :func:`emoji` give
-the script a small copy of the shared folder instead (the same layout, a few classes). Then
+where a full run reads it whole, which is no smoke: :func:`omniglot`, :func:`emoji` and
+:func:`banking77` give the script a small copy of the shared folder instead (the same layout,
+a few classes or texts). Then
 give the script an entry in ``tests/benchmarks/test_smoke.py``'s ``SMOKES``: the lines its
 report must show and the shared data it needs, if any.
 """
@@ -28,7 +29,9 @@ report must show and the shared data it needs, if any.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import shutil
 import tempfile
 import zipfile
 from collections import Counter
@@ -142,4 +145,31 @@ def write_emoji_sample(
     for name in icon_sets:  # iconify-json-<name>-<version>.tgz
         (tarball,) = (source / "iconify").glob(f"iconify-json-{name}-[0-9]*.tgz")
         (dest / "iconify" / tarball.name).symlink_to(tarball.resolve())
+    return dest
+
+
+@contextmanager
+def banking77(data: Path, smoke: bool, per_intent: int) -> Iterator[Path]:
+    """The Banking77 folder ``data``; in a smoke run, a small copy of it in a temporary folder:
+    the first ``per_intent`` texts of every intent in each CSV file, the same categories."""
+    if not smoke:
+        yield Path(data)
+        return
+    with tempfile.TemporaryDirectory(prefix="banking77-smoke-") as scratch:
+        yield write_banking77_sample(Path(data), Path(scratch), per_intent)
+
+
+def write_banking77_sample(source: Path, dest: Path, per_intent: int) -> Path:
+    shutil.copy(source / "categories.json", dest / "categories.json")
+    for name in ("train.csv", "test.csv"):
+        with open(source / name, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        taken: Counter[str] = Counter()
+        with open(dest / name, "w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=["text", "category"])
+            writer.writeheader()
+            for row in rows:
+                if taken[row["category"]] < per_intent:
+                    taken[row["category"]] += 1
+                    writer.writerow({"text": row["text"], "category": row["category"]})
     return dest

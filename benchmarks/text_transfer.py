@@ -19,32 +19,43 @@ Candidates: each ``--checkpoint`` (a text head), blends ``(1 - a) I + a W`` of t
 one's linear map with the identity, and the closed-form whitening starts of the 40 training
 intents (``training.head_trainer.whitening_start``) at several shrinkages, before any episode.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/text_transfer.py --skills SKILLS \\
+    .venv/bin/python benchmarks/text_transfer.py --skills SKILLS \\
         --checkpoint runs/banking77-minilm/best.pt
+    .venv/bin/python benchmarks/text_transfer.py --smoke    # 3 texts per intent, 2 draws (tests)
+
+``--smoke`` without ``--skills`` writes a small skills folder of its own (two skills, two
+intents each, sentences made up here); its candidate is the bundled text head.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from protonet.checkpoint import load_checkpoint
-from protonet.model import LinearHead, build_encoder, linear_head_config
-from protonet.text import base_identity, embed_base
-from training.head_trainer import whitening_start
-from training.skill_intents import load_skill_intents
-from training.text_evaluate import (
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import smoke  # noqa: E402
+from protonet.checkpoint import load_checkpoint  # noqa: E402
+from protonet.model import LinearHead, build_encoder, linear_head_config  # noqa: E402
+from protonet.text import base_identity, embed_base  # noqa: E402
+from training.head_trainer import whitening_start  # noqa: E402
+from training.skill_intents import load_skill_intents  # noqa: E402
+from training.text_evaluate import (  # noqa: E402
     SELECTION_GROUPS,
     draw_hits,
     prototype_classifier,
     within_train_draws,
 )
-from training.textset import (
+from training.textset import (  # noqa: E402
     TextSet,
     base_embeddings,
     load_banking77,
@@ -114,33 +125,71 @@ def candidates(
         )
 
 
+# --smoke without --skills: two made-up skills of two intents, 2 x 2 x 4 x 2 = 32 sentences each
+SMOKE_SKILLS = {
+    "skill-weather": {
+        "current": "(what|how) (is|was) the (weather|sky|rain|wind) (today|now)",
+        "forecast": "(will|could) it (rain|snow|freeze|clear) (tomorrow|tonight) (here|there)",
+    },
+    "skill-time": {
+        "clock": "(what|tell me the) time (is it|it is) (here|there|now|please) (ok|then)",
+        "date": "(what|which) (day|date) (is|was) it (today|yesterday) (here|there)",
+    },
+}
+
+
+@contextmanager
+def skills_folder(skills: Path | None, smoke_run: bool) -> Iterator[Path]:
+    """``--skills``; in a smoke run without it, a folder of :data:`SMOKE_SKILLS`."""
+    if skills is not None or not smoke_run:
+        if skills is None:
+            sys.exit("--skills DIR is required (unpacked OpenVoiceOS skill packages)")
+        yield skills
+        return
+    with tempfile.TemporaryDirectory(prefix="skills-smoke-") as scratch:
+        for skill, intents in SMOKE_SKILLS.items():
+            locale = Path(scratch) / skill / "locale" / "en-us"
+            locale.mkdir(parents=True)
+            for intent, template in intents.items():
+                (locale / f"{intent}.intent").write_text(template + "\n")
+        yield Path(scratch)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/banking77", type=Path)
-    parser.add_argument("--skills", required=True, type=Path, help="unpacked OVOS skills")
+    parser.add_argument("--skills", type=Path, help="unpacked OVOS skills (required)")
     parser.add_argument("--checkpoint", action="append", default=[], type=Path)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--shots", type=int, default=8, help="support texts per intent")
+    parser.add_argument("--draws", type=int, default=10, help="of Banking77 within-train")
+    parser.add_argument("--skill-draws", type=int, default=20, help="of the skill intents")
+    bundled = [ROOT / "models" / "banking77-minilm.pt"]  # --smoke: a candidate head to blend
+    sizes = {"shots": 2, "draws": 2, "skill_draws": 2}
+    args = smoke.parse_args(parser, {**sizes, "checkpoint": bundled})
     torch.set_num_threads(args.threads)
     spec = base_identity()
-    train = load_banking77(args.data, "train", spec)
+    with smoke.banking77(args.data, args.smoke, args.shots + 1) as data:
+        train = load_banking77(data, "train", spec)
     train_base = base_embeddings(train, spec)
     split = split_intents(train.class_names, seed=0)
     groups = {"validation": split.validation, "held_out": split.held_out}
     query_intents = [name for group in SELECTION_GROUPS for name in groups[group]]
-    skills = load_skill_intents(args.skills, spec)
+    with skills_folder(args.skills, args.smoke) as folder:
+        skills = load_skill_intents(folder, spec)
+    shots = args.shots
     criteria = [
         Criterion(
             "Banking77 within-train",
             train,
             train_base,
-            within_train_draws(train, query_intents, 8, 10, 0),
+            within_train_draws(train, query_intents, shots, args.draws, 0),
         ),
         Criterion(
             "skill intents",
             skills,
             base_embeddings(skills, spec),
-            within_train_draws(skills, skills.class_names, 8, 20, 0),
+            within_train_draws(skills, skills.class_names, shots, args.skill_draws, 0),
         ),
     ]
     print(

@@ -23,6 +23,7 @@ from tests.conftest import REPO_ROOT, SHARED_DATA, require_path
 BENCHMARKS = REPO_ROOT / "benchmarks"
 HELPERS = {"machine.py", "smoke.py"}  # imported by the scripts, not run on their own
 NUMBER = r"[\d,.]+"
+GAIN = rf" \| [+-]{NUMBER} ± {NUMBER}"  # a table cell: a difference and its interval
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,15 @@ SMOKES = {
         (
             rf"  draw 0: intents {NUMBER}, base {NUMBER}",
             rf" +8 per request: HTTP +{NUMBER}/s +encoder alone +{NUMBER}/s",
+        ),
+        data="banking77",
+    ),
+    "text_transfer.py": Smoke(
+        (
+            r"skill intents: 4 intents, 128 sentences, 2 skills",
+            rf"\| frozen base \(accuracy\) \| {NUMBER}% \| {NUMBER}% \|",
+            rf"\| blend of the first with the identity, a = 0.5{GAIN}{GAIN} \|",
+            rf"\| whitening start, shrinkage 30{GAIN}{GAIN} \|",
         ),
         data="banking77",
     ),
