@@ -11,18 +11,19 @@ service`` processes on one database, measured side by side in one run.
    shared revisions): stale answers (an older revision, or a class count that misses the
    write; the write adds an example to one of 20 classes in turn);
 3. one-image query throughput, and ``/healthz`` throughput (the HTTP stack's ceiling), with
-   ``PROTONET_WORKERS=1`` and ``=2`` on one stored SQLite collection, concurrency 8
+   ``PROTONET_WORKERS=1`` and ``=2`` on one stored SQLite collection, ``--concurrency`` 8
    (asyncio + httpx in this process, which shares the cores with the server), and the
    2-vs-1 ratio;
-4. a model upgrade under continuous one-image queries at concurrency 8: a process on model A
+4. a model upgrade under continuous one-image queries at ``--concurrency``: a process on model A
    with ``--upgrade-examples`` stored examples answers; a process on model B (the bundled
    weights, perturbed) starts beside it on the same PostgreSQL database and embeds them all
    in the background; once its /readyz is 200 the load moves to it (as a proxy would) and A
    gets SIGTERM. Failed answers over the whole window, p99 before / during / after, and how
    long B took to become ready;
 5. ``--kills`` SIGKILLs of one of 3 PostgreSQL replicas (replica i % 3) under writes of unique
-   labels through all of them, each restarted on its port; then every acknowledged label is
-   looked for on every replica (``min_revision`` = the highest acknowledged revision).
+   labels through all of them (back to back, or ``--write-pause`` apart), each restarted on
+   its port; then every acknowledged label is looked for on every replica (``min_revision`` =
+   the highest acknowledged revision).
 
 Then a summary table of every number and its target, and the warnings and errors that the
 servers logged. Every process is stopped and every throwaway database dropped on the way out,
@@ -77,7 +78,6 @@ from service.storage.repository import Storage  # noqa: E402
 
 STARTUP_S = 300.0  # longest wait for a process's /readyz (the upgraded one embeds first)
 VISIBLE_TIMEOUT_S = 5.0  # a write not visible on the other replica by then counts as missing
-CONCURRENCY = 8
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
@@ -376,16 +376,16 @@ class Rate:
 
 
 def fixed_duration_load(
-    url: str, path: str, bodies: Sequence[bytes] | None, seconds: float
+    url: str, path: str, bodies: Sequence[bytes] | None, seconds: float, concurrency: int
 ) -> Rate:
     """A warm-up (2 s, at most ``seconds``) unmeasured, then ``seconds`` measured, at
-    CONCURRENCY."""
+    ``concurrency``."""
     for duration, measured in ((min(2.0, seconds), False), (seconds, True)):
         deadline = time.perf_counter() + duration
         cpu_before, started = time.process_time(), time.perf_counter()
         samples = asyncio.run(
             generate_load(
-                lambda: url, path, bodies, CONCURRENCY, lambda d=deadline: time.perf_counter() > d
+                lambda: url, path, bodies, concurrency, lambda d=deadline: time.perf_counter() > d
             )
         )
         wall = time.perf_counter() - started
@@ -415,7 +415,7 @@ class Throughput:
 
 
 def measure_throughput(
-    fleet: Fleet, drawings: Drawings, seconds: float, workers: Sequence[int]
+    fleet: Fleet, drawings: Drawings, seconds: float, concurrency: int, workers: Sequence[int]
 ) -> dict[int, Throughput]:
     data_dir = fleet.workdir / "throughput"
     name, path = "throughput", "/v1/collections/throughput/query"
@@ -434,9 +434,9 @@ def measure_throughput(
                     client.add_support(name, support)
             pids = process_tree(server.process.pid)
             before = [cpu_seconds(pid) for pid in pids]
-            queries = fixed_duration_load(server.url, path, bodies, seconds)
+            queries = fixed_duration_load(server.url, path, bodies, seconds, concurrency)
             used = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
-            healthz = fixed_duration_load(server.url, "/healthz", None, seconds)
+            healthz = fixed_duration_load(server.url, "/healthz", None, seconds, concurrency)
             results[count] = Throughput(queries, healthz, used)
         finally:
             stop(server.process)
@@ -477,6 +477,7 @@ def measure_upgrade(
     examples: int,
     baseline_s: float,
     after_s: float,
+    concurrency: int,
 ) -> Upgrade:
     name, path = "upgrade", "/v1/collections/upgrade/query"
     data_dir = fleet.workdir / "upgrade"
@@ -492,7 +493,7 @@ def measure_upgrade(
     def load() -> None:
         outcome.append(
             asyncio.run(
-                generate_load(lambda: target[0], path, bodies, CONCURRENCY, finished.is_set)
+                generate_load(lambda: target[0], path, bodies, concurrency, finished.is_set)
             )
         )
 
@@ -556,7 +557,12 @@ class Kills:
 
 
 def measure_kills(
-    fleet: Fleet, database_url: str, drawings: Drawings, kills: int, interval_s: float
+    fleet: Fleet,
+    database_url: str,
+    drawings: Drawings,
+    kills: int,
+    interval_s: float,
+    pause_s: float,
 ) -> Kills:
     name = "kills"
     env = fleet.env(BUNDLED_CHECKPOINT, database_url, fleet.workdir / "kills")
@@ -589,6 +595,8 @@ def measure_kills(
                     continue
                 with lock:
                     acknowledged.append((label, done["revision"]))
+                if pause_s:
+                    stop_writing.wait(pause_s)
 
     writers = [threading.Thread(target=write, args=(i,), name=f"writer{i}") for i in range(3)]
     for thread in writers:
@@ -716,18 +724,29 @@ def run(args: argparse.Namespace, workdir: Path, log_dir: Path) -> Results:
 
     def throughput() -> None:
         with Fleet(log_dir, workdir) as fleet:
-            results.throughput = measure_throughput(fleet, drawings, args.duration, (1, 2))
+            results.throughput = measure_throughput(
+                fleet, drawings, args.duration, args.concurrency, (1, 2)
+            )
 
     def upgrade() -> None:
         checkpoint_b = write_perturbed_checkpoint(workdir / "model-b.pt")
         with throwaway_postgres() as url, Fleet(log_dir, workdir) as fleet:
             results.upgrade = measure_upgrade(
-                fleet, url, checkpoint_b, drawings, args.upgrade_examples, args.baseline, args.after
+                fleet,
+                url,
+                checkpoint_b,
+                drawings,
+                args.upgrade_examples,
+                args.baseline,
+                args.after,
+                args.concurrency,
             )
 
     def kills() -> None:
         with throwaway_postgres() as url, Fleet(log_dir, workdir) as fleet:
-            results.kills = measure_kills(fleet, url, drawings, args.kills, args.kill_interval)
+            results.kills = measure_kills(
+                fleet, url, drawings, args.kills, args.kill_interval, args.write_pause
+            )
 
     if 3 in args.sections:
         run_section(results, "3. query throughput by PROTONET_WORKERS", throughput)
@@ -767,8 +786,9 @@ def print_details(results: Results, args: argparse.Namespace) -> None:
                 print(f"  {backend}: {example}")
     if results.throughput:
         print(
-            f"\n3. one-image queries and GET /healthz, concurrency {CONCURRENCY}, "
-            f"{args.duration:g} s each after 2 s warm-up (SQLite; 20 classes x 5 shots).\n"
+            f"\n3. one-image queries and GET /healthz, concurrency {args.concurrency}, "
+            f"{args.duration:g} s each after {min(2.0, args.duration):g} s warm-up (SQLite; "
+            "20 classes x 5 shots).\n"
             "   The load generator (asyncio + httpx, this process) shares the cores with the "
             "server:\n   its CPU share is what it took of them.\n"
         )
@@ -796,7 +816,7 @@ def print_details(results: Results, args: argparse.Namespace) -> None:
     if results.upgrade:
         u = results.upgrade
         print(
-            f"\n4. model upgrade under one-image queries at concurrency {CONCURRENCY} "
+            f"\n4. model upgrade under one-image queries at concurrency {args.concurrency} "
             f"({u.examples:,} stored examples; model {u.versions[0]} -> {u.versions[1]})\n"
         )
         print("| phase | requests | p99 ms |\n|---|---:|---:|")
@@ -835,7 +855,7 @@ def print_details(results: Results, args: argparse.Namespace) -> None:
             print(f"  restart failed (retried): {failure}")
 
 
-def print_summary(results: Results) -> None:
+def print_summary(results: Results, concurrency: int) -> None:
     rows: list[tuple[str, str, str, str]] = []
     for backend, v in results.visibility.items():
         p99 = percentile_ms(v.latencies_s, 99)
@@ -859,7 +879,7 @@ def print_summary(results: Results) -> None:
             t = results.throughput[count]
             rows.append(
                 (
-                    f"query/s (healthz/s), PROTONET_WORKERS={count}, c={CONCURRENCY}",
+                    f"query/s (healthz/s), PROTONET_WORKERS={count}, c={concurrency}",
                     f"{t.queries.per_s:,.0f} ({t.healthz.per_s:,.0f})",
                     "reported",
                     "",
@@ -944,13 +964,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--after", type=float, default=5.0, help="4: seconds of load on B after")
     parser.add_argument("--kills", type=int, default=10, help="5: SIGKILLs")
     parser.add_argument("--kill-interval", type=float, default=2.0, help="5: seconds between")
+    parser.add_argument("--concurrency", type=int, default=8, help="3, 4: clients of the load")
+    parser.add_argument("--write-pause", type=float, default=0.0, help="5: s between writes")
     parser.add_argument(
         "--sections", default="1,2,3,4,5", help="which measurements to run, e.g. 1,2"
     )
     parser.add_argument("--log-dir", type=Path, help="keep the server logs here")
-    sizes = {"writes": 3, "pairs": 4, "duration": 0.5, "upgrade_examples": 20}
-    durations = {"baseline": 0.5, "after": 0.5, "kills": 1, "kill_interval": 0.5}
-    args = smoke.parse_args(parser, {**sizes, **durations})
+    sizes = {"writes": 3, "pairs": 4, "upgrade_examples": 20, "kills": 1, "concurrency": 2}
+    durations = {"duration": 0.3, "baseline": 0.5, "after": 0.5, "kill_interval": 0.5}
+    args = smoke.parse_args(parser, {**sizes, **durations, "write_pause": 0.1})
     args.sections = {int(part) for part in args.sections.split(",") if part.strip()}
     return args
 
@@ -972,7 +994,7 @@ def main() -> int:
             f"{time.perf_counter() - started:.0f} s in all"
         )
         print_details(results, args)
-        print_summary(results)
+        print_summary(results, args.concurrency)
         print_server_logs(log_dir)
     return 1 if results.failed_sections else 0
 

@@ -8,6 +8,7 @@ than a timing: an answer's status, a stale read, a lost write."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import smoke
 from tests.conftest import REPO_ROOT, SHARED_DATA, require_path
 
 BENCHMARKS = REPO_ROOT / "benchmarks"
@@ -183,23 +185,42 @@ def test_every_smoke_entry_names_a_script_in_the_folder():
     assert set(SMOKES) <= set(scripts())
 
 
+def test_smoke_values_replace_the_defaults_and_flags_still_win():
+    def parse(*argv: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--episodes", type=int, default=600)
+        parser.add_argument("--seconds", type=float, default=10.0)
+        return smoke.parse_args(parser, {"episodes": 5, "seconds": 0.2}, list(argv))
+
+    assert vars(parse()) == {"episodes": 600, "seconds": 10.0, "smoke": False}
+    assert vars(parse("--smoke")) == {"episodes": 5, "seconds": 0.2, "smoke": True}
+    assert parse("--smoke", "--episodes", "7").episodes == 7
+
+
+def test_a_smoke_value_for_an_option_the_script_lacks_is_refused():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--episodes", type=int, default=600)
+    with pytest.raises(ValueError, match="episdoes"):
+        smoke.parse_args(parser, {"episdoes": 5}, ["--smoke"])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", scripts())
 def test_the_benchmark_runs_in_smoke_mode(script: str, request: pytest.FixtureRequest):
-    smoke = SMOKES.get(script)
-    assert smoke is not None, (
+    entry = SMOKES.get(script)
+    assert entry is not None, (
         f"benchmarks/{script} has no smoke entry: give it --smoke (benchmarks/smoke.py says "
         "how) and list the lines it prints in SMOKES"
     )
-    if smoke.data:
-        require_path(SHARED_DATA / smoke.data, f"{smoke.data} data")
-    if smoke.postgres:
+    if entry.data:
+        require_path(SHARED_DATA / entry.data, f"{entry.data} data")
+    if entry.postgres:
         request.getfixturevalue("postgres_url")  # skips without PostgreSQL, fails with CI=true
-    if smoke.wrk:
+    if entry.wrk:
         require_path(Path(shutil.which("wrk") or "/usr/bin/wrk"), "wrk (make wrk installs it)")
     output = run_smoke(script)
     missing = [
-        pattern for pattern in smoke.lines if not re.search(f"^{pattern}$", output, re.MULTILINE)
+        pattern for pattern in entry.lines if not re.search(f"^{pattern}$", output, re.MULTILINE)
     ]
     assert not missing, f"lines not printed: {missing}\n{output}"
 
