@@ -2,6 +2,7 @@
 test): the target is the first page of a 1,000,000-class collection in <= 50 ms.
 
     python benchmarks/class_pages.py [--classes 1000000] [--requests 200] [--workdir DIR]
+    python benchmarks/class_pages.py --smoke    # 2,500 classes, 3 requests of each kind (tests)
 
 Fills a SQLite database through the storage layer (one synthetic example per class, the bundled
 model's version, so nothing is re-embedded), starts ``python -m service`` on it, and times,
@@ -31,6 +32,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from service.client import ProtonetClient  # noqa: E402
@@ -114,7 +116,7 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200, help="per kind of request")
     parser.add_argument("--workdir", type=Path, help="scratch space (default: a temporary one)")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"classes": 2500, "requests": 3})
     with tempfile.TemporaryDirectory(dir=args.workdir) as data:
         started = time.perf_counter()
         collection_id, middle = fill(f"sqlite:///{Path(data) / 'protonet.sqlite3'}", args.classes)

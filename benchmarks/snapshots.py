@@ -1,6 +1,7 @@
 """Snapshots of a large image collection through the real service (a benchmark, not a test).
 
     python benchmarks/snapshots.py [--examples 100000] [--per-class 10] [--queries 1000]
+    python benchmarks/snapshots.py --smoke    # 300 examples, 40 queries (tests)
 
 Targets (issue 30): export then import of a 100,000-example image collection with the
 service's peak RSS at most 256 MiB over idle both ways; throughput reported; the restored
@@ -36,6 +37,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from service.client import ProtonetClient  # noqa: E402
 from service.collections.encoder import load_encoder  # noqa: E402
@@ -150,7 +152,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--workdir", type=Path, help="scratch space (default: a temporary one)")
-    args = parser.parse_args()
+    args = smoke.parse_args(parser, {"examples": 300, "queries": 40})
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         work = Path(scratch)
         started = time.perf_counter()

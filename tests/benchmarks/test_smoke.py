@@ -37,6 +37,22 @@ class Smoke:
 
 
 SMOKES = {
+    "class_pages.py": Smoke(
+        (
+            *(
+                rf"\| {kind} \| {NUMBER} \| {NUMBER} \| {NUMBER} \|"
+                for kind in (
+                    r"summary \(counts\)",
+                    "first page, limit=100",
+                    "first page, limit=1000",
+                    "middle page, limit=100",
+                    r"summary \+ first page",
+                )
+            ),
+            rf"every class through the client \(pages of 1000\): 2,500 in {NUMBER} s",
+            rf"target: first page p50 {NUMBER} ms <= 50 ms: (met|NOT met)",
+        )
+    ),
     "distributed_throughput.py": Smoke(
         (
             rf"1 process, 1 thread +{NUMBER} episodes/s \({NUMBER} s\)",
@@ -54,7 +70,7 @@ SMOKES = {
     "event_loop_stalls.py": Smoke(
         (
             rf"idle +{NUMBER} +{NUMBER} +\{{\}}",
-            rf"detail of 300 classes, worker thread \(now\) +{NUMBER} +{NUMBER} +\{{200: \d+\}}",
+            rf"300 classes in pages of 1000 \(now\) +{NUMBER} +{NUMBER} +\{{200: \d+\}}",
             rf"diagnostics, 1 at once \(the limit\) +{NUMBER} +{NUMBER} +\{{200: \d+.*\}}",
             rf"before/now: p50 {NUMBER}x, p99 {NUMBER}x .*",
         )
@@ -149,6 +165,24 @@ SMOKES = {
         ),
         data="omniglot",
         wrk=True,
+    ),
+    "snapshots.py": Smoke(
+        (
+            # the server's peak RSS over idle within the target: memory, not time
+            *(
+                rf"\| {step} \|( {NUMBER} \|){{5}} [+-]{NUMBER} \(met\) \|"
+                for step in (
+                    r"export \(embeddings\)",
+                    r"restore \(embeddings\)",
+                    r"export \(no embeddings\)",
+                    "restore, embedding every example",
+                )
+            ),
+            # the embeddings travelled: the restored copy answers exactly as the original
+            r"40 queries, original against the restored copy: same top-5 labels 40/40, "
+            r"distances equal 40/40, within 1e-5 40/40",
+            r"original against the re-embedded copy: same top-5 labels 40/40, .*",
+        )
     ),
     "text_service.py": Smoke(
         (
