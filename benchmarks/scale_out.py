@@ -71,10 +71,9 @@ from benchmarks import smoke  # noqa: E402
 from benchmarks.machine import machine  # noqa: E402
 from protonet.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from service.client import Calls, ProtonetAPIError, ProtonetClient  # noqa: E402
-from service.collections.sync import LIVE_WITHIN  # noqa: E402
 from service.launcher import LocalServer, start, stop, throwaway_postgres  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT  # noqa: E402
-from service.storage.repository import Storage  # noqa: E402
+from service.storage.repository import LIVE_WITHIN, Storage  # noqa: E402
 
 STARTUP_S = 300.0  # longest wait for a process's /readyz (the upgraded one embeds first)
 VISIBLE_TIMEOUT_S = 5.0  # a write not visible on the other replica by then counts as missing

@@ -207,12 +207,25 @@ def shot_threshold(calibration: RejectionCalibration, shot: int, acceptance: flo
 def collection_scale(
     scores_by_class: Iterable[np.ndarray], calibration: RejectionCalibration, acceptance: float
 ) -> float | None:
-    """How much farther than the checkpoint's a collection's known queries lie, from the
-    held-out scores of its classes (each array: the scores of one class's ``n >= 2``
-    examples, held out of prototypes of ``n - 1``); ``None`` with fewer than
-    ``MIN_LOO_SCORES``.
+    """:func:`held_out_scale` of a collection's leave-one-out scores: each array holds the
+    scores of one class's ``n >= 2`` examples, each held out of a prototype of the other
+    ``n - 1``."""
+    arrays = list(scores_by_class)
+    if not arrays:
+        return None
+    sizes = np.array([len(a) for a in arrays])
+    shots = np.repeat(sizes - 1, sizes)
+    return held_out_scale(np.concatenate(arrays), shots, calibration, acceptance)
 
-    Each score is divided by the checkpoint's threshold for ``n - 1`` shots at quantile ``q``
+
+def held_out_scale(
+    scores: np.ndarray, shots: np.ndarray, calibration: RejectionCalibration, acceptance: float
+) -> float | None:
+    """How much farther than the checkpoint's a collection's known queries lie, from held-out
+    scores (``scores [m]``: each a held-out example's distance to its class's prototype of
+    ``shots [m]`` other examples); ``None`` with fewer than ``MIN_LOO_SCORES``.
+
+    Each score is divided by the checkpoint's threshold for its shot count at quantile ``q``
     (:func:`shot_threshold`), and the ``q`` quantile of those ratios is the scale (1 where the
     collection behaves like the calibration classes; clamped to ``SCALE_RANGE``). ``q`` is the
     wanted acceptance, but at most ``1 - TAIL_SCORES / m`` for ``m`` scores (and not below the
@@ -221,15 +234,11 @@ def collection_scale(
     A held-out score is the distance to the example's own class, which bounds the nearest
     distance from above (they differ only for an example nearer to another class).
     """
-    arrays = list(scores_by_class)
-    if not arrays:
-        return None
-    sizes = np.array([len(a) for a in arrays])
-    total = int(sizes.sum())
+    total = len(scores)
     if total < MIN_LOO_SCORES:
         return None
     level = max(min(acceptance, 1.0 - TAIL_SCORES / total), calibration.acceptances[0])
-    limits = {n: shot_threshold(calibration, n - 1, level) for n in set(sizes.tolist())}
-    divisors = np.repeat([limits[n] for n in sizes.tolist()], sizes)
-    ratio = float(np.quantile(np.concatenate(arrays) / divisors, level))
+    limits = {n: shot_threshold(calibration, n, level) for n in set(shots.tolist())}
+    divisors = np.array([limits[n] for n in shots.tolist()], dtype=np.float64)
+    ratio = float(np.quantile(scores / divisors, level))
     return float(np.clip(ratio, *SCALE_RANGE))

@@ -151,8 +151,7 @@ def migrate(settings: Settings) -> int:
 def embeddings(settings: Settings, drop_unused: bool, force: bool) -> int:
     """Print stored embeddings by model version and the live processes serving each; with
     ``drop_unused``, delete the versions that no live process serves."""
-    from service.collections.sync import LIVE_WITHIN
-    from service.storage.repository import Storage
+    from service.storage.repository import LIVE_WITHIN, Storage
 
     storage = Storage(settings.resolved_database_url(), migrate=False)
     try:

@@ -16,6 +16,7 @@ from fastapi_offline import FastAPIOffline
 from service.api.json_bodies import BodyLimits
 from service.api.openapi import install_openapi
 from service.api.routers import (
+    adaptations,
     collections,
     embed,
     examples,
@@ -113,7 +114,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = ServiceMetrics()
     app.add_middleware(StartupFailureReport)  # sees only the lifespan: its place does not matter
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: times all
-    routers = (health, model, collections, examples, embed, metrics, snapshots, feedback)
+    routers = (
+        health,
+        model,
+        collections,
+        adaptations,
+        examples,
+        embed,
+        metrics,
+        snapshots,
+        feedback,
+    )
     for module in routers:
         app.include_router(module.router)
     install_ui(app)

@@ -41,6 +41,12 @@ Feedback: ``query(..., remember=True)`` keeps the inputs for a while (each resul
 Snapshots: ``export_snapshot(name, "file.jsonl")`` streams a collection's snapshot into a file,
 ``restore_snapshot("new-name", "file.jsonl")`` streams one into a new collection; neither
 holds the file in memory (docs/service.md, "Snapshots").
+
+Adapting a collection to its own examples: ``job = adapt(name)`` starts a background job,
+``wait_for_adaptation(name, job["id"])`` follows it to its end (then an adopted adapter's
+revision counts as this client's write: its next reads see the adapted collection through any
+replica), ``cancel_adaptation``, ``adapter(name)`` and ``delete_adapter(name)``
+(docs/service.md, "Adapting a collection").
 """
 
 from __future__ import annotations
@@ -171,9 +177,25 @@ class Revisions:
     def observe(self, call: Call, response: httpx.Response) -> None:
         header = response.headers.get(REVISION_HEADER)
         if call.writes and call.collection is not None and header and response.is_success:
-            revision = int(header)
-            previous = self.last_written.get(call.collection, 0)
-            self.last_written[call.collection] = max(previous, revision)
+            self.note(call.collection, int(header))
+
+    def note(self, collection: str, revision: int) -> None:
+        """Count ``revision`` as a write of this client to ``collection``."""
+        previous = self.last_written.get(collection, 0)
+        self.last_written[collection] = max(previous, revision)
+
+
+# A job's statuses while it runs; any other is final.
+RUNNING_STATUSES = ("running", "cancelling")
+
+
+def adaptation_done(job: Mapping[str, Any], revisions: Revisions, name: str) -> bool:
+    """Whether ``job`` has ended; an adopted one's revision then counts as a write."""
+    if job["status"] in RUNNING_STATUSES:
+        return False
+    if job.get("revision") is not None:
+        revisions.note(name, int(job["revision"]))
+    return True
 
 
 def collection_path(name: str, *rest: str) -> str:
@@ -264,6 +286,32 @@ class Calls:
         if remember:
             body["remember"] = True
         return Call("POST", collection_path(name, "query"), body, collection=name)
+
+    @staticmethod
+    def adapt(name: str) -> Call:
+        return Call("POST", collection_path(name, "adaptations"), collection=name, writes=True)
+
+    @staticmethod
+    def adaptation(name: str, job_id: int) -> Call:
+        # Jobs are read from storage, which every replica shares: no min_revision is needed.
+        return Call("GET", collection_path(name, "adaptations", str(int(job_id))))
+
+    @staticmethod
+    def adaptations(name: str) -> Call:
+        return Call("GET", collection_path(name, "adaptations"))
+
+    @staticmethod
+    def cancel_adaptation(name: str, job_id: int) -> Call:
+        path = collection_path(name, "adaptations", str(int(job_id)))
+        return Call("DELETE", path, collection=name, writes=True)
+
+    @staticmethod
+    def adapter(name: str) -> Call:
+        return Call("GET", collection_path(name, "adapter"))
+
+    @staticmethod
+    def delete_adapter(name: str) -> Call:
+        return Call("DELETE", collection_path(name, "adapter"), collection=name, writes=True)
 
     @staticmethod
     def feedback(name: str, input_id: int, label: str, idempotency_key: str | None = None) -> Call:
@@ -553,6 +601,48 @@ class ProtonetClient:
         id, a page at a time."""
         return self.pages(example_listing(name, label))
 
+    def adapt(self, name: str) -> dict[str, Any]:
+        """Start adapting the collection to its own examples, in the background; returns the
+        job (``{"id", "status": "running", "progress", ...}``). 409 while a job of it runs or
+        if it has too few examples, 429 adaptation_busy when the server runs its limit."""
+        return self.send(Calls.adapt(name))
+
+    def adaptation(self, name: str, job_id: int) -> dict[str, Any]:
+        """A job: ``status`` (running, cancelling, completed, cancelled, failed),
+        ``decision`` (adopted or kept_unadapted), ``progress``, ``held_out`` figures."""
+        return self.send(Calls.adaptation(name, job_id))
+
+    def adaptations(self, name: str) -> list[dict[str, Any]]:
+        """The collection's latest jobs, newest first."""
+        return self.send(Calls.adaptations(name))["adaptations"]
+
+    def cancel_adaptation(self, name: str, job_id: int) -> dict[str, Any]:
+        """Ask a running job to stop (nothing is adopted); 409 if it has finished."""
+        return self.send(Calls.cancel_adaptation(name, job_id))
+
+    def wait_for_adaptation(
+        self, name: str, job_id: int, timeout: float = 600.0, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll the job until it ends; returns it (``TimeoutError`` after ``timeout`` s). An
+        adopted adapter's revision then counts as this client's write (read-your-writes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.adaptation(name, job_id)
+            if adaptation_done(job, self.revisions, name):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"adaptation {job_id} still {job['status']} after {timeout} s")
+            time.sleep(interval)
+
+    def adapter(self, name: str) -> dict[str, Any]:
+        """The collection's adopted adapter: ``version``, ``trained_revision``, ``stale``,
+        ``held_out``; 404 if it has none."""
+        return self.send(Calls.adapter(name))
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove the collection's adapter: queries go back to the model's own space."""
+        self.send(Calls.delete_adapter(name))
+
     def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
         """Every stored example ``[{"id", "label", "text"}, ...]`` (of ``label`` only, if
         given), by id (all pages)."""
@@ -729,6 +819,36 @@ class AsyncProtonetClient:
 
     def iter_examples(self, name: str, label: str | None = None) -> AsyncIterator[dict[str, Any]]:
         return self.pages(example_listing(name, label))
+
+    async def adapt(self, name: str) -> dict[str, Any]:
+        return await self.send(Calls.adapt(name))
+
+    async def adaptation(self, name: str, job_id: int) -> dict[str, Any]:
+        return await self.send(Calls.adaptation(name, job_id))
+
+    async def adaptations(self, name: str) -> list[dict[str, Any]]:
+        return (await self.send(Calls.adaptations(name)))["adaptations"]
+
+    async def cancel_adaptation(self, name: str, job_id: int) -> dict[str, Any]:
+        return await self.send(Calls.cancel_adaptation(name, job_id))
+
+    async def wait_for_adaptation(
+        self, name: str, job_id: int, timeout: float = 600.0, interval: float = 0.5
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.adaptation(name, job_id)
+            if adaptation_done(job, self.revisions, name):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"adaptation {job_id} still {job['status']} after {timeout} s")
+            await asyncio.sleep(interval)
+
+    async def adapter(self, name: str) -> dict[str, Any]:
+        return await self.send(Calls.adapter(name))
+
+    async def delete_adapter(self, name: str) -> None:
+        await self.send(Calls.delete_adapter(name))
 
     async def list_examples(self, name: str, label: str | None = None) -> list[dict[str, Any]]:
         return [item async for item in self.iter_examples(name, label)]

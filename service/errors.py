@@ -66,6 +66,10 @@ class ForgottenInputError(ProtonetError):
     or used for feedback already). Not a :class:`NotFoundError`: the collection exists."""
 
 
+class AdaptationBusyError(RateLimitedError):
+    """As many adaptation jobs as PROTONET_ADAPT_MAX_CONCURRENT allows run in this process."""
+
+
 class IdempotencyKeyReusedError(ProtonetError):
     """An ``Idempotency-Key`` sent again with another request (body or target) than the one
     it first came with."""

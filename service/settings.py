@@ -325,6 +325,21 @@ class Settings(BaseSettings):
         description="Longest image side (width or height) accepted, checked before decoding: "
         "a long, thin image costs far more to decode and resize than its pixels suggest.",
     )
+    adapt_max_examples: PositiveInt = Field(
+        default=20_000,
+        description="Largest collection (in examples) that POST .../adaptations adapts; larger "
+        "ones get 422 collection_too_large.",
+    )
+    adapt_max_seconds: PositiveFloat = Field(
+        default=600.0,
+        description="Longest an adaptation job may run; then it fails and nothing is adopted.",
+    )
+    adapt_max_concurrent: PositiveInt = Field(
+        default=1,
+        description="Adaptation jobs run at once by this process (each trained in a child "
+        "process of lower priority than queries); more get 429 adaptation_busy with "
+        "Retry-After.",
+    )
     batch_max_tokens: PositiveInt = Field(
         default=512,
         description="Most word pieces (estimated from the texts' lengths) in one micro-batch "

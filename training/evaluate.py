@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from protonet.embedding import embed
 from protonet.open_set import RejectionCalibration, is_known, open_set_score
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
+from protonet.threads import one_thread
 from training.checks import ClassSet
 from training.episodes import Episode, EpisodeSampler, EpisodeShape, LabelledSet
 from training.imageset import ImageSet
@@ -169,19 +169,6 @@ class Queries:
 
     embeddings: torch.Tensor
     items: LabelledSet
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one intra-op thread inside: an episode's math is a few tiny tensors, which
-    threads only slow down (35x for the prototypes' ``index_add_`` on a busy 2-core machine,
-    0.26 against 9.4 ms: the threads wait for a core, then for each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def episode_accuracies(

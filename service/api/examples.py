@@ -217,3 +217,45 @@ EXAMPLE_LIST = example(
         "next_cursor": "ZXhhbXBsZXM6MToz",
     }
 )
+
+ADAPTER_SUMMARY_VALUES = {"version": 4, "trained_revision": 7, "stale": False}
+ADAPTER_SUMMARY = example(ADAPTER_SUMMARY_VALUES)
+HELD_OUT_VALUES = {
+    "examples": 100,
+    "folds": 5,
+    "unadapted_accuracy": 0.62,
+    "adapted_accuracy": 0.71,
+    "margin": 0.01,
+    "min_gain": 2,
+    "seconds": 4.2,
+}
+HELD_OUT = example(HELD_OUT_VALUES)
+PROGRESS_VALUES = {"fraction": 1.0, "examples_per_second": 14250.0}
+PROGRESS = example(PROGRESS_VALUES)
+ADAPTATION_VALUES = {
+    "id": 4,
+    "collection": "symbols",
+    "status": "completed",
+    "decision": "adopted",
+    "progress": PROGRESS_VALUES,
+    "model_version": "ef95c1dd85fc74b8",
+    "trained_revision": 7,
+    "n_examples": 100,
+    "n_classes": 20,
+    "held_out": HELD_OUT_VALUES,
+    "adapter_version": 4,
+    "revision": 8,
+    "error": None,
+    "created_at": "2026-12-07T10:00:00Z",
+    "finished_at": "2026-12-07T10:00:04Z",
+}
+ADAPTATION = example(ADAPTATION_VALUES)
+ADAPTATION_LIST = example({"adaptations": [ADAPTATION_VALUES]})
+ADAPTER = example(
+    {
+        **ADAPTER_SUMMARY_VALUES,
+        "model_version": "ef95c1dd85fc74b8",
+        "held_out": HELD_OUT_VALUES,
+        "created_at": "2026-12-07T10:00:04Z",
+    }
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -392,6 +393,17 @@ class RejectionOn(BaseModel):
 RejectionSummary = Annotated[RejectionOff | RejectionOn, Field(discriminator="mode")]
 
 
+class AdapterSummary(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.ADAPTER_SUMMARY)
+
+    version: int = Field(description="The adapter's version: the id of the job that made it.")
+    trained_revision: int = Field(description="The collection's revision it was trained on.")
+    stale: bool = Field(
+        description="Examples were added or deleted since: they count in queries (mapped by the "
+        "adapter), but it was not trained on them; adapt again to include them."
+    )
+
+
 class CollectionSummary(BaseModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.COLLECTION_SUMMARY)
 
@@ -405,6 +417,11 @@ class CollectionSummary(BaseModel):
         description="Rejection of unknown inputs in queries that do not say otherwise."
     )
     model: str = Field(description="The served model the collection is bound to.")
+    adapter: AdapterSummary | None = Field(
+        None,
+        description="Its adopted adapter (POST .../adaptations): queries are answered in its "
+        "space. Present only when it has one.",
+    )
 
 
 class CollectionList(BaseModel):
@@ -482,13 +499,14 @@ class QueryResult(BaseModel):
 
     model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY_RESULT)
 
-    label: str | None = Field(description="Class label." + NULL_WHEN_REJECTED)
+    label: str | None = Field(None, description="Class label." + NULL_WHEN_REJECTED)
     probability: float | None = Field(
+        None,
         description="Softmax over all the collection's classes of minus the squared distance."
-        + NULL_WHEN_REJECTED
+        + NULL_WHEN_REJECTED,
     )
     distance: float | None = Field(
-        description="Squared Euclidean distance to the class prototype." + NULL_WHEN_REJECTED
+        None, description="Squared Euclidean distance to the class prototype." + NULL_WHEN_REJECTED
     )
     # "top_k" in JSON (clients read it); in Python ``top_k`` is always the count asked for.
     ranked: list[Prediction] = Field(
@@ -519,10 +537,11 @@ class QueryResult(BaseModel):
 class AppliedRejectionInfo(BaseModel):
     mode: Literal["calibrated"] = Field(description="Calibrated rejection of unknown inputs.")
     acceptance: float = Field(description="Share of known inputs the thresholds accept.")
-    threshold_source: Literal["checkpoint", "collection"] = Field(
+    threshold_source: Literal["checkpoint", "collection", "adapter"] = Field(
         description="'checkpoint': the model's thresholds as calibrated; 'collection': scaled "
         "to this collection from its own support set (held-out distances of classes with 2 or "
-        "more examples, once there are 30 or more)."
+        "more examples, once there are 30 or more); 'adapter': scaled to the adapted space by "
+        "the held-out distances its adaptation measured."
     )
 
 
@@ -530,6 +549,11 @@ class QueryResponse(BaseModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY_ANSWER)
 
     model_version: str = Field(description="Version of the model that embedded the queries.")
+    adapter_version: int | None = Field(
+        None,
+        description="Version of the collection's adapter that mapped the queries and "
+        "prototypes. Present only when an adapter answered.",
+    )
     revision: int = Field(description=REVISION_DESCRIPTION)
     index: Literal["exact", "ivf"] = Field(
         description="The index that answered: exact, or ivf (approximate; probabilities are "
@@ -554,16 +578,18 @@ class ClassDiagnosis(BaseModel):
     label: str = Field(description="Class label.")
     n_examples: int = Field(description="Support examples of this class.")
     loo_accuracy: float | None = Field(
+        None,
         description="Leave-one-out accuracy: the share of the class's examples that are nearest "
         "their own class's prototype computed without them (every other prototype as it is); "
-        "null for a class of one example, which cannot be left out."
+        "null for a class of one example, which cannot be left out.",
     )
     nearest_class: str | None = Field(
+        None,
         description="The class whose prototype is nearest this class's; null if it is the only "
-        "class."
+        "class.",
     )
     nearest_class_distance: float | None = Field(
-        description="Squared Euclidean distance between the two prototypes."
+        None, description="Squared Euclidean distance between the two prototypes."
     )
 
 
@@ -594,9 +620,10 @@ class DiagnosticsResponse(BaseModel):
     n_classes: int = Field(description="Number of classes diagnosed.")
     n_examples: int = Field(description="Number of examples diagnosed.")
     expected_accuracy: float | None = Field(
+        None,
         description="Mean leave-one-out accuracy over the examples of classes with two or more "
         "examples: an estimate of the accuracy on new inputs like the support examples (with "
-        "one example fewer per class); null if no class has two."
+        "one example fewer per class); null if no class has two.",
     )
     classes: list[ClassDiagnosis] = Field(description="Every class, oldest first.")
     confusable_pairs: list[ConfusablePair] = Field(
@@ -626,3 +653,75 @@ class ExampleList(BaseModel):
         description="Up to ?limit stored examples, by id (creation order)."
     )
     next_cursor: str | None = Field(description=NEXT_CURSOR_DESCRIPTION)
+
+
+class AdaptationProgress(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.PROGRESS)
+
+    fraction: float = Field(description="Share of the job's training steps done, 0 to 1.")
+    examples_per_second: float = Field(
+        description="Training examples processed per second so far (each step is one episode "
+        "over the support set)."
+    )
+
+
+class HeldOutFigures(BaseModel):
+    """How the adapter did on held-out examples, against the model's own space."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_examples.HELD_OUT)
+
+    examples: int = Field(description="Held-out examples (each class of 2 or more, all of them).")
+    folds: int = Field(description="Folds: an adapter was trained without each.")
+    unadapted_accuracy: float = Field(description="Their accuracy in the model's own space.")
+    adapted_accuracy: float = Field(description="Their accuracy in the adapted space.")
+    margin: float = Field(description="Gain in accuracy needed to adopt the adapter.")
+    min_gain: int = Field(description="More examples right needed to adopt it.")
+    seconds: float = Field(description="How long the job took.")
+
+
+class AdaptationJob(BaseModel):
+    """An adaptation of a collection to its own support set (docs/service.md, "Adapting a
+    collection")."""
+
+    model_config = ConfigDict(json_schema_extra=openapi_examples.ADAPTATION)
+
+    id: int = Field(description="The job's id; an adopted adapter's version.")
+    collection: str = Field(description="The collection it adapts.")
+    status: Literal["running", "cancelling", "completed", "cancelled", "failed"] = Field(
+        description="'cancelling': asked to stop, not stopped yet; 'failed': see error (a job "
+        "whose process stopped has failed)."
+    )
+    decision: Literal["adopted", "kept_unadapted"] | None = Field(
+        None,
+        description="A completed job's: its adapter adopted, or the collection kept "
+        "unadapted (the adapter did not win on held-out examples by the margin).",
+    )
+    progress: AdaptationProgress = Field(description="How far its training is.")
+    model_version: str = Field(description="The model version whose embeddings it adapts.")
+    trained_revision: int = Field(description="The collection's revision it trains on.")
+    n_examples: int = Field(description="Examples it trains on.")
+    n_classes: int = Field(description="Classes it trains on.")
+    held_out: HeldOutFigures | None = Field(None, description="Once measured; null before.")
+    adapter_version: int | None = Field(None, description="The adapter it adopted (null: none).")
+    revision: int | None = Field(
+        None,
+        description="The collection's revision that adopted it (send it as min_revision to "
+        "query through any replica in the adapted space); null: none adopted.",
+    )
+    error: str | None = Field(None, description="Why it failed, or stopped.")
+    created_at: datetime = Field(description="When it started (UTC).")
+    finished_at: datetime | None = Field(None, description="When it ended (UTC); null: running.")
+
+
+class AdaptationList(BaseModel):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.ADAPTATION_LIST)
+
+    adaptations: list[AdaptationJob] = Field(description="The latest 20 jobs, newest first.")
+
+
+class AdapterInfo(AdapterSummary):
+    model_config = ConfigDict(json_schema_extra=openapi_examples.ADAPTER)
+
+    model_version: str = Field(description="The model version whose embeddings it maps.")
+    held_out: HeldOutFigures = Field(description="What adopted it: the held-out comparison.")
+    created_at: datetime = Field(description="When it was adopted (UTC).")

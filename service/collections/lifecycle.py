@@ -23,6 +23,7 @@ import torch
 
 from protonet.checkpoint import with_article
 from protonet.errors import CheckpointError
+from service.collections.adaptation import AdaptationLimits, AdaptationRunner
 from service.collections.batching import BatchStats
 from service.collections.diagnostics import DiagnosticsLimits
 from service.collections.encoder import Encoder, load_encoder
@@ -56,6 +57,10 @@ class Observer(Protocol):
     def observe_backfill(self, done: int, total: int, model: str) -> None: ...
 
     def observe_feed(self, position: int, applied: int) -> None: ...
+
+    def observe_adaptation(self, outcome: str, seconds: float, model: str) -> None: ...
+
+    def observe_adaptations_running(self, running: int) -> None: ...
 
 
 def configure_threads(threads: int | None, workers: int = 1) -> int:
@@ -140,6 +145,7 @@ class ServiceState:
         self.storage = storage
         self.metrics = metrics
         self.registry: CollectionRegistry | None = None
+        self.adaptations: AdaptationRunner | None = None
         self.feed: ChangeFeed | None = None
         self.heartbeat = Heartbeat(storage, new_replica(models.versions()))
         self.database = DatabaseProbe(storage)  # for /readyz and the metrics
@@ -252,6 +258,7 @@ class ServiceState:
             )
             self.feed.poll_once()  # what changed while loading
             self.feed.start()
+            self.adaptations = self._adaptation_runner(registry)
             self.registry, self.status, self.detail = registry, "ready", "ready"
             self.heartbeat.mark_ready()
             logger.info(
@@ -263,6 +270,14 @@ class ServiceState:
             self.status, self.detail = "failed", f"startup failed: {error}"
         finally:
             self._prepared.set()
+
+    def _adaptation_runner(self, registry: CollectionRegistry) -> AdaptationRunner:
+        limits = AdaptationLimits(
+            self.settings.adapt_max_examples,
+            self.settings.adapt_max_seconds,
+            self.settings.adapt_max_concurrent,
+        )
+        return AdaptationRunner(registry, self.heartbeat.replica.id, limits, self.metrics)
 
     def _report_progress(self, encoder: Encoder, done: int, total: int) -> None:
         self.metrics.observe_backfill(done, total, model=encoder.name)
@@ -286,13 +301,21 @@ class ServiceState:
             raise NotReadyError(f"service not ready: {self.detail}")
         return self.registry
 
+    def require_adaptations(self) -> AdaptationRunner:
+        """The adaptation jobs, or :class:`NotReadyError` while starting."""
+        self.require_registry()
+        assert self.adaptations is not None  # set with the registry
+        return self.adaptations
+
     def request_stop(self) -> None:
         """Make a running :meth:`prepare` stop after its current batch (at shutdown)."""
         self._stop.set()
 
     def close(self) -> None:
         """Stop following the feed, leave ``replicas`` and release storage; call after
-        :meth:`prepare` has returned."""
+        :meth:`prepare` has returned. Running adaptations stop first (marked failed)."""
+        if self.adaptations is not None:
+            self.adaptations.stop()
         if self.feed is not None:
             self.feed.stop()
         if self.registry is not None:

@@ -24,10 +24,16 @@ import numpy as np
 import torch
 
 from protonet.prototypes import compute_prototypes
+from service.collections.adapter import AdapterSummary, CollectionAdapter
 from service.collections.exact_index import ExactIndex
 from service.collections.ivf_index import DEFAULT_NPROBE, IVFIndex
 from service.collections.pages import Page, page_of
-from service.collections.rejection import LeaveOneOutScores, RejectionSetting, Verdict
+from service.collections.rejection import (
+    AdapterScores,
+    LeaveOneOutScores,
+    RejectionSetting,
+    Verdict,
+)
 from service.errors import ConflictError
 from service.storage.repository import Change, StoredClass, StoredEmbeddings
 
@@ -59,6 +65,7 @@ class CollectionStatus:
     index_in_use: SearchKind  # what answers queries now
     rejection: RejectionSetting  # of unknown inputs, when a query does not say
     model: str  # the served model it is bound to
+    adapter: AdapterSummary | None  # its adopted adapter, if it has one
 
 
 @dataclass(frozen=True)
@@ -90,13 +97,15 @@ class RankedClass:
 class QueryAnswer:
     """The answer to one query: the best class, the ``top_k`` nearest classes ranked best first
     (so ``ranked[0]`` is ``best``), the kind of index that found them, the number of examples
-    of each ranked class, and (when rejection applies) whether the query is known at all."""
+    of each ranked class, the version of the adapter whose space they were found in (``None``:
+    the model's own), and (when rejection applies) whether the query is known at all."""
 
     best: RankedClass
     ranked: list[RankedClass]
     index: str
     shots: tuple[int, ...] = ()
     verdict: Verdict | None = None
+    adapter: int | None = None
 
     def top(self, k: int) -> QueryAnswer:
         """The same answer with only the ``k`` nearest classes."""
@@ -141,6 +150,10 @@ class LiveCollection:
     ``change_id`` is the id of the latest of the collection's changes applied here: the index
     reflects at least every change up to it (service/collections/registry.py applies them);
     ``revision`` is that change's revision, the number its tenant's clients see.
+
+    With an adopted ``adapter`` every embedding is mapped before it counts: stored ones before
+    prototypes and held-out scores are made, queries before they are ranked. The adapter and
+    the index built in its space are swapped together (:meth:`rebuild`).
     """
 
     def __init__(
@@ -156,6 +169,7 @@ class LiveCollection:
     ) -> None:
         self.id = collection_id
         self.name = name
+        self.dim = dim
         self.model = model  # the served model's name: fixed at creation
         # Both set under write_lock and the state lock (advance).
         self.revision = revision
@@ -178,6 +192,10 @@ class LiveCollection:
         # sorted as classes come and go, so a page costs a bisection, not a sort.
         self._order: list[int] = []
         self._n_examples = 0  # kept up to date so summaries stay O(1) with many classes
+        # Replaced with the index (rebuild); ``adapter_stale`` set by the registry under
+        # write_lock when examples change after the state the adapter was trained on.
+        self.adapter: CollectionAdapter | None = None
+        self.adapter_stale = False
 
     def class_id(self, label: str) -> int | None:
         with self._state_lock:
@@ -188,7 +206,7 @@ class LiveCollection:
         swap them in. ``labels`` maps class id -> label. Returns the updated class ids."""
         if len(stored.class_ids) == 0:
             return []
-        class_ids, prototypes, counts = prototypes_of(stored)
+        class_ids, prototypes, counts = prototypes_of(self._in_space(stored))
         self.leave_one_out.update(class_ids, counts, prototypes, stored)
         with self._state_lock:
             self._upsert(class_ids, prototypes)
@@ -239,9 +257,57 @@ class LiveCollection:
                 stored.class_ids[listed], stored.embeddings[listed], stored.example_ids[listed]
             )
         if len(stored.class_ids):
+            stored = self._in_space(stored)
             class_ids, prototypes, counts = prototypes_of(stored)
             self.leave_one_out.update(class_ids, counts, prototypes, stored)
         self.leave_one_out.complete = True
+
+    def _in_space(self, stored: StoredEmbeddings) -> StoredEmbeddings:
+        """Stored embeddings mapped by the collection's adapter (as they are without one)."""
+        if self.adapter is None:
+            return stored
+        mapped = self.adapter.apply(stored.embeddings)
+        return StoredEmbeddings(stored.class_ids, mapped, stored.example_ids)
+
+    def rebuild(
+        self,
+        adapter: CollectionAdapter | None,
+        stale: bool,
+        classes: list[StoredClass],
+        stored: StoredEmbeddings,
+    ) -> None:
+        """Everything again in ``adapter``'s space (``None``: the model's own) from the
+        collection's stored classes and embeddings (caller holds write_lock). Built aside, then
+        swapped in with the adapter in one step: queries meanwhile answer in the old space."""
+        self.wait_for_build()  # a background build would replace the new index when done
+        fresh = LiveCollection(self.id, self.name, self.dim, policy=self.policy)
+        fresh.adapter = adapter
+        fresh.load(classes, stored)
+        fresh.wait_for_build()
+        with self._state_lock:
+            self._index, self._classes = fresh._index, fresh._classes
+            self._ids_by_label, self._n_examples = fresh._ids_by_label, fresh._n_examples
+            self._order = fresh._order
+            self.leave_one_out, self.adapter = fresh.leave_one_out, adapter
+            self.adapter_stale = stale
+
+    @property
+    def rejection_scores(self) -> LeaveOneOutScores | AdapterScores:
+        """The held-out scores that scale rejection thresholds to this collection: its
+        adaptation's if it has an adapter, else its own leave-one-out scores."""
+        adapter = self.adapter
+        return self.leave_one_out if adapter is None else adapter.scores
+
+    def space(self, model_version: str) -> str:
+        """The name of the space the index lives in (persisted indexes are kept per space)."""
+        adapter = self.adapter
+        return model_version if adapter is None else adapter.space(model_version)
+
+    def adapter_summary(self) -> AdapterSummary | None:
+        adapter = self.adapter
+        if adapter is None:
+            return None
+        return AdapterSummary(adapter.version, adapter.trained_revision, self.adapter_stale)
 
     def indexed_ids(self) -> set[int]:
         """The class ids in the table (to check a persisted index against)."""
@@ -374,6 +440,7 @@ class LiveCollection:
             self._index.kind,
             self.rejection,
             self.model,
+            self.adapter_summary(),
         )
 
     def contents(self, classes_limit: int | None = None) -> CollectionContents:
@@ -409,12 +476,18 @@ class LiveCollection:
         """Nearest prototypes of ``queries [n, dim]``; ``None`` if there are no classes.
 
         ``probability`` is the softmax over all the collection's classes of minus the squared
-        distance; ``top_k`` is clamped to the number of classes.
+        distance; ``top_k`` is clamped to the number of classes. Queries are mapped by the
+        adapter that the index was built with (outside the lock, unless it changed meanwhile).
         """
+        adapter = self.adapter
+        mapped = queries if adapter is None else adapter.apply(queries)
         with self._state_lock:
             if len(self._index) == 0:
                 return None
-            ranking = self._index.rank(queries, top_k)
+            if self.adapter is not adapter:  # swapped meanwhile: map again, in the new space
+                adapter = self.adapter
+                mapped = queries if adapter is None else adapter.apply(queries)
+            ranking = self._index.rank(mapped, top_k)
             kind = self._index.kind
             ranked = [[self._classes[i] for i in row] for row in ranking.class_ids.tolist()]
         rows = zip(
@@ -427,5 +500,6 @@ class LiveCollection:
                 for c, probability, distance in zip(classes, probabilities, distances, strict=True)
             ]
             shots = tuple(c.n_examples for c in classes)
-            results.append(QueryAnswer(top[0], top, kind, shots))
+            version = None if adapter is None else adapter.version
+            results.append(QueryAnswer(top[0], top, kind, shots, adapter=version))
         return results

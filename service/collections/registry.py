@@ -27,6 +27,7 @@ from anyio import to_thread
 
 from protonet.errors import InvalidInputError
 from protonet.open_set import RejectionCalibration
+from service.collections.adapter import CollectionAdapter
 from service.collections.diagnostics import (
     DiagnosticsLimits,
     DiagnosticsSlots,
@@ -63,7 +64,9 @@ from service.errors import (
     RevisionNotReachedError,
     UnknownModelError,
 )
+from service.storage.adaptations import AdaptationStore, NewAdapter, StoredAdapter
 from service.storage.repository import (
+    LIVE_WITHIN,
     AddedExamples,
     Change,
     IdempotencyClaim,
@@ -71,6 +74,7 @@ from service.storage.repository import (
     Storage,
     StoredClass,
     StoredCollection,
+    StoredEmbeddings,
 )
 
 logger = logging.getLogger(__name__)
@@ -98,6 +102,25 @@ class QueryOutcome:
     rejection: AppliedRejection | None = None
     input_ids: list[int] | None = None  # where the query's inputs are remembered (feedback)
 
+    @property
+    def adapter_version(self) -> int | None:
+        """The version of the adapter whose space answered (``None``: the model's own)."""
+        return self.answers[0].adapter if self.answers else None
+
+
+@dataclass(frozen=True)
+class SupportSnapshot:
+    """A collection's embeddings (by the served model's version) as of at least the change
+    ``change_id`` (its tenant's ``revision``): examples written after it may be in them too."""
+
+    change_id: int
+    revision: int
+    embeddings: StoredEmbeddings
+
+
+# Changes to a collection's examples: after one, an adapter no longer reflects them all.
+SUPPORT_CHANGES = frozenset({"support", "delete_class"})
+
 
 @dataclass(frozen=True)
 class AllTenantsSummary:
@@ -110,6 +133,7 @@ class AllTenantsSummary:
     collections: int = 0
     classes: int = 0
     examples: int = 0
+    adapted: int = 0  # collections answering with an adapter
 
 
 def support_result(added: AddedExamples, labels: list[str]) -> SupportResult:
@@ -150,8 +174,10 @@ class CollectionRegistry:
         index_files: IndexFiles | None = None,
         diagnostics_limits: DiagnosticsLimits | None = None,
         remember_limits: RememberLimits | None = None,
+        adaptations: AdaptationStore | None = None,
     ) -> None:
         self.storage = storage
+        self.adaptations = adaptations or AdaptationStore(storage, LIVE_WITHIN)
         self.models = models
         self.max_items = max_items_per_request
         self.max_request_pixels = max_request_pixels
@@ -215,9 +241,11 @@ class CollectionRegistry:
             return self.load_all()
 
     def _load(self, stored: StoredCollection) -> LiveCollection:
-        """A collection's index from storage; reflects at least ``stored.revision``."""
+        """A collection's index from storage, in its adapter's space if it has one; reflects at
+        least ``stored.revision``."""
         live = self._new_live(stored)
         encoder = self.encoder_of(live)
+        live.adapter, live.adapter_stale = self._adapter_of(live)
         self._embed_missing(encoder, collection_id=stored.id)
         classes = self.storage.list_classes(stored.id)
         if not self._load_persisted(live, classes):
@@ -243,13 +271,34 @@ class CollectionRegistry:
             stored.change_id,
         )
 
+    def _adapter_of(self, live: LiveCollection) -> tuple[CollectionAdapter | None, bool]:
+        """The collection's adopted adapter as stored (and whether it is stale), if it was
+        trained on the embeddings of the model version served here: a process on another
+        version (a rolling upgrade) answers in its model's own space until it is adapted
+        again."""
+        stored: StoredAdapter | None = self.adaptations.get_adapter(live.id)
+        version = self.encoder_of(live).version
+        if stored is None:
+            return None, False
+        if stored.model_version != version:
+            logger.warning(
+                "collection %r: its adapter %d was trained on model version %s, not %s: "
+                "answering unadapted (adapt it again)",
+                live.name,
+                stored.version,
+                stored.model_version,
+                version,
+            )
+            return None, False
+        return CollectionAdapter.from_stored(stored), stored.stale
+
     def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
         """Start from the collection's persisted IVF index, if it has a usable one: applies
         the changes made after the index's change id, then checks that the index holds exactly
         the stored classes (else: False, and the caller builds from the embeddings)."""
         if self.index_files is None or live.policy.kind == "exact":
             return False
-        persisted = self.index_files.load(live.id, self.encoder_of(live).version)
+        persisted = self.index_files.load(live.id, live.space(self.encoder_of(live).version))
         if persisted is None or persisted.revision > live.change_id:
             return False
         live.load_persisted(classes, persisted.index)
@@ -275,7 +324,8 @@ class CollectionRegistry:
                 if live.deleted or index is None or saved:
                     continue
                 serialized = snapshot(index)
-            self.index_files.write(live.id, self.encoder_of(live).version, serialized, change_id)
+                space = live.space(self.encoder_of(live).version)
+            self.index_files.write(live.id, space, serialized, change_id)
             self._saved_change_ids[live.id] = change_id
             written += 1
         return written
@@ -332,12 +382,41 @@ class CollectionRegistry:
                 live.deleted = True
                 return False
             rejection = RejectionSetting.from_column(stored.rejection)
-        if changes:
+        if any(change.kind == "adapter" for change in changes):
+            self._rebuild(live)  # every class, in the new space: the changes' classes too
+        elif changes:
             self._refresh(live, {i for change in changes for i in change.class_ids})
+            self._note_stale(live, changes)
+        if changes:
             # The setting and the revision that made it become visible together: a reader
             # never sees the new setting at an older revision, nor the revision without it.
             live.advance(changes[-1], rejection)
         return True
+
+    def _rebuild(self, live: LiveCollection) -> None:
+        """Re-read the collection's adapter and rebuild it in that space (caller holds
+        write_lock): after an adapter was adopted or removed, by any process."""
+        adapter, stale = self._adapter_of(live)
+        encoder = self.encoder_of(live)
+        self._embed_missing(encoder, collection_id=live.id)
+        classes = self.storage.list_classes(live.id)
+        embeddings = self.storage.collection_embeddings(live.id, encoder.version)
+        live.rebuild(adapter, stale, classes, embeddings)
+        logger.info(
+            "collection %r: now answering %s",
+            live.name,
+            "unadapted" if adapter is None else f"with adapter {adapter.version}",
+        )
+
+    @staticmethod
+    def _note_stale(live: LiveCollection, changes: list[Change]) -> None:
+        """Mark the adapter stale once examples changed after the state it was trained on."""
+        adapter = live.adapter
+        if adapter is not None and any(
+            change.kind in SUPPORT_CHANGES and change.id > adapter.trained_change_id
+            for change in changes
+        ):
+            live.adapter_stale = True
 
     def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
         """Forget a deleted collection (caller holds the registry lock)."""
@@ -359,9 +438,12 @@ class CollectionRegistry:
             with self._lock:
                 live = self._collections.get(key)
                 if change.kind == "delete":
+                    # The change id too: SQLite reuses a deleted collection's id, and a
+                    # collection made again under the name after this deletion must stay.
                     if live is not None and live.id == change.collection_id:
                         with live.write_lock:
-                            self._drop(key, live)
+                            if live.change_id < change.id:
+                                self._drop(key, live)
                 elif live is None or live.id != change.collection_id:
                     self._sync_unless_unserved(key)
             return
@@ -452,6 +534,17 @@ class CollectionRegistry:
 
     # -- the API ---------------------------------------------------------------------------
 
+    def get(self, name: str, tenant: str) -> LiveCollection:
+        """The collection (:class:`NotFoundError` if the tenant has none of that name)."""
+        return self._get(name, tenant)
+
+    def stored_collection(self, name: str, tenant: str) -> StoredCollection:
+        """The collection as storage has it now (:class:`NotFoundError` if none)."""
+        stored = self.storage.find_collection(tenant, name)
+        if stored is None:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        return stored
+
     def _get(self, name: str, tenant: str) -> LiveCollection:
         """The collection, looked up in storage too if this process has not seen it yet
         (created through another process a moment ago)."""
@@ -525,7 +618,7 @@ class CollectionRegistry:
         meanwhile may or may not be counted.
         """
         tenants: set[str] = set()
-        collections = classes = examples = 0
+        collections = classes = examples = adapted = 0
         for (tenant, _), live in self._collections.copy().items():
             if live.deleted:
                 continue
@@ -534,7 +627,8 @@ class CollectionRegistry:
             collections += 1
             classes += summary.n_classes
             examples += summary.n_examples
-        return AllTenantsSummary(len(tenants), collections, classes, examples)
+            adapted += summary.adapter is not None
+        return AllTenantsSummary(len(tenants), collections, classes, examples, adapted)
 
     def describe(
         self, name: str, *, tenant: str, classes_limit: int | None = None
@@ -583,6 +677,48 @@ class CollectionRegistry:
             if self.index_files is not None:
                 self.index_files.remove(live.id)
             return revision
+
+    # -- adapters --------------------------------------------------------------------------
+
+    def support_snapshot(self, live: LiveCollection) -> SupportSnapshot:
+        """The collection's stored embeddings for an adaptation (blocking): its latest change
+        is read first, so the embeddings reflect at least that state."""
+        stored = self.storage.get_collection(live.id)
+        if stored is None:
+            raise NotFoundError(f"collection {live.name!r} does not exist")
+        encoder = self.encoder_of(live)
+        self._embed_missing(encoder, collection_id=live.id)
+        embeddings = self.storage.collection_embeddings(live.id, encoder.version)
+        return SupportSnapshot(stored.change_id, stored.revision, embeddings)
+
+    def adopt(self, live: LiveCollection, job_id: int, adapter: NewAdapter) -> bool:
+        """Adopt a job's adapter for the collection, and answer with it here at once; False
+        if the job was cancelled first (nothing adopted)."""
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {live.name!r} does not exist")
+            if self.adaptations.adopt(job_id, adapter) is None:
+                return False
+            self._catch_up_after_commit(live)
+            return True
+
+    def remove_adapter(self, name: str, *, tenant: str) -> int:
+        """Return the collection to its model's own space; the write's revision.
+        :class:`NotFoundError` if it has no adapter."""
+        live = self._get(name, tenant)
+        with live.write_lock:
+            if live.deleted:
+                raise NotFoundError(f"collection {name!r} does not exist")
+            revision = self.adaptations.delete_adapter(live.id, name)
+            self._catch_up_after_commit(live)
+            return revision
+
+    def adapter_of(self, name: str, *, tenant: str) -> StoredAdapter:
+        """The collection's adopted adapter as stored; :class:`NotFoundError` if none."""
+        stored = self.adaptations.get_adapter(self.stored_collection(name, tenant).id)
+        if stored is None:
+            raise NotFoundError(f"collection {name!r} has no adapter")
+        return stored
 
     async def add_support(
         self,
@@ -737,7 +873,8 @@ class CollectionRegistry:
         self, live: LiveCollection, outcome: QueryOutcome, policy: RejectionPolicy
     ) -> QueryOutcome:
         """The answers with a verdict each: known, or of none of the classes."""
-        known, scale = live.leave_one_out.cached(policy)
+        scores = live.rejection_scores
+        known, scale = scores.cached(policy)
         if not known:  # O(examples) once after each change: off the event loop
             scale = await to_thread.run_sync(self._collection_scale, live, policy)
         judged = [
@@ -749,13 +886,18 @@ class CollectionRegistry:
             )
             for answer in outcome.answers
         ]
-        source: ThresholdSource = "checkpoint" if scale is None else "collection"
+        source: ThresholdSource = "checkpoint"
+        if scale is not None:
+            source = "collection" if scores is live.leave_one_out else "adapter"
         applied = AppliedRejection(policy.acceptance, source)
         return dataclasses.replace(outcome, answers=judged, rejection=applied)
 
     def _collection_scale(self, live: LiveCollection, policy: RejectionPolicy) -> float | None:
         """The collection's threshold scale (:mod:`service.collections.rejection`), its
         held-out scores first read from storage if it was loaded without them."""
+        adapter = live.adapter
+        if adapter is not None:
+            return adapter.scores.scale(policy)
         if not live.leave_one_out.complete:
             with live.write_lock:  # no class update meanwhile: they would race the fill
                 if not live.leave_one_out.complete and not live.deleted:

@@ -14,6 +14,8 @@ acceptance, measured on training-side classes). Here:
   them (``MIN_LOO_SCORES``), the checkpoint's thresholds are scaled by how far this
   collection's held-out scores lie from the checkpoint's at the matching shot count
   (:func:`protonet.open_set.collection_scale`, in the core: the evaluator measures it too).
+  An adapted collection (protonet/adaptation.py) is scaled by the held-out scores its
+  adaptation measured instead (:class:`AdapterScores`).
 * :func:`judge`: a query's score (from its distances to the ranked nearest classes) against
   the threshold of its nearest class's shot count.
 """
@@ -21,7 +23,7 @@ acceptance, measured on training-side classes). Here:
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +33,7 @@ import torch
 from protonet.open_set import (
     RejectionCalibration,
     collection_scale,
+    held_out_scale,
     leave_one_out_distances,
     open_set_score,
 )
@@ -42,7 +45,7 @@ DEFAULT = "default"
 # Scores the service can compute from the ranked nearest classes alone (a query's answer has
 # the distances of its top-k, not of every class); nearest_distance needs only the first.
 NEAREST_CLASS_SCORES = frozenset({"nearest_distance"})
-ThresholdSource = Literal["checkpoint", "collection"]
+ThresholdSource = Literal["checkpoint", "collection", "adapter"]
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,68 @@ def judge(
     return Verdict(value <= threshold, value, threshold)
 
 
+class ScaleCache:
+    """A collection's threshold scale per policy, computed once per change of its held-out
+    scores (at most ``CACHED_POLICIES`` policies kept)."""
+
+    CACHED_POLICIES = 16
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[RejectionCalibration, float], float | None] = {}
+        self._generation = 0  # bumped by every change: a scale computed before it is stale
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+
+    def cached(self, policy: RejectionPolicy) -> tuple[bool, float | None]:
+        key = (policy.calibration, policy.acceptance)
+        with self._lock:
+            return key in self._cache, self._cache.get(key)
+
+    def get(self, policy: RejectionPolicy, compute: Callable[[], float | None]) -> float | None:
+        """The cached scale, or ``compute()`` (outside the lock: O(examples)), then cached
+        unless a change came meanwhile."""
+        key = (policy.calibration, policy.acceptance)
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+            generation = self._generation
+        scale = compute()
+        with self._lock:
+            if generation == self._generation:
+                if len(self._cache) >= self.CACHED_POLICIES:
+                    self._cache.clear()
+                self._cache[key] = scale
+        return scale
+
+
+class AdapterScores:
+    """An adapted collection's held-out scores: those its adaptation job measured (each
+    example held out of its fold, its distance in the adapted space to its class's prototype
+    made of the fold's other examples; protonet/adaptation.py), fixed until the next adapter.
+    The leave-one-out scores of the adapted examples would be too small: the map was fitted
+    to pull those very examples in."""
+
+    complete = True
+
+    def __init__(self, scores: np.ndarray, shots: np.ndarray) -> None:
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.shots = np.asarray(shots, dtype=np.int64)
+        self._scales = ScaleCache()
+
+    def cached(self, policy: RejectionPolicy) -> tuple[bool, float | None]:
+        return self._scales.cached(policy)
+
+    def scale(self, policy: RejectionPolicy) -> float | None:
+        def compute() -> float | None:
+            return held_out_scale(self.scores, self.shots, policy.calibration, policy.acceptance)
+
+        return self._scales.get(policy, compute)
+
+
 class LeaveOneOutScores:
     """Per class of at least 2 examples, its examples' held-out scores; and the collection's
     scale (:func:`collection_scale`) per policy, cached until the next change.
@@ -184,13 +249,10 @@ class LeaveOneOutScores:
     first query that asks for it.
     """
 
-    CACHED_POLICIES = 16
-
     def __init__(self) -> None:
         self._by_class: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
-        self._cache: dict[tuple[RejectionCalibration, float], float | None] = {}
-        self._generation = 0  # bumped by every change: a scale computed before it is stale
+        self._scales = ScaleCache()
         self.complete = True
 
     def update(
@@ -214,18 +276,13 @@ class LeaveOneOutScores:
                     self._by_class[class_id] = group
                 else:
                     self._by_class.pop(class_id, None)
-            self._changed()
+            self._scales.invalidate()
 
     def remove(self, class_ids: Iterable[int]) -> None:
         with self._lock:
             for class_id in class_ids:
                 self._by_class.pop(class_id, None)
-            self._changed()
-
-    def _changed(self) -> None:
-        """(Lock held.)"""
-        self._generation += 1
-        self._cache.clear()
+            self._scales.invalidate()
 
     def count(self) -> int:
         """Held-out scores held (examples of classes with at least 2)."""
@@ -234,22 +291,15 @@ class LeaveOneOutScores:
 
     def cached(self, policy: RejectionPolicy) -> tuple[bool, float | None]:
         """``(True, scale)`` if the scale for ``policy`` is known (nothing to compute)."""
-        key = (policy.calibration, policy.acceptance)
-        with self._lock:
-            return (self.complete and key in self._cache), self._cache.get(key)
+        known, scale = self._scales.cached(policy)
+        return self.complete and known, scale
 
     def scale(self, policy: RejectionPolicy) -> float | None:
         """The collection's scale for ``policy`` (``None``: too few scores), cached."""
-        key = (policy.calibration, policy.acceptance)
-        with self._lock:
-            if key in self._cache:
-                return self._cache[key]
-            arrays, generation = list(self._by_class.values()), self._generation
-        # Outside the lock: O(examples).
-        scale = collection_scale(arrays, policy.calibration, policy.acceptance)
-        with self._lock:
-            if generation == self._generation:
-                if len(self._cache) >= self.CACHED_POLICIES:
-                    self._cache.clear()
-                self._cache[key] = scale
-        return scale
+
+        def compute() -> float | None:
+            with self._lock:
+                arrays = list(self._by_class.values())
+            return collection_scale(arrays, policy.calibration, policy.acceptance)
+
+        return self._scales.get(policy, compute)

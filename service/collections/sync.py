@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 SAVE_INDEXES_EVERY_SECONDS = 60.0  # persisted IVF indexes, for a quick start
-# A process whose heartbeat is older than this is not live (no longer serves its version).
-LIVE_WITHIN = timedelta(seconds=30)
 CHANGE_RETENTION = timedelta(hours=24)
 PRUNE_EVERY_SECONDS = 600.0
 # A snapshot's restore that wrote nothing for this long was abandoned (its process died, or

@@ -25,6 +25,7 @@ from starlette.routing import Match
 from protonet.errors import CheckpointError, InvalidInputError, ProtonetError
 from service.errors import (
     AcceptanceOutOfRangeError,
+    AdaptationBusyError,
     CollectionTooLargeError,
     ConflictError,
     DiagnosticsBusyError,
@@ -88,6 +89,7 @@ DOMAIN_ERRORS: list[tuple[type[ProtonetError], int, str]] = [
     (ForbiddenError, 403, "forbidden"),
     (DiagnosticsBusyError, 429, "diagnostics_busy"),  # a RateLimitedError: first
     (RememberLimitError, 429, "remember_limit"),  # a RateLimitedError: first
+    (AdaptationBusyError, 429, "adaptation_busy"),  # likewise
     (RateLimitedError, 429, "rate_limited"),
     (OverloadedError, 503, "overloaded"),
     (RevisionNotReachedError, 503, "revision_not_reached"),
@@ -129,7 +131,8 @@ ERROR_DESCRIPTIONS = {
     429: "Too many requests from this API key (or client address); diagnostics_busy: as many "
     "diagnostics as PROTONET_DIAGNOSTICS_MAX_CONCURRENT(_PER_TENANT) allow are running; "
     "remember_limit: the tenant's remembered inputs are at PROTONET_REMEMBER_MAX_INPUTS or "
-    "PROTONET_REMEMBER_MAX_BYTES; see Retry-After.",
+    "PROTONET_REMEMBER_MAX_BYTES; adaptation_busy: as many adaptations as "
+    "PROTONET_ADAPT_MAX_CONCURRENT allows are running; see Retry-After.",
     503: "Not ready: loading the model or embedding stored examples for it; overloaded (too "
     "many requests in flight); the database is unreachable; or this replica has not reached "
     "the min_revision asked for in time. Retry after Retry-After seconds.",

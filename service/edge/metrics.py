@@ -13,7 +13,11 @@ Each app has its own ``CollectorRegistry`` (tests run many apps in one process).
   ``protonet_classes``, ``protonet_examples``: totals over all tenants, read at scrape time
   (no per-tenant labels: tenants are unbounded);
 * ``protonet_database_up``: 1 while the database answers this process's round trips, else 0
-  (queries are still answered from memory; writes get 503).
+  (queries are still answered from memory; writes get 503);
+* ``protonet_adaptations_total`` (finished adaptation jobs of this process, by model and
+  outcome: adopted, kept_unadapted, cancelled, failed), ``protonet_adaptation_duration_seconds``
+  (by model), ``protonet_adaptations_running`` (now, in this process) and
+  ``protonet_adapted_collections`` (collections answering with an adapter, all tenants).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from service.edge.asgi import ASGIApp, Message, Receive, Scope, Send
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROWS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+JOB_SECONDS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
 class CollectionsCollector(Collector):
@@ -66,6 +71,11 @@ class CollectionsCollector(Collector):
         yield GaugeMetricFamily("protonet_classes", "Classes, all tenants.", totals.classes)
         yield GaugeMetricFamily(
             "protonet_examples", "Support examples, all tenants.", totals.examples
+        )
+        yield GaugeMetricFamily(
+            "protonet_adapted_collections",
+            "Collections answering with an adopted adapter, all tenants.",
+            totals.adapted,
         )
 
 
@@ -147,6 +157,25 @@ class ServiceMetrics:
             ["model", "state"],
             registry=self.registry,
         )
+        self.adaptations = Counter(
+            "protonet_adaptations",
+            "Finished adaptation jobs of this process, by outcome (adopted, kept_unadapted, "
+            "cancelled, failed).",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.adaptation_seconds = Histogram(
+            "protonet_adaptation_duration_seconds",
+            "Time from an adaptation job's start to its end.",
+            ["model"],
+            buckets=JOB_SECONDS,
+            registry=self.registry,
+        )
+        self.adaptations_running = Gauge(
+            "protonet_adaptations_running",
+            "Adaptation jobs running in this process now.",
+            registry=self.registry,
+        )
         # ``labels()`` takes a lock and hashes: cache the children per label tuple.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -177,6 +206,13 @@ class ServiceMetrics:
 
     def observe_encoder(self, seconds: float, model: str) -> None:
         self.encoder_seconds.labels(model).observe(seconds)
+
+    def observe_adaptation(self, outcome: str, seconds: float, model: str) -> None:
+        self.adaptations.labels(model, outcome).inc()
+        self.adaptation_seconds.labels(model).observe(seconds)
+
+    def observe_adaptations_running(self, running: int) -> None:
+        self.adaptations_running.set(running)
 
     def watch_database(self, up: Callable[[], bool]) -> None:
         """Serve ``protonet_database_up`` from ``up`` (called at each scrape; must not block)."""

@@ -1,7 +1,8 @@
 """The tables, as SQLAlchemy ORM classes: ``collections`` -> ``classes`` -> ``examples`` ->
 ``embeddings``, plus ``changes`` (the change feed), ``tenant_revisions`` (each tenant's count of
 its writes), ``replicas`` (live processes), ``idempotency_keys`` (first answers of keyed
-writes) and ``remembered_inputs`` (query inputs kept for feedback).
+writes), ``remembered_inputs`` (query inputs kept for feedback), and per collection its
+``adaptation_jobs`` and its adopted ``adapters``.
 
 The schema itself is made by the migrations (service/storage/migrations); these classes
 describe it, and a test checks that the two agree.
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -178,3 +181,63 @@ class RememberedInputRecord(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AdaptationJobRecord(Base):
+    """One adaptation of a collection (service/collections/adaptation.py), run by the process
+    ``replica_id``: ``status`` running, completed, cancelled or failed; a completed one's
+    ``decision`` is adopted or kept_unadapted, and ``result`` holds its held-out figures."""
+
+    __tablename__ = "adaptation_jobs"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # a job's id is its adapter's version
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), index=True
+    )
+    replica_id: Mapped[str] = mapped_column(String(36))
+    model_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    decision: Mapped[str | None] = mapped_column(String(16))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The collection as trained: its latest change's id (global) and revision (its tenant's).
+    trained_change_id: Mapped[int] = mapped_column(BigInteger)
+    trained_revision: Mapped[int] = mapped_column(BigInteger)
+    n_examples: Mapped[int]
+    n_classes: Mapped[int]
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    examples_per_second: Mapped[float] = mapped_column(Float, default=0.0)
+    result: Mapped[str | None] = mapped_column(Text)  # JSON: the held-out figures
+    error: Mapped[str | None] = mapped_column(Text)
+    # The revision of the ``adapter`` change that adopted its adapter (null: none adopted).
+    revision: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+
+class AdapterRecord(Base):
+    """A collection's adopted adapter (at most one): the map ``x + (x @ down) @ up`` on the
+    embeddings of ``model_version``, ``down [dim, rank]`` and ``up [rank, dim]`` float32, made by
+    the job ``version``; ``scores`` float32 and ``shots`` int32 ``[m]`` are its held-out
+    distances (for rejection thresholds in the adapted space). ``stale``: examples were added
+    or deleted after the collection state it was trained on."""
+
+    __tablename__ = "adapters"
+
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger)
+    model_version: Mapped[str] = mapped_column(String(64))
+    trained_change_id: Mapped[int] = mapped_column(BigInteger)
+    trained_revision: Mapped[int] = mapped_column(BigInteger)
+    stale: Mapped[bool] = mapped_column(Boolean, default=False)
+    dim: Mapped[int]
+    rank: Mapped[int]
+    down: Mapped[bytes] = mapped_column(LargeBinary)
+    up: Mapped[bytes] = mapped_column(LargeBinary)
+    scores: Mapped[bytes] = mapped_column(LargeBinary)
+    shots: Mapped[bytes] = mapped_column(LargeBinary)
+    result: Mapped[str] = mapped_column(Text)  # JSON: the job's held-out figures
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -36,6 +36,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +56,7 @@ from service.errors import (
 from service.storage.engine import WRITE, create_storage_engine, reported_as_unavailable
 from service.storage.migrations import check_schema_current, upgrade_database
 from service.storage.records import (
+    AdapterRecord,
     Base,
     ChangeRecord,
     ClassRecord,
@@ -73,6 +75,9 @@ CHANGE_ORDER_LOCK = 0x70726F7431  # advisory lock that orders change ids with co
 IDEMPOTENCY_RETENTION = timedelta(hours=24)
 REMEMBER_LOCK = 0x72656D65  # advisory lock (with the tenant's hash): one tenant's limit at a time
 INPUT_IDS = 2**53 - 1  # remembered inputs' random ids: exact in every JSON reader
+# A process whose heartbeat is older than this is not live (no longer serves its version, and
+# its adaptation jobs have failed).
+LIVE_WITHIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -136,7 +141,7 @@ class Change:
     collection_id: int
     tenant: str
     name: str
-    kind: str  # create | support | delete_class | settings | delete
+    kind: str  # create | support | delete_class | settings | adapter | delete
     class_ids: tuple[int, ...]
     revision: int
 
@@ -274,6 +279,14 @@ class Storage:
     def close(self) -> None:
         self.engine.dispose()
 
+    def reading(self) -> Session:
+        """A session for reads (for the storage package's other repositories)."""
+        return self._sessions()
+
+    def writing(self) -> AbstractContextManager[Session]:
+        """A write transaction, committed at its end (for the other repositories)."""
+        return self._writes.begin()
+
     def ping(self) -> None:
         """One round trip to the database; raises (``OperationalError``) if it is away."""
         with self._sessions() as session:
@@ -281,7 +294,7 @@ class Storage:
 
     # -- the change feed -------------------------------------------------------------------
 
-    def _record_change(
+    def record_change(
         self,
         session: Session,
         collection: CollectionRecord,
@@ -415,7 +428,7 @@ class Storage:
                 )
                 session.add(record)
                 session.flush()
-                self._record_change(session, record, "create")
+                self.record_change(session, record, "create")
                 return _stored(record)
         except IntegrityError:
             raise ConflictError(f"collection {name!r} already exists") from None
@@ -423,8 +436,8 @@ class Storage:
     def delete_collection(self, collection_id: int) -> int:
         """Drop a collection with its classes and examples; returns the write's revision."""
         with self._writes.begin() as session:
-            record = self._locked_collection(session, collection_id)
-            revision = self._record_change(session, record, "delete")
+            record = self.locked_collection(session, collection_id)
+            revision = self.record_change(session, record, "delete")
             session.execute(delete(CollectionRecord).where(CollectionRecord.id == collection_id))
             return revision
 
@@ -432,12 +445,12 @@ class Storage:
         """Change a collection's rejection setting; returns the write's revision (a
         ``settings`` change, so other processes re-read the setting)."""
         with self._writes.begin() as session:
-            record = self._locked_collection(session, collection_id)
+            record = self.locked_collection(session, collection_id)
             record.rejection = rejection
-            return self._record_change(session, record, "settings")
+            return self.record_change(session, record, "settings")
 
     @staticmethod
-    def _locked_collection(session: Session, collection_id: int) -> CollectionRecord:
+    def locked_collection(session: Session, collection_id: int) -> CollectionRecord:
         """The collection's row, locked until the transaction ends (no-op lock on SQLite,
         whose write transactions hold the whole database)."""
         record = session.get(CollectionRecord, collection_id, with_for_update=True)
@@ -572,7 +585,7 @@ class Storage:
         forget: tuple[str, int] | None = None,
     ) -> AddedExamples:
         with self._writes.begin() as session:
-            collection = self._locked_collection(session, collection_id)
+            collection = self.locked_collection(session, collection_id)
             remembered = None
             if claim is not None:
                 if (answer := self._recall(session, claim)) is not None:
@@ -598,7 +611,8 @@ class Storage:
             ]
             session.execute(insert(EmbeddingRecord), vectors)
             sizes = self._class_sizes(session, class_ids)
-            revision = self._record_change(session, collection, "support", list(class_ids.values()))
+            _adapter_now_stale(session, collection_id)
+            revision = self.record_change(session, collection, "support", list(class_ids.values()))
             added = AddedExamples(class_ids, sizes, len(labels), revision)
             if remembered is not None:
                 remembered.answer = added.to_json()  # written at the commit
@@ -693,9 +707,10 @@ class Storage:
     def delete_class(self, collection_id: int, class_id: int) -> int:
         """Drop one class with its examples; returns the write's revision."""
         with self._writes.begin() as session:
-            collection = self._locked_collection(session, collection_id)
+            collection = self.locked_collection(session, collection_id)
             session.execute(delete(ClassRecord).where(ClassRecord.id == class_id))
-            return self._record_change(session, collection, "delete_class", [class_id])
+            _adapter_now_stale(session, collection_id)
+            return self.record_change(session, collection, "delete_class", [class_id])
 
     # -- embeddings by model version -------------------------------------------------------
 
@@ -1006,7 +1021,7 @@ class Storage:
         with self._writes.begin() as session:
             record = self._restoring(session, collection_id)
             record.restore_heartbeat = None
-            self._record_change(session, record, "create")
+            self.record_change(session, record, "create")
             return _stored(record)
 
     def abandon_restore(self, collection_id: int) -> None:
@@ -1097,6 +1112,13 @@ def _forgotten(input_id: int) -> ForgottenInputError:
         f"input_id {input_id} is not remembered for this collection: never was (another "
         "collection's?), expired (PROTONET_REMEMBER_SECONDS), or was used for feedback "
         'already; query it again with "remember": true'
+    )
+
+
+def _adapter_now_stale(session: Session, collection_id: int) -> None:
+    """The collection's examples change: its adapter (if any) no longer reflects them."""
+    session.execute(
+        update(AdapterRecord).where(AdapterRecord.collection_id == collection_id).values(stale=True)
     )
 
 

@@ -178,3 +178,22 @@ async def test_read_your_writes_across_processes_with_tenant_revisions(tmp_path,
         assert (detail["revision"], detail["n_examples"]) == (2, 1)
         answer = await reader.query("mine", [drawings.png(0)])
         assert answer["revision"] == 2 and answer["results"][0]["label"] == "x"
+
+
+async def test_a_late_deletion_does_not_drop_a_collection_made_again_under_its_name(settings):
+    """SQLite gives a collection made again after a deletion the deleted one's id: the change
+    feed applying the deletion late (after the new collection is made) must leave it."""
+    drawings = Drawings(1)
+    async with serve(settings) as running:
+        client, state = running.client, running.state
+        await client.create_collection("c")
+        first = state.storage.find_collection("default", "c").id
+        await client.delete_collection("c")
+        [deletion] = [c for c in state.storage.changes_after(0) if c.kind == "delete"]
+        await client.create_collection("c")
+        assert state.storage.find_collection("default", "c").id == first  # the id again
+        live = state.registry.get("c", "default")  # as a request in flight holds it
+        state.registry.apply_change(deletion)  # the feed, late
+        assert not live.deleted and state.registry.get("c", "default") is live
+        await client.add_support("c", [("a", drawings.png(0))])
+        assert (await client.get_collection("c"))["n_examples"] == 1

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 from service.client import ProtonetAPIError, ProtonetClient
-from service.collections.sync import LIVE_WITHIN
 from service.launcher import REPO_ROOT, LocalServer, free_port, start, stop
-from service.storage.repository import Storage
+from service.storage.repository import LIVE_WITHIN, Storage
 from tests.service.helpers import PATIENCE, Drawings, make_settings, wait_until
 
 pytestmark = pytest.mark.slow

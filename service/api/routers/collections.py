@@ -112,6 +112,7 @@ def summary_of(
     """A collection's summary; its rejection described with its model's calibration (which
     the default acceptance stands for)."""
     calibration = registry.calibration_of(collection.model)
+    adapted = {} if collection.adapter is None else {"adapter": vars(collection.adapter)}
     return schemas.CollectionSummary.model_validate(
         {
             "name": collection.name,
@@ -122,6 +123,7 @@ def summary_of(
             "index_in_use": collection.index_in_use,
             "rejection": collection.rejection.describe(calibration),
             "model": collection.model,
+            **adapted,  # no new key for collections without an adapter
         }
     )
 
@@ -134,6 +136,7 @@ def classes_of(classes: list[ClassCount]) -> list[schemas.ClassSummary]:
     "",
     status_code=201,
     summary="Create an empty collection",
+    response_model_exclude_unset=True,
     responses=error_responses(400, 409, 413, 422, 503),
 )
 async def create_collection(
@@ -157,7 +160,7 @@ async def create_collection(
 
 
 def summary_body(collection: CollectionStatus, registry: CollectionRegistry) -> dict[str, Any]:
-    return summary_of(collection, registry).model_dump(mode="json")
+    return summary_of(collection, registry).model_dump(mode="json", exclude_unset=True)
 
 
 def listing_response(registry: CollectionRegistry, tenant: str) -> Response:
@@ -297,6 +300,7 @@ async def diagnose_collection(
 @router.patch(
     "/{name}",
     summary="Change a collection's settings: its rejection of unknown inputs",
+    response_model_exclude_unset=True,  # no "adapter" key for a collection without one
     responses=error_responses(400, 404, 413, 422, 503),
 )
 async def update_collection(
@@ -402,6 +406,8 @@ async def query_collection(
         "index": outcome.answers[0].index,
         "results": results,
     }
+    if outcome.adapter_version is not None:  # likewise: only where an adapter answered
+        body["adapter_version"] = outcome.adapter_version
     if outcome.rejection is not None:  # no new key for queries without rejection
         body["rejection"] = outcome.rejection.to_json()
     return with_revision(json_response(body), outcome.revision)

@@ -18,6 +18,7 @@ const state = {
   thumbnails: new Map(), // "collection|id|label" -> Promise of an object URL
   drops: [], // dropped image files, as data URLs
   drawn: false, // whether the pad has ink on it
+  job: null, // the adaptation job this page follows: {name, id}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -188,7 +189,10 @@ async function selectCollection(name) {
   const bound = state.models.get(state.collectionModels.get(name));
   useModel(bound || [...state.models.values()].find((model) => model.default));
   $("results").replaceChildren(note(words().start));
+  state.job = null; // a job of another collection is no longer shown
+  showJob(null);
   await refresh();
+  if (name) await resumeJob(name);
 }
 
 async function createCollection(event) {
@@ -249,6 +253,7 @@ async function refresh() {
   if (!name) {
     $("classes").replaceChildren(note("Create a collection to start."));
     $("diagnostics").hidden = true;
+    $("adaptation").hidden = true;
     return;
   }
   const [detail, classes, examples, diagnostics] = await Promise.all([
@@ -262,6 +267,7 @@ async function refresh() {
   if (option) option.text = collectionText(detail);
   showClasses(detail, classes, examples, diagnostics);
   showDiagnostics(diagnostics);
+  showAdapter(detail);
 }
 
 /** The collection's diagnostics, or null where the service has none (404/405: older). */
@@ -410,6 +416,105 @@ async function deleteClass(label, count) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Adaptation: a background job per collection (POST .../adaptations), followed until it ends
+
+const ADAPT_POLL_MS = 500;
+const RUNNING = new Set(["running", "cancelling"]);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function showAdapter(detail) {
+  const adapter = detail.adapter; // present only when the collection has one
+  $("adaptation").hidden = false;
+  $("remove-adapter").hidden = !adapter;
+  $("adapter-state").textContent = !adapter
+    ? "Not adapted: queries are compared in the model's own embedding space."
+    : `Adapted: adapter ${adapter.version}, trained on revision ${adapter.trained_revision}` +
+      (adapter.stale ? "; examples changed since: adapt again to train on them too." : ".");
+}
+
+async function adapt() {
+  const name = state.collection;
+  if (!name) throw new Error("Create or pick a collection first.");
+  const job = await api("POST", collectionPath(name, "adaptations"));
+  say(`Adapting "${name}" in the background (job ${job.id}).`);
+  await follow(name, job);
+}
+
+/** Show a job of this collection that runs already (started elsewhere, or before a reload). */
+async function resumeJob(name) {
+  const { adaptations } = await api("GET", collectionPath(name, "adaptations"));
+  const running = adaptations.find((job) => RUNNING.has(job.status));
+  if (running && name === state.collection) await follow(name, running);
+}
+
+/** Poll the job until it ends; then the collection is shown as it is (adapted or not). */
+async function follow(name, job) {
+  state.job = { name, id: job.id };
+  let current = job;
+  showJob(current);
+  while (RUNNING.has(current.status)) {
+    await sleep(ADAPT_POLL_MS);
+    if (!state.job || state.job.id !== job.id) return; // another collection was picked
+    current = await api("GET", collectionPath(name, "adaptations", String(job.id)));
+    showJob(current);
+  }
+  state.job = null;
+  if (current.revision) {
+    // The adoption is a write of the collection: later reads wait for it on any replica.
+    state.revisions.set(name, Math.max(state.revisions.get(name) || 0, current.revision));
+  }
+  say(jobOutcome(current), current.status === "failed" ? "error" : "info");
+  if (name === state.collection) await refresh();
+}
+
+function showJob(job) {
+  const running = Boolean(job && RUNNING.has(job.status));
+  $("adapt").disabled = running;
+  $("cancel-adapt").hidden = !running;
+  const bar = $("adapt-progress");
+  bar.hidden = !running;
+  bar.value = job ? job.progress.fraction : 0;
+  const rate = job ? Math.round(job.progress.examples_per_second) : 0;
+  $("adapt-status").textContent = !job
+    ? ""
+    : running
+      ? `Job ${job.id}: ${percent(job.progress.fraction)} done, ${rate} examples/s` +
+        (job.status === "cancelling" ? ", stopping…" : "")
+      : jobOutcome(job);
+}
+
+/** What a finished job decided, with the held-out figures that decided it. */
+function jobOutcome(job) {
+  const figures = job.held_out;
+  const compared = figures
+    ? ` (held-out accuracy ${percent(figures.unadapted_accuracy)} unadapted, ` +
+      `${percent(figures.adapted_accuracy)} adapted, over ${figures.examples} examples)`
+    : "";
+  if (job.decision === "adopted") return `Adopted adapter ${job.adapter_version}${compared}.`;
+  if (job.decision === "kept_unadapted") {
+    return `Kept unadapted: the adapter did not win by the margin${compared}.`;
+  }
+  if (job.status === "cancelled") return `Adaptation ${job.id} cancelled: nothing adopted.`;
+  return `Adaptation ${job.id} ${job.status}: ${job.error || "no reason given"}`;
+}
+
+async function cancelAdaptation() {
+  if (!state.job) return;
+  const { name, id } = state.job;
+  showJob(await api("DELETE", collectionPath(name, "adaptations", String(id))));
+}
+
+async function removeAdapter() {
+  const name = state.collection;
+  if (!window.confirm(`Remove the adapter of "${name}"? Queries go back to the model's space.`)) {
+    return;
+  }
+  await api("DELETE", collectionPath(name, "adapter"), undefined, { writes: name });
+  say(`Removed the adapter of "${name}".`);
+  await refresh();
+}
+
+// ---------------------------------------------------------------------------------------------
 // The drawing pad: black ink on white paper, like Omniglot; mouse, touch and pen alike
 
 const pad = $("pad");
@@ -542,7 +647,11 @@ async function classify() {
   if (!$("rejection-choice").hidden && $("rejection").value) body.rejection = $("rejection").value;
   const answer = await api("POST", collectionPath(name, "query"), body, { reads: name });
   quiet();
+  const adapted = answer.adapter_version == null
+    ? []
+    : [note(`Compared in the space of adapter ${answer.adapter_version}.`)];
   $("results").replaceChildren(
+    ...adapted,
     ...answer.results.map((result, index) => resultView(result, inputs[index])),
   );
 }
@@ -647,6 +756,9 @@ $("collection-select").addEventListener("change", guarded((e) => selectCollectio
 $("create-form").addEventListener("submit", guarded(createCollection));
 $("support-form").addEventListener("submit", guarded(addExamples));
 $("classify").addEventListener("click", guarded(classify));
+$("adapt").addEventListener("click", guarded(adapt));
+$("cancel-adapt").addEventListener("click", guarded(cancelAdaptation));
+$("remove-adapter").addEventListener("click", guarded(removeAdapter));
 $("clear").addEventListener("click", () => { clearInput(); quiet(); });
 $("file-input").addEventListener("change", guarded(async (event) => {
   await addFiles(event.target.files);

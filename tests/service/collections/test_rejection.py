@@ -13,11 +13,13 @@ from protonet.open_set import (
     SCALE_RANGE,
     RejectionCalibration,
     collection_scale,
+    held_out_scale,
     leave_one_out_distances,
     shot_threshold,
 )
 from service.collections.live_collection import LiveCollection
 from service.collections.rejection import (
+    AdapterScores,
     LeaveOneOutScores,
     RejectionPolicy,
     RejectionSetting,
@@ -248,3 +250,21 @@ def test_scores_filled_in_from_storage_after_a_load_without_embeddings():
     policy = RejectionPolicy(CALIBRATION, 0.95)
     assert scores.complete and scores.count() == 60
     assert scores.scale(policy) == pytest.approx(built.leave_one_out.scale(policy))
+
+
+def test_held_out_scores_scale_by_the_size_of_the_prototype_each_was_held_out_of():
+    """An adaptation's held-out scores (each with its own prototype size) scale as leave-one-out
+    scores do when the sizes agree; a smaller prototype allows larger scores."""
+    rng = np.random.default_rng(7)
+    by_class = [rng.gamma(4.0, 6.0, size=4) for _ in range(15)]  # 60 scores, 3 shots each
+    scores = np.concatenate(by_class)
+    expected = collection_scale(by_class, CALIBRATION, 0.95)
+    assert held_out_scale(scores, np.full(60, 3), CALIBRATION, 0.95) == pytest.approx(expected)
+    one_shot = held_out_scale(scores, np.full(60, 1), CALIBRATION, 0.95)
+    assert one_shot is not None and expected is not None and one_shot < expected
+    assert held_out_scale(scores[:29], np.full(29, 3), CALIBRATION, 0.95) is None
+    adapted = AdapterScores(scores, np.full(60, 3))
+    policy = RejectionPolicy(CALIBRATION, 0.95)
+    assert adapted.cached(policy) == (False, None)
+    assert adapted.scale(policy) == pytest.approx(expected)
+    assert adapted.cached(policy) == (True, adapted.scale(policy))

@@ -565,3 +565,93 @@ def test_a_picture_collection_takes_chosen_photos_and_shows_colour_thumbnails(
     page.click("#classify")
     expect(page.locator(".result .headline .label").first).to_have_text("banana")
     assert problems == []
+
+
+def test_adapt_shows_the_jobs_progress_and_its_decision(browser, server):
+    """The Adapt button starts a job of the collection and follows it: a progress bar while it
+    runs, then what it decided with the held-out figures (a real job first, whatever it
+    decides; then, with the service's answers replaced by Playwright, a job seen half-way that
+    adopts, and the adapter removed)."""
+    import re
+
+    from playwright.sync_api import expect
+
+    images = REPO_ROOT / "examples" / "images"
+    with ProtonetClient(server.url) as client:
+        client.create_collection("adapted")
+        client.add_support("adapted", {"ring": [images / "ring1.png", images / "ring2.png"]})
+        client.add_support("adapted", {"fork": [images / "fork1.png", images / "fork2.png"]})
+    page = browser.new_page()
+    problems = watch(page, server.url)
+    page.goto(server.url + "/ui")
+    expect(page.locator("#collection-select")).to_have_value("adapted")
+    expect(page.locator("#adapter-state")).to_contain_text("Not adapted")
+    page.click("#adapt")
+    decided = re.compile(r"(Adopted adapter \d+|Kept unadapted).*held-out accuracy")
+    expect(page.locator("#adapt-status")).to_have_text(decided, timeout=PATIENCE * 1000)
+    expect(page.locator("#adapt-progress")).to_be_hidden()
+    assert problems == []
+
+    polls: list[int] = []
+    job = {
+        "id": 7,
+        "collection": "adapted",
+        "status": "running",
+        "decision": None,
+        "progress": {"fraction": 0.5, "examples_per_second": 1234.0},
+        "model_version": "v",
+        "trained_revision": 3,
+        "n_examples": 4,
+        "n_classes": 2,
+        "held_out": None,
+        "adapter_version": None,
+        "revision": None,
+        "error": None,
+        "created_at": "2026-12-07T10:00:00",
+        "finished_at": None,
+    }
+    adopted = {
+        **job,
+        "status": "completed",
+        "decision": "adopted",
+        "progress": {"fraction": 1.0, "examples_per_second": 1300.0},
+        "held_out": {
+            "examples": 4,
+            "folds": 2,
+            "unadapted_accuracy": 0.5,
+            "adapted_accuracy": 1.0,
+            "margin": 0.01,
+            "min_gain": 2,
+            "seconds": 1.5,
+        },
+        "adapter_version": 7,
+        "revision": 4,
+    }
+
+    def job_route(route: Any) -> None:
+        if route.request.method == "POST":
+            route.fulfill(status=202, json=job)
+            return
+        polls.append(1)
+        route.fulfill(json=job if len(polls) < 4 else adopted)
+
+    def collection_route(route: Any) -> None:
+        # Without the made-up job's revision as min_revision, which the service never made.
+        response = route.fetch(url=route.request.url.split("?")[0])
+        adapter = {"version": 7, "trained_revision": 3, "stale": False}
+        route.fulfill(response=response, json={**response.json(), "adapter": adapter})
+
+    page.route(re.compile(r".*/v1/collections/adapted/adaptations(/7)?$"), job_route)
+    page.route(re.compile(r".*/v1/collections/adapted(\?.*)?$"), collection_route)
+    page.click("#adapt")
+    expect(page.locator("#adapt-progress")).to_be_visible()
+    assert page.locator("#adapt-progress").evaluate("bar => bar.value") == 0.5
+    expect(page.locator("#adapt-status")).to_have_text("Job 7: 50.0% done, 1234 examples/s")
+    expect(page.locator("#cancel-adapt")).to_be_visible()
+    expect(page.locator("#adapt-status")).to_have_text(
+        "Adopted adapter 7 (held-out accuracy 50.0% unadapted, 100% adapted, over 4 examples)."
+    )
+    expect(page.locator("#adapter-state")).to_have_text(
+        "Adapted: adapter 7, trained on revision 3."
+    )
+    expect(page.locator("#remove-adapter")).to_be_visible()

@@ -3,8 +3,7 @@ restore's latest write while it runs (the collection is invisible meanwhile), NU
 collection is visible (every collection made before this migration).
 
 Revision ID: 0011
-Revises: 0008 (0009 and 0010 are other branches' numbers: point this at the newest when they
-merge)
+Revises: 0009 (0010 is another branch's number: point this at it when it merges)
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
