@@ -3,6 +3,7 @@ and what adapting costs the service (a benchmark, not a test).
 
     python benchmarks/adaptation.py accuracy   # the README's table, in process (tens of minutes)
     python benchmarks/adaptation.py cost       # through HTTP: job times, query latency ratios
+    python benchmarks/adaptation.py --smoke    # both, at tiny sizes on small copies (tests)
 
 ``accuracy`` runs the service's own adaptation (protonet/adaptation.py's ``adapt``: held-out
 folds decide, then the adapter trained on every example) on collections of classes never
@@ -36,12 +37,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import smoke
 from benchmarks.machine import machine
 from protonet.adaptation import AdaptationConfig, adapt, train_adapter
 from protonet.checkpoint import load_checkpoint
@@ -124,18 +127,19 @@ def judge(
     }
 
 
-def banking77(draws: int, data: Path) -> tuple[Tally, Tally]:
-    """All 77 intents, 8 shots: over every test text, and over the 27 held-out intents'."""
+def banking77(draws: int, shots: int, data: Path) -> tuple[Tally, Tally]:
+    """All 77 intents, ``shots`` each: over every test text, and over the 27 held-out
+    intents'."""
     from training.text_evaluate import all_intents_draws, embed_split
 
     checkpoint = load_checkpoint(TEXT_MODEL, modality="text")
-    train = embed_split(checkpoint, data / "banking77", "train", None, progress=True)
-    test = embed_split(checkpoint, data / "banking77", "test", None, progress=True)
+    train = embed_split(checkpoint, data, "train", None, progress=True)
+    test = embed_split(checkpoint, data, "test", None, progress=True)
     names = test.texts.class_names
     held_out = [names.index(n) for n in checkpoint.metadata["intents"]["held_out"]]
     all_intents, unseen = Tally(), Tally()
     y_train, y_test = torch.from_numpy(train.texts.labels), torch.from_numpy(test.texts.labels)
-    for support, queries in all_intents_draws(train.texts, test.texts, 8, draws, seed=0):
+    for support, queries in all_intents_draws(train.texts, test.texts, shots, draws, seed=0):
         mask = torch.from_numpy(np.isin(test.texts.labels[queries], held_out))
         groups = judge(
             all_intents,
@@ -170,29 +174,40 @@ def episodes(
     return drawn
 
 
-def image_episodes(embeddings: torch.Tensor, labels: np.ndarray, count: int) -> Tally:
-    """20-way 5-shot collections of the given images (the same seeded episodes every run)."""
+def image_episodes(
+    embeddings: torch.Tensor, labels: np.ndarray, count: int, way: int = 20, shot: int = 5
+) -> Tally:
+    """``way``-way ``shot``-shot collections of the given images (the same seeded episodes
+    every run)."""
     tally, y = Tally(), torch.from_numpy(labels)
-    for support, queries in episodes(labels, 20, 5, count, seed=0):
+    for support, queries in episodes(labels, way, shot, count, seed=0):
         judge(tally, embeddings[support], y[support], embeddings[queries], y[queries])
     return tally
 
 
-def omniglot_and_emoji(count: int, data: Path) -> tuple[Tally, Tally]:
-    from training.emoji import load_emoji, split_emoji
+def omniglot_and_emoji(args: argparse.Namespace, data: Folders) -> tuple[Tally, Tally]:
     from training.evaluate import embed_imageset
     from training.omniglot import load_split
 
     checkpoint = load_checkpoint(IMAGE_MODEL)
     encoder, spec = checkpoint.build_encoder(), checkpoint.input_spec
-    evaluation = load_split(data / "omniglot", "evaluation", spec, progress=False)
-    omniglot = image_episodes(embed_imageset(encoder, evaluation, spec), evaluation.labels, count)
-    emoji = split_emoji(load_emoji(data / "emoji", spec, progress=True), "test")
-    far = image_episodes(embed_imageset(encoder, emoji, spec), emoji.labels, count)
+    sizes = (args.episodes, args.way, args.shot)
+    evaluation = load_split(data.omniglot, "evaluation", spec, progress=False)
+    omniglot = image_episodes(embed_imageset(encoder, evaluation, spec), evaluation.labels, *sizes)
+    emoji = test_emoji(data.emoji)
+    far = image_episodes(embed_imageset(encoder, emoji, spec), emoji.labels, *sizes)
     return omniglot, far
 
 
-def accuracy(args: argparse.Namespace) -> None:
+def test_emoji(folder: Path) -> Any:
+    """The emoji of the test subcategories, in the Omniglot model's input (an ImageSet)."""
+    from training.emoji import load_emoji, split_emoji
+
+    spec = load_checkpoint(IMAGE_MODEL).input_spec
+    return split_emoji(load_emoji(folder, spec, progress=False), "test")
+
+
+def accuracy(args: argparse.Namespace, data: Folders) -> None:
     torch.set_num_threads(args.threads)
     print(machine())
     header = (
@@ -202,13 +217,14 @@ def accuracy(args: argparse.Namespace) -> None:
     rows = [header, "|---|---|---|---|---|---|---|---|"]
     started = time.perf_counter()
     if args.draws:
-        every, unseen = banking77(args.draws, args.data)
-        rows += [every.row("Banking77, 77 intents x 8 texts, all test texts")]
-        rows += [unseen.row("the same, the 27 intents the head never saw")]
+        every, unseen = banking77(args.draws, args.shots, data.banking77)
+        rows += [every.row(f"Banking77, 77 intents x {args.shots} texts, all test texts")]
+        rows += [unseen.row("the same, the 27 held-out intents")]
     if args.episodes:
-        omniglot, far = omniglot_and_emoji(args.episodes, args.data)
-        rows += [omniglot.row("Omniglot images_evaluation, 20-way 5-shot")]
-        rows += [far.row("emoji (test subcategories) via the Omniglot model, 20-way 5-shot")]
+        omniglot, far = omniglot_and_emoji(args, data)
+        setting = f"{args.way}-way {args.shot}-shot"
+        rows += [omniglot.row(f"Omniglot images_evaluation, {setting}")]
+        rows += [far.row(f"emoji (test subcategories) via the Omniglot model, {setting}")]
     print("\n".join(rows))
     print(f"({time.perf_counter() - started:.0f} s in all)")
 
@@ -262,12 +278,9 @@ def adapt_and_time(client: ProtonetClient, name: str) -> tuple[dict, float]:
     return job, time.perf_counter() - started
 
 
-def emoji_support(data: Path, classes: int, shots: int) -> list[tuple[str, ImageLike]]:
+def emoji_support(folder: Path, classes: int, shots: int) -> list[tuple[str, ImageLike]]:
     """``classes`` emoji of the test subcategories with ``shots`` PNG/SVG drawings each."""
-    from training.emoji import load_emoji, split_emoji
-
-    spec = load_checkpoint(IMAGE_MODEL).input_spec
-    emoji = split_emoji(load_emoji(data / "emoji", spec, progress=False), "test")
+    emoji = test_emoji(folder)
     picked = [c for c in range(emoji.n_classes) if (emoji.labels == c).sum() > shots][:classes]
     return [
         (f"e{c}", emoji.pixels[i].astype(np.float64) / 255.0)
@@ -276,11 +289,11 @@ def emoji_support(data: Path, classes: int, shots: int) -> list[tuple[str, Image
     ]
 
 
-def intent_support(data: Path, classes: int, shots: int) -> list[tuple[str, ImageLike]]:
+def intent_support(folder: Path, classes: int, shots: int) -> list[tuple[str, ImageLike]]:
     """``classes`` classes of ``shots`` train texts: each intent cut into two classes."""
     import csv
 
-    with open(data / "banking77" / "train.csv", newline="", encoding="utf-8") as handle:
+    with open(folder / "train.csv", newline="", encoding="utf-8") as handle:
         rows = [(row["category"], row["text"]) for row in csv.DictReader(handle)]
     by_intent: dict[str, list[str]] = {}
     for intent, sentence in rows:
@@ -289,11 +302,12 @@ def intent_support(data: Path, classes: int, shots: int) -> list[tuple[str, Imag
         (f"{intent}-{half}", texts[half * shots : (half + 1) * shots])
         for intent, texts in sorted(by_intent.items())
         for half in (0, 1)
+        if len(texts) >= (half + 1) * shots
     ]
     return [(label, text(s)) for label, texts in pieces[:classes] for s in texts]
 
 
-def cost(args: argparse.Namespace) -> None:
+def cost(args: argparse.Namespace, data: Folders) -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         env = {
@@ -307,21 +321,23 @@ def cost(args: argparse.Namespace) -> None:
             local_server(env, log_file=Path(tmp) / "server.log") as server,
             ProtonetClient(server.url, timeout=600) as client,
         ):
-            pictures = emoji_support(args.data, 20, 5)
+            pictures = emoji_support(data.emoji, args.picture_classes, args.picture_shots)
             fill(client, "pictures", "omniglot", pictures)
             fill(client, "pictures-plain", "omniglot", pictures)  # the same, never adapted
             job, wall = adapt_and_time(client, "pictures")
-            print(f"20 classes x 5 pictures: {job['status']} {job['decision']} in {wall:.1f} s")
+            size = f"{args.picture_classes} classes x {args.picture_shots} pictures"
+            print(f"{size}: {job['status']} {job['decision']} in {wall:.1f} s")
             if job["decision"] == "adopted":
                 query = pictures[0][1]
                 adapted, plain = alternating(client, ["pictures", "pictures-plain"], query, args)
                 ratio(f"query p50 with / without the adapter (v{job['id']})", adapted, plain, 50)
-            busy_service(client, args)
+            busy_service(client, args, data)
 
 
-def busy_service(client: ProtonetClient, args: argparse.Namespace) -> None:
+def busy_service(client: ProtonetClient, args: argparse.Namespace, data: Folders) -> None:
     """The 150 x 8 text job, and query latency beside it against idle."""
-    fill(client, "intents", "intents", intent_support(args.data, 150, 8))
+    support = intent_support(data.banking77, args.text_classes, args.text_shots)
+    fill(client, "intents", "intents", support)
     fill(client, "probe", "intents", [("a", text("my card is lost")), ("b", text("top up"))])
     probe = text("where is my card")
     idle = latencies(client, "probe", probe, args.seconds)
@@ -339,7 +355,8 @@ def busy_service(client: ProtonetClient, args: argparse.Namespace) -> None:
     finally:
         done.set()
         thread.join()
-    print(f"150 classes x 8 texts: {job['status']} {job['decision']} in {wall:.1f} s")
+    size = f"{args.text_classes} classes x {args.text_shots} texts"
+    print(f"{size}: {job['status']} {job['decision']} in {wall:.1f} s")
     ratio("query p99 during the job / idle", during[0], idle, 99)
 
 
@@ -348,17 +365,58 @@ def ratio(what: str, measured: np.ndarray, reference: np.ndarray, q: int) -> Non
     print(f"{what}: {a:.1f} / {b:.1f} ms = {a / b:.2f} ({len(measured)} and {len(reference)})")
 
 
+@dataclass(frozen=True)
+class Folders:
+    """Where the data sets are read from: ../shared/data's, or small copies (--smoke)."""
+
+    banking77: Path
+    omniglot: Path
+    emoji: Path
+
+
+# --smoke: every intent with 4 texts per file; 10 characters of one images_evaluation alphabet;
+# 10 emoji of the test subcategories drawn by the 2 PNG vendors and 2 Iconify sets.
+SMOKE_OMNIGLOT, SMOKE_EMOJI, SMOKE_ICONS = {"Keble": 10}, 10, ("emojione", "noto")
+SMOKE = {
+    "draws": 1,
+    "shots": 2,
+    "episodes": 2,
+    "way": 5,
+    "shot": 2,
+    "seconds": 0.3,
+    "picture_classes": 5,
+    "picture_shots": 2,
+    "text_classes": 6,
+    "text_shots": 2,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["accuracy", "cost"])
+    parser.add_argument("part", nargs="?", choices=["accuracy", "cost"], help="default: both")
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--draws", type=int, default=10, help="Banking77 draws (accuracy)")
-    parser.add_argument("--episodes", type=int, default=100, help="image collections (accuracy)")
+    parser.add_argument("--draws", type=int, default=10, help="Banking77 collections")
+    parser.add_argument("--shots", type=int, default=8, help="texts per intent (Banking77)")
+    parser.add_argument("--episodes", type=int, default=100, help="image collections")
+    parser.add_argument("--way", type=int, default=20, help="classes per image collection")
+    parser.add_argument("--shot", type=int, default=5, help="images per class (collections)")
     parser.add_argument("--seconds", type=float, default=20.0, help="per latency phase (cost)")
+    parser.add_argument("--picture-classes", type=int, default=20, help="(cost)")
+    parser.add_argument("--picture-shots", type=int, default=5, help="(cost)")
+    parser.add_argument("--text-classes", type=int, default=150, help="(cost)")
+    parser.add_argument("--text-shots", type=int, default=8, help="(cost)")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], None] = accuracy if args.part == "accuracy" else cost
-    run(args)
+    args = smoke.parse_args(parser, SMOKE, argv)
+    with (
+        smoke.banking77(args.data / "banking77", args.smoke, 4) as banking77_folder,
+        smoke.omniglot(args.data / "omniglot", args.smoke, SMOKE_OMNIGLOT) as omniglot_folder,
+        smoke.emoji(args.data / "emoji", args.smoke, SMOKE_EMOJI, SMOKE_ICONS) as emoji_folder,
+    ):
+        data = Folders(banking77_folder, omniglot_folder, emoji_folder)
+        parts: list[Callable[[argparse.Namespace, Folders], None]] = [accuracy, cost]
+        for part in parts:
+            if args.part in (None, part.__name__):
+                part(args, data)
     return 0
 
 

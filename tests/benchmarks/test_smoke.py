@@ -37,6 +37,20 @@ class Smoke:
 
 
 SMOKES = {
+    "adaptation.py": Smoke(
+        (
+            r"\| Banking77, 77 intents x 2 texts, all test texts \| 1 \|"
+            rf"( {NUMBER} ± {NUMBER} \|){{2}} \d of 1 \| {NUMBER} ± {NUMBER} \| [+-]{NUMBER} "
+            rf"\| {NUMBER} \|",
+            r"\| the same, the 27 held-out intents \| 1 \| .*",
+            r"\| Omniglot images_evaluation, 5-way 2-shot \| 2 \| .*",
+            r"\| emoji \(test subcategories\) via the Omniglot model, 5-way 2-shot \| 2 \| .*",
+            rf"5 classes x 2 pictures: completed (adopted|kept_unadapted) in {NUMBER} s",
+            rf"6 classes x 2 texts: completed (adopted|kept_unadapted) in {NUMBER} s",
+            rf"query p99 during the job / idle: {NUMBER} / {NUMBER} ms = {NUMBER} .*",
+        ),
+        data="emoji",  # and banking77 and omniglot beside it
+    ),
     "class_pages.py": Smoke(
         (
             *(

@@ -140,7 +140,7 @@ def test_a_write_during_a_job_marks_its_adapter_stale(postgres_url, bundled_mode
         assert job["n_examples"] == 200 and job["trained_revision"] < written["revision"]
         for reader in (ca, cb):
             reader.revisions.note("shapes", job["revision"])
-            summary = reader.get_collection("shapes")
+            summary = reader.get_collection("shapes", classes=True)
             assert summary["adapter"]["stale"] is True
             assert {"label": "late", "n_examples": 2} in summary["classes"]
             answer = reader.query("shapes", [shapes.png(40)], top_k=41)

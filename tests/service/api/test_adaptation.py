@@ -184,7 +184,7 @@ async def test_a_write_during_a_job_makes_its_adapter_stale_and_counts_in_its_sp
         assert added["revision"] > started["trained_revision"]
         job = await client.wait_for_adaptation("s", started["id"], timeout=PATIENCE)
         assert job["decision"] == "adopted"
-        summary = await client.get_collection("s")
+        summary = await client.get_collection("s", classes=True)
         assert summary["adapter"]["stale"] is True
         assert summary["adapter"]["trained_revision"] == started["trained_revision"]
         assert {"label": "late", "n_examples": 1} in summary["classes"]
