@@ -155,13 +155,15 @@ class TrainConfig:
     )
     overwrite: bool = setting(False, "delete the run already in --out and start afresh")
     progress: bool = setting(True, "show a progress bar")
-    # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family baseline on
-    # the same backbone and episodes. The MAML family's head has --way outputs.
+    # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family or SNAIL
+    # baseline on the same backbone and episodes. Their heads have --way outputs.
     method: str = setting(
         "protonet",
         "protonet; maml (second order), fomaml (first order) or anil (inner loop on the head "
-        "only): a linear head of --way outputs fine-tuned on each episode's support set",
-        ("protonet", "maml", "fomaml", "anil"),
+        "only): a linear head of --way outputs fine-tuned on each episode's support set; snail: "
+        "a sequence model (Mishra et al.) reads the labelled support and answers each query, "
+        "no fine-tuning",
+        ("protonet", "maml", "fomaml", "anil", "snail"),
     )
     inner_steps: int = setting(1, "MAML family: inner-loop SGD steps per training episode")
     inner_lr: float = setting(0.4, "MAML family: inner-loop SGD step size")

@@ -28,7 +28,7 @@ from training.augment import random_rotate_scale, random_shift
 from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
-from training.evaluate import embed_imageset, evaluate, evaluate_open_set
+from training.evaluate import embed_imageset, evaluate, evaluate_open_set, nearest_prototype
 from training.plots import plot_learning_curve
 
 BEST_CHECKPOINT = "best.pt"
@@ -241,13 +241,14 @@ class Trainer:
     def _build_learner(self) -> nn.Module:
         """What turns an episode into its (loss, accuracy) for ``--method``."""
         config = self.config
-        meta = config.method != meta_learning.PROTONET  # only the MAML family needs the width
+        meta = config.method != meta_learning.PROTONET  # only a head over it needs the width
         dim = embedding_dim(self.encoder_config, config.image_size) if meta else 0
         learner = meta_learning.build_learner(
             config.method,
             self.encoder,
             dim,
             config.way,
+            config.shot,
             config.inner_steps,
             config.inner_lr,
             self.amp_dtype,
@@ -358,7 +359,15 @@ class Trainer:
             )
             return {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         embeddings = self._validation_embeddings()
-        result = evaluate(embeddings, validation, shape, config.val_episodes, config.seed + 1)
+        learner = self.learner  # SNAIL reads the same eval-mode embeddings with its network
+        classify = (
+            learner.classify
+            if isinstance(learner, meta_learning.SnailLearner)
+            else nearest_prototype
+        )
+        result = evaluate(
+            embeddings, validation, shape, config.val_episodes, config.seed + 1, classify=classify
+        )
         scores = {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         if config.unknown_way:
             scores |= self._open_set_validation(embeddings, result.accuracy)
