@@ -170,6 +170,11 @@ class TrainConfig:
     finetune_steps: int = setting(
         3, "MAML family: inner-loop steps when validating and evaluating (evaluate's default)"
     )
+    freeze_encoder: bool = setting(
+        False,
+        "snail: train its network alone; the backbone (random, or --init's) stays as it is, "
+        "batch norm statistics included (eval mode)",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -341,6 +346,13 @@ def validate(config: TrainConfig) -> None:
     if config.resume and config.init:
         raise ValueError("--resume continues from the run's own state; --init starts afresh")
     _check_open_set(config)
+    if config.freeze_encoder and config.method != "snail":
+        # The MAML family normalises by batch statistics when it fine-tunes at evaluation,
+        # which a backbone frozen in eval mode was never trained under.
+        raise ValueError(
+            f"--freeze-encoder trains SNAIL's network over a fixed backbone: --method snail, "
+            f"not {config.method}"
+        )
 
 
 def _check_open_set(config: TrainConfig) -> None:

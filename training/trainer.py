@@ -202,8 +202,11 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self.learner = self._build_learner()
         # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
+        if config.freeze_encoder:  # no gradients, no Adam steps, running statistics kept
+            self.encoder.requires_grad_(False)
         self.model = distributed.wrap(self.learner, self.dist, self.device)
-        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.lr)
+        trained = [p for p in self.learner.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0  # optimizer steps: each trains one episode per process
@@ -510,7 +513,7 @@ class Trainer:
             seed=distributed.episode_seed(config.seed, self.episode, self.dist.rank),
             within_group=config.within_alphabet,
         )
-        self.encoder.train()
+        self.encoder.train(not config.freeze_encoder)
         start = time.perf_counter() - self.elapsed_before
         losses: list[float] = []
         accuracies: list[float] = []

@@ -1,11 +1,13 @@
 """SNAIL beside ProtoNet and the MAML family: the network, its training, its checkpoint."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from protonet.checkpoint import load_checkpoint
+from protonet.checkpoint import load_checkpoint, save_checkpoint
 from protonet.model import EncoderConfig, build_encoder
 from service.collections.encoder import ImageEncoder, load_encoder
 from training.cli import main
@@ -134,3 +136,17 @@ def test_a_snail_checkpoint_is_self_describing_and_evaluated_as_validation_read_
     assert "head has 5 outputs: it evaluates at most 5-way" in capsys.readouterr().err
     assert main([*command, "--way", "4", "--finetune-steps", "3"]) == 2
     assert "does not fine-tune" in capsys.readouterr().err
+
+
+def test_a_frozen_backbone_stays_the_init_checkpoints_while_the_network_trains(dataset, tmp_path):
+    other = Trainer(meta_config(dataset, tmp_path / "other", "snail", seed=5))
+    init = save_checkpoint(other.checkpoint(0.0, {}), tmp_path / "init.pt")
+    config = meta_config(dataset, tmp_path / "run", "snail", episodes=4, val_every=4)
+    trainer = Trainer(replace(config, init=str(init), freeze_encoder=True))
+    head_before = {k: v.clone() for k, v in trainer.learner.classifier_head.state_dict().items()}
+    best = load_checkpoint(trainer.train())
+    # Weights and batch-norm statistics alike: the model version is the init's.
+    assert best.version == load_checkpoint(init).version
+    assert not torch.equal(best.classifier_head["output.weight"], head_before["output.weight"])
+    with pytest.raises(ValueError, match="--method snail, not anil"):
+        Trainer(meta_config(dataset, tmp_path / "anil", "anil", freeze_encoder=True))
