@@ -150,8 +150,9 @@ class TrainConfig:
     resume: bool = setting(False, "continue the run in --out from its resume_state.pt")
     init: str = setting(
         "",
-        "start from this checkpoint's encoder weights (fine-tuning); its architecture and input "
-        "must match the run's ('' = random weights)",
+        "start from this checkpoint's encoder weights (fine-tuning), and its head where it was "
+        "trained by the same --method; its architecture and input must match the run's ('' = "
+        "random weights)",
     )
     overwrite: bool = setting(False, "delete the run already in --out and start afresh")
     progress: bool = setting(True, "show a progress bar")

@@ -198,9 +198,9 @@ class Trainer:
         meta_learning.check_validation_way(config.method, config.way, config.val_way)
         self.encoder_config = self._encoder_config()
         self.encoder = self._build_encoder()
-        self.init_version = self._load_init(config.init) if config.init else None
         self.amp_dtype = self._amp_dtype()
         self.learner = self._build_learner()
+        self.init_version = self._load_init(config.init) if config.init else None
         # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
         if config.freeze_encoder:  # no gradients, no Adam steps, running statistics kept
             self.encoder.requires_grad_(False)
@@ -277,7 +277,8 @@ class Trainer:
         )
 
     def _load_init(self, path: str) -> str:
-        """Copy ``--init``'s encoder weights into the encoder; return their model version.
+        """Copy ``--init``'s encoder weights into the encoder, and its head (MAML family,
+        SNAIL) where it was trained by this run's method; return the encoder's model version.
         Refused unless the checkpoint's architecture and input are this run's."""
         checkpoint = load_checkpoint(path, modality=None)
         wanted = {"encoder_config": self.encoder_config, **self._model_fields()}
@@ -288,6 +289,14 @@ class Trainer:
                     f"{value}; start from a checkpoint of the same architecture and input"
                 )
         self.encoder.load_state_dict(checkpoint.state_dict)
+        if checkpoint.method == self.config.method and checkpoint.classifier_head:
+            try:
+                meta_learning.load_classifier_head(self.learner, checkpoint.classifier_head)
+            except RuntimeError:  # load_state_dict's shape mismatch, a page long
+                raise ValueError(
+                    f"--init {path}: its {checkpoint.method} head does not fit this run's; "
+                    "train with the --way and --shot it was trained with"
+                ) from None
         return checkpoint.version
 
     def _load_resume_state(self) -> None:

@@ -150,3 +150,14 @@ def test_a_frozen_backbone_stays_the_init_checkpoints_while_the_network_trains(d
     assert not torch.equal(best.classifier_head["output.weight"], head_before["output.weight"])
     with pytest.raises(ValueError, match="--method snail, not anil"):
         Trainer(meta_config(dataset, tmp_path / "anil", "anil", freeze_encoder=True))
+
+
+def test_init_from_a_snail_checkpoint_gives_its_network_too(dataset, tmp_path):
+    first = Trainer(meta_config(dataset, tmp_path / "first", "snail", episodes=2, val_every=2))
+    start = load_checkpoint(first.train())
+    config = meta_config(dataset, tmp_path / "run", "snail", init=str(tmp_path / "first/best.pt"))
+    network = Trainer(config).learner.classifier_head.state_dict()
+    for name, value in start.classifier_head.items():
+        torch.testing.assert_close(network[name], value, msg=name)
+    with pytest.raises(ValueError, match="head does not fit this run's"):
+        Trainer(replace(config, way=4, out=str(tmp_path / "other")))
