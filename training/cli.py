@@ -42,18 +42,23 @@ from training.episodes import EpisodeShape
 from training.evaluate import (
     CLASS_SETS,
     STANDARD_SETTINGS,
+    Classify,
     EvaluationResult,
     OpenSetResult,
     Selection,
     embed_imageset,
     evaluate,
     evaluate_open_set,
+    nearest_prototype,
     select_folder_classes,
 )
 from training.folder import load_folder
 from training.meta_learning import (
     PROTONET,
+    SNAIL,
     MetaLearner,
+    SnailLearner,
+    check_episode_way,
     evaluate_finetuned,
     learner_from_checkpoint,
 )
@@ -252,7 +257,11 @@ def _evaluation_classes(
     return select_folder_classes(images, data, fingerprint, checkpoint, args.classes)
 
 
-def _settings(args: argparse.Namespace) -> list[tuple[EpisodeShape, bool, EpisodeFlags]]:
+# An episode shape to evaluate, whether within-alphabet, and the flags that set it.
+Setting = tuple[EpisodeShape, bool, EpisodeFlags]
+
+
+def _settings(args: argparse.Namespace) -> list[Setting]:
     """Each episode shape to evaluate, whether within-alphabet, and the flags that set it."""
     unknown = 1 if args.open_set else 0  # open-set: as many unknown classes as known ones
     if not args.table:
@@ -291,21 +300,34 @@ def _open_set_scoring(
     return method, calibration
 
 
-def _finetuning(args: argparse.Namespace, checkpoint: Checkpoint) -> tuple[MetaLearner, int] | None:
-    """A MAML-family checkpoint's learner and fine-tuning steps; None where episodes are
-    classified by the nearest prototype (protonet, or --finetune-steps 0: as served)."""
-    if checkpoint.method == PROTONET:
-        if args.finetune_steps:
-            raise ValueError("--finetune-steps is for MAML-family checkpoints, not protonet")
-        return None
+def _episode_classifier(
+    args: argparse.Namespace, checkpoint: Checkpoint, settings: list[Setting]
+) -> tuple[MetaLearner, int] | Classify:
+    """How episodes are classified: a MAML-family learner and its fine-tuning steps, else a
+    classifier of embeddings: SNAIL's network, or the nearest prototype (protonet, or
+    --finetune-steps 0: as the service classifies)."""
     steps = args.finetune_steps
-    if steps is None:
+    if checkpoint.method == PROTONET:
+        if steps:
+            raise ValueError("--finetune-steps is for MAML-family checkpoints, not protonet")
+        return nearest_prototype
+    if checkpoint.method == SNAIL and steps:
+        raise ValueError(
+            "--finetune-steps: a snail checkpoint does not fine-tune: leave the flag out for "
+            "its own network, or pass 0 for the nearest prototype of its embeddings (as served)"
+        )
+    if steps is None and checkpoint.method != SNAIL:
         steps = int(checkpoint.training_config.get("finetune_steps", 3))
     if steps == 0:
-        return None
+        return nearest_prototype
     if args.open_set:
         raise ValueError("--open-set scores distances to prototypes: add --finetune-steps 0")
-    return learner_from_checkpoint(checkpoint, pick_device(args.device)), steps
+    learner = learner_from_checkpoint(checkpoint, pick_device(args.device))
+    for shape, _, _ in settings:  # all of them before the slow part
+        check_episode_way(learner, shape.n_way)
+    if isinstance(learner, SnailLearner):
+        return learner.eval().classify
+    return learner, int(steps or 0)
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -332,15 +354,15 @@ def command_evaluate(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"classes: {selection.description}")
     images = selection.classes.images
-    finetune = _finetuning(args, checkpoint)
-    if finetune is None:  # fine-tuned episodes embed their own images
+    classifier = _episode_classifier(args, checkpoint, settings)
+    if not isinstance(classifier, tuple):  # fine-tuned episodes embed their own images
         encoder = checkpoint.build_encoder(pick_device(args.device))
         embeddings = embed_imageset(encoder, images, checkpoint.input_spec, progress=progress)
     results: list[EvaluationResult | OpenSetResult] = []
     for shape, within, _ in settings:
         result: EvaluationResult | OpenSetResult
-        if finetune is not None:  # MAML family: fine-tuned on each episode's support set
-            learner, steps = finetune
+        if isinstance(classifier, tuple):  # MAML family: fine-tuned on each episode's support
+            learner, steps = classifier
             result = evaluate_finetuned(
                 learner,
                 images,
@@ -367,7 +389,14 @@ def command_evaluate(args: argparse.Namespace) -> int:
             )
         else:
             result = evaluate(
-                embeddings, images, shape, args.episodes, args.seed, within, progress=progress
+                embeddings,
+                images,
+                shape,
+                args.episodes,
+                args.seed,
+                within,
+                progress=progress,
+                classify=classifier,
             )
         results.append(result)
         if not args.json:
@@ -774,8 +803,9 @@ def _add_evaluate_command(commands: Any) -> None:
         "--finetune-steps",
         type=int,
         help="MAML-family checkpoints: inner-loop steps on each episode's support set "
-        "(default: the checkpoint's --finetune-steps; 0: nearest prototype of the backbone's "
-        "embeddings, as the service classifies)",
+        "(default: the checkpoint's --finetune-steps); 0, for snail checkpoints too: nearest "
+        "prototype of the backbone's embeddings, as the service classifies (snail's default: "
+        "its own network)",
     )
     ev.add_argument(
         "--json",

@@ -150,23 +150,31 @@ class TrainConfig:
     resume: bool = setting(False, "continue the run in --out from its resume_state.pt")
     init: str = setting(
         "",
-        "start from this checkpoint's encoder weights (fine-tuning); its architecture and input "
-        "must match the run's ('' = random weights)",
+        "start from this checkpoint's encoder weights (fine-tuning), and its head where it was "
+        "trained by the same --method; its architecture and input must match the run's ('' = "
+        "random weights)",
     )
     overwrite: bool = setting(False, "delete the run already in --out and start afresh")
     progress: bool = setting(True, "show a progress bar")
-    # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family baseline on
-    # the same backbone and episodes. The MAML family's head has --way outputs.
+    # Method (training/meta_learning.py): Prototypical Networks, or a MAML-family or SNAIL
+    # baseline on the same backbone and episodes. Their heads have --way outputs.
     method: str = setting(
         "protonet",
         "protonet; maml (second order), fomaml (first order) or anil (inner loop on the head "
-        "only): a linear head of --way outputs fine-tuned on each episode's support set",
-        ("protonet", "maml", "fomaml", "anil"),
+        "only): a linear head of --way outputs fine-tuned on each episode's support set; snail: "
+        "a sequence model (Mishra et al.) reads the labelled support and answers each query, "
+        "no fine-tuning",
+        ("protonet", "maml", "fomaml", "anil", "snail"),
     )
     inner_steps: int = setting(1, "MAML family: inner-loop SGD steps per training episode")
     inner_lr: float = setting(0.4, "MAML family: inner-loop SGD step size")
     finetune_steps: int = setting(
         3, "MAML family: inner-loop steps when validating and evaluating (evaluate's default)"
+    )
+    freeze_encoder: bool = setting(
+        False,
+        "snail: train its network alone; the backbone (random, or --init's) stays as it is, "
+        "batch norm statistics included (eval mode)",
     )
 
     def to_dict(self) -> dict[str, Any]:
@@ -339,6 +347,13 @@ def validate(config: TrainConfig) -> None:
     if config.resume and config.init:
         raise ValueError("--resume continues from the run's own state; --init starts afresh")
     _check_open_set(config)
+    if config.freeze_encoder and config.method != "snail":
+        # The MAML family normalises by batch statistics when it fine-tunes at evaluation,
+        # which a backbone frozen in eval mode was never trained under.
+        raise ValueError(
+            f"--freeze-encoder trains SNAIL's network over a fixed backbone: --method snail, "
+            f"not {config.method}"
+        )
 
 
 def _check_open_set(config: TrainConfig) -> None:

@@ -12,7 +12,7 @@ what the checkpoint's rejection calibration accepts and rejects.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -171,6 +171,19 @@ class Queries:
     items: LabelledSet
 
 
+# An episode's classifier over embeddings: (support [S, dim], support labels [S], queries
+# [Q, dim]) -> the predicted label [Q] of each query.
+Classify = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def nearest_prototype(
+    support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+) -> torch.Tensor:
+    """Each query's nearest prototype's class: the classifier the service serves."""
+    prototypes, classes = compute_prototypes(support, support_labels)
+    return classes[prototype_logits(queries, prototypes).argmax(dim=1)]
+
+
 def episode_accuracies(
     embeddings: torch.Tensor,
     images: LabelledSet,
@@ -180,22 +193,23 @@ def episode_accuracies(
     within_group: bool = False,
     progress: bool = False,
     queries: Queries | None = None,
+    classify: Classify = nearest_prototype,
 ) -> np.ndarray:
     """Query accuracy of each of ``n_episodes`` seeded episodes over precomputed embeddings
-    (queries from ``queries`` where given, else from ``images`` too)."""
+    (queries from ``queries`` where given, else from ``images`` too), classified by
+    ``classify`` (SNAIL's network reads the same embeddings)."""
     query_set = queries.items if queries else None
     sampler = EpisodeSampler(images, shape, seed, within_group, query_set)
     query_embeddings = queries.embeddings if queries else embeddings
     accuracies = np.empty(n_episodes)
-    with one_thread():
+    with one_thread(), torch.no_grad():
         for i in tqdm(range(n_episodes), desc="episodes", disable=not progress, leave=False):
             episode = sampler.sample()
-            support_labels = torch.from_numpy(episode.support_labels)
-            prototypes, classes = compute_prototypes(
-                embeddings[episode.support_indices], support_labels
+            predicted = classify(
+                embeddings[episode.support_indices],
+                torch.from_numpy(episode.support_labels),
+                query_embeddings[episode.query_indices],
             )
-            logits = prototype_logits(query_embeddings[episode.query_indices], prototypes)
-            predicted = classes[logits.argmax(dim=1)]
             accuracies[i] = (predicted == torch.from_numpy(episode.query_labels)).float().mean()
     return accuracies
 
@@ -209,9 +223,10 @@ def evaluate(
     within_group: bool = False,
     progress: bool = False,
     queries: Queries | None = None,
+    classify: Classify = nearest_prototype,
 ) -> EvaluationResult:
     accuracies = episode_accuracies(
-        embeddings, images, shape, n_episodes, seed, within_group, progress, queries
+        embeddings, images, shape, n_episodes, seed, within_group, progress, queries, classify
     )
     accuracy, ci95 = mean_and_ci95(accuracies)
     return EvaluationResult(

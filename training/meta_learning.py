@@ -1,4 +1,4 @@
-"""The trainer's methods: Prototypical Networks and the MAML family as baselines.
+"""The trainer's methods: Prototypical Networks; the MAML family and SNAIL as baselines.
 
 Every method is a module whose ``forward(images, support_labels, query_labels)`` returns
 an episode's ``(loss, accuracy)``: the trainer (and ``DistributedDataParallel`` around it)
@@ -11,11 +11,16 @@ runs them all alike, on the same Conv-4 backbone and the same episode sampler.
   (second order: ``torch.autograd.grad(create_graph=True)``) (Finn et al. 2017).
 * ``fomaml``: the same, with the inner gradients taken as constants (first order).
 * ``anil``: only the head adapts in the inner loop; second order (Raghu et al. 2020).
+* ``snail``: the model-based family: the SNAIL network (``training/snail.py``) reads the
+  support features with their labels and answers every query in one forward pass, no
+  fine-tuning (Mishra et al. 2018). Batch norm as for protonet: batch statistics in
+  training, running statistics at evaluation, where every image is embedded once.
 
 MAML-family batch norm uses each batch's own statistics, in training and when fine-tuning at
 evaluation (support and queries are normalised as separate batches), as in Finn et al.'s code.
-Class ``c`` of an episode is head row ``c``'s position among the episode's sorted class
-indices, so an N-way evaluation uses the head's first N rows (N <= ``--way``).
+Class ``c`` of an episode is head row (SNAIL: label slot and output) ``c``'s position among
+the episode's sorted class indices, so an N-way evaluation uses the head's first N rows
+(N <= ``--way``).
 """
 
 from __future__ import annotations
@@ -31,15 +36,18 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from protonet.checkpoint import Checkpoint
+from protonet.model import embedding_dim
 from protonet.open_set import open_set_ranking_loss
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training.episodes import EpisodeSampler, EpisodeShape
 from training.evaluate import EvaluationResult, mean_and_ci95
 from training.imageset import ImageSet
+from training.snail import SNAIL, Snail
 
 PROTONET = "protonet"
-METHODS = (PROTONET, "maml", "fomaml", "anil")
+MAML_FAMILY = ("maml", "fomaml", "anil")
+METHODS = (PROTONET, *MAML_FAMILY, SNAIL)
 SECOND_ORDER = ("maml", "anil")
 
 Params = dict[str, torch.Tensor]
@@ -84,6 +92,16 @@ class PrototypeLearner(nn.Module):
         return loss, accuracy
 
 
+def query_loss(
+    logits: torch.Tensor, classes: torch.Tensor, query_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and accuracy of query logits ``[Q, n_way]`` whose column ``i`` is class
+    ``classes[i]`` (the sorted classes of the episode)."""
+    targets = torch.searchsorted(classes, query_labels)
+    loss = F.cross_entropy(logits, targets)
+    return loss, (logits.argmax(dim=1) == targets).float().mean().detach()
+
+
 class MetaLearner(nn.Module):
     """The MAML family: backbone + linear head ``[way, dim]``, adapted per episode."""
 
@@ -98,12 +116,17 @@ class MetaLearner(nn.Module):
         amp_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if method not in METHODS[1:]:
-            raise ValueError(f"{method!r} is not a MAML-family method ({', '.join(METHODS[1:])})")
+        if method not in MAML_FAMILY:
+            raise ValueError(f"{method!r} is not a MAML-family method ({', '.join(MAML_FAMILY)})")
         self.encoder = encoder
         self.classifier_head = nn.Linear(embedding_dim, way)
         self.method, self.inner_steps, self.inner_lr = method, inner_steps, inner_lr
         self.amp_dtype = amp_dtype
+
+    @property
+    def way(self) -> int:
+        """The most classes an episode may have: the head's outputs."""
+        return self.classifier_head.out_features
 
     def _features(self, params: Params, images: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> ``[B, dim]`` fp32, the backbone run with ``params``."""
@@ -148,10 +171,7 @@ class MetaLearner(nn.Module):
         graph = self.method in SECOND_ORDER
         params = self.adapt(images[:n_support], targets, len(classes), self.inner_steps, graph)
         logits = self._logits(params, images[n_support:], len(classes), None)
-        query_targets = torch.searchsorted(classes, query_labels)
-        loss = F.cross_entropy(logits, query_targets)
-        accuracy = (logits.argmax(dim=1) == query_targets).float().mean().detach()
-        return loss, accuracy
+        return query_loss(logits, classes, query_labels)
 
     def predict(
         self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, steps: int
@@ -166,11 +186,65 @@ class MetaLearner(nn.Module):
         return classes[logits.argmax(dim=1)]
 
 
+class SnailLearner(nn.Module):
+    """SNAIL over the backbone: the network (``classifier_head``, :class:`training.snail.Snail`)
+    reads the support features with their classes and gives every query's logits."""
+
+    method = SNAIL
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        embedding_dim: int,
+        way: int,
+        shot: int,
+        amp_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        # The paper's T: a training episode's support and one query.
+        self.classifier_head = Snail(embedding_dim, way, way * shot + 1)
+        self.amp_dtype = amp_dtype
+
+    @property
+    def way(self) -> int:
+        """The most classes an episode may have: the network's label slots and outputs."""
+        return self.classifier_head.way
+
+    def logits(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[S, dim]``, ``[Q, dim]`` -> (logits ``[Q, n_way]``, the sorted classes)."""
+        classes, targets = torch.unique(support_labels, return_inverse=True)
+        return self.classifier_head(support, targets, queries, len(classes)), classes
+
+    def classify(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """The class label ``[Q]`` of each query feature (the evaluator's embeddings)."""
+        logits, classes = self.logits(support, support_labels, queries)
+        return classes[logits.argmax(dim=1)]
+
+    def forward(
+        self, images: torch.Tensor, support_labels: torch.Tensor, query_labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """images ``[n_support + n_query, C, H, W]`` (support first) -> (loss, accuracy)."""
+        with _autocast(images.device, self.amp_dtype):
+            features = self.encoder(images)
+        # The sequence model in fp32: bf16 would round the attention logits.
+        support, queries = features.float().split([len(support_labels), len(query_labels)])
+        return query_loss(*self.logits(support, support_labels, queries), query_labels)
+
+
+Learner = MetaLearner | SnailLearner  # the methods with weights beyond the embedding
+
+
 def build_learner(
     method: str,
     encoder: nn.Module,
     embedding_dim: int,
     way: int,
+    shot: int,
     inner_steps: int,
     inner_lr: float,
     amp_dtype: torch.dtype | None,
@@ -179,28 +253,45 @@ def build_learner(
     """The module that turns one episode into its (loss, accuracy) for ``method``."""
     if method == PROTONET:
         return PrototypeLearner(encoder, amp_dtype, open_set_weight)
+    if method == SNAIL:
+        return SnailLearner(encoder, embedding_dim, way, shot, amp_dtype)
     return MetaLearner(encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype)
 
 
 def classifier_head_state(learner: nn.Module) -> dict[str, torch.Tensor]:
-    """The MAML-family head's weights for the checkpoint (``{}`` for protonet)."""
-    if not isinstance(learner, MetaLearner):
+    """The MAML-family head's or the SNAIL network's weights for the checkpoint (``{}`` for
+    protonet)."""
+    if not isinstance(learner, Learner):
         return {}
     return {k: v.detach().cpu().clone() for k, v in learner.classifier_head.state_dict().items()}
 
 
-def learner_from_checkpoint(checkpoint: Checkpoint, device: torch.device) -> MetaLearner:
-    """The MAML-family learner a checkpoint holds, fp32, ready to fine-tune on ``device``."""
+def learner_from_checkpoint(checkpoint: Checkpoint, device: torch.device) -> Learner:
+    """The learner a MAML-family or SNAIL checkpoint holds, fp32, on ``device``."""
     config: dict[str, Any] = checkpoint.training_config
     if not checkpoint.classifier_head:
         raise ValueError(f"a {checkpoint.method} checkpoint must hold its head; this one does not")
-    way, dim = checkpoint.classifier_head["weight"].shape
     encoder = checkpoint.build_encoder(device)
-    learner = MetaLearner(
-        encoder, dim, way, checkpoint.method, config["inner_steps"], config["inner_lr"]
-    )
+    learner: Learner
+    if checkpoint.method == SNAIL:
+        dim = embedding_dim(checkpoint.encoder_config, checkpoint.input_spec.image_size)
+        learner = SnailLearner(encoder, dim, config["way"], config["shot"])
+    else:
+        way, dim = checkpoint.classifier_head["weight"].shape
+        learner = MetaLearner(
+            encoder, dim, way, checkpoint.method, config["inner_steps"], config["inner_lr"]
+        )
     learner.classifier_head.load_state_dict(checkpoint.classifier_head)
     return learner.to(device)
+
+
+def check_episode_way(learner: Learner, n_way: int) -> None:
+    """A head of N outputs (SNAIL: N label slots) reads episodes of at most N classes."""
+    if n_way > learner.way:
+        raise ValueError(
+            f"this {learner.method} model's head has {learner.way} outputs: it evaluates at "
+            f"most {learner.way}-way episodes, not {n_way}-way (train with --way {n_way})"
+        )
 
 
 def finetuned_accuracies(
@@ -216,12 +307,7 @@ def finetuned_accuracies(
 ) -> np.ndarray:
     """Query accuracy ``[n_episodes]`` of the learner fine-tuned on each seeded episode's
     support set; the same episodes :func:`training.evaluate.evaluate` draws for a seed."""
-    way = learner.classifier_head.out_features
-    if shape.n_way > way:
-        raise ValueError(
-            f"this {learner.method} model's head has {way} outputs: it evaluates at most "
-            f"{way}-way episodes, not {shape.n_way}-way (train with --way {shape.n_way})"
-        )
+    check_episode_way(learner, shape.n_way)
     learner = copy.deepcopy(learner).train()  # batch statistics; the caller's stats untouched
     device = next(learner.parameters()).device
     sampler = EpisodeSampler(images, shape, seed=seed, within_group=within_group)
@@ -259,7 +345,7 @@ def evaluate_finetuned(
 
 
 def check_validation_way(method: str, way: int, val_way: int) -> None:
-    """A MAML-family head of ``way`` outputs validates at most ``way``-way episodes."""
+    """A head of ``way`` outputs (MAML family, SNAIL) validates at most ``way``-way episodes."""
     if method != PROTONET and val_way > way:
         raise ValueError(
             f"--method {method}: the head has --way {way} outputs, so validation episodes "
@@ -268,6 +354,6 @@ def check_validation_way(method: str, way: int, val_way: int) -> None:
 
 
 def load_classifier_head(learner: nn.Module, head: dict[str, torch.Tensor]) -> None:
-    """Restore a MAML-family head saved by :func:`classifier_head_state` (nothing for protonet)."""
-    if isinstance(learner, MetaLearner) and head:
+    """Restore a head saved by :func:`classifier_head_state` (nothing for protonet)."""
+    if isinstance(learner, Learner) and head:
         learner.classifier_head.load_state_dict(head)

@@ -28,7 +28,7 @@ from training.augment import random_rotate_scale, random_shift
 from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
-from training.evaluate import embed_imageset, evaluate, evaluate_open_set
+from training.evaluate import embed_imageset, evaluate, evaluate_open_set, nearest_prototype
 from training.plots import plot_learning_curve
 
 BEST_CHECKPOINT = "best.pt"
@@ -198,12 +198,15 @@ class Trainer:
         meta_learning.check_validation_way(config.method, config.way, config.val_way)
         self.encoder_config = self._encoder_config()
         self.encoder = self._build_encoder()
-        self.init_version = self._load_init(config.init) if config.init else None
         self.amp_dtype = self._amp_dtype()
         self.learner = self._build_learner()
+        self.init_version = self._load_init(config.init) if config.init else None
         # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
+        if config.freeze_encoder:  # no gradients, no Adam steps, running statistics kept
+            self.encoder.requires_grad_(False)
         self.model = distributed.wrap(self.learner, self.dist, self.device)
-        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=config.lr)
+        trained = [p for p in self.learner.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trained, lr=config.lr)
         self.scheduler = self._make_scheduler()
         self.commit = git_commit()  # the code that starts training, not whatever HEAD is later
         self.episode = 0  # optimizer steps: each trains one episode per process
@@ -241,13 +244,14 @@ class Trainer:
     def _build_learner(self) -> nn.Module:
         """What turns an episode into its (loss, accuracy) for ``--method``."""
         config = self.config
-        meta = config.method != meta_learning.PROTONET  # only the MAML family needs the width
+        meta = config.method != meta_learning.PROTONET  # only a head over it needs the width
         dim = embedding_dim(self.encoder_config, config.image_size) if meta else 0
         learner = meta_learning.build_learner(
             config.method,
             self.encoder,
             dim,
             config.way,
+            config.shot,
             config.inner_steps,
             config.inner_lr,
             self.amp_dtype,
@@ -273,7 +277,8 @@ class Trainer:
         )
 
     def _load_init(self, path: str) -> str:
-        """Copy ``--init``'s encoder weights into the encoder; return their model version.
+        """Copy ``--init``'s encoder weights into the encoder, and its head (MAML family,
+        SNAIL) where it was trained by this run's method; return the encoder's model version.
         Refused unless the checkpoint's architecture and input are this run's."""
         checkpoint = load_checkpoint(path, modality=None)
         wanted = {"encoder_config": self.encoder_config, **self._model_fields()}
@@ -284,6 +289,14 @@ class Trainer:
                     f"{value}; start from a checkpoint of the same architecture and input"
                 )
         self.encoder.load_state_dict(checkpoint.state_dict)
+        if checkpoint.method == self.config.method and checkpoint.classifier_head:
+            try:
+                meta_learning.load_classifier_head(self.learner, checkpoint.classifier_head)
+            except RuntimeError:  # load_state_dict's shape mismatch, a page long
+                raise ValueError(
+                    f"--init {path}: its {checkpoint.method} head does not fit this run's; "
+                    "train with the --way and --shot it was trained with"
+                ) from None
         return checkpoint.version
 
     def _load_resume_state(self) -> None:
@@ -358,7 +371,15 @@ class Trainer:
             )
             return {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         embeddings = self._validation_embeddings()
-        result = evaluate(embeddings, validation, shape, config.val_episodes, config.seed + 1)
+        learner = self.learner  # SNAIL reads the same eval-mode embeddings with its network
+        classify = (
+            learner.classify
+            if isinstance(learner, meta_learning.SnailLearner)
+            else nearest_prototype
+        )
+        result = evaluate(
+            embeddings, validation, shape, config.val_episodes, config.seed + 1, classify=classify
+        )
         scores = {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         if config.unknown_way:
             scores |= self._open_set_validation(embeddings, result.accuracy)
@@ -501,7 +522,7 @@ class Trainer:
             seed=distributed.episode_seed(config.seed, self.episode, self.dist.rank),
             within_group=config.within_alphabet,
         )
-        self.encoder.train()
+        self.encoder.train(not config.freeze_encoder)
         start = time.perf_counter() - self.elapsed_before
         losses: list[float] = []
         accuracies: list[float] = []

@@ -123,6 +123,17 @@ def test_a_two_process_maml_run_resumes_where_it_stopped(dataset, tmp_path):
     assert_same_weights(state["encoder"], state["classifier_head"], reference)  # the last weights
 
 
+def test_two_processes_train_the_averaged_gradient_snail_model(dataset, tmp_path):
+    """SNAIL's network and backbone through DDP: the checkpoint of a 2-process run is the
+    one-process model trained on both ranks' episodes with the losses averaged."""
+    config = tiny_config(dataset, tmp_path / "run", method="snail", episodes=2, val_every=2)
+    torchrun(config)
+    checkpoint = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert checkpoint.method == "snail" and checkpoint.metadata["world_size"] == 2
+    reference = averaged_run(replace(config, out=str(tmp_path / "reference")), [(0, 2)])
+    assert_same_weights(checkpoint.state_dict, checkpoint.classifier_head, reference)
+
+
 def test_rank_episode_streams_are_disjoint_and_rank_zero_is_the_single_process_stream():
     images = ImageSet(
         pixels=np.zeros((600, 28, 28), dtype=np.uint8),
