@@ -15,7 +15,8 @@ strings for a text model; the encoder stacks, joins and embeds its own kind.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -133,6 +134,9 @@ class ImageEncoder:
     batch_size: int
     max_pixels: int
     max_side: int = DEFAULT_MAX_SIDE
+    # One forward pass at a time: the pipeline's encode thread, and re-embedding during a
+    # rolling upgrade (the change feed's thread, requests' threads) call the same network.
+    forward_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def build(
@@ -194,7 +198,8 @@ class ImageEncoder:
         if pixels.shape[0] == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
         inputs = pixels_to_tensor(torch.from_numpy(pixels), self.input_spec)
-        embeddings = embed(self.network, inputs, self.batch_size)
+        with self.forward_lock:
+            embeddings = embed(self.network, inputs, self.batch_size)
         return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
 
     def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
@@ -225,6 +230,7 @@ class TextModelEncoder:
     checkpoint: Checkpoint
     encoder: TextEncoder
     batch_size: int
+    forward_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # as above
 
     @classmethod
     def build(
@@ -264,7 +270,8 @@ class TextModelEncoder:
     def embed_batch(self, batch: StageOneBatch) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        embeddings = self.encoder.embed(list(batch), self.batch_size)
+        with self.forward_lock:
+            embeddings = self.encoder.embed(list(batch), self.batch_size)
         return np.ascontiguousarray(embeddings.numpy(), dtype=np.float32)
 
     def costs(self, batch: StageOneBatch) -> list[int]:

@@ -19,9 +19,11 @@ A query crosses the stages by :class:`~service.collections.batching.Handoff` fro
 and comes back to the event loop once. Separate threads keep the encoder (torch, which releases the
 GIL) busy while the next batch is decoded and the last one ranked (Python, which holds it); the
 event loop only parses HTTP and queues jobs. The encode stage waits (``max_wait``) only while the
-decode stage still holds requests for it. Every call of a model's encoder in the running service
-goes through its encode thread, so no two run at once (startup re-embedding runs before any
-request is served); two models' encoders may run side by side.
+decode stage still holds requests for it. Requests reach a model's encoder through its encode
+thread; re-embedding during a rolling upgrade calls it from the change feed's thread and from
+request threads, so each encoder holds a lock around its forward pass and no two of one model
+run at once (:attr:`~service.collections.encoder.ImageEncoder.forward_lock`); two models'
+encoders may run side by side.
 """
 
 from __future__ import annotations
