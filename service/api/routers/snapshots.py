@@ -109,6 +109,7 @@ async def export_snapshot(
     "/{name}/snapshot",
     status_code=201,
     summary="Restore a snapshot file (streamed) into a new collection",
+    response_model_exclude_unset=True,  # no "adapter" key: a restored collection has none
     openapi_extra={"requestBody": {"required": True, "content": UPLOADED_FILE}},
     responses=error_responses(404, 409, 413, 422, 503, descriptions={422: INVALID_SNAPSHOT}),
 )
