@@ -642,14 +642,8 @@ def test_adapt_shows_the_jobs_progress_and_its_decision(browser, server):
         adapter = {"version": 7, "trained_revision": 3, "stale": False}
         route.fulfill(response=response, json={**response.json(), "adapter": adapter})
 
-    def classes_route(route: Any) -> None:
-        # The page's reads after the adoption wait for its revision too: not this made-up one.
-        url = re.sub(r"[&?]min_revision=\d+", "", route.request.url)
-        route.fulfill(response=route.fetch(url=url))
-
     page.route(re.compile(r".*/v1/collections/adapted/adaptations(/7)?$"), job_route)
     page.route(re.compile(r".*/v1/collections/adapted(\?.*)?$"), collection_route)
-    page.route(re.compile(r".*/v1/collections/adapted/classes\?.*$"), classes_route)
     page.click("#adapt")
     expect(page.locator("#adapt-progress")).to_be_visible()
     assert page.locator("#adapt-progress").evaluate("bar => bar.value") == 0.5
