@@ -112,6 +112,12 @@ class TrainConfig:
     lr_step: int = setting(2000, "step schedule: episodes between learning-rate drops")
     lr_gamma: float = setting(0.5, "step schedule: factor of each learning-rate drop")
     max_minutes: float = setting(0.0, "stop after this many minutes of wall time (0 = no limit)")
+    max_cpu_minutes: float = setting(
+        0.0,
+        "stop after the training loop has used this many minutes of this process's CPU time "
+        "(user + system, validation included; 0 = no limit): a budget that does not depend on "
+        "what else the machine runs",
+    )
     # Validation and early stopping (validation episodes are what model selection sees).
     val_every: int = setting(500, "validate every this many training episodes")
     val_episodes: int = setting(1000, "episodes per validation")
@@ -318,7 +324,15 @@ def validate(config: TrainConfig) -> None:
     heads = (*TEXT_SPLITS, *PICTURE_SPLITS)
     if config.episodes < (0 if config.split in heads else 1):
         raise ValueError(f"--episodes must be >= {0 if config.split in heads else 1}")
-    at_least_zero = ("way", "val_way", "val_query", "patience", "threads", "max_minutes")
+    at_least_zero = (
+        "way",
+        "val_way",
+        "val_query",
+        "patience",
+        "threads",
+        "max_minutes",
+        "max_cpu_minutes",
+    )
     for name in (*at_least_zero, "finetune_steps"):
         if getattr(config, name) < 0:
             raise ValueError(f"{flag(name)} must be >= 0")

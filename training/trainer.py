@@ -450,11 +450,13 @@ class Trainer:
         with open(self.out / METRICS_LOG, "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def _should_stop(self, elapsed: float) -> bool:
+    def _should_stop(self, elapsed: float, cpu_seconds: float) -> bool:
         config = self.config
         if self.episode >= config.episodes:
             return True
         if config.max_minutes and elapsed >= config.max_minutes * 60:
+            return True
+        if config.max_cpu_minutes and cpu_seconds >= config.max_cpu_minutes * 60:
             return True
         return bool(config.patience) and self.validations_without_improvement >= config.patience
 
@@ -524,6 +526,8 @@ class Trainer:
         )
         self.encoder.train(not config.freeze_encoder)
         start = time.perf_counter() - self.elapsed_before
+        # CPU time of this process from here (a resumed run starts its CPU budget afresh).
+        cpu_start = time.process_time()
         losses: list[float] = []
         accuracies: list[float] = []
         shown = {"loss": "-", "acc": "-", "val": "-"}  # the bar's postfix
@@ -535,7 +539,10 @@ class Trainer:
             disable=not config.progress or not self.dist.is_main,
             dynamic_ncols=True,
         )
-        while not distributed.agree(self.dist, self._should_stop(time.perf_counter() - start)):
+        while not distributed.agree(
+            self.dist,
+            self._should_stop(time.perf_counter() - start, time.process_time() - cpu_start),
+        ):
             loss, accuracy = self.train_step(sampler.sample())
             self.episode += 1
             self.episodes_seen += self.dist.world_size

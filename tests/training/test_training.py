@@ -105,6 +105,16 @@ def test_resume_continues_from_saved_state(dataset, tmp_path):
     assert not torch.equal(first_weight, next(iter(resumed.encoder.state_dict().values())))
 
 
+def test_a_cpu_budget_stops_training_early(dataset, tmp_path):
+    # 0.001 CPU minutes (60 ms) runs out after a few episodes, long before 100000.
+    trainer = Trainer(
+        quick_config(dataset, tmp_path / "run", episodes=100000, max_cpu_minutes=0.001)
+    )
+    trainer.train()
+    assert 1 <= trainer.episode < 100000
+    assert (tmp_path / "run" / "best.pt").exists()
+
+
 def test_folder_split_is_disjoint_and_seeded(dataset, tmp_path):
     images, _ = folder.load_folder(dataset, InputSpec(), tmp_path, progress=False)
     train, val = folder.split_classes(images, 0.3, seed=0)
