@@ -106,12 +106,12 @@ def main() -> None:
     args = smoke.parse_args(parser, {"episodes": 1})
     torch.set_num_threads(1)
     checkpoint = load_checkpoint(ROOT / "models" / "omniglot-conv4.pt")
-    assert checkpoint.rejection is not None
+    assert checkpoint.calibration is not None
     spec = checkpoint.input_spec
     with smoke.omniglot(args.data, args.smoke, SAMPLE) as data:
         images = omniglot.load_split(data, "evaluation", spec, progress=False)
     vectors = embed_imageset(checkpoint.build_encoder(), images, spec).numpy()
-    policy = RejectionPolicy(checkpoint.rejection, ACCEPTANCE)
+    policy = RejectionPolicy(checkpoint.calibration, ACCEPTANCE)
     print(HEADER)
     for shot in SHOTS:
         print("\n".join(measure(vectors, images, policy, shot, args.episodes)), flush=True)

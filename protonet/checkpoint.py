@@ -75,8 +75,9 @@ class Checkpoint:
     data_fingerprint: str = ""
     evaluation: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
-    # Open-set rejection thresholds measured on training/validation classes (open_set.py).
-    rejection: RejectionCalibration | None = None
+    # Open-set rejection thresholds measured on training/validation classes (open_set.py);
+    # saved under the payload key "rejection" (the files' name for it since calibrations began).
+    calibration: RejectionCalibration | None = None
     text_spec: TextSpec | None = None
     # A MAML-family model's linear head (weight ``[way, dim]``, bias ``[way]``), which the
     # trainer's evaluator fine-tunes; not part of the embedding, so not of ``version``. (Not a
@@ -132,7 +133,7 @@ class Checkpoint:
             "data_fingerprint": self.data_fingerprint,
             "evaluation": _primitives(self.evaluation),
             "metadata": _primitives(self.metadata),
-            "rejection": self.rejection.to_dict() if self.rejection else None,
+            "rejection": self.calibration.to_dict() if self.calibration else None,
             # Only picture checkpoints have the key: the others stay as they were.
             **({"image_base": self.image_base.to_dict()} if self.image_base else {}),
             # Only MAML-family checkpoints have the key: prototype ones stay as they were.
@@ -184,7 +185,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _rejection(values: dict[str, Any] | None) -> RejectionCalibration | None:
+def _calibration(values: dict[str, Any] | None) -> RejectionCalibration | None:
     return RejectionCalibration.from_dict(values) if values else None
 
 
@@ -244,7 +245,7 @@ def load_checkpoint(path: str | Path, modality: str | None = "image") -> Checkpo
             data_fingerprint=payload.get("data_fingerprint", ""),
             evaluation=payload.get("evaluation", {}),
             metadata=payload.get("metadata", {}),
-            rejection=_rejection(payload.get("rejection")),
+            calibration=_calibration(payload.get("rejection")),
             classifier_head=_classifier_head(payload),
             image_base=_image_base(payload),
         )

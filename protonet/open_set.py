@@ -5,7 +5,7 @@ a label too. Here a query gets an *unknown-ness score* from its distances to the
 (higher = more likely unknown), and a :class:`RejectionCalibration` turns a wanted share of
 known queries accepted ("known acceptance", e.g. 0.95) into a score threshold. Calibrations
 are measured on the meta-training side (training and validation classes only) and travel in
-the checkpoint (``Checkpoint.rejection``), one threshold per shot count, because prototypes of
+the checkpoint (``Checkpoint.calibration``), one threshold per shot count, because prototypes of
 1 example sit farther from their queries than prototypes of 5.
 
 Shared by the evaluator (open-set episodes), the service (rejection per query) and the

@@ -285,7 +285,7 @@ def _open_set_scoring(
         if args.score or args.acceptance is not None:
             raise ValueError("--score and --acceptance are for --open-set evaluations")
         return DEFAULT_SCORE, None
-    calibration = checkpoint.rejection
+    calibration = checkpoint.calibration
     method = args.score or (calibration.method if calibration else DEFAULT_SCORE)
     if calibration is None or calibration.method != method:
         print(
@@ -586,7 +586,7 @@ def write_card(checkpoint: Checkpoint, checkpoint_path: Path) -> Path:
             if k in checkpoint.metadata or k != "intents"
         },
         "evaluation": checkpoint.evaluation,
-        "rejection": checkpoint.rejection.to_dict() if checkpoint.rejection else None,
+        "rejection": checkpoint.calibration.to_dict() if checkpoint.calibration else None,
     }
     card_path = checkpoint_path.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2) + "\n")
@@ -623,7 +623,7 @@ def command_calibrate(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     rejection = replace(measured.rejection, default_acceptance=args.acceptance)
     if args.write or args.write_card:
-        checkpoint.rejection = rejection
+        checkpoint.calibration = rejection
         save_checkpoint(checkpoint, args.checkpoint)
     card = write_card(checkpoint, Path(args.checkpoint)) if args.write_card else None
     if args.json:

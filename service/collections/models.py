@@ -24,7 +24,7 @@ class ServedModel:
     @property
     def calibration(self) -> RejectionCalibration | None:
         """The model's rejection calibration, if its checkpoint carries one."""
-        return self.encoder.checkpoint.rejection
+        return self.encoder.checkpoint.calibration
 
     def rejection_policy(self, setting: RejectionSetting) -> RejectionPolicy | None:
         """What ``setting`` means for this model (see :meth:`RejectionSetting.resolve`)."""

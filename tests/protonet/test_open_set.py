@@ -61,11 +61,11 @@ def test_calibration_round_trips_through_a_weights_only_checkpoint(tmp_path):
     config = EncoderConfig(hidden_channels=8, out_channels=8)
     checkpoint = Checkpoint(config, InputSpec(), state)
     version = checkpoint.version
-    checkpoint.rejection = RejectionCalibration.from_dict(CALIBRATION.to_dict())
+    checkpoint.calibration = RejectionCalibration.from_dict(CALIBRATION.to_dict())
     path = save_checkpoint(checkpoint, tmp_path / "model.pt")
     assert torch.load(path, weights_only=True)["rejection"]["source"] == CALIBRATION.source
     loaded = load_checkpoint(path)
-    assert loaded.rejection == CALIBRATION and loaded.version == version
+    assert loaded.calibration == CALIBRATION and loaded.version == version
 
 
 def ranking_episode(unknown_offset: float) -> tuple[torch.Tensor, ...]:

@@ -53,7 +53,7 @@ def write_text_checkpoint(
     path: Path,
     spec: TextSpec,
     seed: int = 0,
-    rejection: RejectionCalibration | None = None,
+    calibration: RejectionCalibration | None = None,
 ) -> Path:
     """A text checkpoint over the installed MiniLM base that ``spec`` records: the identity
     head (seed 0: embeds as the base does) or, for other seeds, the identity slightly
@@ -69,7 +69,7 @@ def write_text_checkpoint(
         InputSpec(),
         head.state_dict(),
         text_spec=spec,
-        rejection=rejection,
+        calibration=calibration,
         metadata={"seed": seed},
     )
     return save_checkpoint(checkpoint, path)

@@ -201,7 +201,7 @@ async def test_text_rejection_with_a_calibrated_text_checkpoint(tmp_path, checkp
     calibration = RejectionCalibration(
         "nearest_distance", (1, 2), (0.9, 0.95), ((16.0, 18.0), (16.0, 18.0))
     )
-    text = write_text_checkpoint(tmp_path / "calibrated.pt", text_spec, rejection=calibration)
+    text = write_text_checkpoint(tmp_path / "calibrated.pt", text_spec, calibration=calibration)
     async with serve(two_models(tmp_path / "data", checkpoint_a, text)) as running:
         body = {"name": "faq", "model": "intents", "rejection": "default"}
         assert (await post(running, "/v1/collections", body)).status_code == 201

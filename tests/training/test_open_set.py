@@ -102,14 +102,14 @@ def test_calibration_is_stored_in_checkpoint_and_card_and_judges_open_set_querie
 ):
     version = load_checkpoint(folder_model).version
     assert calibrate("--checkpoint", str(folder_model), "--data", str(folder), "--json") == 0
-    assert load_checkpoint(folder_model).rejection is None  # measured, not written
+    assert load_checkpoint(folder_model).calibration is None  # measured, not written
     summary = json.loads(capsys.readouterr().out)
     assert summary["rejection"]["shots"] == [1, 2, 3, 5, 10] and not summary["written"]
 
     assert calibrate("--checkpoint", str(folder_model), "--data", str(folder), "--write-card") == 0
     assert "written to" in capsys.readouterr().out
     checkpoint = load_checkpoint(folder_model)
-    rejection = checkpoint.rejection
+    rejection = checkpoint.calibration
     assert checkpoint.version == version and rejection is not None
     assert rejection.method == "nearest_distance" and rejection.default_acceptance == 0.95
     assert rejection.acceptances == (0.80, 0.90, 0.95, 0.98, 0.99, 0.995, 0.999)
@@ -160,7 +160,7 @@ def test_an_omniglot_model_is_calibrated_on_its_validation_alphabets_only(
     lake = write_checkpoint(tmp_path / "lake.pt", "lake")
     # No images_evaluation.zip at all: calibration cannot have read it.
     assert calibrate("--checkpoint", str(lake), "--data", str(root), "--write") == 0
-    rejection = load_checkpoint(lake).rejection
+    rejection = load_checkpoint(lake).calibration
     assert rejection is not None and rejection.shots == (1, 2, 3)  # 4 drawings per character
     assert rejection.source.startswith(
         "Omniglot lake-validation: the lake split's validation classes (Greek), 6 classes; 20 "

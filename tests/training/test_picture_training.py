@@ -73,5 +73,5 @@ def test_calibration_takes_the_validation_subcategories(trained, data, tmp_path)
     copy.write_bytes(trained.read_bytes())
     args = ["calibrate", "--checkpoint", str(copy), "--data", str(data), "--way", "2"]
     assert main([*args, "--query", "1", "--episodes", "20", "--write", "--no-progress"]) == 0
-    rejection = load_checkpoint(copy).rejection
+    rejection = load_checkpoint(copy).calibration
     assert rejection is not None and rejection.shots[0] == 1

@@ -155,7 +155,7 @@ def calibrated(trained, dataset, tmp_path_factory):
 
 
 def test_calibrate_measures_a_text_head_on_its_validation_intents(calibrated):
-    rejection = load_checkpoint(calibrated, modality="text").rejection
+    rejection = load_checkpoint(calibrated, modality="text").calibration
     assert rejection is not None and rejection.method == "nearest_distance"
     # 9 train texts per intent: 8 shots leave one query, 10 none (noted, not calibrated).
     assert rejection.shots == (1, 2, 3, 5, 8)

@@ -63,7 +63,7 @@ def model_summary(encoder: Encoder, models: ModelSet) -> ModelSummary:
 
 def calibration_info(encoder: Encoder) -> RejectionCalibrationInfo | None:
     """The summary of the model's rejection calibration (thresholds stay in the checkpoint)."""
-    calibration = encoder.checkpoint.rejection
+    calibration = encoder.checkpoint.calibration
     if calibration is None:
         return None
     return RejectionCalibrationInfo(

@@ -36,7 +36,7 @@ def calibrated(tmp_path: Path, bundled_model: Path):
 
 @pytest.fixture(scope="module")
 def bundled_thresholds(bundled_model: Path):
-    calibration = load_checkpoint(bundled_model).rejection
+    calibration = load_checkpoint(bundled_model).calibration
     assert calibration is not None
     return calibration
 
@@ -169,14 +169,14 @@ async def test_acceptance_outside_the_models_calibrated_range_is_422_naming_it(
 ):
     """A model calibrated on a narrower range than the schema's refuses the rest itself."""
     checkpoint = load_checkpoint(bundled_model)
-    assert checkpoint.rejection is not None
-    rejection = checkpoint.rejection
+    assert checkpoint.calibration is not None
+    rejection = checkpoint.calibration
     narrower = dataclasses.replace(
         rejection,
         acceptances=rejection.acceptances[1:-1],
         thresholds=tuple(row[1:-1] for row in rejection.thresholds),
     )
-    path = save_checkpoint(dataclasses.replace(checkpoint, rejection=narrower), tmp_path / "n.pt")
+    path = save_checkpoint(dataclasses.replace(checkpoint, calibration=narrower), tmp_path / "n.pt")
     async with serve(make_settings(tmp_path / "data", path)) as running:
         response = await running.http.post(
             "/v1/collections", json={"name": "x", "rejection": {"acceptance": 0.9950000000000001}}
@@ -327,7 +327,7 @@ async def test_thresholds_adapt_to_a_collection_with_enough_examples(calibrated)
         assert few["rejection"]["threshold_source"] == "checkpoint"
         checkpoint_limit = few["results"][0]["threshold"]  # 2 examples
     # The collection's thresholds differ from the checkpoint's at its shot count (3).
-    calibration = load_checkpoint(calibrated.checkpoint).rejection
+    calibration = load_checkpoint(calibrated.checkpoint).calibration
     assert first["results"][0]["threshold"] != pytest.approx(calibration.threshold(3, 0.95))
     assert checkpoint_limit == calibration.threshold(2, 0.95)
     assert (calibrated.data_dir / "indexes").exists()
