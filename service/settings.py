@@ -26,7 +26,9 @@ BUNDLED_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "omnigl
 DATABASE_FILE = "protonet.sqlite3"
 # The name of the one model that PROTONET_CHECKPOINT configures (without PROTONET_MODELS).
 SINGLE_MODEL_NAME = "default"
-MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# A served model's name: here in PROTONET_MODELS, and in the API wherever a model is named
+# (service/api/schemas.py states it in the OpenAPI document).
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ENV_PREFIX = "PROTONET_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
 HELP_WIDTH = 92  # characters per line of the settings' help
@@ -56,7 +58,7 @@ def model_list(value: str) -> dict[str, Path]:
         if not entry:
             continue
         name, separator, path = (part.strip() for part in entry.partition("="))
-        if not separator or not path or not MODEL_NAME_PATTERN.match(name):
+        if not separator or not path or not re.match(MODEL_NAME_PATTERN, name):
             raise ValueError(
                 f"model entry {entry!r} is not name=path (a name of 1-64 letters, digits, "
                 "'_' or '-'), e.g. omniglot=models/omniglot-conv4.pt"

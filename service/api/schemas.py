@@ -21,10 +21,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError, core_schema
 
 from protonet.open_set import ACCEPTANCES
-from service.api import examples as openapi_examples
-from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.api import openapi_examples
+from service.collections.labels import LABEL_PATTERN, MAX_LENGTH, MIN_LENGTH, RULE, normalize_label
 from service.collections.live_collection import IndexKind
 from service.collections.rejection import RejectionSetting
+from service.settings import MODEL_NAME_PATTERN
 
 COLLECTION_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -36,9 +37,16 @@ CollectionName = Annotated[
         examples=["omniglot-demo"],
     ),
 ]
+# What a JSON schema can state of the label rule (service/collections/labels.py), for every
+# label a request carries: in a body (``Label``), a path or a query parameter (the routers).
+LABEL_CONSTRAINTS: dict[str, Any] = {
+    "min_length": MIN_LENGTH,
+    "max_length": MAX_LENGTH,
+    "pattern": LABEL_PATTERN,
+}
 Label = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=200, pattern=LABEL_PATTERN),
+    StringConstraints(**LABEL_CONSTRAINTS),
     AfterValidator(normalize_label),
     Field(description=f"Class label: {RULE}."),
 ]
@@ -95,7 +103,6 @@ def exactly_one_of(*names: str) -> Callable[[dict[str, Any]], None]:
     return complete
 
 
-MODEL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 ModelName = Annotated[
     str,
     Field(

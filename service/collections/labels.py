@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import unicodedata
 
-MAX_LENGTH = 200
+# Characters (in NFC); the storage column holds as many (service/storage/records.py).
+MIN_LENGTH, MAX_LENGTH = 1, 200
 FORBIDDEN_CATEGORIES = {
     "Cc": "control",
     "Cf": "format",
@@ -29,9 +30,9 @@ FORBIDDEN_CATEGORIES = {
 # the rest is enforced by :func:`normalize_label` and stated in the field's description.
 LABEL_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]+$"
 RULE = (
-    "1-200 characters, stored in Unicode NFC; no control, format or line/paragraph separator "
-    "characters, no whitespace at either end, and not '.' or '..' (nor such a part between "
-    "'/'s)"
+    f"{MIN_LENGTH}-{MAX_LENGTH} characters, stored in Unicode NFC; no control, format or "
+    "line/paragraph separator characters, no whitespace at either end, and not '.' or '..' "
+    "(nor such a part between '/'s)"
 )
 
 
@@ -46,8 +47,10 @@ def normalize_label(text: str) -> str:
             )
     if label != label.strip():
         raise ValueError("a label may not begin or end with whitespace")
-    if not 1 <= len(label) <= MAX_LENGTH:
-        raise ValueError(f"a label has 1-{MAX_LENGTH} characters (in NFC); got {len(label)}")
+    if not MIN_LENGTH <= len(label) <= MAX_LENGTH:
+        raise ValueError(
+            f"a label has {MIN_LENGTH}-{MAX_LENGTH} characters (in NFC); got {len(label)}"
+        )
     if any(segment in (".", "..") for segment in label.split("/")):
         raise ValueError(
             "a label may not be '.' or '..', nor have such a part between '/'s: in a URL "

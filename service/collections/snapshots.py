@@ -34,6 +34,7 @@ import orjson
 
 from protonet.errors import InvalidInputError
 from protonet.preprocessing import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, decode_image
+from service.collections.labels import MAX_LENGTH, MIN_LENGTH
 from service.collections.rejection import RejectionSetting
 from service.collections.stored_examples import png_bytes
 from service.errors import InvalidSnapshotError
@@ -45,7 +46,6 @@ MEDIA_TYPE = "application/x-ndjson"
 EXPORT_BATCH = 256  # examples read from storage per step of an export
 INDEX_KINDS = ("auto", "exact", "ivf")
 EXAMPLE_FIELDS = frozenset({"label", "image", "text", "embeddings"})
-MAX_LABEL = 200  # characters, the column's size
 MAX_NAME = 64  # characters of a collection's or model's name, and of a model version
 
 
@@ -274,8 +274,10 @@ class SnapshotReader:
         if unknown := set(value) - EXAMPLE_FIELDS:
             raise damaged(f"{where} has unknown fields {sorted(unknown)}")
         label = value.get("label")
-        if not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL:
-            raise damaged(f"{where}: the label is not a string of 1-{MAX_LABEL} characters")
+        if not isinstance(label, str) or not MIN_LENGTH <= len(label) <= MAX_LENGTH:
+            raise damaged(
+                f"{where}: the label is not a string of {MIN_LENGTH}-{MAX_LENGTH} characters"
+            )
         return SnapshotRow(label, self._input(value, where), self._embeddings(value, where))
 
     def _input(self, value: dict[str, Any], where: str) -> np.ndarray | str:

@@ -72,7 +72,7 @@ class ClassRecord(Base):
     collection_id: Mapped[int] = mapped_column(
         ForeignKey("collections.id", ondelete="CASCADE"), index=True
     )
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[str] = mapped_column(String(200))  # service/collections/labels.py MAX_LENGTH
 
 
 class ExampleRecord(Base):

@@ -18,7 +18,7 @@ from service.api.json_bodies import BoundedJSONRoute
 from service.api.responses import json_response, query_answer_body
 from service.api.schemas import COLLECTION_NAME_PATTERN
 from service.collections.diagnostics import SupportSetDiagnostics
-from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.labels import RULE, normalize_label
 from service.collections.live_collection import ClassCount, CollectionStatus
 from service.collections.pages import PAGE_DEFAULT, PAGE_MAX
 from service.collections.registry import CollectionRegistry
@@ -31,16 +31,14 @@ NamePath = Annotated[
     str,
     Path(
         pattern=COLLECTION_NAME_PATTERN,
-        description="Collection name ([A-Za-z0-9_-]{1,64}).",
+        description=f"Collection name ({COLLECTION_NAME_PATTERN.strip('^$')}).",
         examples=["omniglot-demo"],
     ),
 ]
 LabelPath = Annotated[
     str,
     Path(
-        min_length=1,
-        max_length=200,
-        pattern=LABEL_PATTERN,
+        **schemas.LABEL_CONSTRAINTS,
         description=f"Class label, URL-encoded ('/' as %2F, '.' may be %2E): {RULE}.",
         examples=["a"],
     ),

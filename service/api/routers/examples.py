@@ -19,7 +19,7 @@ from service.api.dependencies import ReadTenant, RegistryDep
 from service.api.responses import json_response
 from service.api.routers.collections import NamePath, PageCursor, PageLimit
 from service.collections import stored_examples
-from service.collections.labels import LABEL_PATTERN, RULE, normalize_label
+from service.collections.labels import RULE, normalize_label
 from service.collections.pages import PAGE_DEFAULT
 from service.edge.error_responses import error_responses
 from service.storage.repository import Storage
@@ -29,9 +29,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"])
 LabelQuery = Annotated[
     Annotated[str, AfterValidator(normalize_label)] | None,
     Query(
-        min_length=1,
-        max_length=200,
-        pattern=LABEL_PATTERN,
+        **schemas.LABEL_CONSTRAINTS,
         description=f"Only this class's examples (all classes when left out). {RULE}.",
         examples=["a"],
     ),

@@ -22,6 +22,7 @@ from service.collections.restore import blocking, restore_collection
 from service.collections.snapshots import MEDIA_TYPE, SnapshotReader, export_chunks
 from service.edge.error_responses import error_responses
 from service.errors import NotFoundError
+from service.settings import MODEL_NAME_PATTERN
 from service.storage.repository import Storage, StoredCollection
 
 router = APIRouter(prefix="/v1/collections", tags=["snapshots"])
@@ -41,7 +42,7 @@ INVALID_SNAPSHOT = (
 ModelQuery = Annotated[
     str | None,
     Query(
-        pattern=schemas.MODEL_NAME_PATTERN,
+        pattern=MODEL_NAME_PATTERN,
         description="The served model to bind the new collection to (GET /v1/models); "
         "default: the snapshot's. Examples whose embeddings the snapshot does not carry for "
         "this model's version are embedded as they are restored.",

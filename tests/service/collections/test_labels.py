@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from service.client import ProtonetAPIError, label_segment
-from service.collections.labels import normalize_label
+from service.collections.labels import MAX_LENGTH, normalize_label
+from service.storage.records import ClassRecord
 from tests.service.helpers import make_settings, serve
 
 pytestmark = pytest.mark.anyio
@@ -120,3 +121,9 @@ async def test_refused_labels_change_nothing(tmp_path, checkpoint_a):
         response = await running.http.post("/v1/collections/c/support", json=body)
         assert response.status_code == 422
         assert (await running.client.get_collection("c"))["n_examples"] == 0
+
+
+def test_the_label_column_holds_the_longest_label_the_rule_allows():
+    """One limit: the rule's maximum (which every API field and the snapshot reader state) is
+    what the ``classes.label`` column stores."""
+    assert ClassRecord.__table__.c.label.type.length == MAX_LENGTH
