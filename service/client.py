@@ -69,8 +69,9 @@ import numpy as np
 # An input: an image (file bytes, a file path, an array), or a request item as the API takes
 # it, such as ``text("...")`` for a text model's collections.
 ImageLike = bytes | str | os.PathLike[str] | np.ndarray | Mapping[str, Any]
-# "none", "default", an acceptance such as 0.99, or the JSON form {"acceptance": 0.99}
-Rejection = str | float | Mapping[str, float]
+# A rejection setting as a request gives it (the API's ``RejectionChoice``): "none", "default",
+# an acceptance such as 0.99, or the JSON form {"acceptance": 0.99}
+RejectionChoice = str | float | Mapping[str, float]
 Examples = Iterable[tuple[str, ImageLike]] | Mapping[str, Sequence[ImageLike]]
 DEFAULT_URL = "http://127.0.0.1:8000"
 CHUNK = 1024 * 1024  # bytes of a file read at a time, to stream it
@@ -120,7 +121,7 @@ def encode_input(image: ImageLike) -> dict[str, Any]:
     raise TypeError(f"expected image bytes, a file path or a numpy array, got {type(image)}")
 
 
-def encode_rejection(rejection: Rejection) -> str | dict[str, float]:
+def encode_rejection(rejection: RejectionChoice) -> str | dict[str, float]:
     """A rejection setting as the API takes it: ``"none"``, ``"default"`` or
     ``{"acceptance": x}`` (a bare number ``x`` is the acceptance)."""
     if isinstance(rejection, str):
@@ -222,7 +223,7 @@ class Calls:
     def create_collection(
         name: str,
         index: str | None = None,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         model: str | None = None,
     ) -> Call:
         body: dict[str, Any] = {"name": name}
@@ -235,7 +236,7 @@ class Calls:
         return Call("POST", "/v1/collections", body, collection=name, writes=True)
 
     @staticmethod
-    def set_rejection(name: str, rejection: Rejection) -> Call:
+    def set_rejection(name: str, rejection: RejectionChoice) -> Call:
         body = {"rejection": encode_rejection(rejection)}
         return Call("PATCH", collection_path(name), body, collection=name, writes=True)
 
@@ -274,7 +275,7 @@ class Calls:
         name: str,
         images: Sequence[ImageLike],
         top_k: int,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         remember: bool = False,
     ) -> Call:
         body: dict[str, Any] = {
@@ -507,7 +508,7 @@ class ProtonetClient:
         self,
         name: str,
         index: str | None = None,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         model: str | None = None,
     ) -> dict[str, Any]:
         """``index``: auto (the server's default), exact or ivf (docs/performance.md).
@@ -516,7 +517,7 @@ class ProtonetClient:
         served model it is bound to (default: the server's default model)."""
         return self.send(Calls.create_collection(name, index, rejection, model))
 
-    def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
+    def set_rejection(self, name: str, rejection: RejectionChoice) -> dict[str, Any]:
         """Change the collection's rejection of unknowns; returns its summary."""
         return self.send(Calls.set_rejection(name, rejection))
 
@@ -577,7 +578,7 @@ class ProtonetClient:
         name: str,
         images: Sequence[ImageLike],
         top_k: int = 5,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         remember: bool = False,
     ) -> dict[str, Any]:
         """``{"model_version", "results": [{"label", "probability", "distance", "top_k"}]}``.
@@ -753,12 +754,12 @@ class AsyncProtonetClient:
         self,
         name: str,
         index: str | None = None,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         model: str | None = None,
     ) -> dict[str, Any]:
         return await self.send(Calls.create_collection(name, index, rejection, model))
 
-    async def set_rejection(self, name: str, rejection: Rejection) -> dict[str, Any]:
+    async def set_rejection(self, name: str, rejection: RejectionChoice) -> dict[str, Any]:
         return await self.send(Calls.set_rejection(name, rejection))
 
     async def list_collections(self) -> list[dict[str, Any]]:
@@ -807,7 +808,7 @@ class AsyncProtonetClient:
         name: str,
         images: Sequence[ImageLike],
         top_k: int = 5,
-        rejection: Rejection | None = None,
+        rejection: RejectionChoice | None = None,
         remember: bool = False,
     ) -> dict[str, Any]:
         return await self.send(Calls.query(name, images, top_k, rejection, remember))

@@ -63,7 +63,7 @@ class CollectionStatus:
     revision: int
     index: IndexKind  # chosen at creation
     index_in_use: SearchKind  # what answers queries now
-    rejection: RejectionSetting  # of unknown inputs, when a query does not say
+    rejection_setting: RejectionSetting  # of unknown inputs, when a query does not say
     model: str  # the served model it is bound to
     adapter: AdapterSummary | None  # its adopted adapter, if it has one
 
@@ -163,7 +163,7 @@ class LiveCollection:
         dim: int,
         revision: int = 0,
         policy: IndexPolicy | None = None,
-        rejection: RejectionSetting | None = None,
+        rejection_setting: RejectionSetting | None = None,
         model: str = "default",
         change_id: int = 0,
     ) -> None:
@@ -176,7 +176,7 @@ class LiveCollection:
         self.change_id = change_id
         self.policy = policy or IndexPolicy()
         # Replaced (not mutated) under write_lock and the state lock (advance).
-        self.rejection = rejection or RejectionSetting()
+        self.rejection_setting = rejection_setting or RejectionSetting()
         # Held-out scores of the support set, to adapt rejection thresholds to it.
         self.leave_one_out = LeaveOneOutScores()
         self.write_lock = threading.Lock()
@@ -417,13 +417,13 @@ class LiveCollection:
         with self._state_lock:
             return dict(self._classes)
 
-    def advance(self, latest: Change, rejection: RejectionSetting | None = None) -> None:
+    def advance(self, latest: Change, rejection_setting: RejectionSetting | None = None) -> None:
         """Move to the change ``latest`` (applied) and, where it changed one, its rejection
         setting, as one step for readers (who read both under the state lock). Caller holds
         write_lock."""
         with self._state_lock:
-            if rejection is not None:
-                self.rejection = rejection
+            if rejection_setting is not None:
+                self.rejection_setting = rejection_setting
             self.change_id, self.revision = latest.id, latest.revision
 
     def status(self) -> CollectionStatus:
@@ -438,7 +438,7 @@ class LiveCollection:
             self.revision,
             self.policy.kind,
             self._index.kind,
-            self.rejection,
+            self.rejection_setting,
             self.model,
             self.adapter_summary(),
         )

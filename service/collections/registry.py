@@ -603,7 +603,9 @@ class CollectionRegistry:
                 return live.status()
             # Committed, not applied here yet: the answer says what was written, with this
             # process's counts.
-            return dataclasses.replace(live.status(), revision=revision, rejection=rejection)
+            return dataclasses.replace(
+                live.status(), revision=revision, rejection_setting=rejection
+            )
 
     def list_all(self, *, tenant: str) -> list[CollectionStatus]:
         """Every collection of the tenant, by name."""
@@ -851,7 +853,7 @@ class CollectionRegistry:
         live = self._get(name, tenant)
         revision = live.revision
         model = self.model_of(live)
-        setting = live.rejection if rejection is None else rejection
+        setting = live.rejection_setting if rejection is None else rejection
         policy = model.rejection_policy(setting)  # a 422 before decoding anything
         if live.is_empty():  # cheap check before decoding anything
             raise live.no_classes_error()

@@ -1,12 +1,26 @@
-"""Rejection of unknown inputs: a collection's (or a query's) setting, and each query's verdict.
+"""Rejection of unknown inputs in the service: where its shapes are defined.
 
-The core (protonet/open_set.py) defines the unknown-ness score and the checkpoint's
-:class:`~protonet.open_set.RejectionCalibration` (thresholds by shot count and known
-acceptance, measured on training-side classes). Here:
+One idea, with a name for each shape it takes (docs/service.md, "Rejection of unknowns", has
+the table with the HTTP API's side):
 
-* :class:`RejectionSetting`: what a collection or a query asks for ("none", the checkpoint's
-  default acceptance, or an acceptance target), stored as one short string; resolved against the
-  served model's calibration into a :class:`RejectionPolicy`, or a 422 that says what to fix.
+* calibration: the core's :class:`~protonet.open_set.RejectionCalibration` (thresholds by shot
+  count and known acceptance, measured on training-side classes), carried by the checkpoint
+  (``Checkpoint.calibration``).
+* setting: :class:`RejectionSetting`, what a collection (``LiveCollection.rejection_setting``)
+  or a query asks for: none, the calibration's default acceptance, or an acceptance target.
+  It has three written forms: the request's choice (:meth:`~RejectionSetting.to_choice`,
+  ``"none"``, ``"default"`` or ``{"acceptance": a}``, which snapshot headers also hold), the
+  stored column (:meth:`~RejectionSetting.to_column`, ``collections.rejection``: ``"none"``,
+  ``"default"`` or ``"0.99"``) and a summary's description (:meth:`~RejectionSetting.describe`,
+  ``{"mode": ...}`` with the default acceptance resolved).
+* policy: :class:`RejectionPolicy`, a setting resolved against the served model's calibration
+  (or a 422 that says what to fix).
+* verdict: :class:`Verdict`, one query's score against its threshold (:func:`judge`).
+* applied rejection: :class:`AppliedRejection`, what a query answer reports about the rejection
+  it applied (acceptance, and where the thresholds came from).
+
+The thresholds are scaled to each collection:
+
 * :class:`LeaveOneOutScores`: the adaptation to a collection from its own support set. Each
   example of a class with at least 2 examples is a known query held out of its class: its
   squared distance to the prototype of the *other* examples is what a known query's score looks
@@ -16,8 +30,6 @@ acceptance, measured on training-side classes). Here:
   (:func:`protonet.open_set.collection_scale`, in the core: the evaluator measures it too).
   An adapted collection (protonet/adaptation.py) is scaled by the held-out scores its
   adaptation measured instead (:class:`AdapterScores`).
-* :func:`judge`: a query's score (from its distances to the ranked nearest classes) against
-  the threshold of its nearest class's shot count.
 """
 
 from __future__ import annotations
@@ -66,6 +78,13 @@ class RejectionSetting:
         if isinstance(choice, str):
             raise ValueError(f"rejection must be 'none', 'default' or an acceptance: {choice!r}")
         return cls(calibrated=True, acceptance=float(choice))
+
+    def to_choice(self) -> str | dict[str, float]:
+        """The request's JSON form (also a snapshot header's): ``"none"``, ``"default"`` or
+        ``{"acceptance": a}``."""
+        if self.calibrated and self.acceptance is not None:
+            return {"acceptance": self.acceptance}
+        return self.to_column()
 
     def to_column(self) -> str:
         """The stored form: ``"none"``, ``"default"`` or the acceptance (``"0.99"``)."""

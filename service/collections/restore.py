@@ -53,7 +53,7 @@ class StorageRestore:
         self.model = self.model or header.model
         self.check(header)
         self.collection_id = self.storage.begin_restore(
-            self.name, self.tenant, header.index, header.rejection.to_column(), self.model
+            self.name, self.tenant, header.index, header.rejection_setting.to_column(), self.model
         )
 
     def check(self, header: SnapshotHeader) -> None:
@@ -104,7 +104,7 @@ class ServiceRestore(StorageRestore):
     def check(self, header: SnapshotHeader) -> None:
         assert self.models is not None
         self.served = served = self.models.get(self.model)  # 422 unknown_model
-        served.rejection_policy(header.rejection)  # 422 if the model cannot reject as asked
+        served.rejection_policy(header.rejection_setting)  # 422 if the model cannot reject as asked
         self.modality = served.encoder.modality
 
     def prepared(self, rows: list[SnapshotRow]) -> list[SnapshotRow]:

@@ -55,16 +55,13 @@ class SnapshotHeader:
 
     name: str
     index: str
-    rejection: RejectionSetting
+    rejection_setting: RejectionSetting
     model: str
     model_versions: list[str]
     revision: int
 
     def to_json(self) -> dict[str, Any]:
-        rejection = self.rejection
-        choice: Any = rejection.to_column()
-        if rejection.calibrated and rejection.acceptance is not None:
-            choice = {"acceptance": rejection.acceptance}
+        choice = self.rejection_setting.to_choice()
         collection = {"name": self.name, "index": self.index, "rejection": choice}
         return {
             "format": FORMAT,

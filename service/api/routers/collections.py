@@ -119,7 +119,7 @@ def summary_of(
             "revision": collection.revision,
             "index": collection.index,
             "index_in_use": collection.index_in_use,
-            "rejection": collection.rejection.describe(calibration),
+            "rejection": collection.rejection_setting.describe(calibration),
             "model": collection.model,
             **adapted,  # no new key for collections without an adapter
         }

@@ -303,9 +303,14 @@ async def test_a_reader_never_sees_a_new_setting_at_an_older_revision(calibrated
 
         monkeypatch.setattr(registry, "_refresh", refresh_then_read)
         registry.catch_up(("default", "shapes"), live)
-        assert [(m.revision, m.rejection) for m in midway] == [(before.revision, before.rejection)]
+        assert [(m.revision, m.rejection_setting) for m in midway] == [
+            (before.revision, before.rejection_setting)
+        ]
         after = live.contents()
-        assert after.revision == patched["revision"] and after.rejection != before.rejection
+        assert (
+            after.revision == patched["revision"]
+            and after.rejection_setting != before.rejection_setting
+        )
 
 
 async def test_thresholds_adapt_to_a_collection_with_enough_examples(calibrated):
