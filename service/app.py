@@ -39,13 +39,15 @@ from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
 from service.settings import Settings, trusted_proxy_list
 
 DESCRIPTION = """\
-Few-shot image classification with a Prototypical Network: register a handful of labelled
-examples per class in a collection, then classify new images by their nearest class prototype
-(the mean embedding of a class's examples).
+Few-shot classification of images and texts with a Prototypical Network: register a handful of
+labelled examples per class in a collection, then classify new inputs by their nearest class
+prototype (the mean embedding of a class's examples). Each collection is bound to one served
+model (GET /v1/models), which takes either images or texts.
 
 Images are sent either as `image` (base64 of a PNG/JPEG/... file) or as `pixels` (a 2-D list of
-numbers in [0, 1], 0 = black ink, 1 = white paper). Errors share one shape (`ErrorResponse`)
-whose `detail` names the offending item, e.g. `examples[3].image: not a decodable image`.
+numbers in [0, 1], 0 = black ink, 1 = white paper); texts as `text`. Errors share one shape
+(`ErrorResponse`) whose `detail` names the offending item, e.g. `examples[3].image: not a
+decodable image`.
 """
 
 

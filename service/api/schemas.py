@@ -240,7 +240,9 @@ class SupportRequest(StrictModel):
 class QueryRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra=openapi_examples.QUERY)
 
-    queries: list[InputItem] = Field(min_length=1, description="Images to classify.")
+    queries: list[InputItem] = Field(
+        min_length=1, description="Inputs to classify: images, or texts for a text model."
+    )
     top_k: int = Field(
         5, ge=1, description="How many nearest classes to return per query (clamped to n_classes)."
     )
