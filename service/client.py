@@ -9,11 +9,11 @@
         print(client.query("letters", ["unknown.png"])["results"][0]["label"])
 
 Images can be given as encoded file bytes, file paths, or 2-D numpy arrays (floats in [0, 1]
-with 0 = black ink and 1 = white paper, or uint8 0-255). Every 4xx/5xx response raises
-:class:`ProtonetAPIError` carrying the server's message. The listings (``models()``,
-``list_collections()``, ``list_classes()``, ``list_examples()``) return the list itself, not
-the one-key object the HTTP answer wraps it in (``{"models": [...]}``); every other method
-returns the answer's JSON as it is.
+with 0 = black ink and 1 = white paper, or uint8 0-255); a text model's inputs as
+``text("...")``. Every 4xx/5xx response raises :class:`ProtonetAPIError` carrying the server's
+message. The listings (``models()``, ``list_collections()``, ``list_classes()``,
+``list_examples()``) return the list itself, not the one-key object the HTTP answer wraps it
+in (``{"models": [...]}``); every other method returns the answer's JSON as it is.
 
 Paged listings (a collection's classes and examples): ``list_classes()`` and
 ``list_examples()`` follow the pages' cursors to the end and return every item;
