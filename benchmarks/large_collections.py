@@ -80,11 +80,12 @@ from service.client import Calls, ProtonetClient  # noqa: E402
 from service.collections.encoder import ImageEncoder, load_encoder  # noqa: E402
 from service.collections.exact_index import ExactIndex, Ranking  # noqa: E402
 from service.collections.ivf_index import CANDIDATES, TAIL_SAMPLE, IVFIndex, list_count  # noqa: E402
-from service.collections.lifecycle import configure_threads, default_threads  # noqa: E402
 from service.edge.auth import DEFAULT_TENANT  # noqa: E402
 from service.launcher import LocalServer, start, stop  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
+from service.state import configure_threads  # noqa: E402
 from service.storage.repository import Storage  # noqa: E402
+from service.threads import default_threads  # noqa: E402
 
 DEFAULT_ZIP = REPO_ROOT.parent / "shared" / "data" / "omniglot" / "images_background.zip"
 # --smoke: 20 characters of two background alphabets instead of all 964.

@@ -46,10 +46,10 @@ from protonet.checkpoint import load_checkpoint  # noqa: E402
 from protonet.model import embedding_dim  # noqa: E402
 from service.client import Calls, ProtonetClient  # noqa: E402
 from service.collections.encoder import load_encoder  # noqa: E402
-from service.collections.lifecycle import configure_threads  # noqa: E402
 from service.edge.auth import DEFAULT_TENANT  # noqa: E402
 from service.launcher import local_server  # noqa: E402
 from service.settings import BUNDLED_CHECKPOINT, Settings  # noqa: E402
+from service.state import configure_threads  # noqa: E402
 from service.storage.repository import Storage  # noqa: E402
 from service.threads import default_threads  # noqa: E402
 

@@ -11,7 +11,9 @@ ones (tests/test_import_direction.py checks it):
   service raises), ``settings``, ``threads``, ``client``;
 * ``storage``: the database engine, tables, repository and schema migrations;
 * ``collections``: the domain (collections, their indexes, the encoder and the inference
-  pipeline, the change feed, the service's lifecycle);
+  pipeline, the change feed); it reads no settings;
+* ``state``: the running service (start, readiness, stop), built from the settings: the one
+  place that wires them into storage and the domain;
 * ``edge``: what guards the HTTP edge (auth, admission, limits, logs, metrics, and the one
   mapping of errors to responses);
 * ``api``: the routes, their dependencies and models, and the OpenAPI document;

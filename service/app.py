@@ -27,7 +27,6 @@ from service.api.routers import (
     snapshots,
 )
 from service.api.ui import install_ui
-from service.collections.lifecycle import ServiceState, freeze_startup_objects
 from service.edge.admission import DOC_ASSETS_PATH, AdmissionMiddleware
 from service.edge.auth import Authenticator, load_keys
 from service.edge.body_size import BodySizeLimitMiddleware, MemoryBudget, StreamedBodies
@@ -37,6 +36,7 @@ from service.edge.logs import RequestContextMiddleware, StartupFailureReport
 from service.edge.metrics import MetricsMiddleware, ServiceMetrics
 from service.edge.rate_limits import ConcurrencyLimit, RateLimiter
 from service.settings import Settings, trusted_proxy_list
+from service.state import ServiceState, freeze_startup_objects
 
 DESCRIPTION = """\
 Few-shot classification of images and texts with a Prototypical Network: register a handful of

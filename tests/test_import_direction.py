@@ -4,8 +4,10 @@
   imports ``training``.
 * Inside ``service``, every module belongs to a layer (``LAYERS``, innermost first) and
   imports only modules of its own layer or of inner ones: the HTTP side (``edge``, ``api``)
-  builds on the domain (``collections``), which builds on ``storage``; nothing inner knows
-  the app that wires them together.
+  builds on the running service's state (``state``: settings wired into storage and the
+  domain), which builds on the domain (``collections``), which builds on ``storage``; nothing
+  inner knows the app that wires them together.
+* The domain never reads the settings: ``service.state`` hands it plain values.
 * ``service.client`` stands alone: the standard library, httpx and numpy, nothing else, so
   client users install neither torch nor the server's dependencies.
 * ``service/__init__.py`` imports nothing, and no service modules import each other in a
@@ -33,11 +35,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("storage", ("service.storage",)),
     ("collections (the domain)", ("service.collections",)),
+    (
+        "state (the composition root: settings wired into storage and the domain)",
+        ("service.state",),
+    ),
     ("edge", ("service.edge",)),
     ("api", ("service.api",)),
     ("app", ("service.app", "service.__main__", "service.launcher", "service.snapshot_command")),
 ]
 CLIENT_MAY_IMPORT = {"httpx", "numpy"}
+# The core's third-party imports (import names; Pillow is PIL): anything else it needs is a
+# decision to make here, not an accident.
+CORE_MAY_IMPORT = {"torch", "numpy", "PIL", "tokenizers", "safetensors"}
 
 
 def module_name(path: Path) -> str:
@@ -144,6 +153,26 @@ def test_the_core_imports_neither_the_service_nor_the_trainer():
     for name, path in modules_of("protonet").items():
         for target in imported(name, path):
             assert target.split(".")[0] not in ("service", "training"), f"{name} imports {target}"
+
+
+def test_the_core_imports_only_the_standard_library_and_its_allowed_packages():
+    for name, path in modules_of("protonet").items():
+        for target in imported(name, path):
+            root = target.split(".")[0]
+            allowed = root == "protonet" or root in sys.stdlib_module_names
+            assert allowed or root in CORE_MAY_IMPORT, f"{name} imports {target}"
+
+
+def test_the_domain_never_reads_the_settings():
+    for name in SERVICE:
+        if name.startswith("service.collections"):
+            assert "service.settings" not in service_imports(name), name
+
+
+def test_the_trainer_never_imports_the_service():
+    for name, path in modules_of("training").items():
+        for target in imported(name, path):
+            assert target.split(".")[0] != "service", f"{name} imports {target}"
 
 
 def test_the_service_never_imports_the_trainer():

@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from service.collections.lifecycle import ServiceState
 from service.collections.models import ModelSet
 from service.collections.registry import CollectionRegistry
 from service.edge.admission import principal_of
 from service.edge.auth import TENANT_HEADER, TENANT_PATTERN, Role, authorize
 from service.errors import NotReadyError, UnauthenticatedError
+from service.state import ServiceState
 
 
 async def get_state(request: Request) -> ServiceState:

@@ -1,3 +1,4 @@
 """The domain: collections of labelled examples, their prototype indexes, the encoder and the
-batched inference path, keeping replicas in sync, and the running service's lifecycle. Imports
-:mod:`service.storage` and the shared top-level modules, never the HTTP side (edge, api)."""
+batched inference path, and keeping replicas in sync. Imports :mod:`service.storage` and the
+shared top-level modules but the settings (:mod:`service.state` wires them in), never the HTTP
+side (edge, api) nor the running service's state."""

@@ -25,8 +25,8 @@ from protonet.preprocessing import InputSpec
 from protonet.text import TextSpec
 from service.app import create_app
 from service.client import AsyncProtonetClient
-from service.collections.lifecycle import ServiceState
 from service.settings import Settings
+from service.state import ServiceState
 from tests.training.synthetic import class_template, draw, png_bytes
 
 T = TypeVar("T")

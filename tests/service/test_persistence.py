@@ -8,7 +8,7 @@ import pytest
 
 from protonet.checkpoint import load_checkpoint
 from protonet.preprocessing import InputSpec
-from service.collections.lifecycle import ServiceState
+from service.state import ServiceState
 from tests.service.helpers import Drawings, make_settings, serve, write_checkpoint
 
 pytestmark = pytest.mark.anyio

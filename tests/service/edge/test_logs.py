@@ -14,7 +14,6 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.collections.lifecycle import ServiceState
 from service.edge.logs import (
     MAX_MESSAGE,
     JsonFormatter,
@@ -24,6 +23,7 @@ from service.edge.logs import (
     truncated,
 )
 from service.launcher import local_server
+from service.state import ServiceState
 from tests.service.helpers import PATIENCE, Drawings, make_settings, serve
 
 KEY = "log-test-secret-key-0123456789abcdef"

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import AsyncProtonetClient
-from service.collections.lifecycle import ServiceState
 from service.collections.registry import AllTenantsSummary, CollectionRegistry
 from service.edge.metrics import ServiceMetrics
+from service.state import ServiceState
 from tests.service.helpers import Drawings, make_settings, serve
 
 pytestmark = pytest.mark.anyio

@@ -1,10 +1,14 @@
 """What a running app holds: settings, models, storage, collections, and readiness.
 
+The composition root: the one place that reads :class:`~service.settings.Settings` to build
+encoders, inference pipelines, storage and the collection registry (the domain gets plain
+values), sets the thread counts and tunes the garbage collector. The HTTP side (``api``) reads
+the running service through :class:`ServiceState`.
+
 Opening (checkpoints + database schema) is quick and fails fast on bad configuration: a
 checkpoint that does not load (a text model's base encoder that is not the one its head was
 trained on included), or a database whose collections are bound to a model that is not served.
-Preparing
-(re-embedding after a model change, rebuilding every index) may take long, so it runs in a
+Preparing (re-embedding after a model change, rebuilding every index) may take long, so it runs in a
 background thread while ``/healthz`` already answers and ``/readyz`` says 503.
 """
 
