@@ -31,8 +31,8 @@ from service.collections.adaptation import AdaptationLimits, AdaptationRunner
 from service.collections.batching import BatchStats
 from service.collections.diagnostics import DiagnosticsLimits
 from service.collections.encoder import Encoder, load_encoder
+from service.collections.index_files import IndexFiles
 from service.collections.inference import InferencePipeline
-from service.collections.ivf_index import IndexFiles
 from service.collections.live_collection import IndexPolicy
 from service.collections.models import ModelSet, ServedModel
 from service.collections.reembed import embed_stored_examples
@@ -211,10 +211,9 @@ class ServiceState:
         for model in self.models:
             if self._stop.is_set():
                 return
-            embed_stored_examples(
+            embed_stored_examples(  # batches of the encoder's batch_size: embed_batch_size
                 self.storage,
                 model.encoder,
-                self.settings.embed_batch_size,
                 on_progress=functools.partial(self._report_progress, model.encoder),
                 should_stop=self._stop.is_set,
             )
@@ -255,8 +254,8 @@ class ServiceState:
             )
             self.feed = ChangeFeed(
                 self.storage,
-                registry,
-                registry.load_all(),
+                registry.replication,
+                registry.replication.load_all(),
                 self.settings.resolved_sync_interval(),
                 on_poll=self.metrics.observe_feed,
             )

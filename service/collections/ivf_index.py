@@ -24,13 +24,8 @@ Not thread-safe for writers: the owning collection serializes writes against sea
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 import faiss as faiss_module
@@ -48,7 +43,6 @@ CANDIDATES = 256  # nearest classes fetched per query: the top-k and the softmax
 TAIL_SAMPLE = 4096  # prototypes sampled to estimate the softmax terms of all the others
 DEFAULT_NPROBE = 32  # inverted lists scanned per query
 TRAINING_POINTS_PER_LIST = 64  # k-means sample: FAISS wants >= 39 per centroid
-MAGIC = b"PROTONET-IVF-1\n"
 
 
 def list_count(n: int) -> int:
@@ -115,6 +109,17 @@ class IVFIndex:
             self._index.remove_ids(faiss.IDSelectorArray(np.asarray(present, dtype=np.int64)))
             self._ids.difference_update(present)
             self._tail.remove(present)
+
+    def serialize(self) -> np.ndarray:
+        """The FAISS index as bytes ``[n]`` uint8 (in memory: fast)."""
+        return faiss.serialize_index(self._index)
+
+    @classmethod
+    def from_faiss(cls, index: Any, trained_size: int) -> IVFIndex:
+        """Wrap a filled FAISS IVF-Flat index (a deserialized one), its ids read back from its
+        inverted lists."""
+        ids = list_ids(index)
+        return cls(index, ids, TailSample.draw_from(index, ids), trained_size)
 
     def prototype(self, class_id: int) -> np.ndarray:
         return np.asarray(self._index.reconstruct(int(class_id)))
@@ -225,93 +230,3 @@ def export_lists(index: Any) -> tuple[np.ndarray, np.ndarray]:
     if not ids:
         return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
     return np.concatenate(ids), np.concatenate(vectors)
-
-
-Snapshot = tuple[np.ndarray, int, int]  # serialized index (uint8), classes, trained size
-
-
-def snapshot(index: IVFIndex) -> Snapshot:
-    """The index serialized in memory (fast: hold the collection's lock only for this)."""
-    return faiss.serialize_index(index._index), len(index), index.trained_size
-
-
-@dataclass(frozen=True)
-class PersistedIndex:
-    index: IVFIndex
-    revision: int  # the id of the collection's latest change that it reflects (at least)
-
-
-class IndexFiles:
-    """Persisted IVF indexes in ``directory``: one file per collection and model version,
-    holding a JSON header (revision, model version, checksum) and the FAISS index. Written to
-    a temporary file and renamed, so a reader sees an old file or a new one, never half."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def path(self, collection_id: int, model_version: str) -> Path:
-        return self.directory / f"collection-{collection_id}.{model_version}.ivf"
-
-    def save(self, collection_id: int, model_version: str, index: IVFIndex, revision: int) -> Path:
-        return self.write(collection_id, model_version, snapshot(index), revision)
-
-    def write(
-        self, collection_id: int, model_version: str, serialized: Snapshot, revision: int
-    ) -> Path:
-        """Write a :func:`snapshot` (hashing and disk I/O: no lock needed meanwhile)."""
-        data, classes, trained_size = serialized
-        header = {
-            "revision": revision,
-            "model_version": model_version,
-            "classes": classes,
-            "trained_size": trained_size,
-            "sha256": hashlib.sha256(data.data).hexdigest(),
-        }
-        path = self.path(collection_id, model_version)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        with open(temporary, "wb") as file:
-            file.write(MAGIC + json.dumps(header).encode() + b"\n")
-            file.write(data.data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-        return path
-
-    def load(self, collection_id: int, model_version: str) -> PersistedIndex | None:
-        """The persisted index, or ``None`` if there is none or it is damaged (logged)."""
-        path = self.path(collection_id, model_version)
-        if not path.exists():
-            return None
-        try:
-            return self._read(path, model_version)
-        except Exception as error:  # any damage means: rebuild from the database
-            logger.warning("ignoring persisted index %s (%s): rebuilding it", path, error)
-            return None
-
-    @staticmethod
-    def _read(path: Path, model_version: str) -> PersistedIndex:
-        # One copy of the index's bytes in memory (then FAISS's own), not several.
-        with open(path, "rb") as file:
-            if file.read(len(MAGIC)) != MAGIC:
-                raise ValueError("not a protonet index file")
-            header = json.loads(file.readline())
-            if header["model_version"] != model_version:
-                raise ValueError(f"made by model {header['model_version']}")
-            data = np.fromfile(file, dtype=np.uint8)
-        if hashlib.sha256(data.data).hexdigest() != header["sha256"]:
-            raise ValueError("checksum mismatch")
-        index = faiss.deserialize_index(data)
-        del data
-        if not isinstance(index, faiss.IndexIVFFlat):
-            raise ValueError(f"unexpected index type {type(index).__name__}")
-        ids = list_ids(index)
-        tail = TailSample.draw_from(index, ids)
-        ivf = IVFIndex(index, ids, tail, int(header["trained_size"]))
-        if len(ivf) != header["classes"]:
-            raise ValueError("class count does not match its header")
-        return PersistedIndex(ivf, int(header["revision"]))
-
-    def remove(self, collection_id: int) -> None:
-        for path in self.directory.glob(f"collection-{collection_id}.*.ivf"):
-            path.unlink(missing_ok=True)

@@ -148,7 +148,7 @@ class LiveCollection:
     """Index + class table of one collection (see the module docstring for the locking).
 
     ``change_id`` is the id of the latest of the collection's changes applied here: the index
-    reflects at least every change up to it (service/collections/registry.py applies them);
+    reflects at least every change up to it (service/collections/replication.py applies them);
     ``revision`` is that change's revision, the number its tenant's clients see.
 
     With an adopted ``adapter`` every embedding is mapped before it counts: stored ones before
@@ -237,7 +237,7 @@ class LiveCollection:
 
     def load_persisted(self, classes: list[StoredClass], index: IVFIndex) -> None:
         """Take a persisted index as it is, and the class table from storage (at startup);
-        the caller then refreshes the classes changed after the index's revision."""
+        the caller then refreshes the classes changed after the index's change id."""
         self.leave_one_out.complete = False  # no embeddings read: filled in when needed
         with self._state_lock:
             self._index = index

@@ -19,15 +19,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
 
-import anyio
 import numpy as np
 from anyio import to_thread
 
-from protonet.errors import InvalidInputError
 from protonet.open_set import RejectionCalibration
-from service.collections.adapter import CollectionAdapter
 from service.collections.diagnostics import (
     DiagnosticsLimits,
     DiagnosticsSlots,
@@ -36,7 +33,7 @@ from service.collections.diagnostics import (
 )
 from service.collections.encoder import Encoder, StageOneBatch
 from service.collections.feedback import feedback_example, remembered_query
-from service.collections.ivf_index import IndexFiles, snapshot
+from service.collections.index_files import IndexFiles, SavedIndexes
 from service.collections.live_collection import (
     ClassCount,
     CollectionContents,
@@ -50,7 +47,7 @@ from service.collections.live_collection import (
 from service.collections.models import ModelSet, ServedModel
 from service.collections.pages import Page, resume_after
 from service.collections.payloads import InputPayload, check_item_count, check_pixel_budget
-from service.collections.reembed import conform_inputs
+from service.collections.reembed import embed_stored_inputs
 from service.collections.rejection import (
     AppliedRejection,
     RejectionPolicy,
@@ -58,29 +55,23 @@ from service.collections.rejection import (
     ThresholdSource,
     judge,
 )
+from service.collections.replication import Replication
 from service.errors import (
     ConflictError,
     NotFoundError,
-    RevisionNotReachedError,
-    UnknownModelError,
 )
 from service.storage.adaptations import AdaptationStore, NewAdapter, StoredAdapter
 from service.storage.repository import (
     LIVE_WITHIN,
     AddedExamples,
-    Change,
     IdempotencyClaim,
     RememberLimits,
     Storage,
-    StoredClass,
     StoredCollection,
     StoredEmbeddings,
 )
 
 logger = logging.getLogger(__name__)
-
-# Classes refreshed per round trip: far below SQLite's limit of bound parameters (32766).
-REFRESH_CHUNK = 5000
 
 
 class LabelledPayload(InputPayload, Protocol):
@@ -118,10 +109,6 @@ class SupportSnapshot:
     embeddings: StoredEmbeddings
 
 
-# Changes to a collection's examples: after one, an adapter no longer reflects them all.
-SUPPORT_CHANGES = frozenset({"support", "delete_class"})
-
-
 @dataclass(frozen=True)
 class AllTenantsSummary:
     """Totals over every tenant's collections (for the metrics, never for a tenant's view).
@@ -151,13 +138,10 @@ class CollectionRegistry:
     acts for a tenant takes ``tenant=`` with no default, so a caller cannot fall back to the
     default tenant by omission; :meth:`summarize_all_tenants` is the one cross-tenant view.
 
-    Several processes may share the database. Each write commits, then catches its collection up to
-    the database (its own change and any earlier ones made elsewhere); the change feed
-    (service/collections/sync.py) calls :meth:`apply_change` for changes made elsewhere. Every
-    update of an index reads the classes' current rows, under the collection's write lock, so
-    applying a change twice, or late, is harmless. Examples that another model version stored are
-    embedded here, for the version of the collection's model in this process, before they
-    count.
+    Several processes may share the database: ``replication``
+    (service/collections/replication.py) loads the collections and keeps them up to date with
+    it, after each write here and for the changes made elsewhere; ``saved_indexes``
+    (service/collections/index_files.py) persists their IVF indexes.
 
     Locks: the registry lock (creating, loading and dropping collections) is taken before a
     collection's write lock, never after.
@@ -181,28 +165,24 @@ class CollectionRegistry:
         self.models = models
         self.max_items = max_items_per_request
         self.max_request_pixels = max_request_pixels
-        self.min_revision_timeout = min_revision_timeout
-        # Settings of every collection's index but its kind (which each collection has).
-        self.index_policy = index_policy or IndexPolicy()
-        self.index_files = index_files
         self.diagnostics_limits = limits = diagnostics_limits or DiagnosticsLimits()
         self.diagnostics_slots = DiagnosticsSlots(
             limits.max_concurrent, limits.max_concurrent_per_tenant
         )
         self.remember_limits = remember_limits or RememberLimits()
-        self._saved_change_ids: dict[int, int] = {}  # collection id -> change id of its file
+        self.saved_indexes = SavedIndexes(index_files)
         self._collections: dict[tuple[str, str], LiveCollection] = {}
         self._lock = threading.Lock()  # guards creating and dropping collections
-        # Every change up to this id is applied here (set by load_all and the change feed)...
-        self.applied_through = 0
-        # ... and so is every change of a tenant up to its revision here (the same position,
-        # in each tenant's numbers: what min_revision is compared with).
-        self.applied_revisions: dict[str, int] = {}
-
-    @property
-    def encoder(self) -> Encoder:
-        """The default model's encoder."""
-        return self.models.default.encoder
+        self.replication = Replication(
+            storage,
+            models,
+            self.adaptations,
+            self._collections,
+            self._lock,
+            index_policy or IndexPolicy(),
+            self.saved_indexes,
+            min_revision_timeout,
+        )
 
     def model_of(self, live: LiveCollection) -> ServedModel:
         """The served model the collection is bound to."""
@@ -211,326 +191,20 @@ class CollectionRegistry:
     def encoder_of(self, live: LiveCollection) -> Encoder:
         return self.models.get(live.model).encoder
 
-    # -- loading and keeping up with the database ------------------------------------------
+    # -- keeping up with the database (service/collections/replication.py) ---------------
 
-    def load_all(self) -> int:
-        """Build every collection's index from storage (at startup). Returns the change id
-        that the indexes reflect at least: the change feed starts after it."""
-        # Both before reading: later changes are re-applied.
-        revisions = self.storage.tenant_revisions()
-        cursor = self.storage.last_change_id()
-        for stored in self.storage.list_collections():
-            live = self._load(stored)
-            self._collections[stored.tenant, stored.name] = live
-            summary = live.status()
-            logger.info(
-                "loaded collection %r of tenant %r: %d classes, %d examples",
-                stored.name,
-                stored.tenant,
-                summary.n_classes,
-                summary.n_examples,
-            )
-        self.applied_through, self.applied_revisions = cursor, revisions
-        return cursor
+    def sync(self, name: str, tenant: str) -> LiveCollection | None:
+        """:meth:`Replication.sync`: the collection as storage has it now, or None."""
+        return self.replication.sync(name, tenant)
 
-    def reload_all(self) -> int:
-        """Rebuild every index from storage (after the feed lost track); see :meth:`load_all`."""
-        with self._lock:
-            for key, live in list(self._collections.items()):
-                self._drop(key, live)
-            return self.load_all()
-
-    def _load(self, stored: StoredCollection) -> LiveCollection:
-        """A collection's index from storage, in its adapter's space if it has one; reflects at
-        least ``stored.revision``."""
-        live = self._new_live(stored)
-        encoder = self.encoder_of(live)
-        live.adapter, live.adapter_stale = self._adapter_of(live)
-        self._embed_missing(encoder, collection_id=stored.id)
-        classes = self.storage.list_classes(stored.id)
-        if not self._load_persisted(live, classes):
-            embeddings = self.storage.collection_embeddings(stored.id, encoder.version)
-            live.load(classes, embeddings)
-        return live
-
-    def _new_live(self, stored: StoredCollection) -> LiveCollection:
-        """:class:`UnknownModelError` if the collection's model is not served here."""
-        kind = cast(IndexKind, stored.index_kind)
-        policy = dataclasses.replace(self.index_policy, kind=kind)
-        model = self.models.get(stored.model)
-        dim = model.encoder.embedding_dim
-        rejection = RejectionSetting.from_column(stored.rejection)
-        return LiveCollection(
-            stored.id,
-            stored.name,
-            dim,
-            stored.revision,
-            policy,
-            rejection,
-            model.name,
-            stored.change_id,
-        )
-
-    def _adapter_of(self, live: LiveCollection) -> tuple[CollectionAdapter | None, bool]:
-        """The collection's adopted adapter as stored (and whether it is stale), if it was
-        trained on the embeddings of the model version served here: a process on another
-        version (a rolling upgrade) answers in its model's own space until it is adapted
-        again."""
-        stored: StoredAdapter | None = self.adaptations.get_adapter(live.id)
-        version = self.encoder_of(live).version
-        if stored is None:
-            return None, False
-        if stored.model_version != version:
-            logger.warning(
-                "collection %r: its adapter %d was trained on model version %s, not %s: "
-                "answering unadapted (adapt it again)",
-                live.name,
-                stored.version,
-                stored.model_version,
-                version,
-            )
-            return None, False
-        return CollectionAdapter.from_stored(stored), stored.stale
-
-    def _load_persisted(self, live: LiveCollection, classes: list[StoredClass]) -> bool:
-        """Start from the collection's persisted IVF index, if it has a usable one: applies
-        the changes made after the index's change id, then checks that the index holds exactly
-        the stored classes (else: False, and the caller builds from the embeddings)."""
-        if self.index_files is None or live.policy.kind == "exact":
-            return False
-        persisted = self.index_files.load(live.id, live.space(self.encoder_of(live).version))
-        if persisted is None or persisted.revision > live.change_id:
-            return False
-        live.load_persisted(classes, persisted.index)
-        changes = self.storage.collection_changes_after(live.id, persisted.revision)
-        self._refresh(live, {i for change in changes for i in change.class_ids})
-        if not persisted.index.holds_exactly(live.indexed_ids()):
-            logger.warning("persisted index of %r disagrees with storage: rebuilding", live.name)
-            return False
-        self._saved_change_ids[live.id] = persisted.revision
-        logger.info("collection %r: persisted IVF index loaded", live.name)
-        return True
+    async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
+        """:meth:`Replication.require_revision`: once this process reflects ``min_revision``."""
+        await self.replication.require_revision(name, min_revision, tenant=tenant)
 
     def save_indexes(self) -> int:
         """Persist the IVF index of every collection changed since its last save (at
         shutdown, and now and then meanwhile); returns how many were written."""
-        if self.index_files is None:
-            return 0
-        written = 0
-        for live in list(self._collections.values()):
-            with live.write_lock:  # no update between reading the change id and the index
-                index, change_id = live.ivf_index(), live.change_id
-                saved = self._saved_change_ids.get(live.id) == change_id
-                if live.deleted or index is None or saved:
-                    continue
-                serialized = snapshot(index)
-                space = live.space(self.encoder_of(live).version)
-            self.index_files.write(live.id, space, serialized, change_id)
-            self._saved_change_ids[live.id] = change_id
-            written += 1
-        return written
-
-    def _embed_missing(
-        self,
-        encoder: Encoder,
-        class_ids: list[int] | None = None,
-        collection_id: int | None = None,
-    ) -> None:
-        """Embed, for ``encoder``'s version here, the examples (of ``class_ids``, or of a
-        collection) that a process on another version stored (during a rolling upgrade)."""
-        if class_ids is not None and not class_ids:
-            return
-        while True:
-            batch = self.storage.unembedded_pixels(
-                encoder.version,
-                encoder.batch_size,
-                class_ids=class_ids,
-                collection_id=collection_id,
-            )
-            if not batch.example_ids:
-                return
-            embeddings = encoder.embed_batch(conform_inputs(batch.inputs, encoder))
-            self.storage.add_embeddings(batch.example_ids, embeddings, encoder.version)
-
-    def _refresh(self, live: LiveCollection, class_ids: set[int]) -> None:
-        """Make the index's view of ``class_ids`` match storage (caller holds write_lock).
-        Works in chunks, so that no statement binds more ids than SQLite allows."""
-        ordered = sorted(class_ids)
-        encoder = self.encoder_of(live)
-        for start in range(0, len(ordered), REFRESH_CHUNK):
-            chunk = ordered[start : start + REFRESH_CHUNK]
-            classes = self.storage.list_classes(live.id, chunk)
-            self._embed_missing(encoder, [c.id for c in classes])
-            updated: list[int] = []
-            if classes:
-                ids = [c.id for c in classes]
-                stored = self.storage.class_embeddings(ids, encoder.version)
-                updated = live.update_classes({c.id: c.label for c in classes}, stored)
-            live.remove_classes(set(chunk) - set(updated))
-
-    def _catch_up(self, live: LiveCollection) -> bool:
-        """Apply the collection's changes after ``live.change_id`` (caller holds write_lock).
-        Returns False if the collection was deleted (``live.deleted`` is then set)."""
-        changes = self.storage.collection_changes_after(live.id, live.change_id)
-        if any(change.kind == "delete" for change in changes):
-            live.deleted = True
-            return False
-        rejection = None
-        if any(change.kind == "settings" for change in changes):
-            stored = self.storage.get_collection(live.id)
-            if stored is None:  # deleted meanwhile: its delete change comes next
-                live.deleted = True
-                return False
-            rejection = RejectionSetting.from_column(stored.rejection)
-        if any(change.kind == "adapter" for change in changes):
-            self._rebuild(live)  # every class, in the new space: the changes' classes too
-        elif changes:
-            self._refresh(live, {i for change in changes for i in change.class_ids})
-            self._note_stale(live, changes)
-        if changes:
-            # The setting and the revision that made it become visible together: a reader
-            # never sees the new setting at an older revision, nor the revision without it.
-            live.advance(changes[-1], rejection)
-        return True
-
-    def _rebuild(self, live: LiveCollection) -> None:
-        """Re-read the collection's adapter and rebuild it in that space (caller holds
-        write_lock): after an adapter was adopted or removed, by any process."""
-        adapter, stale = self._adapter_of(live)
-        encoder = self.encoder_of(live)
-        self._embed_missing(encoder, collection_id=live.id)
-        classes = self.storage.list_classes(live.id)
-        embeddings = self.storage.collection_embeddings(live.id, encoder.version)
-        live.rebuild(adapter, stale, classes, embeddings)
-        logger.info(
-            "collection %r: now answering %s",
-            live.name,
-            "unadapted" if adapter is None else f"with adapter {adapter.version}",
-        )
-
-    @staticmethod
-    def _note_stale(live: LiveCollection, changes: list[Change]) -> None:
-        """Mark the adapter stale once examples changed after the state it was trained on."""
-        adapter = live.adapter
-        if adapter is not None and any(
-            change.kind in SUPPORT_CHANGES and change.id > adapter.trained_change_id
-            for change in changes
-        ):
-            live.adapter_stale = True
-
-    def _drop(self, key: tuple[str, str], live: LiveCollection) -> None:
-        """Forget a deleted collection (caller holds the registry lock)."""
-        live.deleted = True
-        if self._collections.get(key) is live:
-            del self._collections[key]
-
-    def apply_change(self, change: Change) -> None:
-        """Apply a change that the feed delivered (maybe made here; then it is a no-op), the
-        feed's next in order: every change up to it is then applied here."""
-        self._apply(change)
-        self.applied_through = change.id
-        self.applied_revisions[change.tenant] = change.revision
-
-    def _apply(self, change: Change) -> None:
-        key = (change.tenant, change.name)
-        live = self._collections.get(key)
-        if change.kind in ("create", "delete"):
-            with self._lock:
-                live = self._collections.get(key)
-                if change.kind == "delete":
-                    # The change id too: SQLite reuses a deleted collection's id, and a
-                    # collection made again under the name after this deletion must stay.
-                    if live is not None and live.id == change.collection_id:
-                        with live.write_lock:
-                            if live.change_id < change.id:
-                                self._drop(key, live)
-                elif live is None or live.id != change.collection_id:
-                    self._sync_unless_unserved(key)
-            return
-        if live is None or live.id != change.collection_id or live.change_id >= change.id:
-            return
-        self.catch_up(key, live)
-
-    def _sync_unless_unserved(self, key: tuple[str, str]) -> None:
-        """:meth:`_sync_from_storage` for the change feed: a collection that another process
-        created for a model this one does not serve is left out here (with a warning), not
-        retried forever; requests for it get 422 unknown_model."""
-        try:
-            self._sync_from_storage(key)
-        except UnknownModelError as error:
-            logger.warning("collection %r of tenant %r left out: %s", key[1], key[0], error)
-
-    def catch_up(self, key: tuple[str, str], live: LiveCollection) -> None:
-        with live.write_lock:
-            if live.deleted or self._catch_up(live):
-                return
-        with self._lock:
-            self._drop(key, live)
-
-    def _sync_from_storage(self, key: tuple[str, str]) -> LiveCollection | None:
-        """Load (or drop) the collection ``key`` as storage has it now (registry lock held)."""
-        stored = self.storage.find_collection(*key)
-        live = self._collections.get(key)
-        if live is not None and (stored is None or stored.id != live.id):
-            with live.write_lock:
-                self._drop(key, live)
-            live = None
-        if stored is not None and live is None:
-            live = self._collections[key] = self._load(stored)
-        return live
-
-    def sync(self, name: str, tenant: str) -> LiveCollection | None:
-        """Bring one collection up to date with storage now (blocking; for read-your-writes
-        and for names this process has not heard of yet)."""
-        key = (tenant, name)
-        live = self._collections.get(key)
-        if live is not None:
-            self.catch_up(key, live)
-            if not live.deleted:
-                return live
-        if self.storage.find_collection(tenant, name) is None:
-            return None  # the common 404: answered without the registry lock
-        with self._lock:
-            return self._sync_from_storage(key)
-
-    async def require_revision(self, name: str, min_revision: int | None, *, tenant: str) -> None:
-        """Return once this process reflects every change of the collection up to
-        ``min_revision`` (a revision some write of the tenant returned: revisions number each
-        tenant's writes), catching it up from storage if needed.
-        :class:`RevisionNotReachedError` if that takes longer than the timeout;
-        :class:`InvalidInputError` for a revision that no write of the tenant has made yet."""
-        if min_revision is None or self._reflects(name, tenant, min_revision):
-            return
-        with anyio.move_on_after(self.min_revision_timeout):
-            synced_through = await to_thread.run_sync(
-                self._sync_through, name, tenant, abandon_on_cancel=True
-            )
-            if min_revision > synced_through:
-                raise InvalidInputError(
-                    f"min_revision {min_revision} is ahead of your latest write (revision "
-                    f"{synced_through}): send a revision that one of your writes returned"
-                )
-            return
-        raise RevisionNotReachedError(
-            f"collection {name!r} has not caught up to revision {min_revision} here within "
-            f"{self.min_revision_timeout:g} s: retry, or drop min_revision to read what this "
-            "replica has"
-        )
-
-    def _reflects(self, name: str, tenant: str, revision: int) -> bool:
-        """Whether the collection (or its absence) here reflects every change of the tenant up
-        to ``revision``: its own latest applied change, or the feed's position in the tenant's
-        revisions, is that far."""
-        live = self._collections.get((tenant, name))
-        applied = self.applied_revisions.get(tenant, 0)
-        return applied >= revision or (live is not None and live.revision >= revision)
-
-    def _sync_through(self, name: str, tenant: str) -> int:
-        """Catch the collection up with storage; returns the tenant's revision it now reflects
-        at least (the tenant's latest in storage when the catch-up began)."""
-        latest = self.storage.tenant_revision(tenant)
-        self.sync(name, tenant)
-        return latest
+        return self.replication.save_indexes()
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -581,7 +255,7 @@ class CollectionRegistry:
             stored = self.storage.create_collection(
                 name, tenant, index, rejection.to_column(), served.name
             )
-            live = self._collections[tenant, name] = self._new_live(stored)
+            live = self._collections[tenant, name] = self.replication.new_live(stored)
         return live.status()
 
     def set_rejection(
@@ -599,7 +273,7 @@ class CollectionRegistry:
             except NotFoundError:  # deleted through another process
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            if self._catch_up_after_commit(live):  # applies the setting with this change
+            if self.replication.catch_up_after_commit(live):  # applies the setting with this change
                 return live.status()
             # Committed, not applied here yet: the answer says what was written, with this
             # process's counts.
@@ -673,11 +347,10 @@ class CollectionRegistry:
             try:
                 revision = self.storage.delete_collection(live.id)
             except NotFoundError:  # deleted through another process meanwhile
-                self._drop((tenant, name), live)
+                self.replication.forget((tenant, name), live)
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._drop((tenant, name), live)
-            if self.index_files is not None:
-                self.index_files.remove(live.id)
+            self.replication.forget((tenant, name), live)
+            self.saved_indexes.remove(live.id)
             return revision
 
     # -- adapters --------------------------------------------------------------------------
@@ -689,7 +362,7 @@ class CollectionRegistry:
         if stored is None:
             raise NotFoundError(f"collection {live.name!r} does not exist")
         encoder = self.encoder_of(live)
-        self._embed_missing(encoder, collection_id=live.id)
+        embed_stored_inputs(self.storage, encoder, collection_id=live.id)
         embeddings = self.storage.collection_embeddings(live.id, encoder.version)
         return SupportSnapshot(stored.change_id, stored.revision, embeddings)
 
@@ -701,7 +374,7 @@ class CollectionRegistry:
                 raise NotFoundError(f"collection {live.name!r} does not exist")
             if self.adaptations.adopt(job_id, adapter) is None:
                 return False
-            self._catch_up_after_commit(live)
+            self.replication.catch_up_after_commit(live)
             return True
 
     def remove_adapter(self, name: str, *, tenant: str) -> int:
@@ -712,7 +385,7 @@ class CollectionRegistry:
             if live.deleted:
                 raise NotFoundError(f"collection {name!r} does not exist")
             revision = self.adaptations.delete_adapter(live.id, name)
-            self._catch_up_after_commit(live)
+            self.replication.catch_up_after_commit(live)
             return revision
 
     def adapter_of(self, name: str, *, tenant: str) -> StoredAdapter:
@@ -774,27 +447,8 @@ class CollectionRegistry:
                 live.deleted = True
                 raise NotFoundError(f"collection {live.name!r} does not exist") from None
             if not added.replayed:
-                self._catch_up_after_commit(live)
+                self.replication.catch_up_after_commit(live)
             return support_result(added, labels)
-
-    def _catch_up_after_commit(self, live: LiveCollection) -> bool:
-        """:meth:`_catch_up` after a write committed (caller holds write_lock); False if it
-        failed. The write is stored whatever happens here, so a failure (the database gone
-        a moment after the commit) must not make its answer an error, which would invite a
-        duplicating retry. Nothing is lost: ``live.change_id`` stays below the write's change
-        until the change feed applies it (its cursor passes a change only once applied), and
-        reads with ``min_revision`` wait for that; queries meanwhile answer the older revision
-        they do reflect."""
-        try:
-            return self._catch_up(live)
-        except Exception:
-            logger.warning(
-                "collection %r: reading back a committed write failed; the change feed "
-                "will apply it",
-                live.name,
-                exc_info=True,
-            )
-            return False
 
     async def feedback(
         self,
@@ -824,7 +478,8 @@ class CollectionRegistry:
         """Drop one class and its examples; returns its revision."""
         live = self._get(name, tenant)
         with live.write_lock:
-            if live.deleted or not self._catch_up(live):  # the class may be new elsewhere
+            # Caught up first: the class may have been made elsewhere a moment ago.
+            if live.deleted or not self.replication.catch_up_under_lock(live):
                 raise NotFoundError(f"collection {name!r} does not exist")
             class_id = live.class_id(label)
             if class_id is None:
@@ -834,7 +489,7 @@ class CollectionRegistry:
             except NotFoundError:
                 live.deleted = True
                 raise NotFoundError(f"collection {name!r} does not exist") from None
-            self._catch_up_after_commit(live)
+            self.replication.catch_up_after_commit(live)
             return revision
 
     async def query(

@@ -1,12 +1,13 @@
 """The change feed: applies changes that other processes committed to this process's indexes.
 
 A daemon thread polls ``changes`` after the last id it applied and hands each change to the
-registry; change ids are committed in order (service/storage/repository.py), so nothing is skipped.
-On PostgreSQL a second thread LISTENs on the changes channel and wakes the poller the moment a write
-commits; polling stays on as the fallback (and is the only mechanism on SQLite, whose processes
-share one WAL database on one host). The same thread refreshes this process's heartbeat in
-``replicas`` and now and then prunes changes older than the retention (and idempotency keys older
-than theirs, expired remembered query inputs, and snapshot restores abandoned for an hour).
+registry's replication (service/collections/replication.py); change ids are committed in order
+(service/storage/repository.py), so nothing is skipped. On PostgreSQL a second thread LISTENs on
+the changes channel and wakes the poller the moment a write commits; polling stays on as the
+fallback (and is the only mechanism on SQLite, whose processes share one WAL database on one
+host). The same thread refreshes this process's heartbeat in ``replicas`` and now and then
+prunes changes older than the retention (and idempotency keys older than theirs, expired
+remembered query inputs, and snapshot restores abandoned for an hour).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import timedelta
 
 from sqlalchemy.engine import make_url
 
-from service.collections.registry import CollectionRegistry
+from service.collections.replication import Replication
 from service.storage.repository import CHANGES_CHANNEL, Replica, Storage
 
 logger = logging.getLogger(__name__)
@@ -46,18 +47,19 @@ def new_replica(model_versions: list[str]) -> Replica:
 
 
 class ChangeFeed:
-    """Keeps ``registry`` in step with the changes in ``storage`` made after ``cursor``."""
+    """Keeps the registry's collections (through its ``replication``) in step with the changes
+    in ``storage`` made after ``cursor``."""
 
     def __init__(
         self,
         storage: Storage,
-        registry: CollectionRegistry,
+        replication: Replication,
         cursor: int,
         poll_interval: float,
         on_poll: Callable[[int, int], None] | None = None,
     ) -> None:
         self.storage = storage
-        self.registry = registry
+        self.replication = replication
         self.cursor = cursor
         self.poll_interval = poll_interval
         self.on_poll = on_poll  # (cursor, changes applied) after each poll: for the metrics
@@ -89,12 +91,12 @@ class ChangeFeed:
             # Changes older than the retention may be pruned: this process can no longer
             # tell what it missed, so it rebuilds everything.
             logger.warning("change feed was stalled past the retention: reloading")
-            self.cursor = self.registry.reload_all()
+            self.cursor = self.replication.reload_all()
         applied = 0
         while True:
             changes = self.storage.changes_after(self.cursor, BATCH)
             for change in changes:
-                self.registry.apply_change(change)
+                self.replication.apply_change(change)
                 self.cursor = change.id
             applied += len(changes)
             if len(changes) < BATCH:
@@ -116,7 +118,7 @@ class ChangeFeed:
                 failures = 0
                 if time.monotonic() - self._last_save > SAVE_INDEXES_EVERY_SECONDS:
                     self._last_save = time.monotonic()
-                    self.registry.save_indexes()
+                    self.replication.save_indexes()
             except Exception:  # the database is away: keep serving, retry with backoff
                 failures += 1
                 if failures in (1, 10) or failures % 100 == 0:

@@ -159,7 +159,8 @@ class IdempotencyClaim:
 @dataclass(frozen=True)
 class AddedExamples:
     """What one :meth:`Storage.add_examples` committed: ``label -> class id`` and ``label ->
-    the class's number of examples`` after it, how many examples it added, and its change id.
+    the class's number of examples`` after it, how many examples it added, and its revision
+    (its tenant's number of the write).
     ``replayed``: the answer of an earlier write with the same idempotency key (nothing was
     written this time)."""
 
@@ -759,7 +760,7 @@ class Storage:
         with self._sessions() as session:
             return {version: count for version, count in session.execute(query)}
 
-    def unembedded_pixels(
+    def unembedded_inputs(
         self,
         model_version: str,
         limit: int,
@@ -768,9 +769,10 @@ class Storage:
         collection_id: int | None = None,
         model: str | None = None,
     ) -> StoredInputs:
-        """Up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, of one
-        collection, or of the collections bound to ``model``, if given) that have no embedding
-        by ``model_version``, by id (keyset pagination)."""
+        """The ids and stored stage-1 inputs (pixels or normalized text, whatever the model's
+        modality) of up to ``limit`` examples with ids above ``after_id`` (of ``class_ids``, of
+        one collection, or of the collections bound to ``model``, if given) that have no
+        embedding by ``model_version``, by id (keyset pagination)."""
         query = (
             select(ExampleRecord.id, *INPUT_COLUMNS)
             .where(ExampleRecord.id > after_id, _not_embedded_by(model_version))

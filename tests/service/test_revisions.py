@@ -37,19 +37,20 @@ async def test_a_read_waits_for_the_catch_up_then_503_with_retry_after(tmp_path,
         await client.create_collection("c")
         written = await client.add_support("c", [("a", drawings.png(0))])
         registry = running.state.registry
+        replication = registry.replication
         running.state.feed.stop()  # else its next poll may record the write as applied
         # Pretend this process has not applied the write, and catching up is slow.
         live = registry._collections["default", "c"]
-        live.revision, live.change_id, registry.applied_revisions = 0, 0, {}
-        original = registry.sync
-        registry.sync = lambda name, tenant: (time.sleep(1.0), original(name, tenant))[1]
+        live.revision, live.change_id, replication.applied_revisions = 0, 0, {}
+        original = replication.sync
+        replication.sync = lambda name, tenant: (time.sleep(1.0), original(name, tenant))[1]
         response = await running.http.get(
             "/v1/collections/c", params={"min_revision": written["revision"]}
         )
         assert response.status_code == 503
         assert response.json()["error"] == "revision_not_reached"
         assert response.headers["Retry-After"] == "1"
-        registry.sync = original  # a fast catch-up answers with the write applied
+        replication.sync = original  # a fast catch-up answers with the write applied
         detail = await client.get_collection("c")
         assert detail["revision"] >= written["revision"] and detail["n_examples"] == 1
 
@@ -164,14 +165,14 @@ async def test_read_your_writes_across_processes_with_tenant_revisions(tmp_path,
         await b.create_collection("theirs")
         for _ in range(4):
             await b.add_support("theirs", [("z", drawings.png(1))])
-        registry = second.state.registry
+        replication = second.state.registry.replication
         with anyio.fail_after(30):  # the second's feed has applied every change so far
-            while registry.applied_through < first.state.storage.last_change_id():
+            while replication.applied_through < first.state.storage.last_change_id():
                 await anyio.sleep(0.02)
         second.state.feed.stop()
-        assert registry.applied_revisions == {"a": 1, "b": 5}
+        assert replication.applied_revisions == {"a": 1, "b": 5}
         written = await a.add_support("mine", [("x", drawings.png(0))])
-        assert written["revision"] == 2 < registry.applied_through
+        assert written["revision"] == 2 < replication.applied_through
         reader = AsyncProtonetClient(http=second.http, api_key=WRITE_A)
         reader.revisions.last_written["mine"] = written["revision"]  # as a's client remembers
         detail = await reader.get_collection("mine")
@@ -193,7 +194,7 @@ async def test_a_late_deletion_does_not_drop_a_collection_made_again_under_its_n
         await client.create_collection("c")
         assert state.storage.find_collection("default", "c").id == first  # the id again
         live = state.registry.get("c", "default")  # as a request in flight holds it
-        state.registry.apply_change(deletion)  # the feed, late
+        state.registry.replication.apply_change(deletion)  # the feed, late
         assert not live.deleted and state.registry.get("c", "default") is live
         await client.add_support("c", [("a", drawings.png(0))])
         assert (await client.get_collection("c"))["n_examples"] == 1

@@ -295,14 +295,15 @@ async def test_a_reader_never_sees_a_new_setting_at_an_older_revision(calibrated
         before = live.contents()
         patched = await first.client.set_rejection("shapes", "default")
         midway = []
-        refresh = registry._refresh
+        replication = registry.replication
+        refresh = replication._refresh
 
         def refresh_then_read(collection, class_ids):
             midway.append(collection.contents())  # a reader in the middle of the catch-up
             refresh(collection, class_ids)
 
-        monkeypatch.setattr(registry, "_refresh", refresh_then_read)
-        registry.catch_up(("default", "shapes"), live)
+        monkeypatch.setattr(replication, "_refresh", refresh_then_read)
+        replication.catch_up_or_forget(("default", "shapes"), live)
         assert [(m.revision, m.rejection_setting) for m in midway] == [
             (before.revision, before.rejection_setting)
         ]

@@ -10,7 +10,8 @@ import pytest
 
 from service.collections import live_collection as live_module
 from service.collections.exact_index import ExactIndex
-from service.collections.ivf_index import IndexFiles, IVFIndex
+from service.collections.index_files import IndexFiles
+from service.collections.ivf_index import IVFIndex
 from service.collections.live_collection import IndexPolicy, LiveCollection
 from service.storage.repository import StoredEmbeddings
 from tests.service.helpers import Drawings, make_settings, serve
@@ -152,9 +153,9 @@ def test_persisted_indexes_round_trip_and_damage_means_rebuild(tmp_path):
     vectors = separated(500)
     ivf = IVFIndex.build(np.arange(500), vectors)
     files = IndexFiles(tmp_path)
-    path = files.save(7, "model-a", ivf, revision=42)
+    path = files.save(7, "model-a", ivf, change_id=42)
     loaded = files.load(7, "model-a")
-    assert loaded is not None and loaded.revision == 42 and len(loaded.index) == 500
+    assert loaded is not None and loaded.change_id == 42 and len(loaded.index) == 500
     queries = near(vectors, [1, 2])
     assert_same(loaded.index.rank(queries, 3), ivf.rank(queries, 3))
     assert files.load(7, "model-b") is None  # another model version: not this one's
@@ -216,7 +217,7 @@ async def test_every_operation_on_an_ivf_collection_answers_like_exact(tmp_path,
     assert len(files) == 1  # saved at shutdown: only the IVF collection has one
 
     async with serve(settings) as running:  # started from the persisted index
-        assert running.state.registry._saved_change_ids  # loaded, not rebuilt
+        assert running.state.registry.saved_indexes.change_ids  # loaded, not rebuilt
         approximate = await running.client.query("approx", queries, top_k=6)
         assert_same_answers(approximate, await running.client.query("plain", queries, top_k=6))
         late = [("c3", drawings.png(0))]
@@ -224,7 +225,7 @@ async def test_every_operation_on_an_ivf_collection_answers_like_exact(tmp_path,
 
     files[0].write_bytes(files[0].read_bytes()[:-7] + b"damaged")
     async with serve(settings) as running:  # a damaged file: rebuilt from the database
-        assert not running.state.registry._saved_change_ids
+        assert not running.state.registry.saved_indexes.change_ids
         client = running.client
         await client.add_support("plain", late)
         assert_same_answers(

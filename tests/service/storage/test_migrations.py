@@ -118,7 +118,7 @@ def test_old_embeddings_move_to_their_model_version(tmp_path):
     try:
         assert storage.count_embeddings_by_version() == {"old": 3}
         assert storage.class_embeddings([7], "old").embeddings.shape == (3, 64)
-        assert storage.unembedded_pixels("new", 10).example_ids == [1, 2, 3]
+        assert storage.unembedded_inputs("new", 10).example_ids == [1, 2, 3]
     finally:
         storage.close()
 
@@ -209,8 +209,8 @@ def check_models_migrated(url: str) -> None:
         assert texts.model == "intents"
         storage.add_examples(texts.id, ["a"], ["a text"], np.zeros((1, 4), np.float32), "v")
         assert storage.stored_input_kinds("intents") == {"text"}
-        assert storage.unembedded_pixels("w", 10, model="intents").inputs == ["a text"]
-        assert storage.unembedded_pixels("w", 10, model="omniglot").inputs == []
+        assert storage.unembedded_inputs("w", 10, model="intents").inputs == ["a text"]
+        assert storage.unembedded_inputs("w", 10, model="omniglot").inputs == []
         storage.heartbeat(Replica("r", ",".join(["0123456789abcdef"] * 8), "h", 1, True, None))
         storage.delete_collection(texts.id)
     finally:
