@@ -45,8 +45,9 @@ class CollectionRecord(Base):
     # Rows made before tenants existed were put in tenant "default" (migration 0002).
     tenant: Mapped[str] = mapped_column(String(64), server_default="default")
     name: Mapped[str] = mapped_column(String(64))
-    # The id of its latest change (global: the change feed's order, internal).
-    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The id of its latest change (global: the change feed's order, internal). The column is
+    # named "revision" (migration 0003, from before tenants had revisions of their own).
+    change_id: Mapped[int] = mapped_column("revision", BigInteger, default=0, server_default="0")
     # The tenant's revision of that change: what clients see (migration 0007).
     tenant_revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # exact | ivf | auto: the search index (service/collections/live_collection.py IndexPolicy)

@@ -7,15 +7,15 @@ embeddings are stored per model version, so processes on an old and a new model 
 side during an upgrade and a new model can embed everything without the original uploads.
 Deletes cascade in the database.
 
-Every write also appends a row to ``changes`` in the same transaction and sets the
-collection's ``revision`` to that row's id: the change feed that keeps every process's
-in-memory indexes in sync (service/collections/sync.py). Change ids are handed out and
-committed in one order across all writers (a transaction-scoped advisory lock on PostgreSQL;
-SQLite has one writer at a time), so a reader that has seen change ``n`` has seen every change
-before it. Change ids are global and stay internal: what a write returns, and clients see, is
-its tenant's revision (``tenant_revisions``: each tenant numbers its own writes 1, 2, 3...,
-handed out under the same lock, so they follow the change ids' order). ``replicas`` lists live
-processes and the model version each serves.
+Every write also appends a row to ``changes`` in the same transaction and sets the collection's
+``change_id`` (its column is named ``revision``) to that row's id: the change feed that keeps
+every process's in-memory indexes in sync (service/collections/sync.py). Change ids are handed
+out and committed in one order across all writers (a transaction-scoped advisory lock on
+PostgreSQL; SQLite has one writer at a time), so a reader that has seen change ``n`` has seen
+every change before it. Change ids are global and stay internal: what a write returns, and
+clients see, is its tenant's revision (``tenant_revisions``: each tenant numbers its own writes
+1, 2, 3..., handed out under the same lock, so they follow the change ids' order). ``replicas``
+lists live processes and the model version each serves.
 
 A write sent with an idempotency key (:class:`IdempotencyClaim`) stores its answer in its own
 transaction, so a retry finds that answer if and only if the write committed, and gets it again
@@ -323,7 +323,7 @@ class Storage:
         session.add(change)
         session.flush()
         if kind != "delete":
-            collection.revision = change.id
+            collection.change_id = change.id
             collection.tenant_revision = revision
         if self.dialect == "postgresql":  # delivered to listeners at commit
             session.execute(
@@ -1152,7 +1152,7 @@ def _stored(record: CollectionRecord) -> StoredCollection:
         record.index_kind,
         record.rejection,
         record.model,
-        record.revision,
+        record.change_id,
     )
 
 

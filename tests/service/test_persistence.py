@@ -118,7 +118,7 @@ async def test_startup_failure_is_reported_by_readyz(tmp_path, checkpoint_a, mon
     def broken_load_all(self) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("service.collections.registry.CollectionRegistry.load_all", broken_load_all)
+    monkeypatch.setattr("service.collections.replication.Replication.load_all", broken_load_all)
     async with serve(make_settings(tmp_path, checkpoint_a), wait=False) as running:
         assert running.state.wait_prepared(30)
         ready = await running.http.get("/readyz")
