@@ -72,7 +72,7 @@ def validation_classes(checkpoint: Checkpoint, data: Path, progress: bool = Fals
             )
         held_out = select_folder_classes(images, data, fingerprint, checkpoint, "heldout")
         origin = f"{data}: the classes held out for validation in training"
-        return ClassSet(held_out.classes.images, "the held-out set", origin)
+        return ClassSet(held_out.classes.items, "the held-out set", origin)
     raise ValueError(
         f"the checkpoint does not say which classes it was validated on (training split "
         f"{split!r}): calibration needs its held-out validation classes"
@@ -88,7 +88,7 @@ def validation_embeddings(
         return validation_intents(checkpoint, data, progress)
     classes = validation_classes(checkpoint, data, progress)
     encoder = checkpoint.build_encoder(pick_device(device))
-    embeddings = embed_imageset(encoder, classes.images, checkpoint.input_spec, progress=progress)
+    embeddings = embed_imageset(encoder, classes.items, checkpoint.input_spec, progress=progress)
     return classes, embeddings
 
 
@@ -118,10 +118,10 @@ def known_scores(
     ``[n_episodes * n_way * n_query]``."""
     episodes = list(
         scored_episodes(
-            embeddings, classes.images, shape, n_episodes, seed, False, method, progress=progress
+            embeddings, classes.items, shape, n_episodes, seed, False, method, progress=progress
         )
     )
-    groups = np.array(classes.images.class_groups)
+    groups = np.array(classes.items.class_groups)
     labels = np.concatenate([episode.known_labels for episode in episodes])
     return np.concatenate([episode.known for episode in episodes]), groups[labels]
 
@@ -182,7 +182,7 @@ def calibrate(
 
     The way is lowered to the number of classes, and the queries per class to what the
     ``way``-th largest class holds beside the support (with a note)."""
-    sizes = class_sizes(classes.images)
+    sizes = class_sizes(classes.items)
     way = min(way, len(sizes))
     rows, notes, queries = [], [], {}
     for shot in shots:
@@ -220,11 +220,11 @@ def _source(
     classes: ClassSet, n_episodes: int, way: int, queries: dict[int, int], seed: int
 ) -> str:
     """What a calibration was measured on, for the model card."""
-    n_groups = len(set(classes.images.class_groups))
+    n_groups = len(set(classes.items.class_groups))
     first = next(iter(queries.values()))
     fewer = [f"{q} at {shot}-shot" for shot, q in queries.items() if q != first]
     return (
-        f"{classes.origin}, {classes.images.n_classes} classes; {n_episodes} closed-set "
+        f"{classes.origin}, {classes.items.n_classes} classes; {n_episodes} closed-set "
         f"{way}-way episodes per shot count, {first} known queries per class"
         + (f" ({', '.join(fewer)})" if fewer else "")
         + f"; seed {seed}"

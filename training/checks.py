@@ -22,12 +22,12 @@ class ClassSet(Generic[SetT]):
     """Classes episodes are drawn from, and what messages call them.
 
     Attributes:
-        images: the classes and their items (an image set, or a text set).
+        items: the classes and their items (an image set, or a text set).
         label: what holds them, as a message's subject: ``"training"``, ``"the held-out set"``.
         origin: why it holds what it does, e.g. ``"20% of 10"``.
     """
 
-    images: SetT
+    items: SetT
     label: str
     origin: str
 
@@ -75,7 +75,7 @@ def _max_way(shape: EpisodeShape, n: int) -> int:
 def _too_few_images(
     classes: ClassSet, shape: EpisodeShape, flags: EpisodeFlags, eligible: int
 ) -> str:
-    sizes = class_sizes(classes.images)
+    sizes = class_sizes(classes.items)
     need = shape.n_shot + shape.n_query
     fits = largest_size(sizes, shape.n_classes)  # the most images the last class can give
     remedies = []
@@ -94,10 +94,10 @@ def _too_few_images(
 
 def _group_sizes(classes: ClassSet, shape: EpisodeShape) -> dict[str, int]:
     """Eligible classes (``n_shot + n_query`` images) per group."""
-    images = classes.images
-    eligible = class_sizes(images) >= shape.n_shot + shape.n_query
+    items = classes.items
+    eligible = class_sizes(items) >= shape.n_shot + shape.n_query
     per_group: dict[str, int] = {}
-    for group, ok in zip(images.class_groups, eligible, strict=True):
+    for group, ok in zip(items.class_groups, eligible, strict=True):
         per_group[group] = per_group.get(group, 0) + int(ok)
     return per_group
 
@@ -132,7 +132,7 @@ def check_episodes(
 
     Returns notes (classes too small to take part); the messages name ``flags``.
     """
-    sizes = class_sizes(classes.images)
+    sizes = class_sizes(classes.items)
     n = len(sizes)
     if shape.n_classes > n:
         unknown = f" ({_classes(shape, flags)})" if shape.n_unknown else ""
@@ -160,7 +160,7 @@ def fit_validation(config: TrainConfig, validation: ClassSet) -> tuple[TrainConf
     Only settings the user left open are lowered (with a note); explicit ones stay as given,
     for :func:`check_episodes` to accept or refuse.
     """
-    sizes = class_sizes(validation.images)
+    sizes = class_sizes(validation.items)
     n = len(sizes)
     notes = []
     way = config.val_way
@@ -198,7 +198,7 @@ def fit_training_way(config: TrainConfig, train: ClassSet) -> tuple[TrainConfig,
     if config.way:
         return config, []
     shape = EpisodeShape(1, config.shot, config.query)
-    sizes = class_sizes(train.images)
+    sizes = class_sizes(train.items)
     enough = int((sizes >= shape.n_shot + shape.n_query).sum())
     if config.within_alphabet:
         enough = max(_group_sizes(train, shape).values())
@@ -210,7 +210,7 @@ def fit_training_way(config: TrainConfig, train: ClassSet) -> tuple[TrainConfig,
 
 
 def _fitted_way_note(config: TrainConfig, train: ClassSet, enough: int, way: int) -> str:
-    n = train.images.n_classes
+    n = train.items.n_classes
     where = " in one alphabet (--within-alphabet)" if config.within_alphabet else ""
     large = f", {enough} of them{where} with --shot + --query = {config.shot + config.query} images"
     if enough == n and not where:

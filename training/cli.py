@@ -66,9 +66,10 @@ from training.meta_learning import (
 PROG = "python -m training"
 
 DESCRIPTION = """\
-Train and evaluate Prototypical Network encoders for few-shot image classification:
-fetch Omniglot or the emoji pictures, meta-train an encoder on Omniglot or on your own folder
-of images, measure a checkpoint's few-shot accuracy over random episodes (and how well it tells
+Train and evaluate few-shot classifiers of images and texts (Prototypical Networks; MAML-family
+and SNAIL baselines): fetch Omniglot or the emoji pictures, meta-train an encoder on Omniglot or
+on your own folder of images, or a head over a frozen base on the emoji pictures or Banking77's
+intents, measure a checkpoint's few-shot accuracy over random episodes (and how well it tells
 unknown classes apart), and calibrate its rejection of unknown inputs."""
 
 EPILOG = """\
@@ -353,7 +354,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if not args.json:
         print(f"classes: {selection.description}")
-    images = selection.classes.images
+    images = selection.classes.items
     classifier = _episode_classifier(args, checkpoint, settings)
     if not isinstance(classifier, tuple):  # fine-tuned episodes embed their own images
         encoder = checkpoint.build_encoder(pick_device(args.device))
@@ -508,7 +509,7 @@ def _summary(
         "data": str(args.data),
         "split": args.split,
         "classes": selection.name,
-        "n_classes": selection.classes.images.n_classes,
+        "n_classes": selection.classes.items.n_classes,
         "seed": args.seed,
         "open_set": args.open_set,
         "results": [r.as_dict() for r in results],

@@ -68,9 +68,10 @@ def stop(context: Context) -> None:
         dist.destroy_process_group()
 
 
-def default_threads() -> int:
-    """All cores for one process; with N processes on a machine, a share each, so they do
-    not oversubscribe the cores (``LOCAL_WORLD_SIZE``: processes on this machine)."""
+def threads_per_process() -> int:
+    """Torch threads for this training process when ``--threads`` is 0: all cores for one
+    process; with N processes on a machine, a share each, so they do not oversubscribe the
+    cores (``LOCAL_WORLD_SIZE``: processes on this machine)."""
     return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 

@@ -27,7 +27,7 @@ class HeadTrainer(Trainer):
         assert isinstance(head, LinearHead)
         # A resumed run loads its weights instead; "identity" is LinearHead's own start.
         if not self.config.resume and self.config.head_start == "whitening":
-            labels = torch.from_numpy(self.data.train.images.labels)
+            labels = torch.from_numpy(self.data.train.items.labels)
             weight, bias = whitening_start(self.train_features, labels)
             with torch.no_grad():
                 head.linear.weight.copy_(weight)

@@ -43,7 +43,6 @@ from training.evaluate import (
 from training.textset import TextSet, base_embeddings, load_banking77, select_embedded
 
 TEXT_SHOTS = (1, 5, 8)
-INTENT_SETS = ("heldout", "all", "training")
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class Trainer:
         validate(config)
         check_out_dir(config)
         self.out = Path(config.out)
-        torch.set_num_threads(config.threads or distributed.default_threads())
+        torch.set_num_threads(config.threads or distributed.threads_per_process())
         torch.manual_seed(config.seed)
         # Under torchrun: join the process group (one process: no group, device unchanged).
         self.dist, self.device = distributed.start(pick_device(config.device))
@@ -224,7 +224,7 @@ class Trainer:
         seed = distributed.augment_seed(config.seed, self.dist.rank)  # each rank its own
         self.augment_generator = torch.Generator().manual_seed(seed)
         data = load_training_data(config, self.spec)
-        self.train_pixels = torch.from_numpy(data.train.images.pixels)
+        self.train_pixels = torch.from_numpy(data.train.items.pixels)
         return data
 
     def _encoder_config(self) -> EncoderConfig:
@@ -261,7 +261,7 @@ class Trainer:
 
     def _validation_embeddings(self) -> torch.Tensor:
         """``[n_validation, dim]``, in eval mode."""
-        return embed_imageset(self.encoder, self.data.validation.images, self.spec)
+        return embed_imageset(self.encoder, self.data.validation.items, self.spec)
 
     def _model_fields(self) -> dict[str, Any]:
         """The checkpoint's fields that say what the encoder reads."""
@@ -357,7 +357,7 @@ class Trainer:
         """Validation's ``accuracy`` and ``ci95``, for open-set runs its ``auroc`` and
         ``auroc_ci95`` too, and ``selection``: the figure the best checkpoint is chosen by."""
         config = self.config
-        validation = self.data.validation.images
+        validation = self.data.validation.items
         shape = EpisodeShape(config.val_way, config.val_shot, config.val_query)
         if isinstance(self.learner, meta_learning.MetaLearner):  # fine-tuned on each episode
             result = meta_learning.evaluate_finetuned(
@@ -392,7 +392,7 @@ class Trainer:
         c = self.config
         result = evaluate_open_set(
             embeddings,
-            self.data.validation.images,
+            self.data.validation.items,
             EpisodeShape(c.val_way, c.val_shot, c.val_query, c.val_way),
             DEFAULT_SCORE,
             n_episodes=c.val_episodes,
@@ -425,8 +425,8 @@ class Trainer:
                 "steps_trained": self.episode,
                 "training_wall_seconds": round(wall_seconds, 1),
                 "validation": validation,
-                "train_classes": self.data.train.images.n_classes,
-                "validation_classes": self.data.validation.images.n_classes,
+                "train_classes": self.data.train.items.n_classes,
+                "validation_classes": self.data.validation.items.n_classes,
                 "torch": str(torch.__version__),
                 "hardware": f"{cpu_name()}, {os.cpu_count()} cores, device={self.device}",
                 "precision": str(self.amp_dtype or torch.float32),
@@ -441,7 +441,7 @@ class Trainer:
             return {}
         return {
             "data_path": str(Path(self.config.data).resolve()),
-            "held_out_classes": self.data.validation.images.class_names,
+            "held_out_classes": self.data.validation.items.class_names,
         }
 
     def _log(self, record: dict[str, Any]) -> None:
@@ -519,7 +519,7 @@ class Trainer:
         if self.dist.is_main:
             (self.out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         sampler = EpisodeSampler(
-            self.data.train.images,
+            self.data.train.items,
             EpisodeShape(config.way, config.shot, config.query, config.unknown_way),
             seed=distributed.episode_seed(config.seed, self.episode, self.dist.rank),
             within_group=config.within_alphabet,

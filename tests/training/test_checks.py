@@ -69,7 +69,7 @@ def test_within_alphabet_needs_one_alphabet_with_enough_classes():
 
 def validation_set(n_classes: int, per_class: int) -> ClassSet:
     classes = class_set([per_class] * n_classes, "validation")
-    return ClassSet(classes.images, "validation", f"20% of {5 * n_classes}")
+    return ClassSet(classes.items, "validation", f"20% of {5 * n_classes}")
 
 
 def test_open_validation_settings_fit_the_held_out_classes_with_a_note():

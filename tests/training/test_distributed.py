@@ -61,7 +61,7 @@ def averaged_run(config, segments, world_size=2):
     for first_step, steps in segments:
         samplers = [
             EpisodeSampler(
-                reference.data.train.images, shape, episode_seed(config.seed, first_step, r)
+                reference.data.train.items, shape, episode_seed(config.seed, first_step, r)
             )
             for r in range(world_size)
         ]

@@ -177,8 +177,8 @@ def test_calibration_never_reads_the_test_file_or_the_held_out_intents(trained, 
     with open(dataset / "train.csv") as source, open(data / "train.csv", "w") as kept:
         kept.writelines(line for line in source if line.strip().split(",")[-1] not in held_out)
     classes, embeddings = text_evaluate.validation_intents(checkpoint, data)
-    assert classes.images.class_names == checkpoint.metadata["intents"]["validation"]
-    assert len(embeddings) == len(classes.images.texts) == 10 * 9
+    assert classes.items.class_names == checkpoint.metadata["intents"]["validation"]
+    assert len(embeddings) == len(classes.items.texts) == 10 * 9
 
 
 def test_open_set_text_draws_leave_held_out_intents_unknown(calibrated, dataset, capsys):
