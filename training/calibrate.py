@@ -8,21 +8,27 @@ checkpoint held out from training, never the classes its accuracy is reported on
 bundled model: the lake split's validation alphabets of images_background, never
 images_evaluation). Episodes are closed-set: the nearest-prototype distance of a known query
 barely depends on the way (``calibrate --way 20`` shows it), so 5-way is the default.
+:func:`run_calibrate` is the calibrate command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from protonet.checkpoint import Checkpoint
+from protonet.checkpoint import Checkpoint, load_checkpoint
 from protonet.embedding import pick_device
-from protonet.open_set import ACCEPTANCES, RejectionCalibration
+from protonet.open_set import ACCEPTANCES, DEFAULT_SCORE, SCORES, RejectionCalibration
 from training import omniglot
+from training.card import record
 from training.checks import ClassSet, EpisodeFlags, check_episodes, class_sizes, largest_size
+from training.config import DEFAULT_DATA, device_option, option, progress_option, threads_option
 from training.emoji import is_emoji_dir, load_emoji_split
 from training.episodes import EpisodeShape
 from training.evaluate import embed_imageset, scored_episodes, select_folder_classes, trained_on
@@ -229,4 +235,123 @@ def _source(
         + (f" ({', '.join(fewer)})" if fewer else "")
         + f"; seed {seed}"
         + (f"; quantiles cross-validated over {n_groups} groups" if n_groups > 1 else "")
+    )
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """The calibrate command's options; each field is its flag (``training/cli.py``)."""
+
+    checkpoint: str = option("", "the checkpoint (.pt) to calibrate", required=True)
+    data: str = option(
+        DEFAULT_DATA,
+        "the data the checkpoint was trained on: Omniglot directory or ROOT/<class>/"
+        "<images>; only its validation classes are read (default: %(default)s)",
+    )
+    score: str = option(
+        DEFAULT_SCORE,
+        "the unknown-ness score to calibrate (default: %(default)s)",
+        tuple(sorted(SCORES)),
+    )
+    way: int = option(5, "classes per episode (default: %(default)s)")
+    query: int = option(
+        15,
+        "known queries per class, fewer where a class holds fewer images beside the "
+        "support (default: %(default)s)",
+    )
+    episodes: int = option(500, "episodes per shot count (default: %(default)s)")
+    acceptance: float = option(
+        0.95,
+        "the default known acceptance, whose thresholds the service applies unless told "
+        "otherwise (default: %(default)s)",
+    )
+    seed: int = option(0, "seed of the episodes (default: %(default)s)")
+    json: bool = option(False, "print one JSON object on stdout, and nothing else there")
+    write: bool = option(False, "store the calibration in the checkpoint")
+    write_card: bool = option(
+        False, "store it in the checkpoint and rewrite <checkpoint>.card.json beside it"
+    )
+    device: str = device_option()
+    threads: int = threads_option()
+    progress: bool = progress_option()
+
+
+def run_calibrate(config: CalibrateConfig) -> int:
+    """The calibrate command: the thresholds measured on the checkpoint's validation classes,
+    printed as a table (or one JSON object), and with ``write``/``write_card`` stored."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if min(config.way, config.query, config.episodes) < 1:
+        raise ValueError("--way, --query and --episodes must all be >= 1")
+    if not ACCEPTANCES[0] <= config.acceptance <= ACCEPTANCES[-1]:
+        raise ValueError(
+            f"--acceptance must be between {ACCEPTANCES[0]} and {ACCEPTANCES[-1]}, the "
+            f"calibrated range; not {config.acceptance}"
+        )
+    progress = config.progress and not config.json
+    checkpoint = load_checkpoint(config.checkpoint, modality=None)
+    data = Path(config.data)
+    classes, embeddings = validation_embeddings(checkpoint, data, config.device, progress)
+    measured = calibrate(
+        embeddings,
+        classes,
+        config.score,
+        config.way,
+        config.query,
+        config.episodes,
+        config.seed,
+        calibration_shots(checkpoint),
+        progress=progress,
+    )
+    for note in measured.notes:
+        print(f"note: {note}", file=sys.stderr)
+    rejection = replace(measured.rejection, default_acceptance=config.acceptance)
+    written = config.write or config.write_card
+    card = None
+    if written:
+        checkpoint.calibration = rejection
+        card = record(checkpoint, config.checkpoint, card=config.write_card)
+    if config.json:
+        print(json.dumps(_calibration_summary(config, checkpoint, rejection, written)))
+        return 0
+    print(_threshold_table(rejection))
+    if written:
+        where = f" and {card}" if card else ""
+        print(f"written to {config.checkpoint}{where} (model version {checkpoint.version})")
+    return 0
+
+
+def _calibration_summary(
+    config: CalibrateConfig,
+    checkpoint: Checkpoint,
+    rejection: RejectionCalibration,
+    written: bool,
+) -> dict[str, Any]:
+    return {
+        "checkpoint": str(config.checkpoint),
+        "model_version": checkpoint.version,
+        "data": str(config.data),
+        "way": config.way,
+        "episodes": config.episodes,
+        "seed": config.seed,
+        "written": written,
+        "rejection": rejection.to_dict(),
+    }
+
+
+def _threshold_table(rejection: RejectionCalibration) -> str:
+    """The thresholds as a text table: a row per shot count, a column per acceptance."""
+    header = "shot" + "".join(f"{100 * a:>9g}%" for a in rejection.acceptances)
+    rows = [
+        f"{shot:>4}" + "".join(f"{t:>10.3f}" for t in row)
+        for shot, row in zip(rejection.shots, rejection.thresholds, strict=True)
+    ]
+    return "\n".join(
+        [
+            f"rejection thresholds of {rejection.method} (above them a query is unknown), by "
+            f"shot count and known acceptance (default {100 * rejection.default_acceptance:g}%):",
+            header,
+            *rows,
+            f"measured on {rejection.source}",
+        ]
     )

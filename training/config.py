@@ -1,7 +1,9 @@
 """Typed training configuration; every field is also a command-line flag.
 
 Each field carries its ``--help`` line and, where the values are a fixed set, its choices:
-the one place the CLI, :func:`validate` and the tests read them from.
+the one place the CLI, :func:`validate` and the tests read them from. The evaluate and
+calibrate commands' options are typed alike (:func:`option`: ``training/evaluate.py``'s
+``EvaluateConfig``, ``training/calibrate.py``'s ``CalibrateConfig``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,37 @@ def setting(default: T, help: str, choices: tuple[T, ...] = ()) -> T:
     """A field's default, its one-line ``--help`` text and, where the values are fixed, its
     choices (checked by :func:`validate`, listed by ``--help``)."""
     return field(default=default, metadata={"help": help, "choices": choices})
+
+
+def option(
+    default: T,
+    help: str,
+    choices: tuple[Any, ...] = (),
+    *,
+    kind: type | None = None,
+    required: bool = False,
+) -> T:
+    """A field of a command's options (evaluate, calibrate) and so its flag: its default,
+    ``--help`` text as shown (argparse fills in ``%(default)s``), choices, the type of its
+    values where the default does not say (``None``), and whether the flag is required. A
+    bool is a switch when it defaults to False, else ``--X/--no-X``."""
+    metadata = {"help": help, "choices": choices, "kind": kind, "required": required}
+    return field(default=default, metadata=metadata)
+
+
+# The runtime options evaluate and calibrate share (functions: a field belongs to one class).
+def device_option() -> str:
+    return option(
+        "auto", "where to embed (auto = CUDA when present, else CPU; default: %(default)s)", DEVICES
+    )
+
+
+def threads_option() -> int:
+    return option(0, "torch intra-op threads (default: 0 = all cores)")
+
+
+def progress_option() -> bool:
+    return option(True, "show progress bars (default: True)")
 
 
 @dataclass(frozen=True)

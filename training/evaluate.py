@@ -1,4 +1,5 @@
-"""The field's evaluation protocol: many random episodes, mean accuracy and a 95% CI.
+"""The field's evaluation protocol: many random episodes, mean accuracy and a 95% CI; and the
+evaluate command (:func:`run_evaluate`; a text checkpoint's: ``training/text_evaluate.py``).
 
 In eval mode an image's embedding does not depend on the rest of its batch, so each image is
 embedded once and the episodes are sampled over those embeddings: 1000 episodes cost one pass
@@ -11,24 +12,39 @@ what the checkpoint's rejection calibration accepts and rejects.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from protonet.checkpoint import Checkpoint
-from protonet.embedding import embed
-from protonet.open_set import RejectionCalibration, is_known, open_set_score
+from protonet.checkpoint import Checkpoint, load_checkpoint
+from protonet.embedding import embed, pick_device
+from protonet.open_set import (
+    DEFAULT_SCORE,
+    SCORES,
+    RejectionCalibration,
+    is_known,
+    open_set_score,
+)
 from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
 from protonet.threads import one_thread
-from training.checks import ClassSet
+from training import omniglot
+from training.card import record
+from training.checks import ClassSet, EpisodeFlags, check_episodes
+from training.config import DEFAULT_DATA, device_option, option, progress_option, threads_option
+from training.emoji import is_emoji_dir, load_emoji_split
 from training.episodes import Episode, EpisodeSampler, EpisodeShape, LabelledSet
+from training.folder import load_folder
 from training.imageset import ImageSet
 
 STANDARD_SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
@@ -160,6 +176,35 @@ def embed_imageset(
             bar.update(len(batch))
     encoder.train(was_training)
     return torch.cat(chunks)
+
+
+@dataclass
+class EpisodeItems:
+    """The items an evaluation draws episodes from, in the two forms learners read
+    (:class:`training.meta_learning.EpisodeLearner`): ``embeddings`` ``[n_items, dim]``, every
+    item embedded once in eval mode by ``embed`` on first use and kept; and ``inputs(indices)``,
+    the encoder's inputs of some items (pixels ``[k, C, H, W]``), which a learner fine-tuned on
+    each episode's support reads instead."""
+
+    items: LabelledSet
+    embed: Callable[[], torch.Tensor]
+    inputs: Callable[[np.ndarray], torch.Tensor]
+
+    @cached_property
+    def embeddings(self) -> torch.Tensor:
+        return self.embed()
+
+
+def image_items(
+    images: ImageSet, spec: InputSpec, encoder: nn.Module, progress: bool = False
+) -> EpisodeItems:
+    """``images`` as learners read them, embedded by ``encoder`` (:func:`embed_imageset`)."""
+    pixels = torch.from_numpy(images.pixels)
+    return EpisodeItems(
+        images,
+        lambda: embed_imageset(encoder, images, spec, progress=progress),
+        lambda indices: pixels_to_tensor(pixels[indices], spec),
+    )
 
 
 @dataclass(frozen=True)
@@ -432,3 +477,237 @@ def evaluate_open_set(
         known_accepted=_share([e.known_accepted for e in episodes]),
         unknown_rejected=1.0 - _share([e.unknown_accepted for e in episodes]),
     )
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluate command's options; each field is its flag (``training/cli.py``)."""
+
+    checkpoint: str = option("", "the checkpoint (.pt) to evaluate", required=True)
+    data: str = option(
+        DEFAULT_DATA,
+        "Omniglot directory (the zips) or ROOT/<class>/<images> (default: %(default)s)",
+    )
+    split: str | None = option(
+        None,
+        "Omniglot only: which classes (vinyals-*: with rotation classes)",
+        omniglot.EVALUATION_SPLITS,
+        kind=str,
+    )
+    classes: str | None = option(
+        None,
+        "folder data: held out from training, all, or trained on (default: heldout when "
+        "the checkpoint was trained on --data, else all); a text checkpoint: its held-out, all "
+        "or meta-training intents (default: heldout)",
+        CLASS_SETS,
+        kind=str,
+    )
+    way: int = option(5, "classes per episode (default: %(default)s)")
+    shot: int = option(1, "support images per class (default: %(default)s)")
+    query: int = option(15, "query images per class (default: %(default)s)")
+    episodes: int = option(1000, "random episodes (default: %(default)s)")
+    within_alphabet: bool = option(
+        False, "draw each episode's classes from one alphabet (Omniglot's harder protocol)"
+    )
+    seed: int = option(0, "seed of the episodes (default: %(default)s)")
+    table: bool = option(
+        False, "all four standard settings, 5/20-way x 1/5-shot, instead of --way/--shot"
+    )
+    within_train: bool = option(
+        False,
+        "text: the criterion for choosing between models, from the train file alone: "
+        "8 texts per intent for all intents (10 seeded draws), and as queries every other "
+        "train text of the validation and held-out intents",
+    )
+    open_set: bool = option(
+        False,
+        "add queries of --way unknown classes (text: 10 held-out intents' test texts "
+        "against all other intents): AUROC of known against unknown, and the shares "
+        "accepted/rejected at the checkpoint's rejection threshold",
+    )
+    score: str | None = option(
+        None,
+        f"--open-set: the unknown-ness score (default: the calibration's, else {DEFAULT_SCORE})",
+        tuple(sorted(SCORES)),
+        kind=str,
+    )
+    acceptance: float | None = option(
+        None,
+        "--open-set: the known acceptance whose threshold judges the queries (default: "
+        "the calibration's default, 0.95)",
+        kind=float,
+    )
+    finetune_steps: int | None = option(
+        None,
+        "MAML-family checkpoints: inner-loop steps on each episode's support set "
+        "(default: the checkpoint's --finetune-steps); 0, for snail checkpoints too: nearest "
+        "prototype of the backbone's embeddings, as the service classifies (snail's default: "
+        "its own network)",
+        kind=int,
+    )
+    json: bool = option(False, "print one JSON object on stdout, and nothing else there")
+    write_card: bool = option(
+        False, "store the results in the checkpoint and write <checkpoint>.card.json beside it"
+    )
+    device: str = device_option()
+    threads: int = threads_option()
+    progress: bool = progress_option()
+
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars, unless stdout is for the JSON object alone."""
+        return self.progress and not self.json
+
+
+def run_evaluate(config: EvaluateConfig) -> int:
+    """The evaluate command: a checkpoint's accuracy (and open-set figures) over random
+    episodes, printed (or one JSON object), and with ``write_card`` recorded in its card."""
+    from training.meta_learning import evaluation_learner  # it builds on this module
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    checkpoint = load_checkpoint(config.checkpoint, modality=None)
+    if checkpoint.modality == "text":
+        from training.text_evaluate import run_evaluate_text
+
+        return run_evaluate_text(config, checkpoint)
+    if config.within_train:
+        raise ValueError(f"--within-train is for text checkpoints; {config.checkpoint} is not")
+    progress = config.shows_progress
+    method, calibration = open_set_scoring(config, checkpoint)
+    selection = _evaluation_classes(config, checkpoint, progress)
+    settings = _settings(config)
+    notes = [  # all of them before the slow part
+        note
+        for shape, within, episode_flags in settings
+        for note in check_episodes(selection.classes, shape, episode_flags, within)
+    ]
+    for note in dict.fromkeys(notes):  # settings of another shot repeat a note
+        print(f"note: {note}", file=sys.stderr)
+    if not config.json:
+        print(f"classes: {selection.description}")
+    images = selection.classes.items
+    device = pick_device(config.device)
+    learner = evaluation_learner(checkpoint, device, config.finetune_steps, config.open_set)
+    for shape, _, _ in settings:  # all of them before the slow part
+        learner.check_way(shape.n_way)
+    items = image_items(images, checkpoint.input_spec, learner.encoder, progress)
+    results: list[EvaluationResult | OpenSetResult] = []
+    for shape, within, _ in settings:
+        result: EvaluationResult | OpenSetResult
+        if config.open_set:  # the learner is the nearest prototype: scores are distances
+            result = evaluate_open_set(
+                items.embeddings,
+                images,
+                shape,
+                method,
+                calibration,
+                config.acceptance,
+                config.episodes,
+                config.seed,
+                within,
+                progress,
+            )
+        else:
+            result = learner.evaluate(items, shape, config.episodes, config.seed, within, progress)
+        results.append(result)
+        if not config.json:
+            print(result.describe())
+    summary = _summary(config, checkpoint.version, selection, results)
+    if config.write_card:
+        key = config.split or f"folder-{summary['classes']}"
+        suffix = "-open-set" if config.open_set else ""
+        record(checkpoint, config.checkpoint, {key + suffix: summary["results"]})
+    if config.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _evaluation_classes(
+    config: EvaluateConfig, checkpoint: Checkpoint, progress: bool
+) -> Selection:
+    data, spec = Path(config.data), checkpoint.input_spec
+    if is_emoji_dir(data):
+        if config.split or config.classes:
+            raise ValueError("--split and --classes are not for emoji: the test subcategories")
+        classes = load_emoji_split(data, spec, "test", progress)
+        description = f"{classes.origin}, held out from training and validation"
+        return Selection(classes, "all", description)
+    if omniglot.is_omniglot_dir(data):
+        if not config.split:
+            raise ValueError(
+                f"--split is required for Omniglot: one of {omniglot.EVALUATION_SPLITS}"
+            )
+        if config.classes:
+            raise ValueError("--classes is for folder data; Omniglot's classes come from --split")
+        images = omniglot.load_split(data, config.split, spec, progress=progress)
+        classes = ClassSet(images, f"Omniglot {config.split}", f"the {config.split} split")
+        return Selection(classes, "all", f"all {images.n_classes} classes of {config.split}")
+    images, fingerprint = load_folder(data, spec, progress=progress)
+    return select_folder_classes(images, data, fingerprint, checkpoint, config.classes)
+
+
+# An episode shape to evaluate, whether within-alphabet, and the flags that set it.
+Setting = tuple[EpisodeShape, bool, EpisodeFlags]
+
+
+def _settings(config: EvaluateConfig) -> list[Setting]:
+    """Each episode shape to evaluate, whether within-alphabet, and the flags that set it."""
+    unknown = 1 if config.open_set else 0  # open-set: as many unknown classes as known ones
+    if not config.table:
+        shape = EpisodeShape(config.way, config.shot, config.query, unknown * config.way)
+        return [(shape, config.within_alphabet, EpisodeFlags())]
+    table_flags = EpisodeFlags("the --table way", "the --table shot", "--query")
+    within = [False, True] if config.within_alphabet else [False]
+    return [
+        (EpisodeShape(way, shot, config.query, unknown * way), mode, table_flags)
+        for way, shot in STANDARD_SETTINGS
+        for mode in within
+    ]
+
+
+def open_set_scoring(
+    config: EvaluateConfig, checkpoint: Checkpoint
+) -> tuple[str, RejectionCalibration | None]:
+    """The score method of an open-set evaluation, and the calibration that judges it: the
+    checkpoint's, where it was measured for that method."""
+    if not config.open_set:
+        if config.score or config.acceptance is not None:
+            raise ValueError("--score and --acceptance are for --open-set evaluations")
+        return DEFAULT_SCORE, None
+    calibration = checkpoint.calibration
+    method = config.score or (calibration.method if calibration else DEFAULT_SCORE)
+    if calibration is None or calibration.method != method:
+        print(
+            f"note: the checkpoint holds no rejection calibration for {method}: no shares "
+            "accepted/rejected (the calibrate command measures one)",
+            file=sys.stderr,
+        )
+        return method, None
+    low, high = calibration.acceptances[0], calibration.acceptances[-1]
+    if config.acceptance is not None and not low <= config.acceptance <= high:
+        raise ValueError(f"--acceptance must be within the calibrated {low} to {high}")
+    return method, calibration
+
+
+def _summary(
+    config: EvaluateConfig,
+    version: str,
+    selection: Selection,
+    results: list[EvaluationResult | OpenSetResult],
+) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "checkpoint": str(config.checkpoint),
+        "model_version": version,
+        "data": str(config.data),
+        "split": config.split,
+        "classes": selection.name,
+        "n_classes": selection.classes.items.n_classes,
+        "seed": config.seed,
+        "open_set": config.open_set,
+        "results": [r.as_dict() for r in results],
+    }
+    summary.update({"accuracy": results[0].accuracy, "ci95": results[0].ci95})
+    if isinstance(results[0], OpenSetResult):
+        summary.update({"score": results[0].score, "auroc": results[0].auroc})
+    return summary

@@ -12,6 +12,7 @@ from torch import nn
 from protonet.model import LinearHead, build_encoder
 from protonet.text import embed_base
 from training.episodes import Episode
+from training.evaluate import EpisodeItems
 from training.trainer import Trainer, episode_items
 
 
@@ -41,6 +42,14 @@ class HeadTrainer(Trainer):
         indices, query_labels = episode_items(episode, self.device)
         support_labels = torch.from_numpy(episode.support_labels).to(self.device)
         return self.train_features[indices].to(self.device), support_labels, query_labels
+
+    def _validation_items(self) -> EpisodeItems:
+        """The validation items as the head reads them: their cached base features, and
+        through the head (in eval mode) their embeddings."""
+        features = self.validation_features
+        return EpisodeItems(
+            self.data.validation.items, self._validation_embeddings, lambda i: features[i]
+        )
 
     def _validation_embeddings(self) -> torch.Tensor:
         was_training = self.encoder.training

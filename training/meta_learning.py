@@ -1,8 +1,11 @@
 """The trainer's methods: Prototypical Networks; the MAML family and SNAIL as baselines.
 
-Every method is a module whose ``forward(images, support_labels, query_labels)`` returns
-an episode's ``(loss, accuracy)``: the trainer (and ``DistributedDataParallel`` around it)
-runs them all alike, on the same Conv-4 backbone and the same episode sampler.
+Every method is an :class:`EpisodeLearner` whose ``forward(images, support_labels,
+query_labels)`` returns an episode's ``(loss, accuracy)``: the trainer (and
+``DistributedDataParallel`` around it) runs them all alike, on the same Conv-4 backbone and the
+same episode sampler, and validation, evaluation and checkpoints use one interface for all.
+Only the factories (:func:`build_learner`, :func:`learner_from_checkpoint`,
+:func:`evaluation_learner`) ask which method it is.
 
 * ``protonet``: squared distances to the support prototypes (Snell et al. 2017).
 * ``maml``: a linear head of ``--way`` outputs on the backbone; the inner loop takes
@@ -38,11 +41,15 @@ from tqdm import tqdm
 from protonet.checkpoint import Checkpoint
 from protonet.model import embedding_dim
 from protonet.open_set import open_set_ranking_loss
-from protonet.preprocessing import InputSpec, pixels_to_tensor
 from protonet.prototypes import episode_loss
 from training.episodes import EpisodeSampler, EpisodeShape
-from training.evaluate import EvaluationResult, mean_and_ci95
-from training.imageset import ImageSet
+from training.evaluate import (
+    EpisodeItems,
+    EvaluationResult,
+    evaluate,
+    mean_and_ci95,
+    nearest_prototype,
+)
 from training.snail import SNAIL, Snail
 
 PROTONET = "protonet"
@@ -59,9 +66,98 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-class PrototypeLearner(nn.Module):
+class EpisodeLearner(nn.Module):
+    """A ``--method``'s learner. ``forward(images, support_labels, query_labels)`` trains it;
+    what validation, evaluation and the checkpoint need of it is the same for every method
+    (as easyfsl's ``FewShotClassifier``), so none of them asks which method it is:
+
+    * :attr:`max_way`: the most classes an episode may have (a head's outputs), None for any;
+    * :meth:`classify` an episode's queries from their embeddings, :meth:`evaluate` over
+      seeded episodes (the MAML family fine-tunes on each episode's inputs instead);
+    * :meth:`head_state` / :meth:`load_head`: its weights beyond the embedding, the
+      checkpoint's ``classifier_head`` (none for protonet).
+    """
+
+    method: str
+    encoder: nn.Module
+
+    @property
+    def max_way(self) -> int | None:
+        return None
+
+    def check_way(self, n_way: int) -> None:
+        """A head of N outputs (SNAIL: N label slots) reads episodes of at most N classes."""
+        if self.max_way is not None and n_way > self.max_way:
+            raise ValueError(
+                f"this {self.method} model's head has {self.max_way} outputs: it evaluates at "
+                f"most {self.max_way}-way episodes, not {n_way}-way (train with --way {n_way})"
+            )
+
+    def classify(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """The class label ``[Q]`` of each query embedding ``[Q, dim]``, given the support's
+        embeddings ``[S, dim]`` and labels ``[S]``."""
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        items: EpisodeItems,
+        shape: EpisodeShape,
+        n_episodes: int,
+        seed: int,
+        within_group: bool = False,
+        progress: bool = False,
+    ) -> EvaluationResult:
+        """Mean accuracy and 95% interval over ``n_episodes`` seeded episodes of ``items``:
+        each item embedded once, every episode classified by :meth:`classify`."""
+        return evaluate(
+            items.embeddings,
+            items.items,
+            shape,
+            n_episodes,
+            seed,
+            within_group,
+            progress=progress,
+            classify=self.classify,
+        )
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        """The weights beyond the embedding, for the checkpoint (``{}``: none)."""
+        return {}
+
+    def load_head(self, head: dict[str, torch.Tensor]) -> None:
+        """Restore a head saved by :meth:`head_state` (nothing to restore here)."""
+
+
+class HeadLearner(EpisodeLearner):
+    """A learner with weights beyond the embedding, ``classifier_head`` (a MAML-family linear
+    head, SNAIL's network): the checkpoint keeps them, and its outputs bound the way."""
+
+    classifier_head: nn.Module
+
+    @property
+    def way(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def max_way(self) -> int:
+        return self.way
+
+    def head_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.classifier_head.state_dict().items()}
+
+    def load_head(self, head: dict[str, torch.Tensor]) -> None:
+        if head:
+            self.classifier_head.load_state_dict(head)
+
+
+class PrototypeLearner(EpisodeLearner):
     """Prototypical Networks: the loss the trainer has always computed, plus, on open-set
-    episodes, ``open_set_weight`` times the ranking loss of unknown against known queries."""
+    episodes, ``open_set_weight`` times the ranking loss of unknown against known queries.
+    Episodes are classified by the nearest prototype, as the service classifies."""
+
+    method = PROTONET
 
     def __init__(
         self, encoder: nn.Module, amp_dtype: torch.dtype | None, open_set_weight: float = 0.0
@@ -91,6 +187,11 @@ class PrototypeLearner(nn.Module):
             loss = loss + self.open_set_weight * ranking
         return loss, accuracy
 
+    def classify(
+        self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        return nearest_prototype(support, support_labels, queries)
+
 
 def query_loss(
     logits: torch.Tensor, classes: torch.Tensor, query_labels: torch.Tensor
@@ -102,8 +203,11 @@ def query_loss(
     return loss, (logits.argmax(dim=1) == targets).float().mean().detach()
 
 
-class MetaLearner(nn.Module):
-    """The MAML family: backbone + linear head ``[way, dim]``, adapted per episode."""
+class MetaLearner(HeadLearner):
+    """The MAML family: backbone + linear head ``[way, dim]``, adapted per episode; evaluated
+    fine-tuned ``finetune_steps`` steps on each episode's support images."""
+
+    classifier_head: nn.Linear
 
     def __init__(
         self,
@@ -114,6 +218,7 @@ class MetaLearner(nn.Module):
         inner_steps: int,
         inner_lr: float,
         amp_dtype: torch.dtype | None = None,
+        finetune_steps: int = 3,
     ) -> None:
         super().__init__()
         if method not in MAML_FAMILY:
@@ -122,6 +227,7 @@ class MetaLearner(nn.Module):
         self.classifier_head = nn.Linear(embedding_dim, way)
         self.method, self.inner_steps, self.inner_lr = method, inner_steps, inner_lr
         self.amp_dtype = amp_dtype
+        self.finetune_steps = finetune_steps
 
     @property
     def way(self) -> int:
@@ -185,12 +291,28 @@ class MetaLearner(nn.Module):
             logits = self._logits(params, query, len(classes), None)
         return classes[logits.argmax(dim=1)]
 
+    def evaluate(
+        self,
+        items: EpisodeItems,
+        shape: EpisodeShape,
+        n_episodes: int,
+        seed: int,
+        within_group: bool = False,
+        progress: bool = False,
+    ) -> EvaluationResult:
+        """Over the same episodes, each query predicted after fine-tuning on the episode's
+        support inputs (:func:`evaluate_finetuned`): batch statistics, so no embedding once."""
+        return evaluate_finetuned(
+            self, items, shape, n_episodes, seed, self.finetune_steps, within_group, progress
+        )
 
-class SnailLearner(nn.Module):
+
+class SnailLearner(HeadLearner):
     """SNAIL over the backbone: the network (``classifier_head``, :class:`training.snail.Snail`)
     reads the support features with their classes and gives every query's logits."""
 
     method = SNAIL
+    classifier_head: Snail
 
     def __init__(
         self,
@@ -221,7 +343,8 @@ class SnailLearner(nn.Module):
     def classify(
         self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor
     ) -> torch.Tensor:
-        """The class label ``[Q]`` of each query feature (the evaluator's embeddings)."""
+        """The network's answer for each query feature, as in training (eval-mode
+        embeddings: batch norm's running statistics)."""
         logits, classes = self.logits(support, support_labels, queries)
         return classes[logits.argmax(dim=1)]
 
@@ -236,9 +359,6 @@ class SnailLearner(nn.Module):
         return query_loss(*self.logits(support, support_labels, queries), query_labels)
 
 
-Learner = MetaLearner | SnailLearner  # the methods with weights beyond the embedding
-
-
 def build_learner(
     method: str,
     encoder: nn.Module,
@@ -249,55 +369,79 @@ def build_learner(
     inner_lr: float,
     amp_dtype: torch.dtype | None,
     open_set_weight: float = 0.0,
-) -> nn.Module:
+    finetune_steps: int = 3,
+) -> EpisodeLearner:
     """The module that turns one episode into its (loss, accuracy) for ``method``."""
     if method == PROTONET:
         return PrototypeLearner(encoder, amp_dtype, open_set_weight)
     if method == SNAIL:
         return SnailLearner(encoder, embedding_dim, way, shot, amp_dtype)
-    return MetaLearner(encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype)
+    return MetaLearner(
+        encoder, embedding_dim, way, method, inner_steps, inner_lr, amp_dtype, finetune_steps
+    )
 
 
-def classifier_head_state(learner: nn.Module) -> dict[str, torch.Tensor]:
-    """The MAML-family head's or the SNAIL network's weights for the checkpoint (``{}`` for
-    protonet)."""
-    if not isinstance(learner, Learner):
-        return {}
-    return {k: v.detach().cpu().clone() for k, v in learner.classifier_head.state_dict().items()}
-
-
-def learner_from_checkpoint(checkpoint: Checkpoint, device: torch.device) -> Learner:
-    """The learner a MAML-family or SNAIL checkpoint holds, fp32, on ``device``."""
+def learner_from_checkpoint(
+    checkpoint: Checkpoint, device: torch.device, finetune_steps: int | None = None
+) -> HeadLearner:
+    """The learner a MAML-family or SNAIL checkpoint holds, fp32, on ``device``; a MAML-family
+    one is evaluated with ``finetune_steps`` (default: the checkpoint's ``--finetune-steps``)."""
     config: dict[str, Any] = checkpoint.training_config
     if not checkpoint.classifier_head:
         raise ValueError(f"a {checkpoint.method} checkpoint must hold its head; this one does not")
     encoder = checkpoint.build_encoder(device)
-    learner: Learner
+    learner: HeadLearner
     if checkpoint.method == SNAIL:
         dim = embedding_dim(checkpoint.encoder_config, checkpoint.input_spec.image_size)
         learner = SnailLearner(encoder, dim, config["way"], config["shot"])
     else:
         way, dim = checkpoint.classifier_head["weight"].shape
+        steps = config.get("finetune_steps", 3) if finetune_steps is None else finetune_steps
         learner = MetaLearner(
-            encoder, dim, way, checkpoint.method, config["inner_steps"], config["inner_lr"]
+            encoder,
+            dim,
+            way,
+            checkpoint.method,
+            config["inner_steps"],
+            config["inner_lr"],
+            finetune_steps=int(steps),
         )
-    learner.classifier_head.load_state_dict(checkpoint.classifier_head)
+    learner.load_head(checkpoint.classifier_head)
     return learner.to(device)
 
 
-def check_episode_way(learner: Learner, n_way: int) -> None:
-    """A head of N outputs (SNAIL: N label slots) reads episodes of at most N classes."""
-    if n_way > learner.way:
+def evaluation_learner(
+    checkpoint: Checkpoint,
+    device: torch.device,
+    finetune_steps: int | None = None,
+    prototypes_only: bool = False,
+) -> EpisodeLearner:
+    """The learner that evaluates ``checkpoint``, in eval mode: a MAML-family one fine-tuned
+    ``finetune_steps`` steps on each episode's support (default: the checkpoint's
+    ``--finetune-steps``), SNAIL's network, or the nearest prototype of the checkpoint's
+    embeddings, as the service classifies: for protonet, and with ``finetune_steps`` 0 for
+    the others. ``prototypes_only`` (open-set episodes score distances to prototypes) refuses
+    anything but the nearest prototype."""
+    steps = finetune_steps
+    if checkpoint.method == PROTONET and steps:
+        raise ValueError("--finetune-steps is for MAML-family checkpoints, not protonet")
+    if checkpoint.method == SNAIL and steps:
         raise ValueError(
-            f"this {learner.method} model's head has {learner.way} outputs: it evaluates at "
-            f"most {learner.way}-way episodes, not {n_way}-way (train with --way {n_way})"
+            "--finetune-steps: a snail checkpoint does not fine-tune: leave the flag out for "
+            "its own network, or pass 0 for the nearest prototype of its embeddings (as served)"
         )
+    if steps is None and checkpoint.method not in (PROTONET, SNAIL):
+        steps = int(checkpoint.training_config.get("finetune_steps", 3))
+    if checkpoint.method == PROTONET or steps == 0:
+        return PrototypeLearner(checkpoint.build_encoder(device), None).eval()
+    if prototypes_only:
+        raise ValueError("--open-set scores distances to prototypes: add --finetune-steps 0")
+    return learner_from_checkpoint(checkpoint, device, steps).eval()
 
 
 def finetuned_accuracies(
     learner: MetaLearner,
-    images: ImageSet,
-    spec: InputSpec,
+    items: EpisodeItems,
     shape: EpisodeShape,
     n_episodes: int,
     seed: int,
@@ -307,16 +451,15 @@ def finetuned_accuracies(
 ) -> np.ndarray:
     """Query accuracy ``[n_episodes]`` of the learner fine-tuned on each seeded episode's
     support set; the same episodes :func:`training.evaluate.evaluate` draws for a seed."""
-    check_episode_way(learner, shape.n_way)
+    learner.check_way(shape.n_way)
     learner = copy.deepcopy(learner).train()  # batch statistics; the caller's stats untouched
     device = next(learner.parameters()).device
-    sampler = EpisodeSampler(images, shape, seed=seed, within_group=within_group)
-    pixels = torch.from_numpy(images.pixels)
+    sampler = EpisodeSampler(items.items, shape, seed=seed, within_group=within_group)
     accuracies = np.empty(n_episodes)
     for i in tqdm(range(n_episodes), desc="episodes", disable=not progress, leave=False):
         episode = sampler.sample()
-        support = pixels_to_tensor(pixels[episode.support_indices], spec).to(device)
-        query = pixels_to_tensor(pixels[episode.query_indices], spec).to(device)
+        support = items.inputs(episode.support_indices).to(device)
+        query = items.inputs(episode.query_indices).to(device)
         labels = torch.from_numpy(episode.support_labels).to(device)
         predicted = learner.predict(support, labels, query, steps).cpu()
         accuracies[i] = (predicted == torch.from_numpy(episode.query_labels)).float().mean()
@@ -325,8 +468,7 @@ def finetuned_accuracies(
 
 def evaluate_finetuned(
     learner: MetaLearner,
-    images: ImageSet,
-    spec: InputSpec,
+    items: EpisodeItems,
     shape: EpisodeShape,
     n_episodes: int,
     seed: int,
@@ -336,7 +478,7 @@ def evaluate_finetuned(
 ) -> EvaluationResult:
     """Mean accuracy and 95% interval over fine-tuned episodes (:func:`finetuned_accuracies`)."""
     accuracies = finetuned_accuracies(
-        learner, images, spec, shape, n_episodes, seed, steps, within_group, progress
+        learner, items, shape, n_episodes, seed, steps, within_group, progress
     )
     accuracy, ci95 = mean_and_ci95(accuracies)
     return EvaluationResult(
@@ -344,16 +486,11 @@ def evaluate_finetuned(
     )
 
 
-def check_validation_way(method: str, way: int, val_way: int) -> None:
-    """A head of ``way`` outputs (MAML family, SNAIL) validates at most ``way``-way episodes."""
-    if method != PROTONET and val_way > way:
+def check_validation_way(learner: EpisodeLearner, val_way: int) -> None:
+    """A head of N outputs (MAML family, SNAIL: ``--way``) validates at most N-way episodes."""
+    way = learner.max_way
+    if way is not None and val_way > way:
         raise ValueError(
-            f"--method {method}: the head has --way {way} outputs, so validation episodes "
+            f"--method {learner.method}: the head has --way {way} outputs, so validation episodes "
             f"can be at most {way}-way, not {val_way}-way: pass --val-way {way} (or less)"
         )
-
-
-def load_classifier_head(learner: nn.Module, head: dict[str, torch.Tensor]) -> None:
-    """Restore a head saved by :func:`classifier_head_state` (nothing for protonet)."""
-    if isinstance(learner, Learner) and head:
-        learner.classifier_head.load_state_dict(head)

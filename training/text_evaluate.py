@@ -8,11 +8,13 @@
    frozen base with logistic regression (MTEB's few-shot classifier; needs scikit-learn).
 
 Base embeddings are computed once per file (cached, :func:`training.textset.base_embeddings`);
-the head runs over them.
+the head runs over them. :func:`run_evaluate_text` is the evaluate command on a text checkpoint.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,15 +32,18 @@ from protonet.open_set import (
 )
 from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
 from protonet.text import TextSpec, embed_base
+from training.card import record
 from training.checks import ClassSet
 from training.episodes import EpisodeSampler, EpisodeShape
 from training.evaluate import (
+    EvaluateConfig,
     EvaluationResult,
     Queries,
     auroc,
     evaluate,
     mean_and_ci95,
     one_thread,
+    open_set_scoring,
 )
 from training.textset import TextSet, base_embeddings, load_banking77, select_embedded
 
@@ -561,3 +566,121 @@ def _summarize(
         rejected,
         by_group,
     )
+
+
+def run_evaluate_text(config: EvaluateConfig, checkpoint: Checkpoint) -> int:
+    """The evaluate command on a text checkpoint: Banking77 episodes over (by default) the
+    held-out intents, queries from the test file; with ``table``, 5-way and all-way at 1, 5
+    and 8 shots, and all 77 intents at 8 shots. ``open_set`` and ``within_train`` are their
+    own settings."""
+    image_only = {"--split": config.split, "--within-alphabet": config.within_alphabet}
+    for name, given in image_only.items():
+        if given:
+            raise ValueError(f"{name} is for image checkpoints; {config.checkpoint} is text")
+    if config.within_train:
+        return _run_within_train(config, checkpoint)
+    if config.open_set:
+        return _run_text_open_set(config, checkpoint)
+    shapes = None if config.table else [EpisodeShape(config.way, config.shot, config.query)]
+    classes = config.classes or "heldout"
+    evaluation = evaluate_text_checkpoint(
+        checkpoint,
+        Path(config.data),
+        classes,
+        shapes,
+        config.episodes,
+        config.seed,
+        config.shows_progress,
+    )
+    for note in evaluation.notes:
+        print(f"note: {note}", file=sys.stderr)
+    results = [r.as_dict() for r in evaluation.episodes]
+    base_results = [r.as_dict() for r in evaluation.base_episodes]
+    all_intents = [r.as_dict() for r in evaluation.all_intents]
+    summary: dict[str, Any] = {
+        "checkpoint": str(config.checkpoint),
+        "model_version": checkpoint.version,
+        "modality": "text",
+        "data": str(config.data),
+        "classes": evaluation.classes,
+        "n_classes": len(evaluation.intents),
+        "seed": config.seed,
+        "results": results,
+        "base_results": base_results,
+        "all_intents": all_intents,
+        "accuracy": results[0]["accuracy"],
+        "ci95": results[0]["ci95"],
+    }
+    if config.write_card:
+        key = f"banking77-{evaluation.classes}"
+        entries = {key: results, f"{key}-frozen-base": base_results}
+        if all_intents:
+            entries["banking77-all-intents"] = all_intents
+        record(checkpoint, config.checkpoint, entries)
+    if config.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"intents: {evaluation.classes} ({len(evaluation.intents)}), queries from the test file")
+    lines = [f"head: {r.describe()}" for r in evaluation.episodes]
+    lines += [f"frozen base: {r.describe()}" for r in evaluation.base_episodes]
+    print("\n".join(lines + [r.describe() for r in evaluation.all_intents]))
+    return 0
+
+
+def _run_text_open_set(config: EvaluateConfig, checkpoint: Checkpoint) -> int:
+    """``open_set`` on a text checkpoint: 10 of its held-out intents out of scope, every other
+    intent registered with ``shot`` train texts, every test text queried (``episodes`` draws)."""
+    if config.table or config.classes:
+        raise ValueError("--open-set on text has its own setting: leave out --table and --classes")
+    method, calibration = open_set_scoring(config, checkpoint)
+    if calibration is None:
+        raise ValueError(
+            f"{config.checkpoint} holds no rejection calibration for {method}: run protonet "
+            f"calibrate --checkpoint {config.checkpoint} --data {config.data} --write first"
+        )
+    progress = config.shows_progress
+    train = embed_split(checkpoint, Path(config.data), "train", None, progress)
+    test = embed_split(checkpoint, Path(config.data), "test", None, progress)
+    result = evaluate_text_open_set(
+        train,
+        test,
+        checkpoint,
+        calibration,
+        config.acceptance,
+        config.shot,
+        config.episodes,
+        config.seed,
+    )
+    if config.write_card:
+        record(checkpoint, config.checkpoint, {"banking77-open-set": [result.as_dict()]})
+    if config.json:
+        summary = {"checkpoint": str(config.checkpoint), "model_version": checkpoint.version}
+        print(json.dumps({**summary, "open_set": result.as_dict()}))
+    else:
+        print(result.describe())
+    return 0
+
+
+def _run_within_train(config: EvaluateConfig, checkpoint: Checkpoint) -> int:
+    """``within_train``: the train-file-only criterion for choosing between text models (reads
+    train.csv, never test.csv)."""
+    if config.table or config.classes:
+        raise ValueError("--within-train has its own setting: leave out --table and --classes")
+    train = embed_split(checkpoint, Path(config.data), "train", None, config.shows_progress)
+    results = evaluate_within_train(train, checkpoint, seed=config.seed)
+    if config.write_card:
+        entries = {"banking77-within-train": [r.as_dict() for r in results]}
+        record(checkpoint, config.checkpoint, entries)
+    if config.json:
+        print(
+            json.dumps(
+                {
+                    "checkpoint": str(config.checkpoint),
+                    "model_version": checkpoint.version,
+                    "within_train": [r.as_dict() for r in results],
+                }
+            )
+        )
+    else:
+        print("\n".join(r.describe() for r in results))
+    return 0

@@ -28,7 +28,7 @@ from training.augment import random_rotate_scale, random_shift
 from training.checks import ClassSet, fit_to_data
 from training.config import TrainConfig, validate
 from training.episodes import Episode, EpisodeSampler, EpisodeShape
-from training.evaluate import embed_imageset, evaluate, evaluate_open_set, nearest_prototype
+from training.evaluate import EpisodeItems, evaluate_open_set, image_items
 from training.plots import plot_learning_curve
 
 BEST_CHECKPOINT = "best.pt"
@@ -195,11 +195,11 @@ class Trainer:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         self.config = config  # with the validation settings that fit the data filled in
-        meta_learning.check_validation_way(config.method, config.way, config.val_way)
         self.encoder_config = self._encoder_config()
         self.encoder = self._build_encoder()
         self.amp_dtype = self._amp_dtype()
         self.learner = self._build_learner()
+        meta_learning.check_validation_way(self.learner, config.val_way)
         self.init_version = self._load_init(config.init) if config.init else None
         # The episode's (loss, accuracy); in DDP for several processes: gradients averaged.
         if config.freeze_encoder:  # no gradients, no Adam steps, running statistics kept
@@ -241,7 +241,7 @@ class Trainer:
     def _amp_dtype(self) -> torch.dtype | None:
         return autocast_dtype(self.config.precision, self.device)
 
-    def _build_learner(self) -> nn.Module:
+    def _build_learner(self) -> meta_learning.EpisodeLearner:
         """What turns an episode into its (loss, accuracy) for ``--method``."""
         config = self.config
         meta = config.method != meta_learning.PROTONET  # only a head over it needs the width
@@ -256,12 +256,13 @@ class Trainer:
             config.inner_lr,
             self.amp_dtype,
             config.open_set_weight if config.unknown_way else 0.0,
+            config.finetune_steps,
         )
         return learner.to(self.device)
 
-    def _validation_embeddings(self) -> torch.Tensor:
-        """``[n_validation, dim]``, in eval mode."""
-        return embed_imageset(self.encoder, self.data.validation.items, self.spec)
+    def _validation_items(self) -> EpisodeItems:
+        """The validation classes' items as the learner reads them (embedded in eval mode)."""
+        return image_items(self.data.validation.items, self.spec, self.encoder)
 
     def _model_fields(self) -> dict[str, Any]:
         """The checkpoint's fields that say what the encoder reads."""
@@ -291,7 +292,7 @@ class Trainer:
         self.encoder.load_state_dict(checkpoint.state_dict)
         if checkpoint.method == self.config.method and checkpoint.classifier_head:
             try:
-                meta_learning.load_classifier_head(self.learner, checkpoint.classifier_head)
+                self.learner.load_head(checkpoint.classifier_head)
             except RuntimeError:  # load_state_dict's shape mismatch, a page long
                 raise ValueError(
                     f"--init {path}: its {checkpoint.method} head does not fit this run's; "
@@ -302,9 +303,7 @@ class Trainer:
     def _load_resume_state(self) -> None:
         state = torch.load(self.out / RESUME_STATE, map_location=self.device, weights_only=True)
         self.encoder.load_state_dict(state["encoder"])
-        meta_learning.load_classifier_head(
-            self.learner, state.get("classifier_head", state.get("head", {}))
-        )
+        self.learner.load_head(state.get("classifier_head", state.get("head", {})))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.episode = int(state["episode"])
@@ -324,7 +323,7 @@ class Trainer:
                 "best_score": self.best_score,
                 "validations_without_improvement": self.validations_without_improvement,
                 "elapsed_seconds": elapsed,
-                "classifier_head": meta_learning.classifier_head_state(self.learner),
+                "classifier_head": self.learner.head_state(),
                 "episodes_seen": self.episodes_seen,
             },
             self.out / RESUME_STATE,
@@ -357,32 +356,12 @@ class Trainer:
         """Validation's ``accuracy`` and ``ci95``, for open-set runs its ``auroc`` and
         ``auroc_ci95`` too, and ``selection``: the figure the best checkpoint is chosen by."""
         config = self.config
-        validation = self.data.validation.items
         shape = EpisodeShape(config.val_way, config.val_shot, config.val_query)
-        if isinstance(self.learner, meta_learning.MetaLearner):  # fine-tuned on each episode
-            result = meta_learning.evaluate_finetuned(
-                self.learner,
-                validation,
-                self.spec,
-                shape,
-                config.val_episodes,
-                config.seed + 1,
-                config.finetune_steps,
-            )
-            return {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
-        embeddings = self._validation_embeddings()
-        learner = self.learner  # SNAIL reads the same eval-mode embeddings with its network
-        classify = (
-            learner.classify
-            if isinstance(learner, meta_learning.SnailLearner)
-            else nearest_prototype
-        )
-        result = evaluate(
-            embeddings, validation, shape, config.val_episodes, config.seed + 1, classify=classify
-        )
+        validation = self._validation_items()
+        result = self.learner.evaluate(validation, shape, config.val_episodes, config.seed + 1)
         scores = {"accuracy": result.accuracy, "ci95": result.ci95, "selection": result.accuracy}
         if config.unknown_way:
-            scores |= self._open_set_validation(embeddings, result.accuracy)
+            scores |= self._open_set_validation(validation.embeddings, result.accuracy)
         return scores
 
     def _open_set_validation(self, embeddings: torch.Tensor, accuracy: float) -> dict[str, float]:
@@ -412,7 +391,7 @@ class Trainer:
             state_dict={k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()},
             training_config=self.config.to_dict(),
             data_fingerprint=self.data.fingerprint,
-            classifier_head=meta_learning.classifier_head_state(self.learner),
+            classifier_head=self.learner.head_state(),
             metadata={
                 **self._split_metadata(),
                 "method": self.config.method,
