@@ -275,6 +275,11 @@ class CalibrateConfig:
     threads: int = threads_option()
     progress: bool = progress_option()
 
+    @property
+    def shows_progress(self) -> bool:
+        """Progress bars, unless stdout is for the JSON object alone."""
+        return self.progress and not self.json
+
 
 def run_calibrate(config: CalibrateConfig) -> int:
     """The calibrate command: the thresholds measured on the checkpoint's validation classes,
@@ -288,7 +293,7 @@ def run_calibrate(config: CalibrateConfig) -> int:
             f"--acceptance must be between {ACCEPTANCES[0]} and {ACCEPTANCES[-1]}, the "
             f"calibrated range; not {config.acceptance}"
         )
-    progress = config.progress and not config.json
+    progress = config.shows_progress
     checkpoint = load_checkpoint(config.checkpoint, modality=None)
     data = Path(config.data)
     classes, embeddings = validation_embeddings(checkpoint, data, config.device, progress)

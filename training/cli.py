@@ -1,7 +1,9 @@
 """The trainer's command line: ``python -m training {data,train,evaluate,calibrate}``.
 
 :func:`main` takes the program name, so a console script (``protonet train ...``) shows its
-own name in usage lines and examples.
+own name in usage lines and examples. Flags come from typed fields (``TrainConfig``,
+``EvaluateConfig``, ``CalibrateConfig``); what the commands do lives beside what they use
+(``training/evaluate.py``, ``text_evaluate.py``, ``calibrate.py``, ``card.py``).
 """
 
 from __future__ import annotations

@@ -183,8 +183,8 @@ class EpisodeItems:
     """The items an evaluation draws episodes from, in the two forms learners read
     (:class:`training.meta_learning.EpisodeLearner`): ``embeddings`` ``[n_items, dim]``, every
     item embedded once in eval mode by ``embed`` on first use and kept; and ``inputs(indices)``,
-    the encoder's inputs of some items (pixels ``[k, C, H, W]``), which a learner fine-tuned on
-    each episode's support reads instead."""
+    the encoder's inputs of some items (pixels ``[k, C, H, W]``; a head's cached base features
+    ``[k, base_dim]``), which a learner fine-tuned on each episode's support reads instead."""
 
     items: LabelledSet
     embed: Callable[[], torch.Tensor]
