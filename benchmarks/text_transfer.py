@@ -47,14 +47,10 @@ from benchmarks import smoke  # noqa: E402
 from protonet.checkpoint import load_checkpoint  # noqa: E402
 from protonet.model import LinearHead, build_encoder, linear_head_config  # noqa: E402
 from protonet.text import base_identity, embed_base  # noqa: E402
+from training.evaluate import nearest_prototype  # noqa: E402
 from training.head_trainer import whitening_start  # noqa: E402
 from training.skill_intents import load_skill_intents  # noqa: E402
-from training.text_evaluate import (  # noqa: E402
-    SELECTION_GROUPS,
-    draw_hits,
-    prototype_classifier,
-    within_train_draws,
-)
+from training.text_evaluate import SELECTION_GROUPS, draw_hits, within_train_draws  # noqa: E402
 from training.textset import (  # noqa: E402
     TextSet,
     base_embeddings,
@@ -77,7 +73,7 @@ class Criterion:
 
     def accuracies(self, embeddings: torch.Tensor) -> np.ndarray:
         hits = draw_hits(
-            prototype_classifier, (embeddings, embeddings), (self.texts, self.texts), self.draws
+            nearest_prototype, (embeddings, embeddings), (self.texts, self.texts), self.draws
         )
         return np.array([correct.mean() for _, correct in hits])
 

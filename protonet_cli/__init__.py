@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 TRAINER_COMMANDS = {
-    "train": "meta-train an encoder on Omniglot or a folder of your images",
+    "train": "meta-train a model: Omniglot, your own images, Banking77 intents or emoji pictures",
     "evaluate": "few-shot accuracy of a checkpoint over random episodes",
     "calibrate": "measure a checkpoint's rejection thresholds for unknown inputs",
     "data": "fetch or copy and validate a dataset",

@@ -267,7 +267,7 @@ def _add_data_command(commands: Any) -> None:
 def _add_train_command(commands: Any) -> None:
     train = commands.add_parser(
         "train",
-        help="meta-train an encoder on Omniglot or on your own images",
+        help="meta-train a model: Omniglot, your own images, Banking77 intents or emoji pictures",
         description=TRAIN_DESCRIPTION,
         epilog=TRAIN_EPILOG,
         formatter_class=_formatter,

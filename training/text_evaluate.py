@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,18 +29,20 @@ from protonet.open_set import (
     leave_one_out_distances,
     open_set_score,
 )
-from protonet.prototypes import compute_prototypes, prototype_logits, squared_euclidean
+from protonet.prototypes import compute_prototypes, squared_euclidean
 from protonet.text import TextSpec, embed_base
 from training.card import record
 from training.checks import ClassSet
 from training.episodes import EpisodeSampler, EpisodeShape
 from training.evaluate import (
+    Classify,
     EvaluateConfig,
     EvaluationResult,
     Queries,
     auroc,
     evaluate,
     mean_and_ci95,
+    nearest_prototype,
     one_thread,
     open_set_scoring,
 )
@@ -114,18 +115,6 @@ def evaluate_episodes(
     )
 
 
-Classifier = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def prototype_classifier(
-    support: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor
-) -> torch.Tensor:
-    """Nearest prototype: ``[n_support, dim]``, ``[n_support]``, ``[n_query, dim]`` ->
-    predicted labels ``[n_query]``."""
-    prototypes, classes = compute_prototypes(support, labels)
-    return classes[prototype_logits(queries, prototypes).argmax(dim=1)]
-
-
 def logistic_regression_classifier(
     support: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor
 ) -> torch.Tensor:
@@ -196,7 +185,7 @@ def all_intents_draws(
 
 def all_intents_accuracy(
     method: str,
-    classify: Classifier,
+    classify: Classify,
     embeddings: tuple[torch.Tensor, torch.Tensor],
     sets: tuple[TextSet, TextSet],
     draws: list[tuple[np.ndarray, np.ndarray]],
@@ -219,7 +208,7 @@ def all_intents_accuracy(
 
 
 def draw_hits(
-    classify: Classifier,
+    classify: Classify,
     embeddings: tuple[torch.Tensor, torch.Tensor],
     sets: tuple[TextSet, TextSet],
     draws: list[tuple[np.ndarray, np.ndarray]],
@@ -258,8 +247,8 @@ def evaluate_all_intents(
     groups = {name: list(split.get(name, [])) for name in ("train", "validation", "held_out")}
     head, base = (train.head, test.head), (train.base, test.base)
     results = [
-        all_intents_accuracy("head prototypes", prototype_classifier, head, sets, drawn, groups),
-        all_intents_accuracy("base prototypes", prototype_classifier, base, sets, drawn, groups),
+        all_intents_accuracy("head prototypes", nearest_prototype, head, sets, drawn, groups),
+        all_intents_accuracy("base prototypes", nearest_prototype, base, sets, drawn, groups),
     ]
     if not has_sklearn():
         return results, ["scikit-learn is not installed: no logistic regression anchor"]
@@ -303,7 +292,7 @@ def evaluate_within_train(
     embeddings = {"head": (train.head, train.head), "base": (train.base, train.base)}
     return [
         all_intents_accuracy(
-            f"{name} prototypes", prototype_classifier, pair, sets, drawn, groups, "train"
+            f"{name} prototypes", nearest_prototype, pair, sets, drawn, groups, "train"
         )
         for name, pair in embeddings.items()
     ]

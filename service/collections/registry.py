@@ -90,7 +90,7 @@ class QueryOutcome:
     revision: int
     answers: list[QueryAnswer]
     model_version: str
-    rejection: AppliedRejection | None = None
+    applied_rejection: AppliedRejection | None = None
     input_ids: list[int] | None = None  # where the query's inputs are remembered (feedback)
 
     @property
@@ -547,7 +547,7 @@ class CollectionRegistry:
         if scale is not None:
             source = "collection" if scores is live.leave_one_out else "adapter"
         applied = AppliedRejection(policy.acceptance, source)
-        return dataclasses.replace(outcome, answers=judged, rejection=applied)
+        return dataclasses.replace(outcome, answers=judged, applied_rejection=applied)
 
     def _collection_scale(self, live: LiveCollection, policy: RejectionPolicy) -> float | None:
         """The collection's threshold scale (:mod:`service.collections.rejection`), its

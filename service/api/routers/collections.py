@@ -406,6 +406,6 @@ async def query_collection(
     }
     if outcome.adapter_version is not None:  # likewise: only where an adapter answered
         body["adapter_version"] = outcome.adapter_version
-    if outcome.rejection is not None:  # no new key for queries without rejection
-        body["rejection"] = outcome.rejection.to_json()
+    if outcome.applied_rejection is not None:  # no new key for queries without rejection
+        body["rejection"] = outcome.applied_rejection.to_json()
     return with_revision(json_response(body), outcome.revision)
